@@ -1,0 +1,115 @@
+"""Small shared helpers: atomic writes, seeding, torch threads, logging."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import random
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+
+log = logging.getLogger("activesynth")
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) -> Path:
+    """Write a file so that readers see either the old content or the whole new one.
+
+    ``write`` receives a binary file object in the same directory; it is fsynced and renamed over
+    ``path`` only after ``write`` returns, so a crash never leaves a half-written file behind.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    return atomic_write(path, lambda fh: fh.write(text.encode("utf-8")))
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
+    return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
+
+
+def atomic_torch_save(path: str | os.PathLike, obj: Any) -> Path:
+    import torch
+
+    def write(fh: IO[bytes]) -> None:
+        buf = io.BytesIO()
+        torch.save(obj, buf)
+        fh.write(buf.getvalue())
+
+    return atomic_write(path, write)
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, np.integer):
+        return int(o)
+    if isinstance(o, np.floating):
+        return float(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def available_cpus() -> int:
+    """CPUs this process may run on (respects affinity masks and cgroup-pinned containers)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - non-Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def set_torch_threads(n: int | None = None) -> int:
+    """Set torch's intra-op threads from the machine (never hard-coded). Returns the count used."""
+    import torch
+
+    n = n or available_cpus()
+    torch.set_num_threads(n)
+    return n
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy's legacy global state and torch at a process entry point.
+
+    Library code never relies on this: it takes explicit ``np.random.Generator`` /
+    ``torch.Generator`` objects. This only guards third-party code that uses global state.
+    """
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def torch_generator(seed: int) -> Any:
+    import torch
+
+    g = torch.Generator()
+    g.manual_seed(int(seed))
+    return g
+
+
+def progress_enabled(quiet: bool = False) -> bool:
+    """Progress bars only on a terminal and when not asked to be quiet."""
+    import sys
+
+    return not quiet and sys.stderr.isatty() and os.environ.get("ACTIVESYNTH_QUIET", "") == ""
