@@ -1,0 +1,58 @@
+"""Image classifier / regressor: a small MONAI ``ResNet`` backbone with a dropout head."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+from monai.networks.nets import ResNet
+from torch import nn
+
+if TYPE_CHECKING:
+    from activesynth.models.config import ModelConfig
+
+
+class ImageClassifier(nn.Module):
+    """ResNet (basic blocks, one per stage) -> dropout -> linear.
+
+    Used for classification (``out_channels`` = classes, logits) and regression
+    (``out_channels`` = 1). The stem is strided for images of 64 px and more and not for small
+    images (PneumoniaMNIST's 28 px), so the last stage still sees a few pixels.
+
+    ``forward(x)``: (B,C,H,W) -> (B,K). ``embed(x)``: (B,F) pooled features, F = channels[-1].
+    """
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        if len(cfg.channels) != 4:
+            from activesynth.errors import ConfigError
+
+            raise ConfigError(
+                f"The classifier/regressor is a 4-stage ResNet: --channels needs 4 values, got "
+                f"{list(cfg.channels)}."
+            )
+        small = cfg.image_size < 64
+        self.backbone = ResNet(
+            block="basic",
+            layers=[1] * len(cfg.channels),
+            block_inplanes=list(cfg.channels),
+            spatial_dims=2,
+            n_input_channels=cfg.in_channels,
+            conv1_t_size=3 if small else 7,
+            conv1_t_stride=1 if small else 2,
+            no_max_pool=small,
+            feed_forward=False,
+        )
+        self.dropout = nn.Dropout(cfg.dropout)
+        self.head = nn.Linear(cfg.channels[-1], cfg.out_channels)
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        return self.backbone(x)
+
+    def forward_with_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        f = self.backbone(x)
+        return self.head(self.dropout(f)), f
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_with_features(x)[0]

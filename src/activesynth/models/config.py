@@ -1,0 +1,62 @@
+"""ModelConfig and the model factory."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from torch import nn
+
+from activesynth.registry import check_option
+
+TASKS = ("seg", "cls", "reg")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Architecture of a task model.
+
+    Attributes:
+        task: "seg" (U-Net), "cls" (ResNet classifier) or "reg" (ResNet regressor).
+        in_channels: image channels.
+        out_channels: segmentation classes incl. background, image classes, or 1 for regression.
+        channels: feature maps per level (U-Net) or per ResNet stage.
+        num_res_units: residual units per U-Net level (MONAI's ``num_res_units``).
+        dropout: dropout probability; >0 enables MC-dropout at inference (``models.bayes``).
+        image_size: side in pixels the model is built for (decides the ResNet stem stride).
+    """
+
+    task: str = "seg"
+    in_channels: int = 1
+    out_channels: int = 2
+    channels: tuple[int, ...] = (16, 32, 64, 128)
+    num_res_units: int = 2
+    dropout: float = 0.1
+    image_size: int = 128
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "task", check_option(self.task, TASKS, "--task"))
+        object.__setattr__(self, "channels", tuple(int(c) for c in self.channels))
+
+    def as_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["channels"] = list(self.channels)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
+        d = dict(d)
+        d["channels"] = tuple(d["channels"])
+        return cls(**d)
+
+
+def build_model(cfg: ModelConfig) -> nn.Module:
+    """Instantiate the network described by ``cfg`` (weights from torch's global RNG: seed first)."""
+    if cfg.task == "seg":
+        from activesynth.models.segmenter import Segmenter
+
+        return Segmenter(cfg)
+    from activesynth.models.classifier import ImageClassifier
+
+    return ImageClassifier(cfg)
