@@ -61,15 +61,6 @@ class ImageSet:
             raise DataError(
                 f"{self.name}: images must be uint8 or float32, got {imgs.dtype}; convert first."
             )
-        if imgs.dtype == np.float32 and self.check_finite:
-            bad = ~np.isfinite(imgs.reshape(n, -1)).all(axis=1)
-            if bad.any():
-                which = self._names(np.flatnonzero(bad))
-                raise DataError(f"{self.name}: NaN or inf intensities in {which}.")
-        groups = np.asarray(self.groups).astype(str)
-        if groups.shape != (n,):
-            raise DataError(f"{self.name}: groups must have shape ({n},), got {groups.shape}.")
-        object.__setattr__(self, "groups", groups)
         ids = (
             np.array([f"{i:06d}" for i in range(n)])
             if self.ids is None
@@ -81,6 +72,15 @@ class ImageSet:
             u, c = np.unique(ids, return_counts=True)
             raise DataError(f"{self.name}: item ids are not unique, e.g. {u[c > 1][:3].tolist()}.")
         object.__setattr__(self, "ids", ids)
+        if imgs.dtype == np.float32 and self.check_finite:
+            bad = ~np.isfinite(imgs.reshape(n, -1)).all(axis=1)
+            if bad.any():
+                which = self._names(np.flatnonzero(bad))
+                raise DataError(f"{self.name}: NaN or inf intensities in {which}.")
+        groups = np.asarray(self.groups).astype(str)
+        if groups.shape != (n,):
+            raise DataError(f"{self.name}: groups must have shape ({n},), got {groups.shape}.")
+        object.__setattr__(self, "groups", groups)
         if self.masks is not None:
             m = self.masks
             if m.shape != imgs.shape[:3]:
