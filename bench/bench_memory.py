@@ -32,7 +32,9 @@ def main() -> None:
     arrays = r["array_bytes"] / 2**20
     grown = (r["peak_kb"] - r["base_kb"]) / 1024
     print(f"lgg: {r['n']} slices; uint8 images+masks {arrays:.1f} MiB")
-    print(f"peak RSS growth while loading: {grown:.1f} MiB (process peak {r['peak_kb'] / 1024:.1f} MiB)")
+    print(
+        f"peak RSS growth while loading: {grown:.1f} MiB (process peak {r['peak_kb'] / 1024:.1f} MiB)"
+    )
     print(f"ratio growth / uint8 arrays: {grown / arrays:.2f}   (float32 copies would be ~4)")
 
 

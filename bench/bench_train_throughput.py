@@ -56,15 +56,23 @@ def main() -> None:
     threads = set_torch_threads()
     data = load_dataset("lgg", size=args.size, max_patients=args.patients)
     model_cfg = model_config_for(data, "seg")
-    cfg = TrainConfig(task="seg", max_steps=args.steps, eval_every=10**9, batch_size=args.batch,
-                      augment=AugmentConfig.none(), patience=0)
+    cfg = TrainConfig(
+        task="seg",
+        max_steps=args.steps,
+        eval_every=10**9,
+        batch_size=args.batch,
+        augment=AugmentConfig.none(),
+        patience=0,
+    )
     ours, bare = [], []
     for r in range(args.repeats):  # interleaved, so drift in machine load hits both alike
         bare.append(bare_loop(data, model_cfg, args.steps, args.batch, seed=r))
         ours.append(fit(data, None, cfg, model_cfg, quiet=True).images_per_second)
     o, b = float(np.median(ours)), float(np.median(bare))
-    print(f"lgg {args.size}px, {len(data)} slices, U-Net {model_cfg.channels}, batch {args.batch}, "
-          f"{args.steps} steps x {args.repeats} repeats, {threads} threads")
+    print(
+        f"lgg {args.size}px, {len(data)} slices, U-Net {model_cfg.channels}, batch {args.batch}, "
+        f"{args.steps} steps x {args.repeats} repeats, {threads} threads"
+    )
     print(f"bare PyTorch loop : {b:8.1f} images/s")
     print(f"activesynth.fit   : {o:8.1f} images/s")
     print(f"ratio fit / bare  : {o / b:8.3f}   (target >= 0.9)")

@@ -24,16 +24,29 @@ SMALL = dict(channels=(8, 16, 32), num_res_units=1)
 
 
 def seg_cfg(**kw):
-    base = dict(task="seg", max_steps=30, eval_every=10, batch_size=8, patience=0, seed=0,
-                augment=AugmentConfig(rotate=10.0, translate=0.05), threads=1)
+    base = dict(
+        task="seg",
+        max_steps=30,
+        eval_every=10,
+        batch_size=8,
+        patience=0,
+        seed=0,
+        augment=AugmentConfig(rotate=10.0, translate=0.05),
+        threads=1,
+    )
     base.update(kw)
     return TrainConfig(**base)
 
 
 def test_segmenter_learns_discs():
     d = discs()
-    res = fit(d.subset(np.arange(36)), d.subset(np.arange(36, 48)), seg_cfg(max_steps=60),
-              model_config_for(d, "seg", **SMALL), quiet=True)
+    res = fit(
+        d.subset(np.arange(36)),
+        d.subset(np.arange(36, 48)),
+        seg_cfg(max_steps=60),
+        model_config_for(d, "seg", **SMALL),
+        quiet=True,
+    )
     assert res.best_score > 0.5, res.history
     assert not res.collapsed
 
@@ -72,8 +85,14 @@ def test_interrupted_run_resumes_to_identical_result(tmp_path):
 
 def test_checkpoint_roundtrip_and_errors(tmp_path):
     d = discs()
-    res = fit(d, d, seg_cfg(max_steps=10), model_config_for(d, "seg", **SMALL),
-              out_dir=tmp_path, quiet=True)
+    res = fit(
+        d,
+        d,
+        seg_cfg(max_steps=10),
+        model_config_for(d, "seg", **SMALL),
+        out_dir=tmp_path,
+        quiet=True,
+    )
     model, info = load_checkpoint(tmp_path / "best.pt", d)
     assert info["model_config"]["channels"] == [8, 16, 32]
     assert np.array_equal(predict(model, d, "seg")["pred"], predict(res.model, d, "seg")["pred"])
@@ -93,17 +112,41 @@ def test_checkpoint_roundtrip_and_errors(tmp_path):
 def test_classifier_and_regressor_train():
     d = discs()
     mc = model_config_for(d, "cls", channels=(8, 8, 16, 16))
-    r = fit(d.subset(np.arange(36)), d.subset(np.arange(36, 48)),
-            TrainConfig(task="cls", max_steps=30, eval_every=10, batch_size=8, threads=1,
-                        augment=AugmentConfig.none(), patience=0), mc, quiet=True)
+    r = fit(
+        d.subset(np.arange(36)),
+        d.subset(np.arange(36, 48)),
+        TrainConfig(
+            task="cls",
+            max_steps=30,
+            eval_every=10,
+            batch_size=8,
+            threads=1,
+            augment=AugmentConfig.none(),
+            patience=0,
+        ),
+        mc,
+        quiet=True,
+    )
     assert r.best_score > 0.8
     from dataclasses import replace
 
-    reg = replace(d, labels=d.masks.reshape(len(d), -1).mean(1).astype(np.float32) * 10,
-                  label_names=())
-    r = fit(reg, reg, TrainConfig(task="reg", max_steps=10, eval_every=5, batch_size=8,
-                                  threads=1, augment=AugmentConfig.none()),
-            model_config_for(reg, "reg", channels=(8, 8, 16, 16)), quiet=True)
+    reg = replace(
+        d, labels=d.masks.reshape(len(d), -1).mean(1).astype(np.float32) * 10, label_names=()
+    )
+    r = fit(
+        reg,
+        reg,
+        TrainConfig(
+            task="reg",
+            max_steps=10,
+            eval_every=5,
+            batch_size=8,
+            threads=1,
+            augment=AugmentConfig.none(),
+        ),
+        model_config_for(reg, "reg", channels=(8, 8, 16, 16)),
+        quiet=True,
+    )
     assert np.isfinite(r.best_score)
     p = predict(r.model, reg, "reg")
     assert p["pred"].shape == (len(reg),) and p["pred"].dtype == np.float32

@@ -130,7 +130,9 @@ def model_config_for(data: ImageSet, task: str, **overrides: Any) -> ModelConfig
         out = max(len(data.label_names), int(data.labels.max()) + 1)
     else:
         out = 1
-    return ModelConfig(task=task, in_channels=c, out_channels=out, image_size=min(h, w), **overrides)
+    return ModelConfig(
+        task=task, in_channels=c, out_channels=out, image_size=min(h, w), **overrides
+    )
 
 
 def seed_for(seed: int, *keys: int) -> int:
@@ -237,7 +239,7 @@ def fit(
         val.require(cfg.task)
         if len(val) == 0:
             val = None
-    threads = set_torch_threads(cfg.threads)
+    set_torch_threads(cfg.threads)
     model_cfg = model_cfg or model_config_for(train, cfg.task)
     torch.manual_seed(seed_for(cfg.seed, 1))
     model = build_model(model_cfg)
@@ -257,7 +259,10 @@ def fit(
     meta = _checkpoint_meta(train, cfg, model_cfg)
     if out is not None and resume and (out / "last.pt").exists():
         ck = _read(out / "last.pt")
-        if ck.get("train_config") == cfg.as_dict() and ck.get("model_config") == model_cfg.as_dict():
+        if (
+            ck.get("train_config") == cfg.as_dict()
+            and ck.get("model_config") == model_cfg.as_dict()
+        ):
             model.load_state_dict(ck["state_dict"])
             opt.load_state_dict(ck["optimizer"])
             step, history = ck["step"], ck["history"]
@@ -270,8 +275,12 @@ def fit(
     seen = 0
     done = bad_evals >= cfg.patience > 0 and step >= cfg.min_steps
     bar = tqdm(
-        total=cfg.max_steps, initial=step, desc=f"train {cfg.task}", unit="step",
-        disable=not progress_enabled(quiet), leave=False,
+        total=cfg.max_steps,
+        initial=step,
+        desc=f"train {cfg.task}",
+        unit="step",
+        disable=not progress_enabled(quiet),
+        leave=False,
     )
     model.train()
     while step < cfg.max_steps and not done:
@@ -309,15 +318,28 @@ def fit(
                     best_score, best_step, bad_evals = score, step, 0
                     best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
                     if out is not None:
-                        save_checkpoint(out / "best.pt", model, model_cfg, meta, step=step, score=score)
+                        save_checkpoint(
+                            out / "best.pt", model, model_cfg, meta, step=step, score=score
+                        )
                 else:
                     bad_evals += 1
                 bar.set_postfix(val=f"{score:.3f}", best=f"{best_score:.3f}")
                 done = cfg.patience > 0 and bad_evals >= cfg.patience and step >= cfg.min_steps
             history.append(rec)
             if out is not None:
-                _save_last(out, model, opt, model_cfg, cfg, step, history, best_score, best_step,
-                           bad_evals, best_state)
+                _save_last(
+                    out,
+                    model,
+                    opt,
+                    model_cfg,
+                    cfg,
+                    step,
+                    history,
+                    best_score,
+                    best_step,
+                    bad_evals,
+                    best_state,
+                )
         if on_step is not None:
             on_step(step)
     bar.close()
@@ -371,8 +393,12 @@ def predict(
     """
     model.eval()
     outs: dict[str, list[np.ndarray]] = {"probs": [], "pred": [], "features": []}
-    for start in tqdm(range(0, len(data), batch_size), desc="predict", leave=False,
-                      disable=not progress_enabled(quiet)):
+    for start in tqdm(
+        range(0, len(data), batch_size),
+        desc="predict",
+        leave=False,
+        disable=not progress_enabled(quiet),
+    ):
         x = to_float_batch(data.images[start : start + batch_size])
         logits, feats = model.forward_with_features(x)
         if task == "reg":
@@ -415,7 +441,9 @@ def validation_score(model: nn.Module, val: ImageSet, task: str) -> tuple[float,
     return -mae, {"val_mae": mae}
 
 
-def patient_dice(pred: np.ndarray, target: np.ndarray, groups: np.ndarray, n_classes: int) -> np.ndarray:
+def patient_dice(
+    pred: np.ndarray, target: np.ndarray, groups: np.ndarray, n_classes: int
+) -> np.ndarray:
     """Per-patient 3D Dice, (P, n_classes-1) float64; both-empty counts 1 (fast, for selection)."""
     _, g = np.unique(groups, return_inverse=True)
     n_pat = g.max() + 1
@@ -458,8 +486,19 @@ def save_checkpoint(
     )
 
 
-def _save_last(out: Path, model, opt, model_cfg, cfg, step, history, best_score, best_step,
-               bad_evals, best_state) -> None:
+def _save_last(
+    out: Path,
+    model,
+    opt,
+    model_cfg,
+    cfg,
+    step,
+    history,
+    best_score,
+    best_step,
+    bad_evals,
+    best_state,
+) -> None:
     atomic_torch_save(
         out / "last.pt",
         {
@@ -490,7 +529,9 @@ def _read(path: Path) -> dict[str, Any]:
     return ck
 
 
-def load_checkpoint(path: str | Path, data: ImageSet | None = None) -> tuple[nn.Module, dict[str, Any]]:
+def load_checkpoint(
+    path: str | Path, data: ImageSet | None = None
+) -> tuple[nn.Module, dict[str, Any]]:
     """Rebuild a model from ``path``; if ``data`` is given, check it fits (channels, classes).
 
     Returns:

@@ -40,7 +40,7 @@ def test_unexpected_mask_values_named():
 def test_nan_intensities_named():
     x = np.zeros((4, 6, 6, 1), np.float32)
     x[1, 2, 2] = np.nan
-    with pytest.raises(DataError, match="NaN or inf.*item 000001"):
+    with pytest.raises(DataError, match=r"NaN or inf.*item 000001"):
         make(images=x)
     x[1, 2, 2] = np.inf
     with pytest.raises(DataError, match="NaN or inf"):
@@ -63,7 +63,9 @@ def test_duplicate_ids():
 
 
 def test_subset_and_concat_roundtrip():
-    s = make(masks=np.zeros((4, 6, 6), np.uint8), labels=np.array([0, 1, 0, 1]), meta={"k": np.arange(4)})
+    s = make(
+        masks=np.zeros((4, 6, 6), np.uint8), labels=np.array([0, 1, 0, 1]), meta={"k": np.arange(4)}
+    )
     a, b = s.subset([0, 1]), s.subset(slice(2, 4))
     c = concat([a, b])
     assert np.array_equal(c.ids, s.ids) and np.array_equal(c.meta["k"], s.meta["k"])

@@ -95,16 +95,41 @@ def _register_builtin() -> None:
         return load_pneumoniamnist(root, size=size, **kw)
 
     specs = [
-        DatasetSpec("phantom", phantom, "procedural vessel/valve cross-sections; lumen masks, "
-                    "severity from a Poiseuille-flow physics oracle (embedded, no download)",
-                    ("seg", "cls", "reg"), None, 64),
-        DatasetSpec("lgg", lgg, "TCGA-LGG brain MRI (T1, FLAIR, T1c), FLAIR abnormality masks, "
-                    "110 patients", ("seg", "cls"), "lgg_mri_seg", 128),
-        DatasetSpec("jsrt", jsrt, "JSRT/SCR chest X-rays, lung-field masks and nodule labels, "
-                    "247 patients", ("seg", "cls"), "jsrt_scr_lung", 128, official_split=True),
-        DatasetSpec("pneumoniamnist", pneumonia, "PneumoniaMNIST 28x28 chest X-rays, normal vs. "
-                    "pneumonia (no patient ids)", ("cls",), "pneumoniamnist", 28,
-                    official_split=True),
+        DatasetSpec(
+            "phantom",
+            phantom,
+            "procedural vessel/valve cross-sections; lumen masks, "
+            "severity from a Poiseuille-flow physics oracle (embedded, no download)",
+            ("seg", "cls", "reg"),
+            None,
+            64,
+        ),
+        DatasetSpec(
+            "lgg",
+            lgg,
+            "TCGA-LGG brain MRI (T1, FLAIR, T1c), FLAIR abnormality masks, 110 patients",
+            ("seg", "cls"),
+            "lgg_mri_seg",
+            128,
+        ),
+        DatasetSpec(
+            "jsrt",
+            jsrt,
+            "JSRT/SCR chest X-rays, lung-field masks and nodule labels, 247 patients",
+            ("seg", "cls"),
+            "jsrt_scr_lung",
+            128,
+            official_split=True,
+        ),
+        DatasetSpec(
+            "pneumoniamnist",
+            pneumonia,
+            "PneumoniaMNIST 28x28 chest X-rays, normal vs. pneumonia (no patient ids)",
+            ("cls",),
+            "pneumoniamnist",
+            28,
+            official_split=True,
+        ),
     ]
     for s in specs:
         DATASETS.register(s.name)(s)

@@ -51,9 +51,7 @@ class ImageSet:
             object.__setattr__(self, "images", imgs[..., None])
             imgs = self.images
         if imgs.ndim != 4:
-            raise DataError(
-                f"{self.name}: images must be (N, H, W, C), got shape {imgs.shape}."
-            )
+            raise DataError(f"{self.name}: images must be (N, H, W, C), got shape {imgs.shape}.")
         n = imgs.shape[0]
         if n == 0:
             raise DataError(f"{self.name}: the dataset is empty (0 images).")
@@ -122,7 +120,9 @@ class ImageSet:
         for key, col in dict(self.meta).items():
             col = np.asarray(col)
             if col.shape[:1] != (n,):
-                raise DataError(f"{self.name}: meta column {key!r} has {col.shape[:1]} rows, not {n}.")
+                raise DataError(
+                    f"{self.name}: meta column {key!r} has {col.shape[:1]} rows, not {n}."
+                )
             meta[key] = col
         object.__setattr__(self, "meta", meta)
 
@@ -162,8 +162,14 @@ class ImageSet:
     def require(self, task: str) -> None:
         """Raise a DataError if this set has no targets for ``task`` ("seg", "cls" or "reg")."""
         if not self.has_task(task):
-            what = {"seg": "segmentation masks", "cls": "integer image labels", "reg": "float targets"}
-            raise DataError(f"{self.name}: task {task!r} needs {what.get(task, task)}, which this dataset lacks.")
+            what = {
+                "seg": "segmentation masks",
+                "cls": "integer image labels",
+                "reg": "float targets",
+            }
+            raise DataError(
+                f"{self.name}: task {task!r} needs {what.get(task, task)}, which this dataset lacks."
+            )
 
     def subset(self, index: np.ndarray | list[int] | slice) -> ImageSet:
         """Items at ``index`` (integer array or slice), keeping names and metadata.
@@ -193,7 +199,7 @@ class ImageSet:
         out: dict[str, Any] = {
             "name": self.name,
             "items": len(self),
-            "patients": int(len(np.unique(self.groups))),
+            "patients": len(np.unique(self.groups)),
             "shape": list(self.shape),
             "dtype": str(self.images.dtype),
             "tasks": [t for t in TASKS if self.has_task(t)],

@@ -77,8 +77,8 @@ def patient_split(
     for s in np.unique(strata):
         members = rng.permutation(np.flatnonzero(strata == s))
         k = len(members)
-        n_test = int(round(k * test))
-        n_val = int(round(k * val))
+        n_test = round(k * test)
+        n_val = round(k * val)
         which[members[:n_test]] = 2
         which[members[n_test : n_test + n_val]] = 1
         which[members[n_test + n_val :]] = 0
@@ -148,8 +148,8 @@ def labelled_fraction(
     rng = np.random.default_rng(seed)
     if by == "patient":
         pats = np.unique(data.groups[index])
-        k = max(1, int(round(fraction * len(pats))))
+        k = max(1, round(fraction * len(pats)))
         keep = set(rng.choice(pats, size=k, replace=False))
         return index[np.isin(data.groups[index], list(keep))]
-    k = max(1, int(round(fraction * len(index))))
+    k = max(1, round(fraction * len(index)))
     return np.sort(rng.choice(index, size=k, replace=False))

@@ -51,7 +51,9 @@ class AugmentConfig:
         return cls(flip=False, rotate=0.0, translate=0.0, intensity=0.0, elastic=False, prob=0.0)
 
     def enabled(self) -> bool:
-        return self.flip or self.rotate > 0 or self.translate > 0 or self.intensity > 0 or self.elastic
+        return (
+            self.flip or self.rotate > 0 or self.translate > 0 or self.intensity > 0 or self.elastic
+        )
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -67,7 +69,9 @@ class Augmenter:
         with_mask: whether a mask key is transformed too (nearest-neighbour for masks).
     """
 
-    def __init__(self, cfg: AugmentConfig, spatial_size: tuple[int, int], seed: int, with_mask: bool):
+    def __init__(
+        self, cfg: AugmentConfig, spatial_size: tuple[int, int], seed: int, with_mask: bool
+    ):
         from monai.transforms import (
             Compose,
             Rand2DElasticd,

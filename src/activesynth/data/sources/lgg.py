@@ -91,7 +91,9 @@ def load_lgg(
             img = z["images"]
             msk = z["masks"]
             if img.shape[:3] != msk.shape:
-                raise DataError(f"{f}: images {img.shape[:3]} and masks {msk.shape} differ in shape.")
+                raise DataError(
+                    f"{f}: images {img.shape[:3]} and masks {msk.shape} differ in shape."
+                )
             img = img[..., ch_idx]
             if side != img.shape[1]:
                 img = resize_images(img, (side, side))
@@ -102,7 +104,9 @@ def load_lgg(
             case_ids[at : at + k] = f.stem
         at += k
     if masks.max() > 1:
-        raise DataError(f"LGG masks must be in {{0,1}}; found values up to {masks.max()} in {folder}.")
+        raise DataError(
+            f"LGG masks must be in {{0,1}}; found values up to {masks.max()} in {folder}."
+        )
     institution = np.array([c.split("_")[1] for c in case_ids])
     ids = np.char.add(np.char.add(case_ids, "_"), slice_number.astype(str))
     return ImageSet(

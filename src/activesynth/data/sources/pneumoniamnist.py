@@ -38,7 +38,9 @@ def load_pneumoniamnist(root: str | Path, *, size: int | None = None) -> ImageSe
     if size and size != images.shape[1]:
         images = resize_images(images, (size, size))
     split = np.concatenate([np.full(len(a), p) for a, p in zip(imgs, parts, strict=True)])
-    ids = np.array([f"{p}_{i:04d}" for a, p in zip(imgs, parts, strict=True) for i in range(len(a))])
+    ids = np.array(
+        [f"{p}_{i:04d}" for a, p in zip(imgs, parts, strict=True) for i in range(len(a))]
+    )
     return ImageSet(
         images=images,
         labels=np.concatenate(labs).astype(np.int64),
