@@ -106,7 +106,8 @@ class Pool:
             raise DataError(f"Items already labelled: {self.ids[again][:5].tolist()}.")
         lr = self.labelled_round.copy()
         lr[index] = round_
-        lb = self.labelled_by.copy()
+        width = max(self.labelled_by.dtype.itemsize // 4, len(by), 1)
+        lb = self.labelled_by.astype(f"<U{width}")  # a copy, wide enough for ``by``
         lb[index] = by
         new_labels, new_masks = self.labels, self.masks
         if self.masks is not None:

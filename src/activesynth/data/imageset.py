@@ -161,6 +161,9 @@ class ImageSet:
 
     def require(self, task: str) -> None:
         """Raise a DataError if this set has no targets for ``task`` ("seg", "cls" or "reg")."""
+        from activesynth.registry import check_option
+
+        task = check_option(task, TASKS, "--task")
         if not self.has_task(task):
             what = {
                 "seg": "segmentation masks",

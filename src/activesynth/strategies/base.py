@@ -65,6 +65,10 @@ class QueryContext:
             train auxiliary models (ensembles, loss predictors).
         round: the query round (1 for the first query after the initial set).
         extras: anything else a strategy needs (ground truth for ``oracle``, cached latents).
+            Keys the loop fills: ``presence`` (P,) bool image-level foreground presence
+            (``random-foreground``), ``truth_masks`` (P,H,W) uint8 and ``truth_labels`` (P,)
+            int64 ground truth (``oracle``, simulations only).
+        quiet: hide progress bars of the streaming passes (``strategies.predictions``).
     """
 
     data: ImageSet
@@ -75,6 +79,7 @@ class QueryContext:
     fit: Callable[[ImageSet, int], nn.Module] | None = None
     round: int = 1
     extras: dict[str, Any] = field(default_factory=dict)
+    quiet: bool = False
     _cache: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property
