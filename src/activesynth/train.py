@@ -172,8 +172,20 @@ class _Batches:
         return x, y
 
 
-def make_loss(cfg: TrainConfig, train: ImageSet) -> nn.Module:
-    """The training loss for ``cfg`` (MONAI Dice/DiceCE; torch CE/MSE)."""
+def make_loss(cfg: TrainConfig, train: ImageSet, *, aleatoric: bool = False) -> nn.Module:
+    """The training loss for ``cfg`` (MONAI Dice/DiceCE; torch CE/MSE).
+
+    With ``aleatoric=True`` (a model with a variance head, ``ModelConfig.aleatoric``) the
+    heteroscedastic counterpart from ``models.heteroscedastic`` (Kendall & Gal 2017); it is called
+    as ``loss(logits, log_var, target)``.
+    """
+    if aleatoric:
+        from activesynth.models.heteroscedastic import make_heteroscedastic_loss
+
+        weight = None
+        if cfg.task == "cls":
+            weight = getattr(make_loss(cfg, train), "weight", None)
+        return make_heteroscedastic_loss(cfg.task, cfg.loss, weight=weight)
     if cfg.task == "seg":
         from monai.losses import DiceCELoss, DiceLoss
 
@@ -246,7 +258,7 @@ def fit(
     if init_state is not None:
         model.load_state_dict(init_state)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    loss_fn = make_loss(cfg, train)
+    loss_fn = make_loss(cfg, train, aleatoric=model_cfg.aleatoric)
     aug = (
         Augmenter(cfg.augment, train.shape[:2], seed=cfg.seed, with_mask=cfg.task == "seg")
         if cfg.augment.enabled()
@@ -297,7 +309,8 @@ def fit(
         if len(idx) == 1 and _has_batchnorm(model):  # BatchNorm cannot train on one image
             x, y_in = torch.cat([x, x]), torch.cat([y_in, y_in])
         opt.zero_grad(set_to_none=True)
-        loss = loss_fn(model(x), y_in)
+        outputs = model.forward_with_variance(x) if model_cfg.aleatoric else (model(x),)
+        loss = loss_fn(*outputs, y_in)
         if not torch.isfinite(loss):
             raise DataError(
                 f"Training loss became {loss.item()} at step {step}; lower --lr or check the data "

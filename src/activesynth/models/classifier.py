@@ -20,6 +20,10 @@ class ImageClassifier(nn.Module):
     images (PneumoniaMNIST's 28 px), so the last stage still sees a few pixels.
 
     ``forward(x)``: (B,C,H,W) -> (B,K). ``embed(x)``: (B,F) pooled features, F = channels[-1].
+
+    With ``cfg.aleatoric`` a second linear layer ``var_head`` predicts per-class log-variances
+    ``s = log sigma^2`` (B,K) from the same dropped-out features (Kendall & Gal 2017);
+    ``forward_with_variance`` returns ``(logits, log_var)``, ``forward`` the logits only.
     """
 
     def __init__(self, cfg: ModelConfig) -> None:
@@ -46,6 +50,7 @@ class ImageClassifier(nn.Module):
         )
         self.dropout = nn.Dropout(cfg.dropout)
         self.head = nn.Linear(cfg.channels[-1], cfg.out_channels)
+        self.var_head = nn.Linear(cfg.channels[-1], cfg.out_channels) if cfg.aleatoric else None
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         return self.backbone(x)
@@ -56,3 +61,16 @@ class ImageClassifier(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_with_features(x)[0]
+
+    def head_from_features(self, f: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Dropout then the heads on pooled features f (B,F): logits (B,K), log-var (B,K) or None.
+
+        One dropout mask feeds both heads, so an MC-dropout sample is one network. The fast
+        MC-dropout mode (``strategies.bayesian.FastMC``) runs the backbone once and this T times.
+        """
+        d = self.dropout(f)
+        return self.head(d), (self.var_head(d) if self.var_head is not None else None)
+
+    def forward_with_variance(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Logits (B,K) and log-variances ``log sigma^2`` (B,K); None without the head."""
+        return self.head_from_features(self.backbone(x))

@@ -24,6 +24,11 @@ class ModelConfig:
         num_res_units: residual units per U-Net level (MONAI's ``num_res_units``).
         dropout: dropout probability; >0 enables MC-dropout at inference (``models.bayes``).
         image_size: side in pixels the model is built for (decides the ResNet stem stride).
+        aleatoric: add a log-variance head (Kendall & Gal 2017): the network also predicts
+            ``s = log sigma^2`` per output (per pixel and class for segmentation, per class for
+            classification) and trains with the heteroscedastic loss
+            (``models.heteroscedastic``). ``forward(x)`` still returns the logits only;
+            ``forward_with_variance(x)`` returns ``(logits, log_var)``.
     """
 
     task: str = "seg"
@@ -33,6 +38,7 @@ class ModelConfig:
     num_res_units: int = 2
     dropout: float = 0.1
     image_size: int = 128
+    aleatoric: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -42,12 +48,17 @@ class ModelConfig:
     def as_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["channels"] = list(self.channels)
+        if not self.aleatoric:
+            # Written only when set, so configs and checkpoints from before the field existed
+            # compare equal to today's (``fit`` resumes ``last.pt`` only on an exact match).
+            del d["aleatoric"]
         return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
         d = dict(d)
         d["channels"] = tuple(d["channels"])
+        d["aleatoric"] = bool(d.get("aleatoric", False))
         return cls(**d)
 
 
