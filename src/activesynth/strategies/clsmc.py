@@ -1,0 +1,306 @@
+"""``clsmc``: representative annotation (Zheng et al. 2019), agglomerative clustering plus
+max-cover in a latent space, with no model uncertainty.
+
+Reference: H. Zheng, L. Yang, J. Chen, J. Han, Y. Zhang, P. Liang, Z. Zhao, C. Wang, D. Z. Chen,
+"Biomedical image segmentation via representative annotation", AAAI 2019; as re-implemented by
+Dai et al. 2022 (MedIA), who call it ClsMC and replace the pixel ratio by a share of the dataset.
+
+Method (one call):
+
+1. Latent representations of the unlabelled items: ``ctx.extras["latents"]`` ((P, D) float over
+   the whole pool) when given (a generator's latent space, e.g. a VAE as in Zheng et al.; a later
+   issue makes that the default), else the task model's pooled features
+   (``forward_with_features``: the U-Net bottleneck / the ResNet's pooled output).
+2. Agglomerative (hierarchical) clustering of the latents (scikit-learn, ``linkage="ward"`` by
+   default, Euclidean). Number of clusters: ``n_clusters``, else ``distance_threshold``, else
+   ceil(sqrt(U)) (a common rule of thumb; Zheng et al. chose it per dataset). Pools larger than
+   ``max_cluster_items`` are clustered on a seeded random subsample of that size and every item
+   is then assigned to the nearest cluster centroid (memory O(n * clusters) in chunks instead of
+   the O(N^2) distance matrix of hierarchical clustering).
+3. A candidate set of ``ceil(oversample * budget)`` items (capped at U) is shared among clusters
+   in proportion to their sizes (largest-remainder rounding), and within each cluster the greedy
+   generalised max-cover of Yang et al. (cosine similarity, ``dal.max_cover``) picks that many
+   of its members to cover the cluster. Clusters larger than ``max_candidates`` draw their
+   candidates from a seeded subsample of that size (coverage is still over all members).
+4. A final max-cover pass over the candidate set picks the ``budget`` items that best cover the
+   whole unlabelled set (Zheng et al.'s "most representative of the representatives"). With
+   ``oversample=1`` this pass only orders the candidates.
+
+Scores are the final pass's marginal coverage gains per unlabelled item (best first).
+
+One-shot: Zheng et al. select once, by representativeness only. In a multi-round loop each call
+repeats the selection over the items still unlabelled; by default (faithful) it ignores what is
+already labelled, so later rounds pick the next most representative items. ``cover_labelled=True``
+starts the coverage from the labelled items' similarities instead (an extension, not the paper).
+
+Cost: clustering O(n^2) memory and O(n^2 log n) time in n = min(U, max_cluster_items); max-cover
+O(budget * candidates * U).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any, ClassVar
+
+import numpy as np
+
+from activesynth.errors import ConfigError, DataError
+from activesynth.registry import check_option
+from activesynth.strategies.base import STRATEGIES, Query, QueryContext, check_budget
+from activesynth.strategies.dal import l2_normalise, max_cover, universe
+from activesynth.strategies.predictions import features
+
+log = logging.getLogger(__name__)
+
+LINKAGES = ("ward", "complete", "average", "single")
+
+
+# ---- pure functions -----------------------------------------------------------------------------
+def proportional_allocation(sizes: np.ndarray, total: int) -> np.ndarray:
+    """Share ``total`` picks among clusters in proportion to their ``sizes`` (largest remainder).
+
+    Args:
+        sizes: (C,) int cluster sizes.
+        total: picks to share, ``0 <= total <= sizes.sum()``.
+
+    Returns:
+        (C,) int64 picks per cluster, each <= its size, summing to ``total``. Remainders are
+        given to the largest fractional parts first (ties -> larger cluster, then lower id).
+    """
+    sizes = np.asarray(sizes, np.int64)
+    n = int(sizes.sum())
+    if not 0 <= total <= n:
+        raise ValueError(f"cannot allocate {total} picks over {n} items")
+    quota = sizes * (total / n) if n else np.zeros(len(sizes))
+    alloc = np.minimum(np.floor(quota).astype(np.int64), sizes)
+    while alloc.sum() < total:
+        frac = np.where(alloc < sizes, quota - alloc, -np.inf)
+        order = np.lexsort((np.arange(len(sizes)), -sizes, -frac))
+        for c in order[: total - int(alloc.sum())]:
+            if alloc[c] < sizes[c]:
+                alloc[c] += 1
+    return alloc
+
+
+def cluster_latents(
+    latents: np.ndarray,
+    *,
+    n_clusters: int | None = None,
+    distance_threshold: float | None = None,
+    linkage: str = "ward",
+    max_items: int = 5000,
+    rng: np.random.Generator,
+) -> np.ndarray:
+    """Agglomerative clustering of (n, D) latents -> (n,) int64 cluster labels in [0, C).
+
+    Above ``max_items`` rows, a seeded subsample is clustered and the rest join the nearest
+    centroid. Without ``n_clusters`` or ``distance_threshold``, C = ceil(sqrt(n)).
+    """
+    from sklearn.cluster import AgglomerativeClustering
+
+    x = np.asarray(latents, np.float64)
+    n = len(x)
+    if n == 1:
+        return np.zeros(1, np.int64)
+    fit_idx = universe(n, max_items, rng)
+    if distance_threshold is None:
+        k = n_clusters if n_clusters is not None else math.ceil(math.sqrt(n))
+        k = int(min(max(k, 1), len(fit_idx)))
+        model = AgglomerativeClustering(n_clusters=k, linkage=linkage)
+    else:
+        model = AgglomerativeClustering(
+            n_clusters=None, distance_threshold=distance_threshold, linkage=linkage
+        )
+    sub_labels = model.fit_predict(x[fit_idx]).astype(np.int64)
+    if len(fit_idx) == n:
+        return sub_labels
+    k = int(sub_labels.max()) + 1
+    centroids = np.stack([x[fit_idx[sub_labels == c]].mean(axis=0) for c in range(k)])
+    labels = np.empty(n, np.int64)
+    c2 = (centroids**2).sum(axis=1)
+    for s in range(0, n, 4096):
+        blk = x[s : s + 4096]
+        d = c2[None, :] - 2.0 * blk @ centroids.T  # + |x|^2, constant per row
+        labels[s : s + 4096] = d.argmin(axis=1)
+    labels[fit_idx] = sub_labels  # the clustered items keep their hierarchical label
+    return labels
+
+
+def representative_selection(
+    latents: np.ndarray,
+    budget: int,
+    *,
+    labels: np.ndarray,
+    oversample: float = 2.0,
+    max_candidates: int = 1000,
+    max_universe: int | None = 20000,
+    covered_by: np.ndarray | None = None,
+    rng: np.random.Generator,
+) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """Zheng et al.'s per-cluster max-cover then a final max-cover over the candidates.
+
+    Args:
+        latents: (U, D) float latents of the unlabelled items.
+        budget: items to select (``1 <= budget <= U``).
+        labels: (U,) int cluster of each item.
+        oversample: candidate set size = ceil(oversample * budget), capped at U.
+        max_candidates: per-cluster cap on the candidates max-cover looks at (seeded subsample).
+        max_universe: the final pass covers at most this many items (seeded subsample).
+        covered_by: optional (L, D) latents whose similarity counts as existing coverage.
+        rng: seeds the subsamples.
+
+    Returns:
+        (budget,) int64 rows of ``latents`` best first, (budget,) float64 gains per covered item,
+        and diagnostics.
+    """
+    z = l2_normalise(latents)
+    u = len(z)
+    zl = None if covered_by is None or len(covered_by) == 0 else l2_normalise(covered_by)
+
+    def base_cov(rows: np.ndarray) -> np.ndarray | None:
+        if zl is None:
+            return None
+        return np.maximum((zl @ z[rows].T).max(axis=0), 0.0)
+
+    ids, sizes = np.unique(labels, return_counts=True)
+    n_cand = min(u, max(budget, math.ceil(oversample * budget)))
+    alloc = proportional_allocation(sizes, n_cand)
+    cand: list[np.ndarray] = []
+    for c, a in zip(ids, alloc, strict=True):
+        if a == 0:
+            continue
+        members = np.flatnonzero(labels == c)
+        pool_rows = members
+        if len(members) > max_candidates:
+            pool_rows = np.sort(rng.choice(members, size=max(max_candidates, a), replace=False))
+        sim = z[pool_rows] @ z[members].T
+        sel = max_cover(sim, int(a), covered=base_cov(members))[0]
+        cand.append(pool_rows[sel])
+    cand_rows = np.concatenate(cand)
+    univ = universe(u, max_universe, rng)
+    sim = z[cand_rows] @ z[univ].T
+    sel, gains, _ = max_cover(sim, budget, covered=base_cov(univ))
+    info = {
+        "n_clusters": len(ids),
+        "cluster_sizes": sizes.tolist(),
+        "allocation": alloc.tolist(),
+        "n_candidates": len(cand_rows),
+        "universe": len(univ),
+    }
+    return cand_rows[sel], gains / len(univ), info
+
+
+# ---- the strategy -------------------------------------------------------------------------------
+@STRATEGIES.register("clsmc")
+class ClsMC:
+    """Representative annotation (Zheng et al. 2019): clustering + max-cover, one-shot.
+
+    See the module docstring for the method and the defaults' reasons.
+
+    Args:
+        n_clusters: number of clusters (default ceil(sqrt(U)) unless ``distance_threshold``).
+        distance_threshold: cut the dendrogram at this linkage distance instead.
+        linkage: "ward" (default), "complete", "average" or "single".
+        oversample: candidate set size as a multiple of the budget (>= 1).
+        max_cluster_items: cluster at most this many items (the rest join nearest centroids).
+        max_candidates: per-cluster candidate cap for max-cover.
+        max_universe: coverage evaluated on at most this many unlabelled items.
+        cover_labelled: count the labelled items as already covering (extension; default off).
+
+    Latents: ``ctx.extras["latents"]`` ((P, D) over the pool) if present, else the task model's
+    pooled features; with neither a ConfigError is raised.
+    """
+
+    name: ClassVar[str] = "clsmc"
+    tasks: ClassVar[tuple[str, ...]] = ("seg", "cls", "reg")
+
+    def __init__(
+        self,
+        n_clusters: int | None = None,
+        distance_threshold: float | None = None,
+        linkage: str = "ward",
+        oversample: float = 2.0,
+        max_cluster_items: int = 5000,
+        max_candidates: int = 1000,
+        max_universe: int | None = 20000,
+        cover_labelled: bool = False,
+    ) -> None:
+        if n_clusters is not None and distance_threshold is not None:
+            raise ConfigError("clsmc: give n_clusters or distance_threshold, not both.")
+        if n_clusters is not None and n_clusters < 1:
+            raise ConfigError(f"clsmc: n_clusters must be >= 1, got {n_clusters}.")
+        if distance_threshold is not None and not distance_threshold > 0:
+            raise ConfigError(f"clsmc: distance_threshold must be > 0, got {distance_threshold}.")
+        if not oversample >= 1:
+            raise ConfigError(f"clsmc: oversample must be >= 1, got {oversample}.")
+        for what, v in (
+            ("max_cluster_items", max_cluster_items),
+            ("max_candidates", max_candidates),
+        ):
+            if v < 2:
+                raise ConfigError(f"clsmc: {what} must be >= 2, got {v}.")
+        if max_universe is not None and max_universe < 1:
+            raise ConfigError(f"clsmc: max_universe must be >= 1 or None, got {max_universe}.")
+        self.n_clusters = n_clusters
+        self.distance_threshold = distance_threshold
+        self.linkage = check_option(linkage, LINKAGES, "clsmc linkage")
+        self.oversample = float(oversample)
+        self.max_cluster_items = int(max_cluster_items)
+        self.max_candidates = int(max_candidates)
+        self.max_universe = max_universe
+        self.cover_labelled = bool(cover_labelled)
+
+    def latents(self, ctx: QueryContext, index: np.ndarray) -> np.ndarray:
+        """(n, D) float32 latents of pool items ``index`` (extras hook, else model features)."""
+        lat = ctx.extras.get("latents")
+        if lat is not None:
+            lat = np.asarray(lat)
+            if lat.ndim != 2 or len(lat) != len(ctx.pool):
+                raise DataError(
+                    f"clsmc: ctx.extras['latents'] must be (P, D) over the {len(ctx.pool)} pool "
+                    f"items, got shape {lat.shape}."
+                )
+            out = lat[index].astype(np.float32)
+            if not np.isfinite(out).all():
+                raise DataError("clsmc: ctx.extras['latents'] holds NaN/inf values.")
+            return out
+        if ctx.model is None:
+            raise ConfigError(
+                "Strategy 'clsmc' needs a latent space: pass ctx.extras['latents'] ((P, D) array "
+                "over the pool, e.g. a VAE's means) or a trained task model with "
+                "forward_with_features."
+            )
+        out = features(ctx, index, who=self.name)
+        if not np.isfinite(out).all():
+            raise ConfigError("clsmc: the model's features are NaN/inf; check its training.")
+        return out
+
+    def select(self, ctx: QueryContext, budget: int, *, rng: np.random.Generator) -> Query:
+        budget = check_budget(ctx, budget, self.name)
+        cand = ctx.candidates
+        lat = self.latents(ctx, cand)
+        covered_by = None
+        if self.cover_labelled and len(ctx.labelled):
+            covered_by = self.latents(ctx, ctx.labelled)
+        labels = cluster_latents(
+            lat,
+            n_clusters=self.n_clusters,
+            distance_threshold=self.distance_threshold,
+            linkage=self.linkage,
+            max_items=self.max_cluster_items,
+            rng=rng,
+        )
+        rows, scores, info = representative_selection(
+            lat,
+            budget,
+            labels=labels,
+            oversample=self.oversample,
+            max_candidates=self.max_candidates,
+            max_universe=self.max_universe,
+            covered_by=covered_by,
+            rng=rng,
+        )
+        index = cand[rows]
+        info["latents"] = "extras" if ctx.extras.get("latents") is not None else "model features"
+        return Query(index=index, scores=scores, ids=ctx.pool.ids[index], info=info)
