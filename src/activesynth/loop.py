@@ -1,0 +1,939 @@
+"""The active-learning loop: initial set, then rounds of train -> evaluate -> query -> label.
+
+``run_loop(cfg, out_dir)`` runs one simulated active-learning run on a registered dataset:
+
+1. **Data.** The dataset is split by patient (``experiment.prepare_data``); the *pool* is the
+   training split (``pool_data = data.subset(split.train)``, pool index = position in it), the
+   validation split selects checkpoints (and drives the plateau stop), the test split measures.
+2. **Initial set** (round 0): ``initial`` items (a count, or a fraction of the pool), drawn at
+   random or ``"stratified"``: the same share of foreground images (seg: mask has foreground;
+   cls: label != 0) as the whole pool. Labelled by the oracle like every later batch.
+3. **Rounds** r = 0, 1, ...: train a task model on the labelled items (``train.fit``; from the
+   previous round's best weights with ``warm_start``, else from scratch) with early stopping on
+   the validation split, evaluate it on the test split, then, unless the run stops here, build a
+   :class:`~activesynth.strategies.base.QueryContext` and let the strategy choose the next
+   ``budget`` items, which the oracle labels as round r + 1. The context holds the round's
+   model, ``fit`` (trains auxiliary models, e.g. DAL's bootstrap ensemble, with the round's
+   ``TrainConfig`` and ``aux_steps`` steps) and ``extras``: ``presence``, ``truth_masks`` /
+   ``truth_labels`` (see :func:`truth_extras`), ``train_config`` (that auxiliary TrainConfig),
+   ``model_config`` and ``val_set`` (for strategies that train their own model pair, such as
+   ``learning-loss``).
+4. **Stop** when the schedule is done, the pool is exhausted, or (``plateau_rounds > 0``) the
+   validation score has not improved by more than ``plateau_delta`` for ``plateau_rounds``
+   rounds. The last round is evaluated but queries nothing.
+
+Randomness. Every random draw is a function of ``(seed, round)`` only: the initial set uses
+``np.random.default_rng([seed, 0, 0])``, the query of round r ``np.random.default_rng([seed, r,
+1])`` (and torch's global RNG is reseeded from the same pair before it, for strategies that
+sample dropout masks), training round r uses ``TrainConfig.seed = seed_for(seed, 11, r)``.
+Nothing depends on what ran before in the process, which is what makes resuming exact.
+
+Files in ``out_dir`` (each written atomically, in this order within a round):
+
+- ``state.json``: schema version, the config, the last completed phase, the stop reason.
+- ``split.json``: item ids of the pool (train), val and test splits.
+- ``round_XX/``: ``fit``'s output folder (``last.pt`` lets training itself resume mid-round,
+  ``best.pt`` is the round's model), ``record.json`` (training and test metrics) and
+  ``query.json`` (the strategy's choice, written before anything is labelled).
+- ``pool.npz`` (+ ``pool.json``): the :class:`~activesynth.pool.Pool` after the latest labelling;
+  oracle costs are kept in ``Pool.info["oracle_seconds"]`` so they land atomically with labels.
+- ``history.json``: the list of round records (see :class:`History`), rebuilt after each step.
+
+Resuming. Rerunning with the same config continues from the files: a finished training is not
+repeated (``record.json`` exists), a half-finished one resumes from ``last.pt``, a saved query
+is labelled without asking the strategy again, a saved pool is not relabelled. Models are always
+read back from ``best.pt`` before they are evaluated or queried, so an interrupted and an
+uninterrupted run take the same code path and end with the same history (ids, scores, metrics;
+only the ``*seconds`` timing fields differ). A different config in an existing ``out_dir`` is a
+:class:`ConfigError`.
+
+Cut for now (later issues): pools holding synthetic items, oracles answering asynchronously
+(people through the annotation service), and per-strategy model options (e.g. a variance or
+loss-prediction head) beyond what a strategy trains itself through ``QueryContext.fit``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from activesynth import __version__
+from activesynth.data.imageset import ImageSet
+from activesynth.data.transforms import AugmentConfig
+from activesynth.errors import ConfigError, DataError
+from activesynth.models.config import ModelConfig, build_model
+from activesynth.oracles import ORACLES, Oracle, make_oracle
+from activesynth.pool import Pool
+from activesynth.registry import check_option, did_you_mean
+from activesynth.strategies import STRATEGIES, BudgetError, Query, QueryContext, make_strategy
+from activesynth.train import TrainConfig, fit, load_checkpoint, model_config_for, seed_for
+from activesynth.utils import atomic_write_json, progress_enabled
+
+log = logging.getLogger(__name__)
+
+STATE_SCHEMA = 1
+"""Version of ``state.json`` / ``history.json``; a folder from another schema is not resumed."""
+
+INITIAL_METHODS = ("random", "stratified")
+PRIMARY_METRIC = {"seg": "dice", "cls": "auc", "reg": "mae"}
+"""Name of ``record["test_score"]`` per task: mean foreground per-patient Dice, AUC, MAE."""
+
+Event = Callable[[str, dict[str, Any]], None]
+
+
+# ---- configuration ------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class LoopConfig:
+    """Everything that defines one active-learning run (recorded in ``state.json``).
+
+    Attributes:
+        dataset: registered dataset name (``activesynth datasets``).
+        task: "seg", "cls" or "reg".
+        strategy: registered strategy name (``STRATEGIES``).
+        strategy_params: keyword arguments of the strategy class.
+        seed: seeds the split, the initial set, training and every query.
+        size: image side in pixels (default per dataset).
+        split: "patient" (seeded, patient-wise) or "official".
+        val: fraction of patients for validation (checkpoint selection, plateau stop).
+        test: fraction of patients for the test set.
+        initial: initial labelled set: a count (int >= 1) or a fraction of the pool (float).
+        initial_method: "random" or "stratified" (same foreground share as the pool).
+        schedule: budgets of the query rounds: a list of counts (int) or fractions of the pool
+            (float in (0, 1]), or ``{"per_round": x, "rounds": n}`` (``rounds`` None or absent:
+            until the pool is exhausted, the last round taking what is left).
+        warm_start: start each round's training from the previous round's best weights.
+        max_steps, eval_every, patience, min_steps, batch_size, lr, loss: ``TrainConfig``.
+        channels, dropout: ``ModelConfig`` (dropout > 0 is needed by MC-dropout strategies).
+        aleatoric: give the task model a log-variance head (Kendall & Gal 2017), whose
+            aleatoric variance ``mc-dropout`` adds to the epistemic part.
+        augment: True (default augmentation), False (none) or a dict of ``AugmentConfig``.
+        aux_steps: training steps of auxiliary models strategies fit (ensembles); None = as
+            ``max_steps``.
+        inference_batch_size: batch size of the strategies' predictions.
+        threads: torch threads (None: every CPU this process may use).
+        plateau_rounds: stop after this many rounds without a validation gain; 0 = never.
+        plateau_delta: the gain in validation score that counts as an improvement.
+        oracle: registered oracle name ("ground-truth", "physics").
+        dataset_kwargs: extra keyword arguments of the dataset loader (e.g. ``{"n": 120}``).
+    """
+
+    dataset: str
+    task: str
+    strategy: str
+    strategy_params: dict[str, Any] = field(default_factory=dict)
+    seed: int = 0
+    size: int | None = None
+    split: str = "patient"
+    val: float = 0.15
+    test: float = 0.25
+    initial: int | float = 0.1
+    initial_method: str = "random"
+    schedule: tuple[int | float, ...] | dict[str, Any] = field(
+        default_factory=lambda: {"per_round": 0.05, "rounds": 5}
+    )
+    warm_start: bool = True
+    max_steps: int = 300
+    eval_every: int = 50
+    patience: int = 3
+    min_steps: int = 0
+    batch_size: int = 16
+    lr: float = 1e-3
+    loss: str = "auto"
+    channels: tuple[int, ...] = (16, 32, 64, 128)
+    dropout: float = 0.1
+    aleatoric: bool = False
+    augment: bool | dict[str, Any] = True
+    aux_steps: int | None = None
+    inference_batch_size: int = 64
+    threads: int | None = None
+    plateau_rounds: int = 0
+    plateau_delta: float = 0.0
+    oracle: str = "ground-truth"
+    dataset_kwargs: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        set_ = object.__setattr__
+        set_(self, "task", check_option(self.task, ("seg", "cls", "reg"), "task"))
+        cls = STRATEGIES.get(self.strategy)  # did-you-mean on unknown names
+        tasks = getattr(cls, "tasks", ())
+        if self.task not in tasks:
+            raise ConfigError(
+                f"Strategy {self.strategy!r} does not support task {self.task!r} "
+                f"(it supports {', '.join(tasks) or 'none'})."
+            )
+        if not isinstance(self.strategy_params, dict):
+            raise ConfigError("strategy_params must be a mapping of keyword arguments.")
+        ORACLES.get(self.oracle)
+        set_(self, "split", check_option(self.split, ("patient", "official"), "split"))
+        set_(
+            self,
+            "initial_method",
+            check_option(self.initial_method, INITIAL_METHODS, "initial_method"),
+        )
+        set_(self, "channels", tuple(int(c) for c in self.channels))
+        _check_amount(self.initial, "initial")
+        set_(self, "schedule", _normalise_schedule(self.schedule))
+        for name in ("plateau_rounds", "patience", "min_steps"):
+            if not _is_int(getattr(self, name)) or getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be an integer >= 0, got {getattr(self, name)!r}.")
+        if not (self.plateau_delta >= 0 and math.isfinite(self.plateau_delta)):
+            raise ConfigError(f"plateau_delta must be >= 0, got {self.plateau_delta!r}.")
+        if self.aux_steps is not None and self.aux_steps < 1:
+            raise ConfigError(f"aux_steps must be >= 1 or null, got {self.aux_steps!r}.")
+        if self.inference_batch_size < 1:
+            raise ConfigError("inference_batch_size must be >= 1.")
+        if not isinstance(self.dataset_kwargs, dict):
+            raise ConfigError("dataset_kwargs must be a mapping.")
+        self.augment_config()
+        self.train_config(0)  # validates lr, steps, loss against the task
+
+    # -- derived configs --
+    def augment_config(self) -> AugmentConfig:
+        """``augment`` as an AugmentConfig."""
+        if isinstance(self.augment, bool):
+            return AugmentConfig() if self.augment else AugmentConfig.none()
+        if isinstance(self.augment, dict):
+            names = [f.name for f in fields(AugmentConfig)]
+            bad = [k for k in self.augment if k not in names]
+            if bad:
+                raise ConfigError(
+                    f"Unknown augment option(s) {bad}; known: {', '.join(names)}."
+                    + did_you_mean(bad[0], names)
+                )
+            return AugmentConfig(**self.augment)
+        raise ConfigError(f"augment must be true, false or a mapping, got {self.augment!r}.")
+
+    def train_config(self, round_: int) -> TrainConfig:
+        """The TrainConfig of round ``round_`` (its seed depends on ``(seed, round_)`` only)."""
+        return TrainConfig(
+            task=self.task,
+            loss=self.loss,
+            lr=self.lr,
+            batch_size=self.batch_size,
+            max_steps=self.max_steps,
+            eval_every=self.eval_every,
+            patience=self.patience,
+            min_steps=self.min_steps,
+            augment=self.augment_config(),
+            seed=seed_for(self.seed, 11, round_) % 2**31,
+            threads=self.threads,
+        )
+
+    def model_config(self, data: ImageSet) -> ModelConfig:
+        return model_config_for(
+            data,
+            self.task,
+            channels=self.channels,
+            dropout=self.dropout,
+            aleatoric=self.aleatoric,
+        )
+
+    # -- (de)serialisation --
+    def as_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (tuples become lists) that ``from_dict`` reads back."""
+        return json.loads(json.dumps(asdict(self)))
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> LoopConfig:
+        """Build from a mapping (a parsed config file).
+
+        Raises:
+            ConfigError: unknown keys (each with a did-you-mean), missing required keys, or any
+                invalid value.
+        """
+        if not isinstance(d, dict):
+            raise ConfigError(f"A loop config must be a mapping, got {type(d).__name__}.")
+        names = [f.name for f in fields(cls)]
+        unknown = [k for k in d if k not in names]
+        if unknown:
+            hints = "; ".join(f"{k!r}{did_you_mean(str(k), names) or ''}" for k in unknown)
+            raise ConfigError(
+                f"Unknown loop config key(s): {hints}. Known keys: {', '.join(names)}."
+            )
+        missing = [k for k in ("dataset", "task", "strategy") if k not in d]
+        if missing:
+            raise ConfigError(f"The loop config lacks required key(s): {', '.join(missing)}.")
+        try:
+            return cls(**d)
+        except TypeError as exc:
+            raise ConfigError(f"Bad loop config: {exc}") from exc
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> LoopConfig:
+        """Read a JSON (or, when PyYAML is installed, YAML) config file."""
+        return cls.from_dict(read_config_file(path))
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """Parse a JSON or YAML config file into a dict, naming the file on errors."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"Config file {path} does not exist.")
+    text = path.read_text(encoding="utf-8")
+    if path.suffix.lower() in (".yaml", ".yml"):
+        try:
+            import yaml
+        except ModuleNotFoundError:
+            raise ConfigError(
+                f"{path} is YAML but PyYAML is not installed; convert it to JSON or "
+                "`pip install pyyaml`."
+            ) from None
+        try:
+            return yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{path} is not valid JSON: {exc}") from exc
+
+
+def _is_int(x: Any) -> bool:
+    return isinstance(x, (int, np.integer)) and not isinstance(x, bool)
+
+
+def _check_amount(x: Any, what: str) -> None:
+    """A count (int >= 1) or a fraction (float in (0, 1])."""
+    if _is_int(x):
+        if x < 1:
+            raise BudgetError(f"{what} is {x}: every budget must label at least one item.")
+        return
+    if isinstance(x, float) and not isinstance(x, bool):
+        if x == 0:
+            raise BudgetError(f"{what} is 0: every budget must label at least one item.")
+        if not 0 < x <= 1:
+            raise ConfigError(
+                f"{what} = {x}: a float is a fraction of the pool and must be in (0, 1]; give "
+                "counts as integers."
+            )
+        return
+    raise ConfigError(f"{what} must be a count (int) or a fraction of the pool (float), got {x!r}.")
+
+
+def _normalise_schedule(s: Any) -> tuple[int | float, ...] | dict[str, Any]:
+    if isinstance(s, dict):
+        unknown = [k for k in s if k not in ("per_round", "rounds")]
+        if unknown:
+            raise ConfigError(
+                f"Unknown schedule key(s) {unknown}; use {{'per_round': x, 'rounds': n}}."
+                + did_you_mean(str(unknown[0]), ["per_round", "rounds"])
+            )
+        if "per_round" not in s:
+            raise ConfigError("schedule needs 'per_round' (a count or a fraction of the pool).")
+        _check_amount(s["per_round"], "schedule per_round")
+        rounds = s.get("rounds")
+        if rounds is not None and (not _is_int(rounds) or rounds < 1):
+            raise ConfigError(f"schedule rounds must be an integer >= 1 or null, got {rounds!r}.")
+        return {"per_round": s["per_round"], "rounds": rounds}
+    if isinstance(s, (list, tuple)):
+        for i, b in enumerate(s):
+            _check_amount(b, f"schedule[{i}] (budget of round {i + 1})")
+        return tuple(s)
+    raise ConfigError(
+        f"schedule must be a list of budgets or {{'per_round': x, 'rounds': n}}, got {s!r}."
+    )
+
+
+def _count(x: int | float, pool_size: int) -> int:
+    return int(x) if _is_int(x) else max(1, round(float(x) * pool_size))
+
+
+def resolve_schedule(cfg: LoopConfig, pool_size: int) -> tuple[int, list[int]]:
+    """Turn ``initial`` and ``schedule`` into item counts for a pool of ``pool_size`` items.
+
+    Returns:
+        (initial count, budget of each query round 1..R).
+
+    Raises:
+        BudgetError: if the initial set and the budgets need more items than the pool has.
+    """
+    n0 = _count(cfg.initial, pool_size)
+    if n0 > pool_size:
+        raise BudgetError(
+            f"initial = {cfg.initial} asks for {n0} items but the pool (training split) has only "
+            f"{pool_size}; lower initial."
+        )
+    s = cfg.schedule
+    if isinstance(s, dict):
+        per = _count(s["per_round"], pool_size)
+        if s["rounds"] is None:
+            left = pool_size - n0
+            budgets = [per] * (left // per) + ([left % per] if left % per else [])
+        else:
+            budgets = [per] * int(s["rounds"])
+    else:
+        budgets = [_count(b, pool_size) for b in s]
+    need = n0 + sum(budgets)
+    if need > pool_size:
+        shown = " + ".join(map(str, budgets[:8])) + (" + ..." if len(budgets) > 8 else "")
+        raise BudgetError(
+            f"The initial set ({n0}) plus the schedule's budgets ({shown} = {sum(budgets)}) "
+            f"need {need} items, but the pool (training split) has only {pool_size}; lower the "
+            "budgets or the number of rounds."
+        )
+    return n0, budgets
+
+
+# ---- history ------------------------------------------------------------------------------------
+@dataclass
+class History:
+    """The result of a run: one record per round (also ``history.json``).
+
+    Each record (a JSON-ready dict) has: ``round``; ``n_labelled``, ``n_pool``, ``fraction``
+    (labelled share of the pool) and ``n_labelled_foreground`` when training; ``val_score``
+    (the best validation score, None without validation data); ``collapsed`` (no foreground
+    predicted on validation); ``test_metric`` and ``test_score`` (the primary test number:
+    :data:`PRIMARY_METRIC`); ``test`` (``experiment.headline`` of the test report); ``train``
+    (``best_step``, ``steps``, ``seconds``, ``warm_start``, ``seed``); ``oracle`` (name and
+    ``seconds`` spent labelling this round's new items); ``query`` (None in the last round, else
+    ``budget``, pool ``index``, ``ids``, ``scores``, strategy ``info`` and ``seconds``).
+
+    Attributes:
+        records: the round records, round 0 first.
+        config: ``LoopConfig.as_dict()`` of the run.
+        stop_reason: "schedule done", "pool exhausted" or "plateau".
+        out_dir: where the run's files are.
+    """
+
+    records: list[dict[str, Any]]
+    config: dict[str, Any]
+    stop_reason: str | None = None
+    out_dir: Path | None = None
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def column(self, key: str) -> np.ndarray:
+        """(R,) array of ``record[key]`` over rounds (None -> NaN), e.g. "test_score"."""
+        return np.array(
+            [np.nan if r.get(key) is None else r[key] for r in self.records], np.float64
+        )
+
+    def queried_ids(self) -> list[list[str]]:
+        """Item ids chosen by each round's query (empty for the last round)."""
+        return [list(r["query"]["ids"]) if r.get("query") else [] for r in self.records]
+
+    def without_timing(self) -> list[dict[str, Any]]:
+        """The records without wall-time fields (keys named ``seconds`` or ``*_seconds``)."""
+        return [_strip_timing(r) for r in self.records]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema": STATE_SCHEMA,
+            "config": self.config,
+            "stop_reason": self.stop_reason,
+            "rounds": self.records,
+        }
+
+    @classmethod
+    def load(cls, out_dir: str | Path) -> History:
+        """Read ``out_dir/history.json``."""
+        path = Path(out_dir) / "history.json"
+        if not path.is_file():
+            raise DataError(f"No history in {out_dir} (expected {path.name}).")
+        doc = json.loads(path.read_text())
+        if doc.get("schema") != STATE_SCHEMA:
+            raise DataError(
+                f"{path} has schema {doc.get('schema')}, this version reads {STATE_SCHEMA}."
+            )
+        return cls(doc["rounds"], doc["config"], doc.get("stop_reason"), Path(out_dir))
+
+
+def _strip_timing(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {
+            k: _strip_timing(v)
+            for k, v in obj.items()
+            if not (k == "seconds" or k.endswith("_seconds"))
+        }
+    if isinstance(obj, list):
+        return [_strip_timing(v) for v in obj]
+    return obj
+
+
+def plateau_reached(val_scores: list[float | None], rounds: int, delta: float) -> bool:
+    """Whether the last ``rounds`` scores brought no gain above ``delta`` over the best before.
+
+    A round improves when its score exceeds the best so far by more than ``delta``; the run has
+    plateaued when the last improvement is ``rounds`` or more rounds ago. Missing scores (no
+    validation data) never plateau.
+    """
+    if rounds <= 0 or len(val_scores) <= rounds or any(v is None for v in val_scores):
+        return False
+    best, last = -math.inf, 0
+    for i, v in enumerate(val_scores):
+        if v > best + delta:
+            best, last = v, i
+    return len(val_scores) - 1 - last >= rounds
+
+
+# ---- the loop -----------------------------------------------------------------------------------
+def truth_extras(pool_data: ImageSet, task: str) -> dict[str, Any]:
+    """Ground-truth extras for strategies that may use them (simulation only).
+
+    Returns:
+        ``presence`` (P,) bool: foreground in the mask (seg) or label != 0 (cls) - cheap
+        image-level labels used by ``random-foreground`` and stratified initial sets;
+        ``truth_masks`` (P,H,W) uint8 and/or ``truth_labels`` (P,) for the ``oracle`` upper
+        bound.
+    """
+    extras: dict[str, Any] = {}
+    if pool_data.masks is not None:
+        extras["truth_masks"] = pool_data.masks
+    if pool_data.labels is not None:
+        extras["truth_labels"] = pool_data.labels
+    if task == "seg":
+        extras["presence"] = pool_data.foreground()
+    elif task == "cls":
+        extras["presence"] = pool_data.labels != 0
+    return extras
+
+
+def initial_index(
+    pool_size: int,
+    n: int,
+    method: str,
+    rng: np.random.Generator,
+    presence: np.ndarray | None = None,
+) -> np.ndarray:
+    """The initial labelled set: (n,) int64 sorted pool indices.
+
+    Args:
+        pool_size: P.
+        n: how many to draw (1..P).
+        method: "random", or "stratified": ``round(n * presence.mean())`` foreground items
+            and the rest without foreground (clipped to what each stratum has).
+        rng: the generator of round 0.
+        presence: (P,) bool foreground presence, needed by "stratified".
+    """
+    if method == "random":
+        return np.sort(rng.choice(pool_size, size=n, replace=False)).astype(np.int64)
+    if presence is None:
+        raise ConfigError(
+            "initial_method 'stratified' needs foreground presence (seg masks or cls labels); "
+            "use initial_method 'random' for this task."
+        )
+    fg, bg = np.flatnonzero(presence), np.flatnonzero(~presence)
+    k_fg = round(n * len(fg) / pool_size)
+    k_fg = min(max(k_fg, n - len(bg)), len(fg))
+    pick = np.concatenate(
+        [rng.choice(fg, size=k_fg, replace=False), rng.choice(bg, size=n - k_fg, replace=False)]
+    )
+    return np.sort(pick).astype(np.int64)
+
+
+def _round_dir(out: Path, r: int) -> Path:
+    return out / f"round_{r:02d}"
+
+
+def _read_json(path: Path) -> Any:
+    return json.loads(path.read_text())
+
+
+def _check_state(out: Path, cfg: LoopConfig) -> dict[str, Any] | None:
+    """The existing state of ``out`` (None for a new folder); ConfigError on a mismatch."""
+    path = out / "state.json"
+    if not path.is_file():
+        if (out / "pool.npz").exists() or (out / "history.json").exists():
+            raise ConfigError(
+                f"{out} holds a pool or history but no state.json, so it was not made by this "
+                "loop (or by an older version); choose a new --out folder."
+            )
+        return None
+    try:
+        state = _read_json(path)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{path} is corrupt ({exc}); choose a new --out folder.") from exc
+    if state.get("schema") != STATE_SCHEMA:
+        raise ConfigError(
+            f"{out} was written by loop schema {state.get('schema')}, this version uses "
+            f"{STATE_SCHEMA}; rerun into a new folder."
+        )
+    new = cfg.as_dict()
+    # Keys added to LoopConfig after the run was started count as their defaults, so a newer
+    # version still resumes an older run whose behaviour it does not change.
+    defaults = LoopConfig(dataset=cfg.dataset, task=cfg.task, strategy=cfg.strategy).as_dict()
+    old = {**defaults, **state.get("config", {})}
+    if old != new:
+        diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+        shown = "; ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in diff[:6])
+        raise ConfigError(
+            f"{out} already holds a run with a different config ({shown}). Resume it with the "
+            "same config, or choose a new --out folder."
+        )
+    return state
+
+
+def _primary_score(head: dict[str, Any], task: str) -> float | None:
+    if task == "seg":
+        vals = [v["mean"] for k, v in head.items() if k.startswith("dice_patient_")]
+        if not vals:
+            vals = [v["mean"] for k, v in head.items() if k.startswith("dice_image_")]
+        vals = [v for v in vals if v is not None]
+        return float(np.mean(vals)) if vals else None
+    key = PRIMARY_METRIC[task]
+    v = head.get(key)
+    return None if v is None else float(v)
+
+
+class _Run:
+    """The state of one run while it executes (see ``run_loop``)."""
+
+    def __init__(
+        self,
+        cfg: LoopConfig,
+        out: Path,
+        data_root: Any,
+        quiet: bool,
+        on_event: Event | None,
+    ) -> None:
+        from activesynth.experiment import TrainJob, prepare_data
+
+        self.cfg, self.out, self.quiet, self.on_event = cfg, out, quiet, on_event
+        self.state = _check_state(out, cfg)
+        job = TrainJob(
+            dataset=cfg.dataset,
+            task=cfg.task,
+            seed=cfg.seed,
+            size=cfg.size,
+            split=cfg.split,
+            val=cfg.val,
+            test=cfg.test,
+            dataset_kwargs=cfg.dataset_kwargs,
+        )
+        data, split, _ = prepare_data(job, data_root)
+        self.data, self.split = data, split
+        self.pool_data = data.subset(split.train)
+        self.val_set = data.subset(split.val) if len(split.val) else None
+        self.test_set = data.subset(split.test)
+        self.n0, self.budgets = resolve_schedule(cfg, len(self.pool_data))
+        self.extras = truth_extras(self.pool_data, cfg.task)
+        self.oracle: Oracle = make_oracle(cfg.oracle, self.pool_data, cfg.task)
+        self.strategy = make_strategy(cfg.strategy, **cfg.strategy_params)
+        self.model_cfg = cfg.model_config(data)
+        build_model(self.model_cfg)  # bad channels/dropout fail now, not after the first round
+        if self.state is None:
+            self.state = {
+                "schema": STATE_SCHEMA,
+                "config": cfg.as_dict(),
+                "phase": "started",
+                "round": None,
+                "finished": False,
+                "stop_reason": None,
+                "activesynth": __version__,
+                "torch": torch.__version__,
+            }
+            atomic_write_json(
+                out / "split.json",
+                {
+                    "method": split.method,
+                    "seed": split.seed,
+                    **{k: data.ids[getattr(split, k)].tolist() for k in ("train", "val", "test")},
+                },
+            )
+            self._set_state("started", None)
+
+    # -- bookkeeping --
+    def _emit(self, event: str, **payload: Any) -> None:
+        if self.on_event is not None:
+            self.on_event(event, payload)
+
+    def _set_state(self, phase: str, round_: int | None, **extra: Any) -> None:
+        self.state.update(phase=phase, round=round_, **extra)
+        atomic_write_json(self.out / "state.json", self.state)
+
+    def _save_pool(self, pool: Pool) -> None:
+        pool.save(self.out)
+
+    def _label(self, pool: Pool, index: np.ndarray, round_: int) -> Pool:
+        answers = self.oracle(index)
+        pool = pool.label(index, round_, self.oracle.name, **answers.label_kwargs())
+        costs = dict(pool.info.get("oracle_seconds", {}))
+        costs[str(round_)] = float(answers.seconds)
+        return replace(pool, info={**pool.info, "oracle_seconds": costs})
+
+    def write_history(self, records: list[dict[str, Any]], stop_reason: str | None) -> History:
+        hist = History(records, self.cfg.as_dict(), stop_reason, self.out)
+        from activesynth.metrics import to_jsonable
+
+        atomic_write_json(self.out / "history.json", to_jsonable(hist.to_dict()))
+        return hist
+
+    # -- steps --
+    def initial_pool(self) -> Pool:
+        if (self.out / "pool.npz").is_file():
+            pool = Pool.load(self.out)
+            if not np.array_equal(pool.ids, self.pool_data.ids):
+                raise DataError(
+                    f"{self.out / 'pool.npz'} was built for other pool items than this config "
+                    "gives (the dataset or its split changed); choose a new --out folder."
+                )
+            return pool
+        rng = np.random.default_rng([self.cfg.seed, 0, 0])
+        idx = initial_index(
+            len(self.pool_data), self.n0, self.cfg.initial_method, rng, self.extras.get("presence")
+        )
+        pool = Pool.empty(
+            self.pool_data, self.cfg.task, strategy=self.cfg.strategy, seed=self.cfg.seed
+        )
+        pool = self._label(pool, idx, 0)
+        self._save_pool(pool)
+        self._set_state("labelled", 0)
+        self._emit("labelled", round=0, n_labelled=len(pool.labelled))
+        return pool
+
+    def train_round(self, pool: Pool, r: int) -> dict[str, Any]:
+        """Train and evaluate round ``r``; writes and returns ``round_XX/record.json``."""
+        from activesynth.experiment import evaluate, headline
+        from activesynth.metrics import to_jsonable, write_metrics
+
+        rdir = _round_dir(self.out, r)
+        cfg = self.cfg
+        tcfg = cfg.train_config(r)
+        init_state = None
+        if cfg.warm_start and r > 0:
+            prev, _ = load_checkpoint(_round_dir(self.out, r - 1) / "best.pt")
+            init_state = prev.state_dict()
+        train = pool.training_set(self.pool_data)
+        res = fit(
+            train,
+            self.val_set,
+            tcfg,
+            self.model_cfg,
+            out_dir=rdir,
+            quiet=self.quiet,
+            init_state=init_state,
+        )
+        model = self.model(r)
+        t0 = time.perf_counter()
+        report = evaluate(model, self.test_set, cfg.task, seed=cfg.seed)
+        # The full report (per-patient values) feeds patient-paired Wilcoxon tests in reports.
+        write_metrics(rdir / "metrics.json", {"round": r, "test": report})
+        head = headline(report, cfg.task)
+        presence = self.extras.get("presence")
+        idx = pool.labelled
+        rec = {
+            "round": r,
+            "n_labelled": len(idx),
+            "n_pool": len(pool),
+            "fraction": len(idx) / len(pool),
+            "n_labelled_foreground": None if presence is None else int(presence[idx].sum()),
+            "val_score": None if not math.isfinite(res.best_score) else res.best_score,
+            "collapsed": bool(res.collapsed),
+            "test_metric": PRIMARY_METRIC[cfg.task],
+            "test_score": _primary_score(to_jsonable(head), cfg.task),
+            "test": head,
+            "train": {
+                "best_step": res.best_step,
+                "steps": res.steps,
+                "seed": tcfg.seed,
+                "warm_start": init_state is not None,
+                "seconds": res.seconds,
+                "eval_seconds": time.perf_counter() - t0,
+            },
+            "oracle": {
+                "name": self.oracle.name,
+                "seconds": pool.info.get("oracle_seconds", {}).get(str(r)),
+            },
+        }
+        rec = to_jsonable(rec)
+        atomic_write_json(rdir / "record.json", rec)
+        self._set_state("trained", r)
+        self._emit("trained", round=r, record=rec)
+        return rec
+
+    def model(self, r: int) -> nn.Module:
+        """Round ``r``'s model, always read back from ``best.pt`` (same path on resume)."""
+        model, _ = load_checkpoint(_round_dir(self.out, r) / "best.pt", self.pool_data)
+        return model
+
+    def query(self, pool: Pool, r: int, budget: int) -> dict[str, Any]:
+        """Ask the strategy for round ``r + 1``'s items; writes ``round_XX/query.json``."""
+        cfg = self.cfg
+        left = len(pool.unlabelled)
+        if budget > left:
+            raise BudgetError(
+                f"Round {r + 1} has a budget of {budget} but only {left} pool items are "
+                "unlabelled; lower the schedule's budgets."
+            )
+        tcfg = cfg.train_config(r)
+        aux_cfg = replace(tcfg, max_steps=cfg.aux_steps or cfg.max_steps)
+
+        def aux_fit(train: ImageSet, seed: int) -> nn.Module:
+            c = replace(aux_cfg, seed=int(seed))
+            return fit(train, self.val_set, c, self.model_cfg, quiet=True).model
+
+        ctx = QueryContext(
+            data=self.pool_data,
+            pool=pool,
+            task=cfg.task,
+            model=self.model(r),
+            batch_size=cfg.inference_batch_size,
+            fit=aux_fit,
+            round=r + 1,
+            extras={
+                **self.extras,
+                "train_config": aux_cfg,
+                "model_config": self.model_cfg,
+                "val_set": self.val_set,
+            },
+            quiet=self.quiet,
+        )
+        rng = np.random.default_rng([cfg.seed, r + 1, 1])
+        torch.manual_seed(seed_for(cfg.seed, 5, r + 1))
+        t0 = time.perf_counter()
+        q = self.strategy.select(ctx, budget, rng=rng)
+        seconds = time.perf_counter() - t0
+        check_query(q, pool, budget, cfg.strategy)
+        from activesynth.metrics import to_jsonable
+
+        doc = to_jsonable(
+            {
+                "budget": budget,
+                "index": q.index.tolist(),
+                "ids": q.ids.tolist(),
+                "scores": np.asarray(q.scores, np.float64).tolist(),
+                "info": dict(q.info),
+                "seconds": seconds,
+            }
+        )
+        atomic_write_json(_round_dir(self.out, r) / "query.json", doc)
+        self._set_state("queried", r)
+        self._emit("queried", round=r, query=doc)
+        return doc
+
+    def apply_query(self, pool: Pool, doc: dict[str, Any], r: int) -> Pool:
+        """Label a saved query's items as round ``r`` and save the pool."""
+        pool = self._label(pool, np.asarray(doc["index"], np.int64), r)
+        self._save_pool(pool)
+        self._set_state("labelled", r)
+        self._emit("labelled", round=r, n_labelled=len(pool.labelled))
+        return pool
+
+
+def check_query(q: Query, pool: Pool, budget: int, strategy: str) -> None:
+    """Raise if a strategy broke its contract (wrong count, labelled or repeated items)."""
+    idx = np.asarray(q.index)
+    if idx.ndim != 1 or len(idx) != budget:
+        raise ConfigError(
+            f"Strategy {strategy!r} returned {idx.size} items for a budget of {budget}."
+        )
+    if idx.size and (idx.min() < 0 or idx.max() >= len(pool)):
+        raise ConfigError(f"Strategy {strategy!r} returned pool indices outside [0, {len(pool)}).")
+    if len(np.unique(idx)) != len(idx):
+        raise ConfigError(f"Strategy {strategy!r} returned the same item twice.")
+    if (pool.labelled_round[idx] >= 0).any():
+        raise ConfigError(f"Strategy {strategy!r} returned items that are already labelled.")
+    if len(np.asarray(q.scores)) != len(idx):
+        raise ConfigError(
+            f"Strategy {strategy!r} returned {len(q.scores)} scores for {budget} items."
+        )
+
+
+def run_loop(
+    cfg: LoopConfig,
+    out_dir: str | Path,
+    *,
+    data_root: str | Path | None = None,
+    quiet: bool = False,
+    on_event: Event | None = None,
+) -> History:
+    """Run (or resume) one active-learning run; see the module docstring.
+
+    Args:
+        cfg: the run's configuration.
+        out_dir: folder for the run's files; an existing run with the same config resumes.
+        data_root: root of the shared datasets (not needed for the phantoms).
+        quiet: no progress bars.
+        on_event: called as ``on_event(name, payload)`` after each persisted step: "labelled"
+            (round, n_labelled), "trained" (round, record), "queried" (round, query),
+            "finished" (stop_reason). Exceptions it raises stop the run (tests use this to
+            interrupt runs at every step).
+
+    Returns:
+        The run's :class:`History` (also in ``out_dir/history.json``).
+
+    Raises:
+        ConfigError: a different config in ``out_dir``, or budgets the pool cannot meet.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    run = _Run(cfg, out, data_root, quiet, on_event)
+    n_rounds = len(run.budgets) + 1
+    log.info(
+        "%s/%s with %s: pool %d, initial %d, budgets %s, test %d, val %d -> %s",
+        cfg.dataset,
+        cfg.task,
+        cfg.strategy,
+        len(run.pool_data),
+        run.n0,
+        run.budgets,
+        len(run.test_set),
+        0 if run.val_set is None else len(run.val_set),
+        out,
+    )
+    pool = run.initial_pool()
+    records: list[dict[str, Any]] = []
+    stop_reason = None
+    bar = tqdm(
+        total=n_rounds,
+        desc=f"AL {cfg.strategy}",
+        unit="round",
+        disable=not progress_enabled(quiet),
+    )
+    try:
+        for r in range(n_rounds):
+            if pool.n_rounds < r + 1:  # the previous query is saved but not yet labelled
+                pool = run.apply_query(pool, records[r - 1]["query"], r)
+            rec_path = _round_dir(out, r) / "record.json"
+            rec = _read_json(rec_path) if rec_path.is_file() else run.train_round(pool, r)
+            q_path = _round_dir(out, r) / "query.json"
+            rec["query"] = _read_json(q_path) if q_path.is_file() else None
+            records.append(rec)
+            bar.update(1)
+            bar.set_postfix(n=rec["n_labelled"], test=_fmt(rec["test_score"]))
+            log.info(
+                "round %d: %d labelled (%.1f%% of the pool), test %s %s, val %s",
+                r,
+                rec["n_labelled"],
+                100 * rec["fraction"],
+                rec["test_metric"],
+                _fmt(rec["test_score"]),
+                _fmt(rec["val_score"]),
+            )
+            stop_reason = None
+            if len(pool.unlabelled) == 0:
+                stop_reason = "pool exhausted"
+            elif r == len(run.budgets):
+                stop_reason = "schedule done"
+            elif plateau_reached(
+                [x["val_score"] for x in records], cfg.plateau_rounds, cfg.plateau_delta
+            ):
+                stop_reason = "plateau"
+            if stop_reason is not None:
+                break
+            if rec["query"] is None:
+                rec["query"] = run.query(pool, r, run.budgets[r])
+            run.write_history(records, None)
+    finally:
+        bar.close()
+    hist = run.write_history(records, stop_reason)
+    run._set_state("finished", len(records) - 1, finished=True, stop_reason=stop_reason)
+    run._emit("finished", stop_reason=stop_reason)
+    log.info("stopped after round %d: %s", len(records) - 1, stop_reason)
+    return hist
+
+
+def _fmt(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.3f}"

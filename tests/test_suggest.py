@@ -1,0 +1,194 @@
+"""``activesynth suggest`` end to end on a folder of small PNGs, six of them with masks."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from activesynth.cli import app
+from activesynth.errors import CheckpointError, ConfigError
+from activesynth.loop_cli import load_partly_labelled, suggest
+from activesynth.strategies import STRATEGIES, BudgetError, QueryContext, check_budget, top_k
+from activesynth.train import predict
+from tests.toydata import discs
+
+N, LABELLED = 20, 6
+TINY = [
+    "--size",
+    "32",
+    "--max-steps",
+    "15",
+    "--channels",
+    "4,8,16",
+    "--batch-size",
+    "6",
+    "--threads",
+    "1",
+    "-q",
+]
+
+
+@STRATEGIES.register("test-suggest-entropy")
+class _Entropy:
+    """Mean pixel (or class) entropy of the current model (test-only)."""
+
+    name: ClassVar[str] = "test-suggest-entropy"
+    tasks: ClassVar[tuple[str, ...]] = ("seg", "cls")
+
+    def select(self, ctx: QueryContext, budget: int, *, rng: np.random.Generator):
+        budget = check_budget(ctx, budget, self.name)
+        cand = ctx.candidates
+        p = predict(ctx.require_model(self.name), ctx.data.subset(cand), ctx.task)["probs"]
+        ent = -(p * np.log(p + 1e-12)).sum(1).reshape(len(cand), -1).mean(1)
+        return top_k(ctx, cand, ent, budget, rng)
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory) -> Path:
+    """images/case_<i>.png (20 grey 32x32 discs) and masks/case_<i>_mask.png for i < 6."""
+    root = tmp_path_factory.mktemp("own")
+    data = discs(n=N, n_pat=5)
+    (root / "images").mkdir()
+    (root / "masks").mkdir()
+    for i in range(N):
+        Image.fromarray(data.images[i, ..., 0]).save(root / "images" / f"case_{i}.png")
+        if i < LABELLED:
+            Image.fromarray(data.masks[i] * 255).save(root / "masks" / f"case_{i}_mask.png")
+    with open(root / "labels.csv", "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["filename", "label"])
+        for i in range(8):
+            w.writerow([f"case_{i}.png", ["empty", "disc"][int(data.labels[i])]])
+    return root
+
+
+def _invoke(args: list[str]):
+    return CliRunner().invoke(app, ["suggest", *args])
+
+
+def _read_csv(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_load_partly_labelled_finds_the_masks(folder) -> None:
+    data, labelled, masks, labels = load_partly_labelled(
+        folder / "images", labels_dir=folder / "masks", size=32
+    )
+    ref = discs(n=N, n_pat=5)
+    assert len(data) == N and data.masks is None and labels is None
+    by_id = {f"case_{i}": i for i in range(N)}
+    assert sorted(by_id[data.ids[i]] for i in labelled) == list(range(LABELLED))
+    for k, i in enumerate(labelled):
+        np.testing.assert_array_equal(masks[k], ref.masks[by_id[data.ids[i]]])  # 255 -> 1
+
+
+def test_suggest_trains_on_the_labelled_images_and_writes_csv_and_json(folder, tmp_path) -> None:
+    out = tmp_path / "next"
+    res = _invoke(
+        ["--images", str(folder / "images"), "--labels", str(folder / "masks"),
+         "--strategy", "test-suggest-entropy", "--budget", "5", "--out", str(out), *TINY]
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output + repr(res.exception)
+    rows = _read_csv(tmp_path / "next.csv")
+    doc = json.loads((tmp_path / "next.json").read_text())
+    assert list(rows[0]) == ["rank", "id", "source_path", "score"]
+    assert [int(r["rank"]) for r in rows] == [1, 2, 3, 4, 5]
+    labelled_ids = {f"case_{i}" for i in range(LABELLED)}
+    assert not labelled_ids & {r["id"] for r in rows}
+    assert len({r["id"] for r in rows}) == 5
+    scores = [float(r["score"]) for r in rows]
+    assert scores == sorted(scores, reverse=True)
+    for r in rows:
+        assert Path(r["source_path"]).is_file() and Path(r["source_path"]).stem == r["id"]
+    assert [it["id"] for it in doc["items"]] == [r["id"] for r in rows]
+    assert doc["n_labelled"] == LABELLED and doc["n_unlabelled"] == N - LABELLED
+    assert "trained on 6 labelled images" in doc["model"]
+    assert "case_" in res.output
+    # same seed -> same suggestions
+    again = tmp_path / "again.csv"
+    res = _invoke(
+        ["--images", str(folder / "images"), "--labels", str(folder / "masks"),
+         "--strategy", "test-suggest-entropy", "--budget", "5", "--out", str(again), *TINY]
+    )  # fmt: skip
+    assert res.exit_code == 0
+    assert _read_csv(again) == rows
+
+
+def test_random_needs_no_labels(folder, tmp_path) -> None:
+    res = _invoke(
+        ["--images", str(folder / "images"), "--strategy", "random", "--budget", "4",
+         "--out", str(tmp_path / "pick.json"), *TINY]
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output + repr(res.exception)
+    doc = json.loads((tmp_path / "pick.json").read_text())
+    rows = _read_csv(tmp_path / "pick.csv")
+    assert doc["n_labelled"] == 0 and doc["model"] == "none"
+    assert [r["id"] for r in rows] == [it["id"] for it in doc["items"]] and len(rows) == 4
+
+
+def test_model_based_strategy_without_labels_or_checkpoint_says_what_to_do(
+    folder, tmp_path
+) -> None:
+    with pytest.raises(ConfigError, match=r"needs a trained model.*Label at least 2.*checkpoint"):
+        suggest(folder / "images", "test-suggest-entropy", 3, tmp_path / "x", size=32)
+    assert not (tmp_path / "x.csv").exists()
+
+
+def test_unknown_strategy_and_bad_budgets(folder, tmp_path) -> None:
+    res = _invoke(
+        ["--images", str(folder / "images"), "--strategy", "test-suggest-entropi",
+         "--budget", "3", "--out", str(tmp_path / "x"), *TINY]
+    )  # fmt: skip
+    assert isinstance(res.exception, ConfigError)
+    assert "Did you mean 'test-suggest-entropy'" in str(res.exception)
+    with pytest.raises(BudgetError, match=r"--budget 15 exceeds the 14 unlabelled.*6 of 20"):
+        suggest(folder / "images", "random", 15, tmp_path / "x", labels=folder / "masks", size=32)
+    with pytest.raises(BudgetError, match="positive"):
+        suggest(folder / "images", "random", 0, tmp_path / "x", size=32)
+    assert not list(tmp_path.iterdir())
+
+
+def test_checkpoint_is_used_and_checked(folder, tmp_path) -> None:
+    model_dir = tmp_path / "model"
+    suggest(
+        folder / "images", "test-suggest-entropy", 2, tmp_path / "a",
+        labels=folder / "masks", size=32, max_steps=10, channels=(4, 8, 16),
+        model_dir=model_dir, threads=1, quiet=True,
+    )  # fmt: skip
+    ck = model_dir / "best.pt"
+    assert ck.is_file()
+    doc = suggest(folder / "images", "test-suggest-entropy", 3, tmp_path / "b", size=32,
+                  checkpoint=ck, threads=1, quiet=True)  # fmt: skip
+    assert doc["model"].startswith("checkpoint") and doc["n_labelled"] == 0
+    assert len(doc["items"]) == 3
+    rgb = tmp_path / "rgb"
+    rgb.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(4):
+        Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(rgb / f"{i}.png")
+    with pytest.raises(CheckpointError, match="expects 1-channel images"):
+        suggest(rgb, "test-suggest-entropy", 2, tmp_path / "c", size=32, checkpoint=ck)
+    with pytest.raises(CheckpointError, match="'seg' model but --task is 'cls'"):
+        suggest(folder / "images", "test-suggest-entropy", 2, tmp_path / "d", size=32,
+                checkpoint=ck, task="cls")  # fmt: skip
+
+
+def test_classification_labels_from_csv(folder, tmp_path) -> None:
+    doc = suggest(
+        folder / "images", "test-suggest-entropy", 4, tmp_path / "cls", task="cls",
+        labels_csv=folder / "labels.csv", size=32, max_steps=10, channels=(4, 8, 8, 16),
+        threads=1, quiet=True,
+    )  # fmt: skip
+    assert doc["n_labelled"] == 8 and doc["task"] == "cls"
+    assert not {f"case_{i}" for i in range(8)} & {it["id"] for it in doc["items"]}
+    with pytest.raises(ConfigError, match="labels-csv"):
+        suggest(folder / "images", "random", 2, tmp_path / "e", task="cls",
+                labels=folder / "masks", size=32)  # fmt: skip
