@@ -1,0 +1,326 @@
+"""``activesynth report DIR``: learning curves, tables and tests of a benchmark results directory.
+
+Writes ``DIR/report/``:
+
+- ``curves_<dataset>_<schedule>_<metric>.png``: learning curves (mean ± SD band over seeds) per
+  table metric, with the full-data figure as a dashed line when the grid gives one;
+- ``tables.md``: per (dataset, schedule) the papers' table (metric at given label percentages,
+  mean ± SD, best in bold, plus AULC), labels needed to reach 90/95/99% of the full-data figure,
+  and the Wilcoxon signed-rank tests between the top two strategies;
+- ``summary.json``: every number above (curves, AULC per seed, tests), machine-readable;
+- ``index.html``: one self-contained page (PNGs embedded as base64) with all of it, the grid
+  config and the exact commands that produced the results.
+
+A grid that is still running or was stopped can be reported at any time: the report covers the
+finished runs and says how many of the grid's runs that is.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as _dt
+import html
+import json
+import logging
+import math
+import os
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from activesynth.bench import stats
+from activesynth.bench.grid import GridConfig, parse_grid, slug
+from activesynth.bench.store import SCHEMA_VERSION, ResultsStore, collect
+from activesynth.errors import DataError
+from activesynth.utils import atomic_write, atomic_write_json, atomic_write_text
+
+log = logging.getLogger(__name__)
+
+_CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1200px;margin:2em auto;
+padding:0 1em;color:#222;line-height:1.45}
+h1,h2,h3{line-height:1.2} h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:2em}
+table{border-collapse:collapse;margin:.8em 0;font-size:.9em}
+th,td{border:1px solid #ccc;padding:.3em .6em;text-align:right}
+th:first-child,td:first-child{text-align:left} th{background:#f4f4f4}
+.curves{display:flex;flex-wrap:wrap;gap:1em} .curves img{max-width:560px;width:100%;border:1px solid #eee}
+pre{background:#f7f7f7;padding:.8em;overflow:auto;font-size:.85em} .note{color:#666;font-size:.9em}
+.warn{background:#fff4e0;border:1px solid #f0c070;padding:.5em .8em}
+"""
+
+
+def _grid_of(store: ResultsStore) -> GridConfig:
+    raw = store.manifest.get("grid")
+    if not isinstance(raw, Mapping):
+        raise DataError(f"{store.root / 'manifest.json'} has no grid config; it may be corrupt.")
+    return parse_grid(
+        raw, check_config=None, check_names=False, source=store.manifest.get("grid_source")
+    )
+
+
+def summarise(root: str | os.PathLike) -> dict[str, Any]:
+    """All statistics of a results directory (the content of ``summary.json``).
+
+    Raises:
+        DataError: not a results directory, another schema, or no finished run yet.
+    """
+    store = ResultsStore.open(root)
+    grid = _grid_of(store)
+    rows = collect(root)
+    total = len(store.unit_ids())
+    finished = len({r["run_id"] for r in rows})
+    if not rows:
+        raise DataError(
+            f"{root} has no finished runs yet ({total} in the grid); run `activesynth bench` "
+            "until some finish, then report."
+        )
+    groups = []
+    for (dataset, _schedule), grows in stats.group_rows(rows).items():
+
+        def full(metric: str, dataset: str = dataset) -> float | None:
+            return grid.full_data_figure(dataset, metric)
+
+        groups.append(
+            stats.summarise_group(
+                grows,
+                metric=grid.metric_for(dataset),
+                full_data=full,
+                fractions=grid.table_fractions,
+                patient_values=store.patient_values,
+                order=[st.label for st in grid.strategies],
+            )
+        )
+    return {
+        "schema": SCHEMA_VERSION,
+        "generated": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        "grid_name": grid.name,
+        "grid": store.manifest.get("grid"),
+        "commands": store.manifest.get("commands", []),
+        "runs_total": total,
+        "runs_finished": finished,
+        "conventions": stats.__doc__,
+        "groups": groups,
+    }
+
+
+# ------------------------------------------------------------------------------------ plots
+def plot_curves(
+    group: Mapping[str, Any], metric: str, path: Path, strategies: Sequence[str]
+) -> Path:
+    """Learning curves (mean ± SD band over seeds) of one group and metric, as a PNG.
+
+    Args:
+        group: one entry of ``summary["groups"]``.
+        metric: a table metric of the group.
+        path: the PNG to write (atomically).
+        strategies: every strategy of the grid, in order (fixes each one's colour).
+    """
+    import io
+
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6.4, 4.2), dpi=110, layout="constrained")
+    ax = fig.add_subplot()
+    colours = [f"C{i}" for i in range(10)]
+    for s in group["strategies"]:
+        c = group["curves"][metric][s]
+        x = [f * 100 for f in c["fraction"]]
+        mean = [math.nan if m is None else m for m in c["mean"]]
+        sd = [0.0 if (v is None or not math.isfinite(v)) else v for v in c["sd"]]
+        colour = colours[(strategies.index(s) if s in strategies else 0) % len(colours)]
+        n_seeds = group["n_seeds"][s]
+        ax.plot(x, mean, marker="o", ms=3.5, lw=1.6, color=colour, label=f"{s} (n={n_seeds})")
+        ax.fill_between(
+            x,
+            [m - d for m, d in zip(mean, sd, strict=True)],
+            [m + d for m, d in zip(mean, sd, strict=True)],
+            color=colour,
+            alpha=0.18,
+            lw=0,
+        )
+    if metric == group["metric"] and group.get("full_data") is not None:
+        ax.axhline(
+            group["full_data"],
+            ls="--",
+            lw=1,
+            color="0.35",
+            label=f"full data ({group['full_data']:.3g})",
+        )
+    ax.set_xlabel("labelled images (% of pool)")
+    ax.set_ylabel(
+        stats.metric_label(metric)
+        + ("" if stats.higher_is_better(metric) else " (lower is better)")
+    )
+    ax.set_title(f"{group['dataset']} · {group['schedule']}: mean ± SD over seeds", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="best")
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    atomic_write(path, lambda fh: fh.write(buf.getvalue()))
+    return path
+
+
+# ------------------------------------------------------------------------------------ html
+def _md_inline(text: str) -> str:
+    out = html.escape(text, quote=False)
+    out = re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", out)
+    out = re.sub(r"`(.+?)`", r"<code>\1</code>", out)
+    return re.sub(r"(?<![\w*])_(.+?)_(?![\w*])", r"<i>\1</i>", out)
+
+
+def markdown_to_html(md: str) -> str:
+    """The tiny markdown subset the tables use: pipe tables and paragraphs (bold, code, italic)."""
+    blocks: list[str] = []
+    table: list[list[str]] = []
+
+    def flush() -> None:
+        if not table:
+            return
+        head, *body = table
+        h = "".join(f"<th>{_md_inline(c)}</th>" for c in head)
+        b = "".join(
+            "<tr>" + "".join(f"<td>{_md_inline(c)}</td>" for c in r) + "</tr>" for r in body
+        )
+        blocks.append(f"<table><thead><tr>{h}</tr></thead><tbody>{b}</tbody></table>")
+        table.clear()
+
+    for line in md.splitlines():
+        s = line.strip()
+        if s.startswith("|"):
+            cells = [c.strip() for c in s.strip("|").split("|")]
+            if all(re.fullmatch(r":?-{3,}:?", c) for c in cells if c):
+                continue
+            table.append(cells)
+            continue
+        flush()
+        if s:
+            blocks.append(f"<p>{_md_inline(s)}</p>")
+    flush()
+    return "\n".join(blocks)
+
+
+def _group_markdown(g: Mapping[str, Any]) -> str:
+    title = f"## {g['dataset']} · schedule {g['schedule']}"
+    seeds = ", ".join(f"{s}: {n}" for s, n in g["n_seeds"].items())
+    return "\n\n".join(
+        [
+            title,
+            f"Headline metric: `{g['metric']}` "
+            f"({'higher' if g['higher_is_better'] else 'lower'} is better); seeds per "
+            f"strategy: {seeds}.",
+            *[
+                part
+                for m in g["table"]["metrics"]
+                for part in (
+                    f"### {stats.metric_label(m)} at label percentages (mean ± SD over seeds; "
+                    "best in bold)",
+                    stats.markdown_table(g, m),
+                )
+            ],
+            "### Labels needed to reach the full-data figure"
+            + (f" ({g['full_data']:.4g})" if g["full_data"] is not None else ""),
+            stats.markdown_reach(g),
+            "### Wilcoxon signed-rank tests",
+            stats.markdown_wilcoxon(g),
+        ]
+    )
+
+
+def tables_markdown(summary: Mapping[str, Any]) -> str:
+    """The content of ``tables.md``."""
+    head = [
+        f"# Benchmark {summary['grid_name']}",
+        f"{summary['runs_finished']} of {summary['runs_total']} runs finished. "
+        "Definitions: see summary.json `conventions` (AULC normalised by the fraction range; "
+        "labels-to-reach interpolated between rounds).",
+    ]
+    return "\n\n".join(head + [_group_markdown(g) for g in summary["groups"]]) + "\n"
+
+
+def _html_page(summary: Mapping[str, Any], images: Mapping[str, list[Path]], dir_: Path) -> str:
+    e = html.escape
+    parts = [
+        "<!doctype html><html><head><meta charset='utf-8'>",
+        f"<title>activesynth benchmark {e(summary['grid_name'])}</title>",
+        f"<style>{_CSS}</style></head><body>",
+        f"<h1>Benchmark {e(summary['grid_name'])}</h1>",
+        f"<p>{summary['runs_finished']} of {summary['runs_total']} runs finished · generated "
+        f"{e(summary['generated'])} from <code>{e(str(dir_))}</code>.</p>",
+    ]
+    if summary["runs_finished"] < summary["runs_total"]:
+        parts.append(
+            "<p class='warn'>The grid is incomplete: run the same <code>activesynth bench</code> "
+            "command again to finish it; finished runs are skipped.</p>"
+        )
+    for i, g in enumerate(summary["groups"]):
+        parts.append(f"<h2>{e(g['dataset'])} · schedule {e(g['schedule'])}</h2>")
+        parts.append("<div class='curves'>")
+        for p in images.get(str(i), []):
+            data = base64.b64encode(p.read_bytes()).decode("ascii")
+            parts.append(f"<img alt='{e(p.stem)}' src='data:image/png;base64,{data}'>")
+        parts.append("</div>")
+        body = _group_markdown(g).split("\n\n", 1)[1]
+        body = re.sub(r"^### (.+)$", lambda m: f"\n<h3>{e(m.group(1))}</h3>\n", body, flags=re.M)
+        for chunk in re.split(r"(\n<h3>.*?</h3>\n)", body):
+            parts.append(chunk if chunk.startswith("\n<h3>") else markdown_to_html(chunk))
+        aulc = g["aulc"]
+        seeds = sorted({k for s in g["strategies"] for k in aulc[s]["per_seed"]})
+        head = "".join(f"<th>seed {k}</th>" for k in seeds)
+        rows = "".join(
+            f"<tr><td>{e(s)}</td>"
+            + "".join(
+                f"<td>{aulc[s]['per_seed'][k]:.4f}</td>"
+                if k in aulc[s]["per_seed"] and math.isfinite(aulc[s]["per_seed"][k])
+                else "<td>–</td>"
+                for k in seeds
+            )
+            + "</tr>"
+            for s in g["strategies"]
+        )
+        parts.append(
+            "<details><summary>AULC per seed</summary><table><thead><tr><th>strategy</th>"
+            f"{head}</tr></thead><tbody>{rows}</tbody></table></details>"
+        )
+    parts.append("<h2>Definitions</h2>")
+    parts.append(f"<pre>{e(summary['conventions'] or '')}</pre>")
+    parts.append("<h2>Grid config</h2>")
+    parts.append(f"<pre>{e(json.dumps(summary['grid'], indent=2))}</pre>")
+    parts.append("<h2>Commands</h2>")
+    cmds = [
+        f"{c.get('time', '')}  {c.get('command', '')}" for c in summary.get("commands", [])
+    ] or ["(not recorded)"]
+    cmds.append(f"then: activesynth report {dir_}")
+    parts.append(f"<pre>{e(chr(10).join(cmds))}</pre>")
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+def write_report(root: str | os.PathLike) -> Path:
+    """Write ``root/report/`` (see the module docstring); returns the path of ``index.html``.
+
+    Raises:
+        DataError: not a results directory, another schema, or no finished run yet.
+    """
+    root = Path(root)
+    summary = summarise(root)
+    out = root / "report"
+    out.mkdir(parents=True, exist_ok=True)
+    for old in out.glob("curves_*.png"):
+        old.unlink()
+    all_strategies = list(dict.fromkeys(s for g in summary["groups"] for s in g["strategies"]))
+    images: dict[str, list[Path]] = {}
+    for i, g in enumerate(summary["groups"]):
+        for m in g["table"]["metrics"]:
+            name = f"curves_{slug(g['dataset'])}_{slug(g['schedule'])}_{slug(m)}.png"
+            images.setdefault(str(i), []).append(plot_curves(g, m, out / name, all_strategies))
+    from activesynth.metrics import to_jsonable
+
+    atomic_write_json(out / "summary.json", to_jsonable(summary, "summary"))
+    atomic_write_text(out / "tables.md", tables_markdown(summary))
+    index = atomic_write_text(out / "index.html", _html_page(summary, images, root))
+    for f in out.iterdir():  # atomic writes create 0600 temp files; a report is for sharing
+        if f.is_file():
+            f.chmod(0o644)
+    log.info("report written to %s", index)
+    return index

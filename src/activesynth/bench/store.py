@@ -1,0 +1,411 @@
+"""The results store of one benchmark grid: a directory with a schema version.
+
+Layout of ``DIR`` (``activesynth bench CONFIG --out DIR``)::
+
+    DIR/manifest.json          {"schema", "kind", "grid" (the config as read), "units"
+                                {run_id: {dataset, strategy, seed, schedule, config_hash}},
+                                "commands" [every bench invocation], "created", "updated"}
+    DIR/runs/<run_id>/         run_loop's out_dir: history.json, round_XX/metrics.json, ...
+    DIR/runs/<run_id>/unit.json  the run unit (axes + loop config), written before it starts
+    DIR/runs/<run_id>/DONE     written atomically after run_loop returns, with the config hash
+    DIR/report/                written by ``activesynth report DIR``
+
+A run is finished if and only if its ``DONE`` marker exists and carries the unit's config hash;
+finished runs are skipped on rerun, unfinished ones are started again and continue from
+run_loop's own resume state. A per-run ``fcntl`` lock (``runs/<run_id>/.lock``, released by the
+kernel when its process dies) keeps two bench processes on the same directory from running the
+same unit at once. The lock needs a filesystem with working ``flock`` (local disks, most NFS v4
+setups); on a Ray cluster the store must be on a filesystem every node shares.
+
+``collect(DIR)`` flattens the finished runs into rows (a list of dicts; no pandas): one row per
+run and round, with the run's axes, ``round``, ``n_labelled``, ``fraction``, ``val_score``,
+``collapsed`` and every numeric headline test metric (``{"mean", ...}`` dicts contribute their
+mean).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import json
+import os
+import re
+import socket
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from activesynth.bench.grid import GridConfig, RunUnit
+from activesynth.errors import DataError
+from activesynth.utils import atomic_write_json
+
+SCHEMA_VERSION = 1
+KIND = "activesynth-bench-results"
+MANIFEST = "manifest.json"
+DONE = "DONE"
+UNIT = "unit.json"
+HISTORY = "history.json"
+
+#: Row keys that are not metrics.
+ROW_KEYS = (
+    "run_id",
+    "dataset",
+    "strategy",
+    "seed",
+    "schedule",
+    "task",
+    "round",
+    "n_labelled",
+    "fraction",
+    "val_score",
+    "collapsed",
+)
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{path} is not valid JSON ({exc.msg}); it may be corrupt.") from exc
+
+
+def check_schema(root: Path, manifest: Mapping[str, Any]) -> None:
+    """Raise a clear ``DataError`` if a manifest is not ours or of another schema version."""
+    if manifest.get("kind") != KIND:
+        raise DataError(
+            f"{root / MANIFEST} is not an activesynth benchmark manifest (kind "
+            f"{manifest.get('kind')!r}); choose an empty or new --out directory."
+        )
+    schema = manifest.get("schema", 0)
+    if schema == SCHEMA_VERSION:
+        return
+    if isinstance(schema, int) and schema > SCHEMA_VERSION:
+        raise DataError(
+            f"{root} holds benchmark results of schema {schema}, newer than this activesynth "
+            f"reads ({SCHEMA_VERSION}); upgrade activesynth to continue or report these results."
+        )
+    raise DataError(
+        f"{root} holds benchmark results of schema {schema}, older than this activesynth's "
+        f"schema {SCHEMA_VERSION}. Runs of different schemas cannot be mixed or converted: "
+        f"re-run the grid into a new directory (e.g. --out {root}-v{SCHEMA_VERSION}), or report "
+        "the old results with the activesynth version that wrote them."
+    )
+
+
+class ResultsStore:
+    """One benchmark results directory (see the module docstring for the layout).
+
+    Use :meth:`open_for_grid` to start or continue a grid and :meth:`open` to read one.
+    """
+
+    def __init__(self, root: str | os.PathLike, manifest: dict[str, Any]) -> None:
+        self.root = Path(root)
+        self.manifest = manifest
+
+    # ----------------------------------------------------------------------------- opening
+    @classmethod
+    def open(cls, root: str | os.PathLike) -> ResultsStore:
+        """Open an existing results directory for reading.
+
+        Raises:
+            DataError: no manifest (not a results directory, or one from before schemas), or a
+                manifest of another schema version.
+        """
+        root = Path(root)
+        path = root / MANIFEST
+        if not path.is_file():
+            if (root / "runs").is_dir():
+                raise DataError(
+                    f"{root} has runs/ but no {MANIFEST}: it was written by an activesynth "
+                    f"without result schemas (schema 0). Re-run the grid into a new directory "
+                    f"(e.g. --out {root}-v{SCHEMA_VERSION})."
+                )
+            raise DataError(
+                f"{root} is not a benchmark results directory (no {MANIFEST}); give the --out "
+                "directory of `activesynth bench`."
+            )
+        manifest = _read_json(path)
+        if not isinstance(manifest, dict):
+            raise DataError(f"{path} must hold a JSON object; it may be corrupt.")
+        check_schema(root, manifest)
+        return cls(root, manifest)
+
+    @classmethod
+    def open_for_grid(
+        cls,
+        root: str | os.PathLike,
+        grid: GridConfig,
+        units: list[RunUnit],
+        *,
+        command: str | None = None,
+        executor: str | None = None,
+    ) -> ResultsStore:
+        """Create the store, or continue one, for ``grid``; records the grid and the command.
+
+        Re-running with a changed grid is allowed (say, more seeds): runs whose config did not
+        change keep their ids and stay finished; the manifest then describes the new grid, and
+        reports cover its units only.
+
+        Raises:
+            DataError: the directory holds results of another schema (see :func:`check_schema`).
+        """
+        root = Path(root)
+        if (root / MANIFEST).is_file():
+            store = cls.open(root)
+            manifest = store.manifest
+        else:
+            if (root / "runs").is_dir():
+                cls.open(root)  # raises the "schema 0" error
+            manifest = {
+                "schema": SCHEMA_VERSION,
+                "kind": KIND,
+                "created": _now(),
+                "commands": [],
+            }
+        from activesynth import __version__
+
+        previous = manifest.get("grid")
+        if previous is not None and previous != grid.raw:
+            manifest.setdefault("previous_grids", []).append(previous)
+        manifest.update(
+            {
+                "grid": grid.raw,
+                "grid_name": grid.name,
+                "grid_source": grid.source,
+                "units": {
+                    u.run_id: {
+                        "dataset": u.dataset,
+                        "strategy": u.strategy,
+                        "seed": u.seed,
+                        "schedule": u.schedule,
+                        "config_hash": u.config_hash,
+                    }
+                    for u in units
+                },
+                "updated": _now(),
+                "activesynth": __version__,
+            }
+        )
+        if command:
+            manifest["commands"].append({"command": command, "executor": executor, "time": _now()})
+        store = cls(root, manifest)
+        store.save_manifest()
+        return store
+
+    def save_manifest(self) -> None:
+        atomic_write_json(self.root / MANIFEST, self.manifest)
+
+    # ----------------------------------------------------------------------------- runs
+    def run_dir(self, run_id: str) -> Path:
+        return self.root / "runs" / run_id
+
+    def is_done(self, unit: RunUnit) -> bool:
+        """True iff the run's DONE marker exists (and carries ``unit``'s config hash).
+
+        Raises:
+            DataError: a DONE marker with another config hash (a run folder reused by hand).
+        """
+        return is_done(self.run_dir(unit.run_id), unit)
+
+    def pending(self, units: list[RunUnit]) -> list[RunUnit]:
+        """The units without a DONE marker, in order."""
+        return [u for u in units if not self.is_done(u)]
+
+    def unit_ids(self) -> list[str]:
+        """Run ids of the manifest's current grid."""
+        return list(self.manifest.get("units", {}))
+
+    def finished_ids(self, *, all_runs: bool = False) -> list[str]:
+        """Run ids with a DONE marker: of the current grid, or every run folder if ``all_runs``."""
+        if all_runs:
+            runs = self.root / "runs"
+            ids = sorted(p.name for p in runs.iterdir() if p.is_dir()) if runs.is_dir() else []
+        else:
+            ids = self.unit_ids()
+        return [i for i in ids if (self.run_dir(i) / DONE).is_file()]
+
+    def unit(self, run_id: str) -> RunUnit:
+        path = self.run_dir(run_id) / UNIT
+        if not path.is_file():
+            raise DataError(f"{path} is missing; the run folder {run_id} is incomplete.")
+        return RunUnit.from_dict(_read_json(path))
+
+    def history(self, run_id: str) -> list[dict[str, Any]]:
+        """The run's round records (``history.json`` written by run_loop)."""
+        return read_history(self.run_dir(run_id))
+
+    def patient_values(
+        self, run_id: str, round_: int, measure: str, class_name: str
+    ) -> dict[str, float]:
+        """Per-patient test values ``{patient: value}`` of one round of one run.
+
+        Reads ``runs/<run_id>/round_XX/metrics.json`` (else ``record.json``) ->
+        ``test`` (or ``test_report``) ``.per_patient.<measure>.<class>.values``; ``measure`` is
+        ``dice`` or ``hd95_px`` (or ``hd95_mm``). Returns ``{}`` when the run did not keep
+        per-patient values.
+        """
+        rdir = round_dir(self.run_dir(run_id), round_)
+        if rdir is None:
+            return {}
+        for name in ("metrics.json", "record.json"):
+            if not (rdir / name).is_file():
+                continue
+            doc = _read_json(rdir / name)
+            for key in ("test", "test_report"):
+                try:
+                    vals = doc[key]["per_patient"][measure][class_name]["values"]
+                except (KeyError, TypeError):
+                    continue
+                return {str(k): (float("nan") if v is None else float(v)) for k, v in vals.items()}
+        return {}
+
+
+def round_dir(run_dir: Path, round_: int) -> Path | None:
+    """The ``round_XX`` folder of round ``round_`` (any zero padding), or None."""
+    for p in run_dir.glob("round_*"):
+        m = re.fullmatch(r"round_(\d+)", p.name)
+        if m and int(m.group(1)) == int(round_) and p.is_dir():
+            return p
+    return None
+
+
+def is_done(run_dir: Path, unit: RunUnit) -> bool:
+    """See :meth:`ResultsStore.is_done`."""
+    path = run_dir / DONE
+    if not path.is_file():
+        return False
+    marker = _read_json(path)
+    if marker.get("config_hash") != unit.config_hash:
+        raise DataError(
+            f"{path} belongs to a run with config hash {marker.get('config_hash')!r}, not "
+            f"{unit.config_hash!r} of run {unit.run_id}; delete {run_dir} to re-run it."
+        )
+    return True
+
+
+def write_unit(run_dir: Path, unit: RunUnit) -> None:
+    atomic_write_json(run_dir / UNIT, unit.as_dict())
+
+
+def mark_done(run_dir: Path, unit: RunUnit, **info: Any) -> None:
+    """Write the DONE marker atomically (after run_loop returned)."""
+    atomic_write_json(
+        run_dir / DONE,
+        {
+            "run_id": unit.run_id,
+            "config_hash": unit.config_hash,
+            "finished": _now(),
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            **info,
+        },
+    )
+
+
+@contextlib.contextmanager
+def run_lock(run_dir: Path) -> Iterator[bool]:
+    """Non-blocking exclusive lock of one run folder; yields whether it was acquired.
+
+    The kernel releases it when the holding process exits, killed or not, so a crashed worker
+    never leaves a stale lock behind.
+    """
+    import fcntl
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(run_dir / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+def read_history(run_dir: Path) -> list[dict[str, Any]]:
+    """Round records of a run: ``history.json`` as a list (or ``{"rounds": [...]}``).
+
+    Raises:
+        DataError: missing or malformed history.
+    """
+    path = run_dir / HISTORY
+    if not path.is_file():
+        raise DataError(f"{path} is missing although the run is marked DONE; delete its DONE.")
+    doc = _read_json(path)
+    if isinstance(doc, Mapping) and "rounds" in doc:
+        doc = doc["rounds"]
+    if not isinstance(doc, list):
+        raise DataError(f"{path} must hold a list of round records.")
+    return [dict(r) for r in doc]
+
+
+def _number(v: Any) -> float | None:
+    if isinstance(v, bool):
+        return float(v)
+    if isinstance(v, int | float):
+        return float(v)
+    if isinstance(v, Mapping) and isinstance(v.get("mean"), int | float):
+        return float(v["mean"])
+    if v is None:
+        return float("nan")
+    return None
+
+
+def infer_task(test: Mapping[str, Any]) -> str:
+    """``seg`` if the headline has Dice keys, ``cls`` if it has ``auc``, else ``reg``."""
+    if any(k.startswith("dice_") for k in test):
+        return "seg"
+    if "auc" in test:
+        return "cls"
+    return "reg"
+
+
+def collect(root: str | os.PathLike, *, all_runs: bool = False) -> list[dict[str, Any]]:
+    """Flatten the finished runs of a results directory into rows (see the module docstring).
+
+    Args:
+        root: the results directory.
+        all_runs: also include finished runs that are not in the manifest's current grid.
+
+    Returns:
+        One dict per (run, round), ordered by run id then round. Metric values are floats (NaN
+        where the loop recorded None).
+
+    Raises:
+        DataError: not a results directory, another schema, or malformed run files.
+    """
+    store = ResultsStore.open(root)
+    rows: list[dict[str, Any]] = []
+    for run_id in sorted(store.finished_ids(all_runs=all_runs)):
+        unit = store.unit(run_id)
+        for rec in store.history(run_id):
+            test = rec.get("test") or {}
+            task = str(unit.config.get("task") or infer_task(test))
+            row: dict[str, Any] = {
+                "run_id": run_id,
+                "dataset": unit.dataset,
+                "strategy": unit.strategy,
+                "seed": unit.seed,
+                "schedule": unit.schedule,
+                "task": task,
+                "round": int(rec["round"]),
+                "n_labelled": int(rec["n_labelled"]),
+                "fraction": float(rec["fraction"]),
+                "val_score": _number(rec.get("val_score")),
+                "collapsed": bool(rec.get("collapsed", False)),
+            }
+            for k, v in test.items():
+                num = _number(v)
+                if num is not None and k not in row:
+                    row[k] = num
+            rows.append(row)
+    return rows

@@ -1,0 +1,81 @@
+"""Fake run functions for the benchmark-harness tests (module-level, so worker processes and Ray
+tasks can import them by name). They write what ``run_loop`` writes: ``history.json`` (round
+records) and ``round_XX/metrics.json`` with per-patient Dice, and resume from ``history.json``."""
+
+from __future__ import annotations
+
+import json
+import os
+import zlib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+#: Learning-curve rate per strategy: "good" learns faster than "random".
+RATES = {"random": 3.0, "good": 8.0, "entropy": 5.0}
+PATIENTS = [f"p{i}" for i in range(8)]
+
+
+def curve(strategy: str, seed: int, fraction: float) -> float:
+    """Dice of a fake run: 0.8 * (1 - exp(-rate * fraction)) plus seeded noise."""
+    rng = np.random.default_rng([seed, zlib.crc32(strategy.encode()), int(fraction * 1000)])
+    return float(0.8 * (1 - np.exp(-RATES[strategy] * fraction)) + rng.normal(0, 0.01))
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(obj))
+    os.replace(tmp, path)
+
+
+def fake_run(
+    config: dict[str, Any], out_dir: Path, *, data_root: Any = None, quiet: bool = True
+) -> list[dict[str, Any]]:
+    """Seg-like run: ``config["rounds"]`` rounds at fractions 0.1, 0.2, ...
+
+    If ``<store>/KILL_<run_id>`` exists, the process deletes it and dies (``os._exit``) after
+    writing its first round, as a killed worker would.
+    """
+    out_dir = Path(out_dir)
+    with open(out_dir / "calls.log", "a") as fh:
+        fh.write(f"{os.getpid()} {len(os.sched_getaffinity(0))}\n")
+    hist_path = out_dir / "history.json"
+    history = json.loads(hist_path.read_text()) if hist_path.exists() else []
+    strategy, seed, pool = config["strategy"], int(config["seed"]), 200
+    kill = out_dir.parent.parent / f"KILL_{out_dir.name}"
+    for r in range(len(history), int(config.get("rounds", 4))):
+        fraction = 0.1 * (r + 1)
+        dice = curve(strategy, seed, fraction)
+        rng = np.random.default_rng([seed, r, zlib.crc32(strategy.encode())])
+        per = {p: float(np.clip(dice + rng.normal(0, 0.05), 0, 1)) for p in PATIENTS}
+        _write_json(
+            out_dir / f"round_{r:02d}" / "metrics.json",
+            {"test": {"per_patient": {"dice": {"tumour": {"values": per}}}}},
+        )
+        history.append(
+            {
+                "round": r,
+                "n_labelled": round(fraction * pool),
+                "fraction": fraction,
+                "test": {
+                    "dice_patient_tumour": {"mean": dice, "sd": 0.05, "n": len(PATIENTS)},
+                    "hd95_px_patient_tumour": {"mean": 20 * (1 - dice), "sd": 1.0, "n": 8},
+                },
+                "val_score": dice,
+                "collapsed": False,
+            }
+        )
+        _write_json(hist_path, history)
+        if kill.exists():
+            kill.unlink()
+            os._exit(1)
+    return history
+
+
+def failing_run(
+    config: dict[str, Any], out_dir: Path, *, data_root: Any = None, quiet: bool = True
+) -> None:
+    """Always raises (an application error, not a dead worker)."""
+    raise RuntimeError(f"boom in {Path(out_dir).name}")

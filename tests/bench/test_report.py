@@ -1,0 +1,109 @@
+"""The report of a fake results directory, and the bench/report CLI."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from activesynth.bench.executors import InlineExecutor, run_grid
+from activesynth.bench.grid import GridConfig
+from activesynth.bench.report import write_report
+from activesynth.errors import DataError
+from tests.bench.fakes import fake_run
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _strict_json(text: str) -> object:
+    def no_constants(name: str) -> None:
+        raise ValueError(f"non-standard JSON constant {name}")
+
+    return json.loads(text, parse_constant=no_constants)
+
+
+def test_report_writes_html_pngs_tables_and_summary(tmp_path: Path, grid: GridConfig) -> None:
+    out = tmp_path / "res"
+    cmd = "activesynth bench tiny.json --out res"
+    run_grid(grid, out, executor=InlineExecutor(), run_fn=fake_run, quiet=True, command=cmd)
+    index = write_report(out)
+    rep = out / "report"
+    assert index == rep / "index.html"
+    pngs = sorted(rep.glob("curves_*.png"))
+    assert [p.name for p in pngs] == [
+        "curves_toy_r4_dice-patient-tumour.png",
+        "curves_toy_r4_hd95-px-patient-tumour.png",
+    ]
+    assert all(p.read_bytes().startswith(PNG_MAGIC) for p in pngs)
+    html = index.read_text()
+    embedded = re.findall(r"src='data:image/png;base64,([A-Za-z0-9+/=]+)'", html)
+    assert len(embedded) == 2
+    assert base64.b64decode(embedded[0]) == pngs[0].read_bytes()
+    for text in (
+        "Wilcoxon",
+        "AULC",
+        "Labels needed to reach",
+        "90% of full data",
+        cmd,
+        "&quot;strategies&quot;" if "&quot;" in html else '"strategies"',
+        "activesynth report",
+    ):
+        assert text in html
+    assert "src='http" not in html and "<link" not in html  # self-contained
+    summary = _strict_json((rep / "summary.json").read_text())
+    assert isinstance(summary, dict)
+    g = summary["groups"][0]
+    assert g["ranking"] == ["good", "random"]
+    assert g["full_data"] == 0.8
+    assert g["wilcoxon"]["by_patient"], "the patient-paired test needs round_XX/metrics.json"
+    assert g["wilcoxon"]["by_patient"][0]["n"] == 8
+    tables = (rep / "tables.md").read_text()
+    assert "| Strategy | 10% labelled |" in tables
+    assert "**" in tables
+    assert summary["runs_finished"] == summary["runs_total"] == 4
+
+
+def test_report_of_a_partial_grid_says_so(tmp_path: Path, grid: GridConfig) -> None:
+    out = tmp_path / "res"
+    run_grid(grid, out, executor=InlineExecutor(), run_fn=fake_run, quiet=True)
+    (out / "runs" / grid.units()[0].run_id / "DONE").unlink()
+    html = write_report(out).read_text()
+    assert "3 of 4 runs finished" in html and "incomplete" in html
+
+
+def test_report_errors(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="not a benchmark results directory"):
+        write_report(tmp_path)
+
+
+def test_cli_bench_dry_run_and_report(tmp_path: Path, grid: GridConfig) -> None:
+    from activesynth.cli import app
+
+    cfg = tmp_path / "grid.json"
+    cfg.write_text(
+        json.dumps(
+            {
+                "datasets": ["phantom"],
+                "strategies": ["random", "entropy"],
+                "seeds": 2,
+                "schedules": {"s": {"initial": 0.1, "schedule": {"per_round": 0.1, "rounds": 1}}},
+                "base": {"task": "seg", "size": 32, "max_steps": 5},
+            }
+        )
+    )
+    runner = CliRunner()
+    res = runner.invoke(app, ["bench", str(cfg), "--out", str(tmp_path / "o"), "--dry-run"])
+    assert res.exit_code == 0, res.output
+    assert res.output.count("pending") == 4 and "4 runs, 4 to run." in res.output
+    cfg.write_text(json.dumps({"datasets": ["phantom"], "strategies": ["randm"], "seeds": 1}))
+    res = runner.invoke(app, ["bench", str(cfg), "--out", str(tmp_path / "o")])
+    assert res.exit_code != 0 and "Did you mean 'random'" in str(res.exception)
+    out = tmp_path / "res"
+    run_grid(grid, out, executor=InlineExecutor(), run_fn=fake_run, quiet=True)
+    res = runner.invoke(app, ["report", str(out), "-q"])
+    assert res.exit_code == 0, res.output
+    assert (out / "report" / "index.html").is_file()
