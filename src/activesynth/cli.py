@@ -178,7 +178,7 @@ DEMO_GRID: dict = {
     "strategies": [
         "random",
         "entropy",
-        {"name": "mc-dropout", "params": {"fast": True}},
+        {"name": "bald", "params": {"fast": True}},
         "coreset",
     ],
     "seeds": 2,
@@ -212,9 +212,9 @@ def demo(
 
     Generates phantoms (vessel / heart-valve cross-sections with lumen masks; severity labelled
     by a Poiseuille-flow physics oracle), then compares active-learning strategies (random,
-    entropy, BALD with fast MC dropout, core-set) for lumen segmentation over several seeds: each run starts
-    from 8 labelled images and asks the ground-truth oracle for 8 more per round. Writes the
-    learning curves, tables and an HTML report to OUT/report/index.html.
+    entropy, BALD with fast MC dropout, core-set) for lumen segmentation over several seeds:
+    each run starts from 8 labelled images and asks the ground-truth oracle for 8 more per
+    round. Writes the learning curves, tables and an HTML report to OUT/report/index.html.
     """
     from activesynth.bench.executors import make_executor, run_grid
     from activesynth.bench.grid import parse_grid
