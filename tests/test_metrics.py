@@ -488,3 +488,17 @@ def test_regression_input_errors() -> None:
         regression_report(np.array([1.0, np.inf]), np.array([1.0, 2.0]))
     with pytest.raises(DataError, match="pred is empty"):
         regression_report(np.array([]), np.array([]))
+
+
+def test_single_slice_patient_hd95_equals_image_hd95():
+    # One image per patient (chest X-rays): the patient-level HD95 must be the 2D boundary
+    # distance, not a 3D surface distance of a one-slice volume (which collapses towards 0).
+    pred = np.zeros((2, 32, 32), np.uint8)
+    target = np.zeros((2, 32, 32), np.uint8)
+    pred[:, 8:20, 8:20] = 1
+    target[:, 8:20, 11:23] = 1  # shifted by 3 px
+    rep = segmentation_report(pred, target, ["a", "b"], 2, ["background", "fg"])
+    per_image = rep["per_image"]["hd95_px"]["fg"]["mean"]
+    per_patient = rep["per_patient"]["hd95_px"]["fg"]["mean"]
+    assert per_image == pytest.approx(3.0)
+    assert per_patient == pytest.approx(per_image)

@@ -546,7 +546,13 @@ def _hd95_volumes(
     for i, idx in enumerate(indices):
         pv, tv = _volume(p, idx), _volume(t, idx)
         sp = None if spacing is None else spacing[i : i + 1]
-        hd = _monai_hd95(pv[None], tv[None], classes, sp)[0]
+        if len(idx) == 1:
+            # A one-slice "volume" (an X-ray, a single slice) has no 3D surface to speak of: every
+            # pixel lies on its top and bottom faces, so a 3D HD95 would measure region-to-region
+            # rather than boundary distances (near 0). Its patient HD95 is the 2D image HD95.
+            hd = _monai_hd95(p[idx], t[idx], classes, None if sp is None else sp[:, :2])[0]
+        else:
+            hd = _monai_hd95(pv[None], tv[None], classes, sp)[0]
         pc = np.bincount(pv.ravel(), minlength=n_classes)[classes]
         tc = np.bincount(tv.ravel(), minlength=n_classes)[classes]
         hd[(pc == 0) | (tc == 0) | ~np.isfinite(hd)] = math.nan
