@@ -501,32 +501,31 @@ def save_checkpoint(
 
 def _save_last(
     out: Path,
-    model,
-    opt,
-    model_cfg,
-    cfg,
-    step,
-    history,
-    best_score,
-    best_step,
-    bad_evals,
-    best_state,
+    model: nn.Module,
+    opt: torch.optim.Optimizer,
+    model_cfg: ModelConfig,
+    cfg: TrainConfig,
+    step: int,
+    history: list[dict[str, float]],
+    best_score: float,
+    best_step: int,
+    bad_evals: int,
+    best_state: dict[str, torch.Tensor] | None,
 ) -> None:
-    atomic_torch_save(
+    """``last.pt``: a checkpoint plus everything ``fit`` needs to resume exactly."""
+    save_checkpoint(
         out / "last.pt",
-        {
-            "format": CHECKPOINT_FORMAT,
-            "model_config": model_cfg.as_dict(),
-            "train_config": cfg.as_dict(),
-            "state_dict": model.state_dict(),
-            "optimizer": opt.state_dict(),
-            "step": step,
-            "history": history,
-            "best_score": best_score,
-            "best_step": best_step,
-            "bad_evals": bad_evals,
-            "best_state": best_state,
-        },
+        model,
+        model_cfg,
+        {},
+        train_config=cfg.as_dict(),
+        optimizer=opt.state_dict(),
+        step=step,
+        history=history,
+        best_score=best_score,
+        best_step=best_step,
+        bad_evals=bad_evals,
+        best_state=best_state,
     )
 
 
