@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import json
 from pathlib import Path
-from typing import ClassVar
 
 import numpy as np
 import pytest
@@ -15,8 +14,7 @@ from typer.testing import CliRunner
 from activesynth.cli import app
 from activesynth.errors import CheckpointError, ConfigError
 from activesynth.loop_cli import load_partly_labelled, suggest
-from activesynth.strategies import STRATEGIES, BudgetError, QueryContext, check_budget, top_k
-from activesynth.train import predict
+from activesynth.strategies import BudgetError
 from tests.toydata import discs
 
 N, LABELLED = 20, 6
@@ -33,21 +31,6 @@ TINY = [
     "1",
     "-q",
 ]
-
-
-@STRATEGIES.register("test-suggest-entropy")
-class _Entropy:
-    """Mean pixel (or class) entropy of the current model (test-only)."""
-
-    name: ClassVar[str] = "test-suggest-entropy"
-    tasks: ClassVar[tuple[str, ...]] = ("seg", "cls")
-
-    def select(self, ctx: QueryContext, budget: int, *, rng: np.random.Generator):
-        budget = check_budget(ctx, budget, self.name)
-        cand = ctx.candidates
-        p = predict(ctx.require_model(self.name), ctx.data.subset(cand), ctx.task)["probs"]
-        ent = -(p * np.log(p + 1e-12)).sum(1).reshape(len(cand), -1).mean(1)
-        return top_k(ctx, cand, ent, budget, rng)
 
 
 @pytest.fixture(scope="module")
@@ -94,7 +77,7 @@ def test_suggest_trains_on_the_labelled_images_and_writes_csv_and_json(folder, t
     out = tmp_path / "next"
     res = _invoke(
         ["--images", str(folder / "images"), "--labels", str(folder / "masks"),
-         "--strategy", "test-suggest-entropy", "--budget", "5", "--out", str(out), *TINY]
+         "--strategy", "entropy", "--budget", "5", "--out", str(out), *TINY]
     )  # fmt: skip
     assert res.exit_code == 0, res.output + repr(res.exception)
     rows = _read_csv(tmp_path / "next.csv")
@@ -116,7 +99,7 @@ def test_suggest_trains_on_the_labelled_images_and_writes_csv_and_json(folder, t
     again = tmp_path / "again.csv"
     res = _invoke(
         ["--images", str(folder / "images"), "--labels", str(folder / "masks"),
-         "--strategy", "test-suggest-entropy", "--budget", "5", "--out", str(again), *TINY]
+         "--strategy", "entropy", "--budget", "5", "--out", str(again), *TINY]
     )  # fmt: skip
     assert res.exit_code == 0
     assert _read_csv(again) == rows
@@ -138,17 +121,17 @@ def test_model_based_strategy_without_labels_or_checkpoint_says_what_to_do(
     folder, tmp_path
 ) -> None:
     with pytest.raises(ConfigError, match=r"needs a trained model.*Label at least 2.*checkpoint"):
-        suggest(folder / "images", "test-suggest-entropy", 3, tmp_path / "x", size=32)
+        suggest(folder / "images", "entropy", 3, tmp_path / "x", size=32)
     assert not (tmp_path / "x.csv").exists()
 
 
 def test_unknown_strategy_and_bad_budgets(folder, tmp_path) -> None:
     res = _invoke(
-        ["--images", str(folder / "images"), "--strategy", "test-suggest-entropi",
+        ["--images", str(folder / "images"), "--strategy", "entorpy",
          "--budget", "3", "--out", str(tmp_path / "x"), *TINY]
     )  # fmt: skip
     assert isinstance(res.exception, ConfigError)
-    assert "Did you mean 'test-suggest-entropy'" in str(res.exception)
+    assert "Did you mean 'entropy'" in str(res.exception)
     with pytest.raises(BudgetError, match=r"--budget 15 exceeds the 14 unlabelled.*6 of 20"):
         suggest(folder / "images", "random", 15, tmp_path / "x", labels=folder / "masks", size=32)
     with pytest.raises(BudgetError, match="positive"):
@@ -159,13 +142,13 @@ def test_unknown_strategy_and_bad_budgets(folder, tmp_path) -> None:
 def test_checkpoint_is_used_and_checked(folder, tmp_path) -> None:
     model_dir = tmp_path / "model"
     suggest(
-        folder / "images", "test-suggest-entropy", 2, tmp_path / "a",
+        folder / "images", "entropy", 2, tmp_path / "a",
         labels=folder / "masks", size=32, max_steps=10, channels=(4, 8, 16),
         model_dir=model_dir, threads=1, quiet=True,
     )  # fmt: skip
     ck = model_dir / "best.pt"
     assert ck.is_file()
-    doc = suggest(folder / "images", "test-suggest-entropy", 3, tmp_path / "b", size=32,
+    doc = suggest(folder / "images", "entropy", 3, tmp_path / "b", size=32,
                   checkpoint=ck, threads=1, quiet=True)  # fmt: skip
     assert doc["model"].startswith("checkpoint") and doc["n_labelled"] == 0
     assert len(doc["items"]) == 3
@@ -175,15 +158,15 @@ def test_checkpoint_is_used_and_checked(folder, tmp_path) -> None:
     for i in range(4):
         Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(rgb / f"{i}.png")
     with pytest.raises(CheckpointError, match="expects 1-channel images"):
-        suggest(rgb, "test-suggest-entropy", 2, tmp_path / "c", size=32, checkpoint=ck)
+        suggest(rgb, "entropy", 2, tmp_path / "c", size=32, checkpoint=ck)
     with pytest.raises(CheckpointError, match="'seg' model but --task is 'cls'"):
-        suggest(folder / "images", "test-suggest-entropy", 2, tmp_path / "d", size=32,
+        suggest(folder / "images", "entropy", 2, tmp_path / "d", size=32,
                 checkpoint=ck, task="cls")  # fmt: skip
 
 
 def test_classification_labels_from_csv(folder, tmp_path) -> None:
     doc = suggest(
-        folder / "images", "test-suggest-entropy", 4, tmp_path / "cls", task="cls",
+        folder / "images", "entropy", 4, tmp_path / "cls", task="cls",
         labels_csv=folder / "labels.csv", size=32, max_steps=10, channels=(4, 8, 8, 16),
         threads=1, quiet=True,
     )  # fmt: skip
