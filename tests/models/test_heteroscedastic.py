@@ -112,6 +112,19 @@ def test_softmax_noise_moments():
         softmax_noise_moments(g, g, 0)
 
 
+def test_binary_noise_moments_match_the_two_class_softmax():
+    # the two-class shortcut (one logistic draw per pixel) has the distribution of the K-draw
+    # softmax: compare with a brute-force Monte Carlo of softmax(f + sigma eps)
+    f = torch.tensor([[1.5, -0.5], [0.0, 0.3]]).reshape(2, 2, 1)
+    lv = torch.tensor([[0.5, -1.0], [1.2, 0.8]]).reshape(2, 2, 1)
+    mean, var = softmax_noise_moments(f, lv, 200_000, generator=_gen())
+    eps = torch.randn((200_000, 2, 2, 1), generator=_gen())
+    q = torch.softmax(f + torch.exp(0.5 * lv) * eps, dim=2)
+    assert torch.allclose(mean, q.mean(0), atol=3e-3)
+    assert torch.allclose(var, q.var(0, correction=0), atol=2e-3)
+    assert torch.allclose(mean.sum(1), torch.ones(2, 1))
+
+
 def test_loss_factory_refuses_dice_alone():
     with pytest.raises(ConfigError, match="dicece"):
         make_heteroscedastic_loss("seg", "dice")
