@@ -57,6 +57,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -78,7 +79,7 @@ from activesynth.pool import Pool
 from activesynth.registry import check_option, did_you_mean
 from activesynth.strategies import STRATEGIES, BudgetError, Query, QueryContext, make_strategy
 from activesynth.train import TrainConfig, fit, load_checkpoint, model_config_for, seed_for
-from activesynth.utils import atomic_write_json, progress_enabled
+from activesynth.utils import atomic_write, atomic_write_json, progress_enabled
 
 log = logging.getLogger(__name__)
 
@@ -784,6 +785,7 @@ class _Run:
             round=r + 1,
             extras={
                 **self.extras,
+                "manifold_cache": manifold_cache(self.out),
                 "train_config": aux_cfg,
                 "model_config": self.model_cfg,
                 "val_set": self.val_set,
@@ -798,13 +800,14 @@ class _Run:
         check_query(q, pool, budget, cfg.strategy)
         from activesynth.metrics import to_jsonable
 
+        info = save_query_arrays(q.info, _round_dir(self.out, r) / QUERY_ARRAYS)
         doc = to_jsonable(
             {
                 "budget": budget,
                 "index": q.index.tolist(),
                 "ids": q.ids.tolist(),
                 "scores": np.asarray(q.scores, np.float64).tolist(),
-                "info": dict(q.info),
+                "info": info,
                 "seconds": seconds,
             }
         )
@@ -820,6 +823,33 @@ class _Run:
         self._set_state("labelled", r)
         self._emit("labelled", round=r, n_labelled=len(pool.labelled))
         return pool
+
+
+QUERY_ARRAYS = "query_arrays.npz"
+
+
+def manifold_cache(out: Path) -> str:
+    """Where strategies cache trained manifolds: ``$ACTIVESYNTH_CACHE``, else ``out/cache``.
+
+    The cache is content-addressed (``generative.manifold``), so its location never changes a
+    result and is not part of the config; grids point every run at ``<grid out>/cache``.
+    """
+    return os.environ.get("ACTIVESYNTH_CACHE") or str(Path(out) / "cache")
+
+
+def save_query_arrays(info: dict[str, Any], path: Path) -> dict[str, Any]:
+    """Move a strategy's ``info["arrays"]`` (name -> ndarray) into ``path`` (npz, atomic).
+
+    Returns the info without the arrays and with ``"arrays": <file name>`` instead, so
+    ``query.json`` stays small (e.g. the latent codes and synthetic images of
+    ``gradient-guided``).
+    """
+    info = dict(info)
+    arrays = info.pop("arrays", None)
+    if arrays:
+        atomic_write(path, lambda fh: np.savez_compressed(fh, **arrays))
+        info["arrays"] = path.name
+    return info
 
 
 def check_query(q: Query, pool: Pool, budget: int, strategy: str) -> None:

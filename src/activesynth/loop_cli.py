@@ -342,7 +342,12 @@ def suggest(
             )
         return fit(train, None, replace(tcfg, seed=int(s)), model_cfg, quiet=True).model
 
-    extras: dict[str, Any] = {"train_config": tcfg}
+    from activesynth.loop import QUERY_ARRAYS, manifold_cache, save_query_arrays
+
+    extras: dict[str, Any] = {
+        "train_config": tcfg,
+        "manifold_cache": manifold_cache(Path(out).parent),
+    }
     if model_cfg is not None:
         extras["model_config"] = model_cfg
     ctx = QueryContext(
@@ -393,10 +398,12 @@ def suggest(
         "n_unlabelled": n_pool,
         "model": model_note,
         "query_seconds": seconds,
-        "info": q.info,
         "items": items,
     }
     csv_path, json_path = _out_paths(Path(out))
+    doc["info"] = save_query_arrays(
+        q.info, json_path.with_name(json_path.stem + "_" + QUERY_ARRAYS)
+    )
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=["rank", "id", "source_path", "score"])
     writer.writeheader()

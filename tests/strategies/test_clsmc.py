@@ -81,7 +81,11 @@ def test_large_pools_cluster_a_subsample_and_assign_the_rest() -> None:
 def test_latents_hook_errors(ctx_factory) -> None:
     ctx = ctx_factory("seg", model=False)
     with pytest.raises(ConfigError, match="latents"):
-        make_strategy("clsmc").select(ctx, 2, rng=np.random.default_rng(0))
+        make_strategy("clsmc", space="features").select(ctx, 2, rng=np.random.default_rng(0))
+    with pytest.raises(ConfigError, match="Did you mean 'vae'"):
+        make_strategy("clsmc", space="vea")
+    with pytest.raises(ConfigError, match="Did you mean 'latent_dim'"):
+        make_strategy("clsmc", vae={"latent_dims": 3})
     ctx.extras["latents"] = np.zeros((5, 2), np.float32)
     with pytest.raises(DataError, match=r"\(5, 2\)"):
         make_strategy("clsmc").select(ctx, 2, rng=np.random.default_rng(0))
@@ -91,7 +95,9 @@ def test_latents_hook_errors(ctx_factory) -> None:
         make_strategy("clsmc", linkage="wrad")
 
 
-def test_model_features_are_the_default_latent_space(ctx_factory) -> None:
+def test_the_vae_manifold_is_the_default_latent_space(ctx_factory) -> None:
     ctx = ctx_factory("cls")
     q = make_strategy("clsmc").select(ctx, 4, rng=np.random.default_rng(0))
-    assert q.info["latents"] == "model features" and len(q.index) == 4
+    assert q.info["latents"] == "vae" and len(q.index) == 4
+    q = make_strategy("clsmc", space="features").select(ctx, 4, rng=np.random.default_rng(0))
+    assert q.info["latents"] == "features" and len(q.index) == 4

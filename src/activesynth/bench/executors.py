@@ -164,6 +164,10 @@ def execute_unit(
             return {"run_id": u.run_id, "status": "skipped", "seconds": 0.0, "error": ""}
         write_unit(run_dir, u)
         t0 = time.perf_counter()
+        # Manifolds (VAEs) are content-addressed, so every run of the grid shares one cache.
+        cache_var = "ACTIVESYNTH_CACHE"
+        had_cache = os.environ.get(cache_var)
+        os.environ.setdefault(cache_var, str(Path(store_root) / "cache"))
         try:
             run_fn(u.config, run_dir, data_root=data_root, quiet=quiet)
         except Exception as exc:
@@ -174,6 +178,9 @@ def execute_unit(
                 "seconds": time.perf_counter() - t0,
                 "error": f"{type(exc).__name__}: {exc}",
             }
+        finally:
+            if had_cache is None:
+                os.environ.pop(cache_var, None)
         seconds = time.perf_counter() - t0
         mark_done(run_dir, u, seconds=round(seconds, 3))
         (run_dir / "error.log").unlink(missing_ok=True)

@@ -2,7 +2,8 @@
 
 Modules (one per family): ``random_`` (random, random-foreground), ``uncertainty``
 (least-confidence, margin, entropy), ``bayesian`` (mc-dropout, bald), ``diversity`` (coreset),
-``dal``, ``clsmc``, ``learning_loss``, ``oracle``. Pure score functions live in ``scores``.
+``dal``, ``clsmc``, ``learning_loss``, ``oracle``, ``gradient_guided`` (Dai et al.'s sampling
+on the VAE manifold of ``activesynth.generative``). Pure score functions live in ``scores``.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ _MODULES = (
     "clsmc",
     "learning_loss",
     "oracle",
+    "gradient_guided",
 )
 
 

@@ -8,9 +8,11 @@ Dai et al. 2022 (MedIA), who call it ClsMC and replace the pixel ratio by a shar
 Method (one call):
 
 1. Latent representations of the unlabelled items: ``ctx.extras["latents"]`` ((P, D) float over
-   the whole pool) when given (a generator's latent space, e.g. a VAE as in Zheng et al.; a later
-   issue makes that the default), else the task model's pooled features
-   (``forward_with_features``: the U-Net bottleneck / the ResNet's pooled output).
+   the whole pool) when given; else, by default (``space="vae"``), the posterior means of the
+   pool's VAE manifold (``generative.manifold``: trained once per pool, cached, shared with
+   ``gradient-guided``), as Zheng et al. clustered in a generative model's latent space; with
+   ``space="features"`` the task model's pooled features (``forward_with_features``: the U-Net
+   bottleneck / the ResNet's pooled output).
 2. Agglomerative (hierarchical) clustering of the latents (scikit-learn, ``linkage="ward"`` by
    default, Euclidean). Number of clusters: ``n_clusters``, else ``distance_threshold``, else
    ceil(sqrt(U)) (a common rule of thumb; Zheng et al. chose it per dataset). Pools larger than
@@ -54,6 +56,7 @@ from activesynth.strategies.predictions import features
 log = logging.getLogger(__name__)
 
 LINKAGES = ("ward", "complete", "average", "single")
+SPACES = ("vae", "features")
 
 
 # ---- pure functions -----------------------------------------------------------------------------
@@ -207,9 +210,13 @@ class ClsMC:
         max_candidates: per-cluster candidate cap for max-cover.
         max_universe: coverage evaluated on at most this many unlabelled items.
         cover_labelled: count the labelled items as already covering (extension; default off).
+        space: "vae" (default: the pool's VAE manifold) or "features" (the task model's pooled
+            features).
+        vae: VAE options for ``space="vae"`` (``generative.vae.VAEConfig`` fields); runs with
+            equal options share one cached manifold.
+        checkpoint: a trained manifold folder to use instead of the cache (must match the pool).
 
-    Latents: ``ctx.extras["latents"]`` ((P, D) over the pool) if present, else the task model's
-    pooled features; with neither a ConfigError is raised.
+    Latents: ``ctx.extras["latents"]`` ((P, D) over the pool) if present, else ``space``.
     """
 
     name: ClassVar[str] = "clsmc"
@@ -225,7 +232,12 @@ class ClsMC:
         max_candidates: int = 1000,
         max_universe: int | None = 20000,
         cover_labelled: bool = False,
+        space: str = "vae",
+        vae: dict[str, Any] | None = None,
+        checkpoint: str | None = None,
     ) -> None:
+        from activesynth.generative.vae import VAEConfig
+
         if n_clusters is not None and distance_threshold is not None:
             raise ConfigError("clsmc: give n_clusters or distance_threshold, not both.")
         if n_clusters is not None and n_clusters < 1:
@@ -250,6 +262,9 @@ class ClsMC:
         self.max_candidates = int(max_candidates)
         self.max_universe = max_universe
         self.cover_labelled = bool(cover_labelled)
+        self.space = check_option(space, SPACES, "clsmc space")
+        self.vae = VAEConfig.from_dict(vae)
+        self.checkpoint = checkpoint
 
     def latents(self, ctx: QueryContext, index: np.ndarray) -> np.ndarray:
         """(n, D) float32 latents of pool items ``index`` (extras hook, else model features)."""
@@ -265,11 +280,14 @@ class ClsMC:
             if not np.isfinite(out).all():
                 raise DataError("clsmc: ctx.extras['latents'] holds NaN/inf values.")
             return out
+        if self.space == "vae":
+            from activesynth.generative.manifold import manifold_for
+
+            return manifold_for(ctx, self.vae, self.checkpoint).latents[index]
         if ctx.model is None:
             raise ConfigError(
-                "Strategy 'clsmc' needs a latent space: pass ctx.extras['latents'] ((P, D) array "
-                "over the pool, e.g. a VAE's means) or a trained task model with "
-                "forward_with_features."
+                "clsmc with space='features' needs a trained task model with "
+                "forward_with_features (or pass ctx.extras['latents'])."
             )
         out = features(ctx, index, who=self.name)
         if not np.isfinite(out).all():
@@ -302,5 +320,5 @@ class ClsMC:
             rng=rng,
         )
         index = cand[rows]
-        info["latents"] = "extras" if ctx.extras.get("latents") is not None else "model features"
+        info["latents"] = "extras" if ctx.extras.get("latents") is not None else self.space
         return Query(index=index, scores=scores, ids=ctx.pool.ids[index], info=info)
