@@ -157,3 +157,56 @@ def test_loop_saves_query_arrays_and_shares_the_manifold(tmp_path, monkeypatch) 
     cfg2 = LoopConfig.from_dict({**base, "strategy": "clsmc", "strategy_params": {"vae": SMALL}})
     run_loop(cfg2, tmp_path / "cl", quiet=True)
     assert len(list((tmp_path / "cache").glob("vae-*/vae.pt"))) == 1
+
+
+def test_pca_projection() -> None:
+    from activesynth.bench.latent_figure import pca_2d
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(500, 3)) * np.array([5.0, 1.0, 0.1])
+    _, proj, ratio = pca_2d(x)
+    assert proj.shape == (3, 2) and abs(abs(proj[0, 0]) - 1) < 0.01
+    assert ratio[0] > 0.9 and ratio[0] >= ratio[1]
+    _, proj2, _ = pca_2d(x[:, :2])
+    np.testing.assert_array_equal(proj2, np.eye(2))
+
+
+def test_report_shows_the_latent_space_of_a_real_grid(tmp_path, monkeypatch) -> None:
+    from activesynth.bench.executors import InlineExecutor, run_grid
+    from activesynth.bench.grid import parse_grid
+    from activesynth.bench.report import write_report
+
+    monkeypatch.delenv("ACTIVESYNTH_CACHE", raising=False)
+    doc = {
+        "name": "gg",
+        "datasets": [
+            {
+                "name": "phantom",
+                "config": {
+                    "dataset": "phantom",
+                    "task": "seg",
+                    "size": 32,
+                    "dataset_kwargs": {"n": 28},
+                },
+            }
+        ],
+        "strategies": ["random", {"name": "gradient-guided", "params": {"vae": SMALL}}],
+        "seeds": 1,
+        "schedules": {"s": {"initial": 4, "schedule": [3]}},
+        "base": {
+            "channels": [4, 8, 16],
+            "max_steps": 5,
+            "eval_every": 5,
+            "batch_size": 8,
+            "augment": False,
+            "threads": 1,
+        },
+        "metric": "dice_patient_lumen",
+    }
+    res = run_grid(parse_grid(doc), tmp_path / "out", executor=InlineExecutor(), quiet=True)
+    assert res.complete
+    assert len(list((tmp_path / "out" / "cache").glob("vae-*/vae.pt"))) == 1
+    index = write_report(tmp_path / "out")
+    pngs = list(index.parent.glob("latent_*.png"))
+    assert len(pngs) == 1 and "gradient-guided" in pngs[0].name
+    assert "Latent space of gradient-guided sampling" in index.read_text()

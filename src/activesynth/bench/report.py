@@ -282,6 +282,16 @@ def _html_page(summary: Mapping[str, Any], images: Mapping[str, list[Path]], dir
             "<details><summary>AULC per seed</summary><table><thead><tr><th>strategy</th>"
             f"{head}</tr></thead><tbody>{rows}</tbody></table></details>"
         )
+    if images.get("latent"):
+        parts.append("<h2>Latent space of gradient-guided sampling</h2>")
+        parts.append(
+            "<p>Round-1 suggestions of the lowest seed: the pool's VAE codes (PCA to 2-D), "
+            "coloured by foreground presence; arrows go from each labelled source to the real "
+            "image suggested along its loss gradient; right, the first pairs.</p>"
+        )
+        for p in images["latent"]:
+            data = base64.b64encode(p.read_bytes()).decode("ascii")
+            parts.append(f"<img alt='{e(p.stem)}' src='data:image/png;base64,{data}'>")
     parts.append("<h2>Definitions</h2>")
     parts.append(f"<pre>{e(summary['conventions'] or '')}</pre>")
     parts.append("<h2>Grid config</h2>")
@@ -314,8 +324,13 @@ def write_report(root: str | os.PathLike) -> Path:
         for m in g["table"]["metrics"]:
             name = f"curves_{slug(g['dataset'])}_{slug(g['schedule'])}_{slug(m)}.png"
             images.setdefault(str(i), []).append(plot_curves(g, m, out / name, all_strategies))
+    from activesynth.bench.latent_figure import latent_figures
     from activesynth.metrics import to_jsonable
 
+    for old in out.glob("latent_*.png"):
+        old.unlink()
+    units = ResultsStore.open(root).manifest.get("units", {})
+    images["latent"] = latent_figures(root, units, out)
     atomic_write_json(out / "summary.json", to_jsonable(summary, "summary"))
     atomic_write_text(out / "tables.md", tables_markdown(summary))
     index = atomic_write_text(out / "index.html", _html_page(summary, images, root))

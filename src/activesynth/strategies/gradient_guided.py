@@ -347,6 +347,9 @@ class GradientGuided:
             "picks": index,
             "pick_source": src[res["source"]],
         }
+        shown = slice(0, 4)  # a few source / suggestion pairs for the report's figure
+        arrays["example_source_images"] = ctx.data.images[src[res["source"][shown]]]
+        arrays["example_pick_images"] = ctx.data.images[index[shown]]
         presence = ctx.extras.get("presence")
         if presence is not None:
             arrays["presence"] = np.asarray(presence, bool)
