@@ -46,8 +46,26 @@ SCHEMA = 1
 _MEMORY: dict[str, Manifold] = {}
 
 
+_FINGERPRINTS: list[tuple[ImageSet, dict[str, Any]]] = []  # a small per-process memo
+
+
 def fingerprint(data: ImageSet) -> dict[str, Any]:
-    """What a manifold must match: item count, image shape and dtype, and hashes of ids/pixels."""
+    """What a manifold must match: item count, image shape and dtype, and hashes of ids/pixels.
+
+    Hashing the pixels reads the whole pool (about 1 s per GB), so the result is memoised per
+    ``ImageSet`` object (the last four; image sets are not modified in place): later queries of a
+    run find their manifold without touching the pool again.
+    """
+    for obj, fp in _FINGERPRINTS:
+        if obj is data:
+            return fp
+    fp = _fingerprint(data)
+    _FINGERPRINTS.insert(0, (data, fp))
+    del _FINGERPRINTS[4:]
+    return fp
+
+
+def _fingerprint(data: ImageSet) -> dict[str, Any]:
     ids = hashlib.sha256("\n".join(map(str, data.ids)).encode()).hexdigest()
     pixels = hashlib.sha256(np.ascontiguousarray(data.images).tobytes()).hexdigest()
     n, h, w, c = data.images.shape
@@ -261,5 +279,6 @@ def manifold_for(
 
 
 def clear_memory() -> None:
-    """Forget the in-process manifolds (tests)."""
+    """Forget the in-process manifolds and fingerprints (tests)."""
     _MEMORY.clear()
+    _FINGERPRINTS.clear()
