@@ -175,3 +175,39 @@ def test_executor_options() -> None:
     if ex.cpu_ids:
         assert all(len(c) == 1 for c in cpus)
         assert len({c[0] for c in cpus}) == min(3, len(ex.cpu_ids))
+
+
+def test_reuse_links_finished_runs_of_another_grid(
+    tmp_path: Path, grid: GridConfig, grid_doc: dict, registry
+) -> None:
+    from activesynth.bench.grid import parse_grid
+
+    main = tmp_path / "main"
+    run_grid(grid, main, executor=InlineExecutor(), run_fn=fake_run, quiet=True)
+    (main / "cache" / "vae-abc").mkdir(parents=True)
+    (main / "cache" / "vae-abc" / "vae.pt").write_text("x")
+    # an "ablation" grid: one strategy shared with the main grid, one new
+    doc = {**grid_doc, "strategies": ["random", "entropy"]}
+    ablation = parse_grid(doc, strategies=registry, check_config=None)
+    out = tmp_path / "ablation"
+    res = run_grid(
+        ablation, out, executor=InlineExecutor(), run_fn=fake_run, quiet=True, reuse=[main]
+    )
+    assert res.complete and res.count("done") == 2 and res.count("skipped") == 2
+    shared = [u for u in ablation.units() if u.strategy == "random"]
+    for u in shared:
+        link = out / "runs" / u.run_id
+        assert link.is_symlink() and _calls(ResultsStore.open(out), u.run_id) == _calls(
+            ResultsStore.open(main), u.run_id
+        )
+    assert (out / "cache" / "vae-abc").is_symlink()
+    assert len(collect(out)) == len(ablation.units()) * 4
+    with pytest.raises(DataError):
+        run_grid(
+            ablation,
+            tmp_path / "x",
+            executor=InlineExecutor(),
+            run_fn=fake_run,
+            quiet=True,
+            reuse=[tmp_path / "nowhere"],
+        )

@@ -61,6 +61,14 @@ def bench(
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Check the config and list the runs; run nothing.")
     ] = False,
+    reuse: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--reuse",
+            help="Another results directory whose finished runs with the same ids (same "
+            "config) are linked in, not rerun (repeatable).",
+        ),
+    ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
 ) -> None:
     """Run a benchmark grid (dataset x strategy x seed x schedule); finished runs are skipped.
@@ -86,7 +94,13 @@ def bench(
         return
     ex = make_executor(executor, workers=workers, address=address)
     result = run_grid(
-        grid, out, executor=ex, data_root=data_root, quiet=quiet, command=_command_line()
+        grid,
+        out,
+        executor=ex,
+        data_root=data_root,
+        quiet=quiet,
+        command=_command_line(),
+        reuse=reuse or (),
     )
     typer.echo(
         f"grid {grid.name}: {result.count('done')} ran, {result.count('skipped')} already "

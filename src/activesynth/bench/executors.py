@@ -494,6 +494,7 @@ def run_grid(
     data_root: str | os.PathLike | None = None,
     quiet: bool = False,
     command: str | None = None,
+    reuse: Sequence[str | os.PathLike] = (),
 ) -> GridResult:
     """Run every unfinished unit of ``grid`` into the results directory ``out``.
 
@@ -505,6 +506,8 @@ def run_grid(
         data_root: passed on to the run function.
         quiet: no progress bars; runs are quiet too.
         command: the command line, recorded in the manifest (and the report).
+        reuse: other results directories whose finished runs with the same ids (and cached
+            manifolds) are linked in instead of being run again (``store.reuse_runs``).
 
     Returns:
         A :class:`GridResult`; ``complete`` is False if some runs failed (rerun to finish them).
@@ -519,6 +522,11 @@ def run_grid(
     store = ResultsStore.open_for_grid(
         out, grid, units, command=command, executor=getattr(executor, "name", None)
     )
+    if reuse:
+        from activesynth.bench.store import reuse_runs
+
+        linked = reuse_runs(store, units, [Path(p) for p in reuse])
+        log.info("linked %d finished runs from %s", len(linked), ", ".join(map(str, reuse)))
     pending = store.pending(units)
     result = GridResult(store)
     todo = {u.run_id for u in pending}

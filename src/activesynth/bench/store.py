@@ -273,6 +273,40 @@ def round_dir(run_dir: Path, round_: int) -> Path | None:
     return None
 
 
+def reuse_runs(store: ResultsStore, units: list[RunUnit], sources: list[Path]) -> list[str]:
+    """Link finished runs (and cached manifolds) of other results directories into ``store``.
+
+    A unit's run id is a hash of its full config, so a finished run of the same id elsewhere is
+    the very run this grid would make (e.g. an ablation grid sharing its baselines with the main
+    grid). For each unit without a folder in ``store``, the first source holding that run with a
+    ``DONE`` marker of the same config hash is linked (relative symlink, nothing copied); so are
+    the sources' ``cache/vae-*`` manifolds that ``store`` lacks. Returns the linked run ids.
+
+    Raises:
+        DataError: a source is not a results directory of this schema.
+    """
+    linked: list[str] = []
+    srcs = [ResultsStore.open(p) for p in sources]
+    for u in units:
+        dst = store.run_dir(u.run_id)
+        if dst.exists() or dst.is_symlink():
+            continue
+        for src in srcs:
+            cand = src.run_dir(u.run_id)
+            if cand.is_dir() and is_done(cand, u):
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                dst.symlink_to(os.path.relpath(cand.resolve(), dst.parent.resolve()))
+                linked.append(u.run_id)
+                break
+    cache = store.root / "cache"
+    for src in srcs:
+        for man in sorted((src.root / "cache").glob("vae-*")):
+            if man.is_dir() and (man / "vae.pt").is_file() and not (cache / man.name).exists():
+                cache.mkdir(parents=True, exist_ok=True)
+                (cache / man.name).symlink_to(os.path.relpath(man.resolve(), cache.resolve()))
+    return linked
+
+
 def is_done(run_dir: Path, unit: RunUnit) -> bool:
     """See :meth:`ResultsStore.is_done`."""
     path = run_dir / DONE
