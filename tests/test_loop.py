@@ -161,6 +161,10 @@ def test_initial_index_random_and_stratified() -> None:
     assert presence[few].sum() == 27 and (~presence[few]).sum() == 63
     with pytest.raises(ConfigError, match="presence"):
         initial_index(100, 5, "stratified", np.random.default_rng(0), None)
+    bal = initial_index(100, 32, "balanced", np.random.default_rng(0), presence)
+    assert len(np.unique(bal)) == 32 and presence[bal].sum() == 16
+    bal = initial_index(100, 80, "balanced", np.random.default_rng(0), presence)
+    assert presence[bal].sum() == 30  # clipped to the 30 foreground items
 
 
 def test_plateau_rule() -> None:

@@ -86,7 +86,7 @@ log = logging.getLogger(__name__)
 STATE_SCHEMA = 1
 """Version of ``state.json`` / ``history.json``; a folder from another schema is not resumed."""
 
-INITIAL_METHODS = ("random", "stratified")
+INITIAL_METHODS = ("random", "stratified", "balanced")
 PRIMARY_METRIC = {"seg": "dice", "cls": "auc", "reg": "mae"}
 """Name of ``record["test_score"]`` per task: mean foreground per-patient Dice, AUC, MAE."""
 
@@ -109,7 +109,9 @@ class LoopConfig:
         val: fraction of patients for validation (checkpoint selection, plateau stop).
         test: fraction of patients for the test set.
         initial: initial labelled set: a count (int >= 1) or a fraction of the pool (float).
-        initial_method: "random" or "stratified" (same foreground share as the pool).
+        initial_method: "random", "stratified" (same foreground share as the pool) or
+            "balanced" (half with foreground / positive label, half without, as Mahapatra et
+            al.'s 16 initial images per class; clipped to what each stratum holds).
         schedule: budgets of the query rounds: a list of counts (int) or fractions of the pool
             (float in (0, 1]), or ``{"per_round": x, "rounds": n}`` (``rounds`` None or absent:
             until the pool is exhausted, the last round taking what is left).
@@ -513,8 +515,9 @@ def initial_index(
     Args:
         pool_size: P.
         n: how many to draw (1..P).
-        method: "random", or "stratified": ``round(n * presence.mean())`` foreground items
-            and the rest without foreground (clipped to what each stratum has).
+        method: "random"; "stratified": ``round(n * presence.mean())`` foreground items
+            and the rest without foreground; "balanced": ``ceil(n / 2)`` with foreground and
+            the rest without (both clipped to what each stratum has).
         rng: the generator of round 0.
         presence: (P,) bool foreground presence, needed by "stratified".
     """
@@ -522,11 +525,11 @@ def initial_index(
         return np.sort(rng.choice(pool_size, size=n, replace=False)).astype(np.int64)
     if presence is None:
         raise ConfigError(
-            "initial_method 'stratified' needs foreground presence (seg masks or cls labels); "
+            f"initial_method {method!r} needs foreground presence (seg masks or cls labels); "
             "use initial_method 'random' for this task."
         )
     fg, bg = np.flatnonzero(presence), np.flatnonzero(~presence)
-    k_fg = round(n * len(fg) / pool_size)
+    k_fg = round(n * len(fg) / pool_size) if method == "stratified" else n - n // 2
     k_fg = min(max(k_fg, n - len(bg)), len(fg))
     pick = np.concatenate(
         [rng.choice(fg, size=k_fg, replace=False), rng.choice(bg, size=n - k_fg, replace=False)]

@@ -3,7 +3,8 @@
 Modules (one per family): ``random_`` (random, random-foreground), ``uncertainty``
 (least-confidence, margin, entropy), ``bayesian`` (mc-dropout, bald), ``diversity`` (coreset),
 ``dal``, ``clsmc``, ``learning_loss``, ``oracle``, ``gradient_guided`` (Dai et al.'s sampling
-on the VAE manifold of ``activesynth.generative``). Pure score functions live in ``scores``.
+on the VAE manifold of ``activesynth.generative``), ``per_class`` (class-balanced batches from
+any ranking strategy, Mahapatra et al.). Pure score functions live in ``scores``.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ _MODULES = (
     "learning_loss",
     "oracle",
     "gradient_guided",
+    "per_class",
 )
 
 
