@@ -1,0 +1,179 @@
+"""Why does gradient-guided sampling pick what it picks? Diagnostics of finished runs.
+
+For every run of a results directory that saved gradient-guided arrays
+(``round_XX/query_arrays.npz``), per query round:
+
+- ``fg``: share of suggestions with foreground (tumour) vs. the unlabelled pool's share;
+- ``same patient``: share of suggestions from the same patient as their source (on slice data
+  the latent nearest neighbour is often an adjacent slice: a near-duplicate of a labelled image);
+- ``|slice gap|``: median slice-number distance of same-patient pairs (LGG ids end in the slice);
+- ``d(src, pick) / d_nn``: median latent distance from source to suggestion over the pool's
+  median nearest-neighbour distance (1 = as close as typical neighbours);
+- ``step / d_nn``: median latent step ``||z' - z||`` of the gradient over the same scale;
+- tiers of the fallback (one per source / more per source / nearest without angle).
+
+``--alpha-sweep RUN --round R`` re-runs the query of round R of one run (its model from
+``best.pt``, its pool and cached manifold) for several alphas and gradient scalings and prints
+the overlap with the run's own suggestions, the latent step and the same-patient share: does
+alpha change anything, and is the gradient scale the problem?
+
+    python experiments/analyse_gradient_guided.py runs/lgg_dai
+    python experiments/analyse_gradient_guided.py runs/lgg_dai \\
+        --alpha-sweep runs/lgg_dai/runs/lgg-gradient-guided-2pct-2pct-s0-aff3beb7 --round 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+
+def _pool(run: Path):
+    from activesynth.experiment import TrainJob, prepare_data
+    from activesynth.loop import LoopConfig
+
+    cfg = LoopConfig.from_dict(json.loads((run / "state.json").read_text())["config"])
+    job = TrainJob(
+        dataset=cfg.dataset,
+        task=cfg.task,
+        seed=cfg.seed,
+        size=cfg.size,
+        split=cfg.split,
+        val=cfg.val,
+        test=cfg.test,
+        dataset_kwargs=cfg.dataset_kwargs,
+    )
+    data, split, _ = prepare_data(job, None)
+    return cfg, data.subset(split.train)
+
+
+def _slice(ids: np.ndarray) -> np.ndarray:
+    try:
+        return np.array([int(str(i).rsplit("_", 1)[1]) for i in ids])
+    except (ValueError, IndexError):
+        return np.full(len(ids), -1)
+
+
+def diagnose(arrays: dict, pool_data, rounds_labelled: np.ndarray) -> dict:
+    from scipy.spatial import cKDTree
+
+    lat = arrays["latents"].astype(np.float64)
+    d_nn = float(np.median(cKDTree(lat).query(lat, k=2)[0][:, 1]))
+    src, picks = arrays["pick_source"], arrays["picks"]
+    groups = pool_data.groups
+    same = groups[src] == groups[picks]
+    sl = _slice(pool_data.ids)
+    gap = np.abs(sl[src] - sl[picks])[same]
+    fg = pool_data.foreground()
+    unl = np.setdiff1d(np.arange(len(pool_data)), arrays["labelled"])
+    step = np.linalg.norm(arrays["z_prime"] - arrays["z_source"], axis=1)
+    return {
+        "n": len(picks),
+        "fg_picks": float(fg[picks].mean()),
+        "fg_pool": float(fg[unl].mean()),
+        "same_patient": float(same.mean()),
+        "slice_gap": float(np.median(gap)) if len(gap) else float("nan"),
+        "dist_ratio": float(np.median(np.linalg.norm(lat[picks] - lat[src], axis=1)) / d_nn),
+        "step_ratio": float(np.median(step) / d_nn),
+    }
+
+
+def survey(root: Path) -> None:
+    runs = sorted(p for p in (root / "runs").iterdir() if list(p.glob("round_*/query_arrays.npz")))
+    print(
+        "| run | round | picks | fg picks / pool | same patient | slice gap | "
+        "d(src,pick)/d_nn | step/d_nn | tiers |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
+    for run in runs:
+        _, pool_data = _pool(run)
+        for f in sorted(run.glob("round_*/query_arrays.npz")):
+            with np.load(f) as z:
+                a = {k: z[k] for k in z.files}
+            if "pick_source" not in a:
+                continue
+            q = json.loads((f.parent / "query.json").read_text())
+            d = diagnose(a, pool_data, None)
+            t = q["info"]["tiers"]
+            print(
+                f"| {run.name} | {f.parent.name[-2:]} | {d['n']} | {d['fg_picks']:.2f} / "
+                f"{d['fg_pool']:.2f} | {d['same_patient']:.2f} | {d['slice_gap']:.0f} | "
+                f"{d['dist_ratio']:.2f} | {d['step_ratio']:.2g} | "
+                f"{t['per_source']}/{t['more_per_source']}/{t['nearest_no_angle']} |"
+            )
+
+
+def alpha_sweep(run: Path, r: int, alphas: list[float]) -> None:
+    from activesynth.generative.vae import VAEConfig
+    from activesynth.loop import manifold_cache
+    from activesynth.pool import Pool
+    from activesynth.strategies import QueryContext, make_strategy
+    from activesynth.train import load_checkpoint
+
+    cfg, pool_data = _pool(run)
+    params = dict(cfg.strategy_params)
+    # the pool as it was when round r's query was made: items labelled in rounds <= r
+    pool = Pool.load(run)
+    keep = (pool.labelled_round >= 0) & (pool.labelled_round <= r)
+    pool = Pool(
+        ids=pool.ids,
+        labelled_round=np.where(keep, pool.labelled_round, -1),
+        labelled_by=np.where(keep, pool.labelled_by, ""),
+        masks=pool.masks,
+        labels=pool.labels,
+        info=pool.info,
+    )
+    model, _ = load_checkpoint(run / f"round_{r:02d}" / "best.pt", pool_data)
+    own = json.loads((run / f"round_{r:02d}" / "query.json").read_text())
+    budget = len(own["index"])
+    ref = set(own["index"])
+    import os
+
+    os.environ.setdefault("ACTIVESYNTH_CACHE", str(run.parent.parent / "cache"))
+    print(
+        f"{run.name}, round {r}: {budget} suggestions; VAE {VAEConfig.from_dict(params.get('vae'))}"
+    )
+    print("| alpha | scale | overlap with the run's picks | step/d_nn | same patient | fg picks |")
+    print("|---|---|---|---|---|---|")
+    for scale in ("rms", "none"):
+        for alpha in alphas:
+            s = make_strategy(
+                "gradient-guided", **{**params, "alpha": alpha, "gradient_scale": scale}
+            )
+            ctx = QueryContext(
+                data=pool_data,
+                pool=pool,
+                task="seg",
+                model=model,
+                quiet=True,
+                extras={"manifold_cache": manifold_cache(run), "presence": pool_data.foreground()},
+            )
+            q = s.select(ctx, budget, rng=np.random.default_rng([cfg.seed, r + 1, 1]))
+            d = diagnose(q.info["arrays"], pool_data, None)
+            print(
+                f"| {alpha:g} | {scale} | {len(ref & set(q.index.tolist())) / budget:.2f} | "
+                f"{d['step_ratio']:.2g} | {d['same_patient']:.2f} | {d['fg_picks']:.2f} |"
+            )
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("root", type=Path)
+    ap.add_argument("--alpha-sweep", type=Path, default=None, help="a run folder")
+    ap.add_argument("--round", type=int, default=1)
+    ap.add_argument("--alphas", type=float, nargs="+", default=[1e-3, 1e-2, 1e-1, 1.0, 10.0])
+    args = ap.parse_args()
+    import logging
+
+    logging.basicConfig(level=logging.ERROR)
+    if args.alpha_sweep is not None:
+        alpha_sweep(args.alpha_sweep, args.round, args.alphas)
+    else:
+        survey(args.root)
+
+
+if __name__ == "__main__":
+    main()
