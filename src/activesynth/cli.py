@@ -244,7 +244,7 @@ def _register_subcommands() -> None:
     """
     import importlib
 
-    for mod in ("activesynth.loop_cli", "activesynth.bench.cli"):
+    for mod in ("activesynth.loop_cli", "activesynth.bench.cli", "activesynth.generative.cli"):
         importlib.import_module(mod).register(app)
 
 

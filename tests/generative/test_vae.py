@@ -125,3 +125,34 @@ def test_nan_latents_are_a_clear_error(tmp_path) -> None:
     np.save(man.path / "latents.npy", lat)
     with pytest.raises(DataError, match=r"1 latent codes are NaN.*pool index 7"):
         M.load_manifold(man.path, data)
+
+
+def test_cli_trains_a_manifold_of_the_loops_pool(tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from activesynth.cli import app
+    from activesynth.experiment import TrainJob, prepare_data
+
+    out = tmp_path / "man"
+    args = [
+        "vae",
+        "--dataset",
+        "phantom",
+        "--size",
+        "32",
+        "--out",
+        str(out),
+        "--epochs",
+        "2",
+        "--channels",
+        "4,4,8,8",
+        "--quiet",
+    ]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    assert "2 epochs" in res.output
+    data, split, _ = prepare_data(TrainJob(dataset="phantom", task="seg", size=32), None)
+    man = M.load_manifold(out, data.subset(split.train))  # the loop's pool for seed 0: matches
+    assert man.latents.shape == (len(split.train), 3)
+    again = CliRunner().invoke(app, args)
+    assert again.exit_code != 0 and "already holds" in str(again.exception)

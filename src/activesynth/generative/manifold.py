@@ -207,6 +207,42 @@ def _locked(lock_path: Path) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
+def train_manifold(
+    data: ImageSet, cfg: VAEConfig, folder: str | Path, *, quiet: bool = False
+) -> Path:
+    """Train a VAE on ``data`` and write a manifold folder (resumes an interrupted training).
+
+    Raises:
+        CheckpointError: ``folder`` already holds a finished manifold (choose another folder).
+    """
+    from activesynth.utils import atomic_torch_save, atomic_write, atomic_write_json
+
+    folder = Path(folder)
+    if (folder / "vae.pt").is_file():
+        raise CheckpointError(f"{folder} already holds a trained VAE; choose another folder.")
+    fp = fingerprint(data)
+    log.info("training the VAE manifold in %s (%d images)", folder, len(data))
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(folder / "config.json", {"schema": SCHEMA, "vae": cfg.as_dict(), "pool": fp})
+    res = train_vae(data.images, cfg, work_dir=folder, quiet=quiet)
+    lat = _check_latents(encode_means(res.model, data.images), "the new VAE's latents")
+    atomic_write(folder / "latents.npy", lambda fh: np.save(fh, lat))
+    atomic_write_json(folder / "history.json", res.history)
+    atomic_torch_save(
+        folder / "vae.pt",
+        {
+            "schema": SCHEMA,
+            "model": res.model.state_dict(),
+            "config": cfg.as_dict(),
+            "fingerprint": fp,
+            "history": res.history,
+            "train_seconds": res.seconds,
+        },
+    )
+    (folder / "last.pt").unlink(missing_ok=True)
+    return folder
+
+
 def fit_manifold(
     data: ImageSet,
     cfg: VAEConfig,
@@ -219,8 +255,6 @@ def fit_manifold(
     Training happens at most once per (pool, config) per cache folder; concurrent callers wait on
     a lock. Returns the same object for repeated calls in one process.
     """
-    from activesynth.utils import atomic_torch_save, atomic_write, atomic_write_json
-
     fp = fingerprint(data)
     key = cache_key(fp, cfg)
     if key in _MEMORY:
@@ -234,27 +268,7 @@ def fit_manifold(
     folder = Path(cache_dir) / f"vae-{key}"
     with _locked(Path(cache_dir) / f"vae-{key}.lock"):
         if not (folder / "vae.pt").is_file():
-            log.info("training the VAE manifold in %s (%d images)", folder, len(data))
-            folder.mkdir(parents=True, exist_ok=True)
-            atomic_write_json(
-                folder / "config.json", {"schema": SCHEMA, "vae": cfg.as_dict(), "pool": fp}
-            )
-            res = train_vae(data.images, cfg, work_dir=folder, quiet=quiet)
-            lat = _check_latents(encode_means(res.model, data.images), "the new VAE's latents")
-            atomic_write(folder / "latents.npy", lambda fh: np.save(fh, lat))
-            atomic_write_json(folder / "history.json", res.history)
-            atomic_torch_save(
-                folder / "vae.pt",
-                {
-                    "schema": SCHEMA,
-                    "model": res.model.state_dict(),
-                    "config": cfg.as_dict(),
-                    "fingerprint": fp,
-                    "history": res.history,
-                    "train_seconds": res.seconds,
-                },
-            )
-            (folder / "last.pt").unlink(missing_ok=True)
+            train_manifold(data, cfg, folder, quiet=quiet)
         man = load_manifold(folder, None)
     if man.fingerprint != fp:  # the key includes fp, so only a hash collision gets here
         check_fingerprint(man.fingerprint, fp, str(folder))
