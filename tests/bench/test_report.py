@@ -107,3 +107,36 @@ def test_cli_bench_dry_run_and_report(tmp_path: Path, grid: GridConfig) -> None:
     res = runner.invoke(app, ["report", str(out), "-q"])
     assert res.exit_code == 0, res.output
     assert (out / "report" / "index.html").is_file()
+
+
+def test_reference_and_compare_pairs_are_tested(tmp_path: Path, grid_doc, registry) -> None:
+    from activesynth.bench.grid import parse_grid
+    from activesynth.errors import ConfigError
+
+    doc = {
+        **grid_doc,
+        "strategies": ["random", "good", "entropy"],
+        "seeds": [0, 1, 2, 3, 4, 5],
+        "reference": "random",
+        "compare": [["good", "entropy"]],
+    }
+    grid = parse_grid(doc, strategies=registry, check_config=None)
+    assert grid.reference == "random" and grid.compare == (("good", "entropy"),)
+    out = tmp_path / "res"
+    run_grid(grid, out, executor=InlineExecutor(), run_fn=fake_run, quiet=True)
+    index = write_report(out)
+    summary = json.loads((index.parent / "summary.json").read_text())
+    comps = summary["groups"][0]["comparisons"]
+    assert [(c["a"], c["b"]) for c in comps] == [
+        ("good", "random"),
+        ("entropy", "random"),
+        ("good", "entropy"),
+    ]
+    # "good" learns faster than "random" on every seed: positive AULC gain, smallest p for n=6
+    assert comps[0]["aulc_diff"] > 0 and comps[0]["by_seed_aulc"]["p"] == pytest.approx(0.03125)
+    md = (index.parent / "tables.md").read_text()
+    assert "every strategy vs random" in md and "| good vs random |" in md
+    with pytest.raises(ConfigError, match="Did you mean 'random'"):
+        parse_grid({**doc, "reference": "randm"}, strategies=registry, check_config=None)
+    with pytest.raises(ConfigError, match="compare"):
+        parse_grid({**doc, "compare": [["good"]]}, strategies=registry, check_config=None)

@@ -14,7 +14,9 @@ A grid config (JSON; YAML when PyYAML happens to be installed) names the axes of
       "full_data": {"lgg": 0.78},          # optional: figure, {metric: figure}, or a path to
                                            # an `activesynth train --fraction 1` metrics.json
       "metric": "dice_patient_tumour",     # optional: or {dataset: metric}; default inferred
-      "table_fractions": [0.1, 0.2, 0.3]   # optional: label fractions for the tables
+      "table_fractions": [0.1, 0.2, 0.3],  # optional: label fractions for the tables
+      "reference": "random-foreground",    # optional: test every strategy against this one
+      "compare": [["a", "b"]]              # optional: further strategy pairs to test
     }
 
 Each unit's loop config is ``base``, then the dataset's ``config`` (a plain dataset name ``d``
@@ -61,6 +63,8 @@ TOP_KEYS = (
     "full_data",
     "metric",
     "table_fractions",
+    "reference",
+    "compare",
 )
 _DATASET_KEYS = ("name", "config")
 _STRATEGY_KEYS = ("name", "params", "label")
@@ -151,6 +155,8 @@ class GridConfig:
         full_data: dataset -> full-data reference (a number, ``{metric: number}`` or a path).
         metric: the headline metric, or ``{dataset: metric}``, or None (inferred from results).
         table_fractions: label fractions for the tables, or None (taken from the rounds).
+        reference: a strategy label every other strategy is tested against, or None.
+        compare: further (a, b) strategy-label pairs to test.
         raw: the config exactly as read (recorded in the results manifest and the report).
         source: the file it was read from, if any.
     """
@@ -164,6 +170,8 @@ class GridConfig:
     full_data: dict[str, Any] = field(default_factory=dict)
     metric: str | dict[str, str] | None = None
     table_fractions: tuple[float, ...] | None = None
+    reference: str | None = None
+    compare: tuple[tuple[str, str], ...] = ()
     description: str = ""
     raw: dict[str, Any] = field(default_factory=dict)
     source: str | None = None
@@ -490,17 +498,39 @@ def parse_grid(
         ):
             raise ConfigError('"table_fractions" must be a list of label fractions in (0, 1].')
         table_fractions = tuple(float(f) for f in fr)
+    parsed_strategies = _parse_strategies(doc["strategies"], strategies if check_names else None)
+    labels = [st.label for st in parsed_strategies]
+    reference = doc.get("reference")
+    if reference is not None and reference not in labels:
+        raise ConfigError(
+            f'"reference" {reference!r} is not a strategy label of this grid'
+            f"{did_you_mean(str(reference), labels) or ''}; labels: {', '.join(labels)}."
+        )
+    compare = doc.get("compare") or []
+    if not isinstance(compare, list) or not all(
+        isinstance(c, list) and len(c) == 2 for c in compare
+    ):
+        raise ConfigError('"compare" must be a list of [strategy, strategy] label pairs.')
+    for pair in compare:
+        for lab in pair:
+            if lab not in labels:
+                raise ConfigError(
+                    f'"compare" names {lab!r}, not a strategy label of this grid'
+                    f"{did_you_mean(str(lab), labels) or ''}; labels: {', '.join(labels)}."
+                )
     grid = GridConfig(
         name=str(doc.get("name") or (Path(source).stem if source else "grid")),
         description=str(doc.get("description") or ""),
         datasets=datasets,
-        strategies=_parse_strategies(doc["strategies"], strategies if check_names else None),
+        strategies=parsed_strategies,
         seeds=_parse_seeds(doc["seeds"]),
         schedules=schedules,
         base=base,
         full_data=full_data,
         metric=metric,
         table_fractions=table_fractions,
+        reference=None if reference is None else str(reference),
+        compare=tuple((str(a), str(b)) for a, b in compare),
         raw=json.loads(json.dumps(doc, default=str)),
         source=str(source) if source is not None else None,
     )

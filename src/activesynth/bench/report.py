@@ -89,6 +89,8 @@ def summarise(root: str | os.PathLike) -> dict[str, Any]:
                 fractions=grid.table_fractions,
                 patient_values=store.patient_values,
                 order=[st.label for st in grid.strategies],
+                reference=grid.reference,
+                compare=grid.compare,
             )
         )
     return {
@@ -223,6 +225,15 @@ def _group_markdown(g: Mapping[str, Any]) -> str:
             stats.markdown_reach(g),
             "### Wilcoxon signed-rank tests",
             stats.markdown_wilcoxon(g),
+            *(
+                [
+                    "### Pairwise comparisons"
+                    + (f" (every strategy vs {g['reference']})" if g.get("reference") else ""),
+                    stats.markdown_comparisons(g),
+                ]
+                if g.get("comparisons")
+                else []
+            ),
         ]
     )
 

@@ -368,6 +368,8 @@ def summarise_group(
     fractions: Sequence[float] | None = None,
     patient_values: PatientValues | None = None,
     order: Sequence[str] | None = None,
+    reference: str | None = None,
+    compare: Sequence[tuple[str, str]] = (),
 ) -> dict[str, Any]:
     """All statistics of one (dataset, schedule) group (JSON-ready).
 
@@ -379,10 +381,13 @@ def summarise_group(
         patient_values: ``(run_id, round, measure, class) -> {patient: value}`` for the
             patient-paired Wilcoxon test (segmentation); None skips it.
         order: strategy display order (e.g. the grid's); others follow in first-seen order.
+        reference: test every other strategy against this one (``comparisons``).
+        compare: further (a, b) pairs to test (``comparisons``).
 
     Returns:
         ``{"dataset", "schedule", "task", "metric", "higher_is_better", "strategies",
         "n_seeds", "curves", "aulc", "ranking", "full_data", "labels_to_reach", "wilcoxon",
+        "reference", "comparisons",
         "table"}``; see the module docstring for the definitions.
     """
     rows = list(rows)
@@ -468,14 +473,13 @@ def summarise_group(
             for j in range(len(fr))
         ]
 
-    wil: dict[str, Any] = {}
-    if len(ranked) >= 2:
-        a, b = ranked[0], ranked[1]
+    def pair(a: str, b: str) -> dict[str, Any]:
         seeds = sorted(set(aulcs[a]["per_seed"]) & set(aulcs[b]["per_seed"]))
-        wil = {
+        out: dict[str, Any] = {
             "a": a,
             "b": b,
             "metric": metric,
+            "aulc_diff": aulcs[a]["mean"] - aulcs[b]["mean"],
             "by_seed_aulc": {
                 **wilcoxon_test(
                     [aulcs[a]["per_seed"][k] for k in seeds],
@@ -490,7 +494,7 @@ def summarise_group(
             va = {c.seed: interpolate_at(c.fraction, c.value, f) for c in runs[a].values()}
             vb = {c.seed: interpolate_at(c.fraction, c.value, f) for c in runs[b].values()}
             common = sorted(set(va) & set(vb))
-            wil["by_seed_at_fraction"].append(
+            out["by_seed_at_fraction"].append(
                 {"fraction": f, **wilcoxon_test([va[k] for k in common], [vb[k] for k in common])}
             )
             pm = _patient_measure(metric)
@@ -500,7 +504,15 @@ def summarise_group(
                 pairs = _patient_pairs(pa, pb)
                 if pairs:
                     res = wilcoxon_test([p[0] for p in pairs], [p[1] for p in pairs])
-                    wil["by_patient"].append({"fraction": f, "column": j, **res})
+                    out["by_patient"].append({"fraction": f, "column": j, **res})
+        return out
+
+    wil: dict[str, Any] = pair(ranked[0], ranked[1]) if len(ranked) >= 2 else {}
+    pairs_wanted = [
+        (s, reference) for s in strategies if reference in strategies and s != reference
+    ]
+    pairs_wanted += [(a, b) for a, b in compare if a in strategies and b in strategies]
+    comparisons = [pair(a, b) for a, b in dict.fromkeys(pairs_wanted)]
     return {
         "dataset": dataset,
         "schedule": schedule,
@@ -515,6 +527,8 @@ def summarise_group(
         "full_data": full,
         "labels_to_reach": reach,
         "wilcoxon": wil,
+        "reference": reference if reference in strategies else None,
+        "comparisons": comparisons,
         "table": {"fractions": fr, "metrics": tmetrics, "cells": cells, "best": best},
     }
 
@@ -657,6 +671,44 @@ def _g(x: float) -> str:
 
 def _p(p: float) -> str:
     return "–" if not math.isfinite(p) else (f"{p:.2g}" if p >= 1e-3 else f"{p:.1e}")
+
+
+def markdown_comparisons(summary: Mapping[str, Any]) -> str:
+    """One row per tested pair: AULC difference and p over seeds, and per table fraction the
+    difference of the means with the patient-paired p (or the seed-paired one without patient
+    values)."""
+    comps = summary.get("comparisons") or []
+    if not comps:
+        return ""
+    fr = summary["table"]["fractions"]
+    head = (
+        "| a vs b | Δ AULC (p, seeds) | "
+        + " | ".join(f"Δ at {f * 100:.0f}% (p)" for f in fr)
+        + " |"
+    )
+    lines = [
+        "Two-sided Wilcoxon signed-rank tests; Δ = a − b of the means. Seeds: paired by seed "
+        "(with 5 seeds the smallest possible p is 0.0625); at a label percentage the pairs are "
+        "test patients (per-patient Dice averaged over the seeds where both have it) when "
+        "available, else seeds.",
+        "",
+        head,
+        "|---|---|" + "---|" * len(fr),
+    ]
+    for c in comps:
+        cells = []
+        by_pat = {r["column"]: r for r in c.get("by_patient", [])}
+        for j, r in enumerate(c["by_seed_at_fraction"]):
+            ma = summary["table"]["cells"][c["a"]][summary["metric"]][j]["mean"]
+            mb = summary["table"]["cells"][c["b"]][summary["metric"]][j]["mean"]
+            test = by_pat.get(j, r)
+            cells.append(f"{_g(ma - mb)} ({_p(test['p'])})")
+        lines.append(
+            f"| {c['a']} vs {c['b']} | {_g(c['aulc_diff'])} ({_p(c['by_seed_aulc']['p'])}) | "
+            + " | ".join(cells)
+            + " |"
+        )
+    return "\n".join(lines)
 
 
 def markdown_wilcoxon(summary: Mapping[str, Any]) -> str:
