@@ -32,21 +32,11 @@ import numpy as np
 
 
 def _pool(run: Path):
-    from activesynth.experiment import TrainJob, prepare_data
+    from activesynth.experiment import prepare_data
     from activesynth.loop import LoopConfig
 
     cfg = LoopConfig.from_dict(json.loads((run / "state.json").read_text())["config"])
-    job = TrainJob(
-        dataset=cfg.dataset,
-        task=cfg.task,
-        seed=cfg.seed,
-        size=cfg.size,
-        split=cfg.split,
-        val=cfg.val,
-        test=cfg.test,
-        dataset_kwargs=cfg.dataset_kwargs,
-    )
-    data, split, _ = prepare_data(job, None)
+    data, split, _ = prepare_data(cfg.train_job(), None)
     return cfg, data.subset(split.train)
 
 

@@ -26,3 +26,17 @@ def shared_data() -> Path:
             pytrace=False,
         )
     return root
+
+
+#: A VAE small and short enough for tests (``generative.vae.VAEConfig`` fields).
+SMALL_VAE = {"channels": [4, 4, 8, 8], "epochs": 3, "batch_size": 8, "lr": 1e-3}
+
+
+@pytest.fixture
+def fresh_manifolds():
+    """Forget in-process manifolds before and after a test (they are memoised per process)."""
+    from activesynth.generative import manifold
+
+    manifold.clear_memory()
+    yield
+    manifold.clear_memory()

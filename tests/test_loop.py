@@ -112,8 +112,8 @@ def test_config_validates_names_up_front() -> None:
         tiny(task="reg")
     with pytest.raises(ConfigError, match="Unknown oracle"):
         tiny(oracle="people")
-    with pytest.raises(ConfigError, match="initial_method"):
-        tiny(initial_method="balanced")
+    with pytest.raises(ConfigError, match=r"initial_method.*Did you mean .balanced."):
+        tiny(initial_method="balancd")
     with pytest.raises(ConfigError, match="Unknown augment option"):
         tiny(augment={"flp": True})
     with pytest.raises(ConfigError, match="lr"):

@@ -243,6 +243,22 @@ class LoopConfig:
         )
 
     # -- (de)serialisation --
+    def train_job(self) -> Any:
+        """The data side of this run as an ``experiment.TrainJob``: ``prepare_data`` of it gives
+        the run's dataset and patient split (the pool is the training split)."""
+        from activesynth.experiment import TrainJob
+
+        return TrainJob(
+            dataset=self.dataset,
+            task=self.task,
+            seed=self.seed,
+            size=self.size,
+            split=self.split,
+            val=self.val,
+            test=self.test,
+            dataset_kwargs=self.dataset_kwargs,
+        )
+
     def as_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (tuples become lists) that ``from_dict`` reads back."""
         return json.loads(json.dumps(asdict(self)))
@@ -602,21 +618,11 @@ class _Run:
         quiet: bool,
         on_event: Event | None,
     ) -> None:
-        from activesynth.experiment import TrainJob, prepare_data
+        from activesynth.experiment import prepare_data
 
         self.cfg, self.out, self.quiet, self.on_event = cfg, out, quiet, on_event
         self.state = _check_state(out, cfg)
-        job = TrainJob(
-            dataset=cfg.dataset,
-            task=cfg.task,
-            seed=cfg.seed,
-            size=cfg.size,
-            split=cfg.split,
-            val=cfg.val,
-            test=cfg.test,
-            dataset_kwargs=cfg.dataset_kwargs,
-        )
-        data, split, _ = prepare_data(job, data_root)
+        data, split, _ = prepare_data(cfg.train_job(), data_root)
         self.data, self.split = data, split
         self.pool_data = data.subset(split.train)
         self.val_set = data.subset(split.val) if len(split.val) else None

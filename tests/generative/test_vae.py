@@ -9,16 +9,11 @@ import torch
 from activesynth.errors import CheckpointError, ConfigError, DataError
 from activesynth.generative import manifold as M
 from activesynth.generative.vae import ConvVAE, VAEConfig, train_vae, vae_loss
+from tests.conftest import SMALL_VAE
 from tests.toydata import discs
 
-SMALL = {"channels": [4, 4, 8, 8], "epochs": 3, "batch_size": 8, "lr": 1e-3}
-
-
-@pytest.fixture(autouse=True)
-def _fresh_memory():
-    M.clear_memory()
-    yield
-    M.clear_memory()
+SMALL = SMALL_VAE
+pytestmark = pytest.mark.usefixtures("fresh_manifolds")
 
 
 # ---- the VAE ------------------------------------------------------------------------------------

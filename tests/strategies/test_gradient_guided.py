@@ -18,15 +18,10 @@ from activesynth.strategies.gradient_guided import (
     multiclass_dice_loss,
     scale_gradient,
 )
+from tests.conftest import SMALL_VAE
 
-SMALL = {"channels": [4, 4, 8, 8], "epochs": 3, "batch_size": 8, "lr": 1e-3}
-
-
-@pytest.fixture(autouse=True)
-def _fresh_memory():
-    M.clear_memory()
-    yield
-    M.clear_memory()
+SMALL = SMALL_VAE
+pytestmark = pytest.mark.usefixtures("fresh_manifolds")
 
 
 # ---- the search (pure) --------------------------------------------------------------------------
