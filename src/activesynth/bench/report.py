@@ -130,9 +130,13 @@ def plot_curves(
         x = [f * 100 for f in c["fraction"]]
         mean = [math.nan if m is None else m for m in c["mean"]]
         sd = [0.0 if (v is None or not math.isfinite(v)) else v for v in c["sd"]]
-        colour = colours[(strategies.index(s) if s in strategies else 0) % len(colours)]
+        k = strategies.index(s) if s in strategies else 0
+        colour = colours[k % len(colours)]
+        style = ("-", "--", ":")[(k // len(colours)) % 3]  # more than 10 strategies: new style
         n_seeds = group["n_seeds"][s]
-        ax.plot(x, mean, marker="o", ms=3.5, lw=1.6, color=colour, label=f"{s} (n={n_seeds})")
+        ax.plot(
+            x, mean, marker="o", ms=3.5, lw=1.6, ls=style, color=colour, label=f"{s} (n={n_seeds})"
+        )
         ax.fill_between(
             x,
             [m - d for m, d in zip(mean, sd, strict=True)],
