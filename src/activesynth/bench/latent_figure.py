@@ -108,18 +108,21 @@ def plot_latent_space(arrays_path: str | Path, out: str | Path, title: str = "")
 
 
 def latent_figures(root: Path, units: dict[str, dict], out_dir: Path) -> list[Path]:
-    """One figure per (dataset, strategy) that saved latent arrays: its lowest seed's round 0."""
-    chosen: dict[tuple[str, str, str], tuple[int, Path]] = {}
+    """One figure per (dataset, strategy) that saved latent arrays: its lowest seed's round 0
+    (among the runs whose arrays hold example images, if any do)."""
+    chosen: dict[tuple[str, str, str], tuple[tuple[int, int], Path]] = {}
     for run_id, u in units.items():
         f = root / "runs" / run_id / "round_00" / "query_arrays.npz"
         if not f.is_file():
             continue
+        with np.load(f) as z:
+            has_images = "example_pick_images" in z.files
         key = (str(u.get("dataset")), str(u.get("strategy")), str(u.get("schedule")))
-        seed = int(u.get("seed", 0))
-        if key not in chosen or seed < chosen[key][0]:
-            chosen[key] = (seed, f)
+        rank = (0 if has_images else 1, int(u.get("seed", 0)))
+        if key not in chosen or rank < chosen[key][0]:
+            chosen[key] = (rank, f)
     out = []
-    for (dataset, strategy, schedule), (seed, f) in sorted(chosen.items()):
+    for (dataset, strategy, schedule), ((_, seed), f) in sorted(chosen.items()):
         with np.load(f) as z:
             if "latents" not in z or "pick_source" not in z:
                 continue
