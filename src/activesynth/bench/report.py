@@ -300,7 +300,7 @@ def _html_page(summary: Mapping[str, Any], images: Mapping[str, list[Path]], dir
     if images.get("latent"):
         parts.append("<h2>Latent space of gradient-guided sampling</h2>")
         parts.append(
-            "<p>Round-1 suggestions of the lowest seed: the pool's VAE codes (PCA to 2-D), "
+            "<p>Round-1 suggestions of one seed (the lowest with saved example images): the pool's VAE codes (PCA to 2-D), "
             "coloured by foreground presence; arrows go from each labelled source to the real "
             "image suggested along its loss gradient; right, the first pairs.</p>"
         )
