@@ -119,12 +119,12 @@ def suggestion_times(args: argparse.Namespace, model: torch.nn.Module, tmp: Path
 
 
 def vae_epoch_times(args: argparse.Namespace) -> list[dict]:
-    from activesynth.data.datasets import load_dataset
-    from activesynth.data.splits import patient_split
+    from activesynth.experiment import TrainJob, prepare_data
     from activesynth.generative.vae import train_vae
 
-    data = load_dataset(args.vae_dataset, None, size=args.vae_size)
-    split = patient_split(data.groups, seed=0, labels=None)
+    # the pool of a loop with this dataset and seed 0 (its training split)
+    job = TrainJob(dataset=args.vae_dataset, task="seg", size=args.vae_size, seed=0)
+    data, split, _ = prepare_data(job, None)
     images = data.images[split.train]
     rows = []
     for name, cfg in (
