@@ -45,6 +45,20 @@ def test_margin_values_and_ordering() -> None:
         S.margin(np.ones((3, 1)))
 
 
+def test_binary_least_confidence_margin_and_entropy_rank_alike() -> None:
+    # With two classes all three are strictly monotone in max(p): the same ranking, so the
+    # same batches (why experiments/pneumonia.json runs only entropy of the three).
+    rng = np.random.default_rng(0)
+    p1 = rng.uniform(0, 1, 200)
+    p = np.stack([p1, 1 - p1], axis=1)
+    orders = [
+        np.argsort(-S.uncertainty(p, measure=m), kind="stable")
+        for m in ("least-confidence", "margin", "entropy")
+    ]
+    np.testing.assert_array_equal(orders[0], orders[1])
+    np.testing.assert_array_equal(orders[0], orders[2])
+
+
 def test_measures_reject_arrays_without_a_class_axis() -> None:
     with pytest.raises(DataError, match=r"\(B,K\)"):
         S.entropy(np.ones(4))
