@@ -19,3 +19,10 @@ run pneumonia-cls --dataset pneumoniamnist --task cls --split official --max-ste
 # JSRT nodule vs. no nodule (image-level), 256 px: nodules are a few pixels at 128 px.
 run jsrt-cls --dataset jsrt --task cls --split official --size 256 --max-steps 2000 \
     --eval-every 100 --patience 8
+# The same two at the scale of the chest X-ray active-learning grids (experiments/jsrt_lung.json
+# at 64 px, experiments/jsrt_nodule.json at 128 px), so that "labels to reach X % of full data"
+# compares like with like.
+run jsrt64-seg --dataset jsrt --task seg --split official --size 64 --max-steps 1500 \
+    --eval-every 100 --patience 6
+run jsrt128-cls --dataset jsrt --task cls --split official --size 128 --max-steps 2000 \
+    --eval-every 100 --patience 8
