@@ -88,6 +88,19 @@ def _rows() -> list[dict[str, Any]]:
     return rows
 
 
+def test_table_bolds_every_mean_that_prints_like_the_best() -> None:
+    g = stats.summarise_group(_rows(), full_data=None, order=["random", "good"])
+    cells = g["table"]["cells"]
+    # make random 0.0001 below good in the first column: printed with 3 digits they tie
+    first = cells["good"]["dice_patient_tumour"][0]
+    cells["random"]["dice_patient_tumour"][0] = dict(first, mean=first["mean"] - 1e-4)
+    rows = stats.markdown_table(g).splitlines()
+    good, rand = (next(r for r in rows if r.startswith(f"| {s} |")) for s in ("good", "random"))
+    assert good.split(" | ")[1].startswith("**") and rand.split(" | ")[1].startswith("**")
+    # the other columns are not ties: only the best is bold
+    assert good.split(" | ")[2].startswith("**") and not rand.split(" | ")[2].startswith("**")
+
+
 def test_curves_tables_and_ranking() -> None:
     g = stats.summarise_group(_rows(), full_data=lambda m: 0.8, order=["random", "good"])
     assert g["metric"] == "dice_patient_tumour"

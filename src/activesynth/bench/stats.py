@@ -628,16 +628,32 @@ def markdown_table(summary: Mapping[str, Any], metric: str | None = None) -> str
     best_aulc = best_of(
         {s: aulcs[s]["mean"] for s in summary["strategies"]}, summary["higher_is_better"]
     )
-    for s in summary["strategies"]:
+    digits = _digits(metric)
+    strategies = summary["strategies"]
+    bold_cols = [
+        _shown_ties({s: t["cells"][s][metric][j]["mean"] for s in strategies}, best, digits)
+        for j, best in enumerate(t["best"][metric])
+    ]
+    bold_aulc = _shown_ties({s: aulcs[s]["mean"] for s in strategies}, best_aulc, digits)
+    for s in strategies:
         cells = [s]
         for j, c in enumerate(t["cells"][s][metric]):
-            txt = _fmt(c["mean"], c["sd"], _digits(metric))
-            cells.append(f"**{txt}**" if s in t["best"][metric][j] else txt)
+            txt = _fmt(c["mean"], c["sd"], digits)
+            cells.append(f"**{txt}**" if s in bold_cols[j] else txt)
         if headline:
-            txt = _fmt(aulcs[s]["mean"], aulcs[s]["sd"], _digits(metric))
-            cells.append(f"**{txt}**" if s in best_aulc else txt)
+            txt = _fmt(aulcs[s]["mean"], aulcs[s]["sd"], digits)
+            cells.append(f"**{txt}**" if s in bold_aulc else txt)
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def _shown_ties(means: Mapping[str, float], best: Sequence[str], digits: int) -> set[str]:
+    """The best strategies plus every one whose mean *as printed* equals a best one's: bolding
+    only the exact best among means that print alike would rank what the table cannot show."""
+    shown = {f"{means[b]:.{digits}f}" for b in best if math.isfinite(means[b])}
+    return set(best) | {
+        s for s, v in means.items() if math.isfinite(v) and f"{v:.{digits}f}" in shown
+    }
 
 
 def markdown_reach(summary: Mapping[str, Any]) -> str:
