@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from activesynth.cli import app
-from activesynth.errors import CheckpointError, ConfigError
+from activesynth.errors import CheckpointError, ConfigError, DataError
 from activesynth.loop_cli import load_partly_labelled, suggest
 from activesynth.strategies import BudgetError
 from tests.toydata import discs
@@ -71,6 +72,14 @@ def test_load_partly_labelled_finds_the_masks(folder) -> None:
     assert sorted(by_id[data.ids[i]] for i in labelled) == list(range(LABELLED))
     for k, i in enumerate(labelled):
         np.testing.assert_array_equal(masks[k], ref.masks[by_id[data.ids[i]]])  # 255 -> 1
+
+
+def test_load_partly_labelled_names_a_mask_of_the_wrong_size(folder, tmp_path) -> None:
+    masks = tmp_path / "masks"
+    shutil.copytree(folder / "masks", masks)
+    Image.fromarray(np.zeros((16, 16), np.uint8)).save(masks / "case_2_mask.png")
+    with pytest.raises(DataError, match=r"case_2_mask\.png is 16x16 but its image .*case_2\.png"):
+        load_partly_labelled(folder / "images", labels_dir=masks, size=32)
 
 
 def test_suggest_trains_on_the_labelled_images_and_writes_csv_and_json(folder, tmp_path) -> None:

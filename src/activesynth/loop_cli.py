@@ -18,8 +18,8 @@ the ``--budget`` best images are written, best first, with their scores to ``FIL
 checkpoint.
 
 Images are loaded with ``load_folder(..., allow_unlabelled=True)`` (a set there is either fully
-masked or not, so the masks of a partly labelled folder are found and read here with the same
-conventions and public helpers).
+masked or not); the masks of a partly labelled folder are then found and read with the folder
+loader's own ``find_mask`` and ``read_masks``, so both follow one convention.
 """
 
 from __future__ import annotations
@@ -48,18 +48,6 @@ MODEL_FREE = ("random",)
 
 
 # ---- suggest --------------------------------------------------------------------------------
-def _mask_for(image: Path, images_dir: Path, labels_dir: Path | None, pattern: str) -> Path | None:
-    name = pattern.format(stem=image.stem, ext=image.suffix)
-    if labels_dir is None:
-        dirs = [image.parent]
-    else:
-        dirs = [labels_dir / image.relative_to(images_dir).parent, labels_dir]
-    for d in dirs:
-        if (d / name).is_file():
-            return d / name
-    return None
-
-
 def _read_label_table(path: Path) -> dict[str, str]:
     if not path.is_file():
         raise DataError(f"--labels-csv {path} does not exist.")
@@ -110,7 +98,7 @@ def load_partly_labelled(
     from dataclasses import replace
 
     from activesynth.data.resize import resize_masks
-    from activesynth.data.sources.folder import load_folder, mask_class_ids, natural_key, read_mask
+    from activesynth.data.sources.folder import find_mask, load_folder, natural_key, read_masks
 
     images_dir = Path(images_dir)
     ldir = None if labels_dir is None else Path(labels_dir)
@@ -129,20 +117,15 @@ def load_partly_labelled(
     paths = [Path(p) for p in data.meta["source_path"]]
     h, w = data.shape[:2]
     if task == "seg":
-        found = [_mask_for(p, images_dir, ldir, mask_pattern) for p in paths]
+        found = [find_mask(p, p.relative_to(images_dir), ldir, mask_pattern)[0] for p in paths]
         labelled = np.array([i for i, m in enumerate(found) if m is not None], np.int64)
         if len(labelled) == 0:
             return data, labelled, None, None
-        raw = []
-        for i in labelled:
-            m = read_mask(found[i])
-            if tuple(m.shape) != tuple(data.meta["original_shape"][i]):
-                raise DataError(
-                    f"Mask {found[i]} is {m.shape[0]}x{m.shape[1]} but its image {paths[i]} is "
-                    f"{data.meta['original_shape'][i][0]}x{data.meta['original_shape'][i][1]}."
-                )
-            raw.append(m)
-        ids, class_names = mask_class_ids(raw, [str(found[i]) for i in labelled])
+        ids, class_names = read_masks(
+            [found[i] for i in labelled],
+            [paths[i] for i in labelled],
+            [tuple(data.meta["original_shape"][i]) for i in labelled],
+        )
         masks = np.stack([resize_masks(m[None], (h, w))[0] if size else m for m in ids])
         return replace(data, class_names=class_names), labelled, masks.astype(np.uint8), None
     if task != "cls":

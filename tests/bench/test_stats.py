@@ -61,6 +61,17 @@ def test_interpolate_at_stays_inside_the_run() -> None:
     assert math.isnan(stats.interpolate_at(f, v, 0.5))
 
 
+def test_interpolate_at_a_fraction_next_to_a_round_takes_that_round() -> None:
+    # 2 % asked, the round has 49 / 2463 = 1.99 %: the round's value, not a sliver of the next
+    f, v = np.array([49, 98, 147]) / 2463, np.array([0.4, 0.6, 0.7])
+    assert stats.interpolate_at(f, v, 0.02) == 0.4
+    assert stats.interpolate_at(f, v, 0.04) == 0.6
+    assert stats.interpolate_at(f, v, 0.03) == pytest.approx(
+        0.4 + 0.2 * (0.03 - f[0]) / (f[1] - f[0])
+    )
+    assert stats.interpolate_at(np.array([0.1]), np.array([0.5]), 0.105) == 0.5
+
+
 def _rows() -> list[dict[str, Any]]:
     """Two strategies x 3 seeds x 3 rounds, 'good' = 'random' + 0.1, pool of 100."""
     rows = []

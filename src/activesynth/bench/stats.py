@@ -22,7 +22,8 @@ Conventions (stated in the report too):
   where both strategies have the patient, from the round nearest that fraction). With 5 seeds
   the smallest possible two-sided p is 0.0625, so a seed-paired test alone can never reach 0.05.
 - **Tables**: metric at given label fractions, per run interpolated linearly between rounds
-  (within 0.01 of the run's fraction range, else missing), then mean +- SD over seeds; the best
+  (a fraction within 5 % of the round spacing of a round takes that round's value; within 0.01
+  of the run's fraction range, else missing), then mean +- SD over seeds; the best
   mean per column in bold.
 """
 
@@ -42,6 +43,10 @@ from activesynth.registry import did_you_mean
 
 REACH_LEVELS = (0.90, 0.95, 0.99)
 FRACTION_TOL = 0.01
+ROUND_SNAP = 0.05
+"""A table fraction within this share of the round spacing of a round's fraction *is* that round
+(0.02 asked, 49 / 2463 = 0.0199 labelled): interpolating there would only mix in a sliver of the
+next round and show differences between strategies that share the round."""
 _LOWER_IS_BETTER = ("hd95", "loss", "mae", "rmse", "error", "ece", "brier")
 _MAX_TABLE_COLUMNS = 6
 
@@ -237,7 +242,8 @@ def interpolate_at(
     """Linear interpolation of a run's curve at label fraction ``at``.
 
     Returns NaN when ``at`` lies more than ``tol`` outside the run's fraction range (the run
-    never had that many labels) or the neighbouring values are NaN.
+    never had that many labels) or the neighbouring values are NaN. Within ``ROUND_SNAP`` of the
+    round spacing of a round, the round's own value is returned.
     """
     f = np.asarray(fraction, np.float64)
     v = np.asarray(value, np.float64)
@@ -246,7 +252,13 @@ def interpolate_at(
     if len(f) == 0 or at < f.min() - tol or at > f.max() + tol:
         return math.nan
     order = np.argsort(f, kind="stable")
-    return float(np.interp(np.clip(at, f.min(), f.max()), f[order], v[order]))
+    f, v = f[order], v[order]
+    i = int(np.argmin(np.abs(f - at)))
+    gaps = np.abs(np.diff(f))
+    spacing = min(gaps[i - 1] if i > 0 else math.inf, gaps[i] if i < len(gaps) else math.inf)
+    if math.isfinite(spacing) and abs(f[i] - at) <= ROUND_SNAP * spacing:
+        return float(v[i])
+    return float(np.interp(np.clip(at, f[0], f[-1]), f, v))
 
 
 def labels_to_reach(

@@ -360,10 +360,14 @@ def _scan_images(
     return images, skipped
 
 
-def _find_mask(
+def find_mask(
     image: Path, rel: Path, masks_dir: Path | None, pattern: str
 ) -> tuple[Path | None, Path]:
-    """The mask of ``image`` if it exists, and the first place it was looked for."""
+    """The mask of ``image`` if it exists, and the first place it was looked for.
+
+    ``rel`` is the image's path relative to the images folder: with a ``masks_dir`` the mask is
+    looked for in the same sub-folder of it, then directly in it; without, beside the image.
+    """
     name = pattern.format(stem=image.stem, ext=image.suffix)
     dirs = [image.parent] if masks_dir is None else [masks_dir / rel.parent, masks_dir]
     for d in dirs:
@@ -371,6 +375,32 @@ def _find_mask(
         if candidate.is_file():
             return candidate, candidate
     return None, dirs[0] / name
+
+
+def read_masks(
+    mask_paths: Sequence[Path],
+    image_paths: Sequence[Path],
+    shapes: Sequence[tuple[int, int]],
+    mask_values: str = "auto",
+) -> tuple[list[np.ndarray], tuple[str, ...]]:
+    """Read masks, check each against its image's (H, W), and map their values to class ids.
+
+    Returns:
+        (class-id masks, class names) as :func:`mask_class_ids` gives them.
+
+    Raises:
+        DataError: a mask that is not its image's size (naming both files), or unreadable.
+    """
+    raw = []
+    for mp, p, shape in zip(mask_paths, image_paths, shapes, strict=True):
+        m = read_mask(mp)
+        if tuple(m.shape) != tuple(shape):
+            raise DataError(
+                f"Mask {mp} is {m.shape[0]}x{m.shape[1]} but its image {p} is "
+                f"{shape[0]}x{shape[1]} (HxW); a mask must have its image's size."
+            )
+        raw.append(m)
+    return mask_class_ids(raw, [str(m) for m in mask_paths], mask_values)
 
 
 def _groups(images: list[Path], images_dir: Path, group_pattern: str | None) -> np.ndarray:
@@ -568,7 +598,7 @@ def load_folder(
             )
 
     # Masks first: cheap to locate, and a missing one should fail before decoding everything.
-    found = [_find_mask(p, r, mdir, mask_pattern) for p, r in zip(paths, rels, strict=True)]
+    found = [find_mask(p, r, mdir, mask_pattern) for p, r in zip(paths, rels, strict=True)]
     mask_paths = [f[0] for f in found]
     n_with = sum(m is not None for m in mask_paths)
     if 0 < n_with < len(paths):
@@ -619,17 +649,9 @@ def load_folder(
     masks = None
     class_names: tuple[str, ...] = ("background", "foreground")
     if n_with == len(paths):
-        raw = []
-        for p, mp, shape in zip(paths, mask_paths, shapes, strict=True):
-            assert mp is not None
-            m = read_mask(mp)
-            if m.shape != shape:
-                raise DataError(
-                    f"Mask {mp} is {m.shape[0]}x{m.shape[1]} but its image {p} is "
-                    f"{shape[0]}x{shape[1]} (HxW); a mask must have its image's size."
-                )
-            raw.append(m)
-        ids_list, class_names = mask_class_ids(raw, [str(m) for m in mask_paths], mask_values)
+        ids_list, class_names = read_masks(
+            [m for m in mask_paths if m is not None], paths, shapes, mask_values
+        )
         masks = np.empty((len(paths), h, w), dtype=np.uint8)
         for i, m in enumerate(ids_list):
             masks[i] = resize_masks(m[None], (h, w))[0] if out_size else m
