@@ -148,3 +148,12 @@ def test_unknown_metric_is_a_clear_error() -> None:
 
     with pytest.raises(DataError, match="Did you mean 'dice_patient_tumour'"):
         stats.summarise_group(_rows(), metric="dice_patient_tumor")
+
+
+def test_comparisons_say_what_they_pair() -> None:
+    # no per-patient values (as for classification): the label-percentage tests pair seeds
+    g = stats.summarise_group(_rows(), full_data=None, reference="random")
+    md = stats.markdown_comparisons(g)
+    assert "| good vs random |" in md
+    assert "the pairs are seeds (no per-patient values for this metric)" in md
+    assert "test patients" not in md

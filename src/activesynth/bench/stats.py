@@ -714,11 +714,16 @@ def markdown_comparisons(summary: Mapping[str, Any]) -> str:
         + " | ".join(f"Δ at {f * 100:.0f}% (p)" for f in fr)
         + " |"
     )
+    if any(c.get("by_patient") for c in comps):
+        pairs = (
+            "test patients (per-patient values averaged over the seeds where both have the patient)"
+        )
+    else:
+        pairs = "seeds (no per-patient values for this metric)"
     lines = [
         "Two-sided Wilcoxon signed-rank tests; Δ = a − b of the means. Seeds: paired by seed "
         "(with 5 seeds the smallest possible p is 0.0625); at a label percentage the pairs are "
-        "test patients (per-patient Dice averaged over the seeds where both have it) when "
-        "available, else seeds.",
+        f"{pairs}.",
         "",
         head,
         "|---|---|" + "---|" * len(fr),
