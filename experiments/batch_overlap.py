@@ -32,14 +32,15 @@ def _runs(root: Path, label: str) -> dict[tuple[str, str, int], Path]:
     return out
 
 
-def _query(run: Path, r: int) -> tuple[list[int], float | None] | None:
-    """The round's chosen pool indices and the test score of the model that chose them."""
-    q = run / f"round_{r:02d}" / "query.json"
-    if not q.is_file():
-        return None
+def _queries(run: Path) -> list[tuple[list[int], float | None]]:
+    """Per query round, the chosen pool indices and the test score of the model that chose them."""
     rounds = json.loads((run / "history.json").read_text())["rounds"]
-    score = rounds[r].get("test_score") if r < len(rounds) else None
-    return json.loads(q.read_text())["index"], score
+    out = []
+    while (q := run / f"round_{len(out):02d}" / "query.json").is_file():
+        r = len(out)
+        score = rounds[r].get("test_score") if r < len(rounds) else None
+        out.append((json.loads(q.read_text())["index"], score))
+    return out
 
 
 def overlaps(root: Path, a: str, b: str) -> list[dict]:
@@ -47,12 +48,8 @@ def overlaps(root: Path, a: str, b: str) -> list[dict]:
     ra, rb = _runs(root, a), _runs(root, b)
     rows = []
     for key in sorted(set(ra) & set(rb)):
-        r = 0
-        while True:
-            qa, qb = _query(ra[key], r), _query(rb[key], r)
-            if qa is None or qb is None:
-                break
-            (ia, sa), (ib, sb) = qa, qb
+        pairs = zip(_queries(ra[key]), _queries(rb[key]), strict=False)  # rounds both queried
+        for r, ((ia, sa), (ib, sb)) in enumerate(pairs):
             budget = max(len(ia), 1)
             rows.append(
                 {
@@ -65,7 +62,6 @@ def overlaps(root: Path, a: str, b: str) -> list[dict]:
                     "same_model": sa is not None and sa == sb,
                 }
             )
-            r += 1
     return rows
 
 
