@@ -152,12 +152,37 @@ def test_hd95_is_a_percentile_not_the_maximum() -> None:
     assert hd95_per_class(pred, target, 2)[0, 0] == pytest.approx(0.0, abs=1e-6)
 
 
-def test_hd95_nan_when_either_empty() -> None:
+def test_hd95_penalty_when_one_mask_is_empty_and_zero_when_both_are() -> None:
+    # Schema 2: a missed structure (empty prediction) and a phantom one (empty truth) cost the
+    # image diagonal, both-empty is perfect agreement (0); never NaN.
     pred, target = _empty(3), _empty(3)
     target[1, 2, 2] = 1
     pred[2, 2, 2] = 1
+    h, w = pred.shape[1:]
     hd = hd95_per_class(pred, target, 2)
-    assert np.isnan(hd).all()
+    assert hd[0, 0] == 0.0
+    assert hd[1, 0] == pytest.approx(np.hypot(h, w))
+    assert hd[2, 0] == pytest.approx(np.hypot(h, w))
+    mm = hd95_per_class(pred, target, 2, spacing=(0.5, 2.0))
+    assert mm[1, 0] == pytest.approx(np.hypot(0.5 * h, 2.0 * w))
+
+
+def test_missed_tumour_worsens_mean_hd95() -> None:
+    # A model that misses the structure must not look better than one that finds it roughly.
+    target = _empty(2)
+    target[:, 10:14, 10:14] = 1
+    rough = target.copy()
+    rough[:, 8:16, 8:16] = 1
+    missed = target.copy()
+    missed[1] = 0
+    rep_rough = segmentation_report(rough, target, None, 2)
+    rep_missed = segmentation_report(missed, target, None, 2)
+    h_rough = rep_rough["per_image"]["hd95_px"]["class_1"]
+    h_missed = rep_missed["per_image"]["hd95_px"]["class_1"]
+    assert h_missed["n"] == h_rough["n"] == 2
+    assert h_missed["n_empty_pred"] == 1
+    assert h_missed["mean"] > h_rough["mean"]
+    assert rep_missed["metrics_schema"] == 2
 
 
 # --------------------------------------------------------------------------------------------
@@ -217,7 +242,12 @@ def test_segmentation_report_counts_and_values() -> None:
     assert img["n"] == 2 and img["n_empty_both"] == 2
     assert img["mean"] == pytest.approx(1 / 3, abs=1e-6)
     hd = rep["per_image"]["hd95_px"]["tumour"]
-    assert hd["n"] == 1 and hd["n_empty_pred"] == 1 and hd["n_empty_both"] == 2
+    # schema 2: the missed lesion costs the diagonal, the two empty slices score 0; all counted
+    assert hd["n"] == 4 and hd["n_empty_pred"] == 1 and hd["n_empty_both"] == 2
+    finite = hd95_per_class(pred[:1], target[:1], 2)[0, 0]
+    diag = np.hypot(*pred.shape[1:])
+    assert hd["mean"] == pytest.approx((finite + diag + 0 + 0) / 4)
+    assert rep["per_patient"]["hd95_px"]["tumour"]["values"]["B"] == 0.0
     pat = rep["per_patient"]["dice"]["tumour"]
     assert pat["n"] == 1 and pat["n_empty_both"] == 1
     assert pat["values"]["A"] == pytest.approx(4 / 7, abs=1e-6)

@@ -706,7 +706,7 @@ class _Run:
     def train_round(self, pool: Pool, r: int) -> dict[str, Any]:
         """Train and evaluate round ``r``; writes and returns ``round_XX/record.json``."""
         from activesynth.experiment import evaluate, headline
-        from activesynth.metrics import to_jsonable, write_metrics
+        from activesynth.metrics import METRICS_SCHEMA, to_jsonable, write_metrics
 
         rdir = _round_dir(self.out, r)
         cfg = self.cfg
@@ -741,6 +741,7 @@ class _Run:
             "n_labelled_foreground": None if presence is None else int(presence[idx].sum()),
             "val_score": None if not math.isfinite(res.best_score) else res.best_score,
             "collapsed": bool(res.collapsed),
+            "metrics_schema": METRICS_SCHEMA,
             "test_metric": PRIMARY_METRIC[cfg.task],
             "test_score": _primary_score(to_jsonable(head), cfg.task),
             "test": head,

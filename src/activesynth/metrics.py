@@ -20,10 +20,18 @@ Conventions (each report repeats the ones it used under ``"conventions"``):
   interpolation) of the distances from each prediction edge pixel to the nearest ground-truth
   edge pixel, the same the other way round, and the larger of the two. (medpy's ``hd95`` pools
   both directions before taking the percentile, so values differ slightly.) Distances are in
-  pixels, or in mm when ``spacing`` is given. HD95 is NaN when the prediction or the ground
-  truth is empty for that class: a missed lesion has no finite distance. Reports count those
-  cases (``n_empty_pred``, ``n_empty_target``, ``n_empty_both``) because a mean HD95 over the
-  remaining cases says nothing about them.
+  pixels, or in mm when ``spacing`` is given. **Empty masks (metrics schema 2).** When the
+  prediction and the ground truth are both empty for a class, HD95 is 0 (perfect agreement)
+  and counted in ``n_empty_both``. When exactly one of them is empty (a missed structure, or a
+  structure predicted where there is none) no distance exists; HD95 is then the *diagonal of
+  the image* (of the volume for per-patient values), in pixels or in mm with the spacing, the
+  largest distance two points of the image can have. This is the BraTS evaluation's rule (it
+  uses a fixed maximum, 373.13 mm, the diagonal of its 240 x 240 x 155 volume); using each
+  image's own diagonal keeps it meaningful at any size. Those cases are counted in
+  ``n_empty_pred`` / ``n_empty_target`` and are *included* in every mean, so a model that
+  misses tumours cannot look better by producing fewer finite distances. Schema 1 (before
+  this rule) left them NaN and out of the means; ``METRICS_SCHEMA`` names the convention and
+  run records carry it.
 * **Per patient (volumetric).** A patient's slices are stacked into a ``(rows, cols, slices)``
   volume (in ``slice_index`` order when given, else in the order they appear) and Dice and HD95
   are computed in 3D, then averaged over patients. This is how Buda et al. (2019) report the
@@ -55,6 +63,10 @@ import numpy as np
 
 from activesynth.errors import ConfigError, DataError
 from activesynth.utils import atomic_write_text
+
+METRICS_SCHEMA = 2
+"""Version of the metric conventions: 2 = HD95 with the empty-mask penalty (module docstring);
+1 = HD95 NaN (left out of means) when the prediction or the ground truth is empty."""
 
 __all__ = [
     "ClassificationMetric",
@@ -270,6 +282,37 @@ def _monai_hd95(
     return np.concatenate(out, axis=0)
 
 
+def hd95_penalise(
+    hd: np.ndarray, pred_counts: np.ndarray, target_counts: np.ndarray, diagonal: np.ndarray
+) -> np.ndarray:
+    """Apply the empty-mask convention of HD95 (metrics schema 2) in place and return ``hd``.
+
+    Args:
+        hd: ``(N, C)`` float64 HD95 values from MONAI (inf/NaN where a mask is empty).
+        pred_counts: ``(N, C)`` pixel counts of each class in the prediction.
+        target_counts: ``(N, C)`` pixel counts in the ground truth.
+        diagonal: ``(N,)`` the image's (or volume's) diagonal in the units of ``hd``.
+
+    Returns:
+        ``hd`` with 0 where both masks are empty and ``diagonal`` where exactly one is empty (or
+        where MONAI returned a non-finite distance for two non-empty masks, which it should not).
+    """
+    pe, te = pred_counts == 0, target_counts == 0
+    diag = np.broadcast_to(np.asarray(diagonal, np.float64).reshape(-1, 1), hd.shape)
+    bad = (pe ^ te) | (~(pe | te) & ~np.isfinite(hd))
+    hd[bad] = diag[bad]
+    hd[pe & te] = 0.0
+    return hd
+
+
+def _diagonal(shape: Sequence[int], spacing: np.ndarray | None, n: int) -> np.ndarray:
+    """``(n,)`` diagonal of images/volumes of ``shape`` (pixels), in mm with ``(n, d)`` spacing."""
+    ext = np.asarray(shape, np.float64)[None, :]
+    if spacing is not None:
+        ext = ext * np.asarray(spacing, np.float64)[:, : ext.shape[1]]
+    return np.broadcast_to(np.sqrt((ext**2).sum(axis=1)), (n,)).copy()
+
+
 # --------------------------------------------------------------------------------------------
 # per-image segmentation metrics
 # --------------------------------------------------------------------------------------------
@@ -334,8 +377,9 @@ def hd95_per_class(
         include_background: also score class 0.
 
     Returns:
-        ``(N, C')`` float64 distances (pixels, or mm with ``spacing``). NaN where the prediction
-        or the ground truth of that class is empty in that image.
+        ``(N, C')`` float64 distances (pixels, or mm with ``spacing``). 0 where prediction and
+        ground truth of that class are both empty in that image; the image diagonal where only
+        one of them is (see the module docstring).
 
     Raises:
         DataError: bad shapes, dtypes, class ids or spacing.
@@ -346,9 +390,8 @@ def hd95_per_class(
     sp = _image_spacing(spacing, len(p), 2)
     classes = _selected_classes(n_classes, include_background)
     hd = _monai_hd95(p, t, classes, sp)
-    either = ((_class_counts(p, n_classes) == 0) | (_class_counts(t, n_classes) == 0))[:, classes]
-    hd[either | ~np.isfinite(hd)] = math.nan
-    return hd
+    pc, tc = _class_counts(p, n_classes)[:, classes], _class_counts(t, n_classes)[:, classes]
+    return hd95_penalise(hd, pc, tc, _diagonal(p.shape[1:], sp, len(p)))
 
 
 def pooled_dice(
@@ -555,8 +598,11 @@ def _hd95_volumes(
             hd = _monai_hd95(pv[None], tv[None], classes, sp)[0]
         pc = np.bincount(pv.ravel(), minlength=n_classes)[classes]
         tc = np.bincount(tv.ravel(), minlength=n_classes)[classes]
-        hd[(pc == 0) | (tc == 0) | ~np.isfinite(hd)] = math.nan
-        rows.append(hd)
+        if len(idx) == 1:
+            diag = _diagonal(pv.shape[:2], None if sp is None else sp[:, :2], 1)
+        else:
+            diag = _diagonal(pv.shape, sp, 1)
+        rows.append(hd95_penalise(hd[None], pc[None], tc[None], diag)[0])
     return np.stack(rows)
 
 
@@ -642,9 +688,10 @@ def _conventions(empty_value: float) -> dict[str, str]:
         "dice_empty_target": "a non-empty prediction on an empty ground truth scores 0",
         "hd95": (
             "monai compute_hausdorff_distance(percentile=95, distance_metric='euclidean', "
-            "directed=False): max of the two directed 95th percentiles of edge distances; NaN "
-            "when prediction or ground truth is empty (n_empty_pred / n_empty_target / "
-            "n_empty_both), excluded from means"
+            "directed=False): max of the two directed 95th percentiles of edge distances; "
+            "0 when prediction and ground truth are both empty (n_empty_both); the image "
+            "(volume) diagonal when exactly one is empty (n_empty_pred / n_empty_target), "
+            "included in means (metrics schema 2, as BraTS with its fixed maximum)"
         ),
         "per_patient": (
             "slices stacked into a (row, col, slice) volume in slice_index order (else order of "
@@ -721,15 +768,15 @@ def segmentation_report(
 
     dice = _monai_dice(p, t, n_classes, include_background)
     dice[(pcs == 0) & (tcs == 0)] = empty_value
-    hd_px = _monai_hd95(p, t, classes, None)
-    hd_px[(pcs == 0) | (tcs == 0) | ~np.isfinite(hd_px)] = math.nan
+    hd_px = hd95_penalise(_monai_hd95(p, t, classes, None), pcs, tcs, _diagonal(p.shape[1:], None, n))
     per_image: dict[str, Any] = {
         "dice": _summaries(dice, pcs, tcs, names, distance=False),
         "hd95_px": _summaries(hd_px, pcs, tcs, names, distance=True),
     }
     if sp is not None:
-        hd_mm = _monai_hd95(p, t, classes, sp[:, :2])
-        hd_mm[(pcs == 0) | (tcs == 0) | ~np.isfinite(hd_mm)] = math.nan
+        hd_mm = hd95_penalise(
+            _monai_hd95(p, t, classes, sp[:, :2]), pcs, tcs, _diagonal(p.shape[1:], sp, n)
+        )
         per_image["hd95_mm"] = _summaries(hd_mm, pcs, tcs, names, distance=True)
 
     per_patient: dict[str, Any] | None = None
@@ -769,6 +816,7 @@ def segmentation_report(
         "n_classes": n_classes,
         "classes": names,
         "conventions": _conventions(empty_value),
+        "metrics_schema": METRICS_SCHEMA,
         "per_image": per_image,
         "per_patient": per_patient,
         "overall": overall,
