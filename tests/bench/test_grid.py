@@ -159,3 +159,50 @@ def test_full_data_references(grid_doc: dict[str, Any], registry: Registry, tmp_
     grid = load_grid(path, strategies=registry, check_config=None)
     with pytest.raises(ConfigError, match="does not exist"):
         grid.full_data_figure("c", "auc")
+
+
+def test_full_entry_adds_a_matched_full_data_run_per_seed(
+    grid_doc: dict[str, Any], registry: Registry
+) -> None:
+    grid_doc["base"] = {"max_steps": 10, "initial": 0.1}
+    grid_doc["full"] = {"max_steps": 30}
+    grid = parse_grid(grid_doc, strategies=registry, check_config=None)
+    units = grid.units()
+    full = [u for u in units if u.strategy == "full"]
+    seeds = sorted({u.seed for u in units})
+    assert sorted(u.seed for u in full) == seeds  # one per seed (one dataset, one schedule)
+    for u in full:
+        # the seed's own split and recipe, the whole pool labelled at once, no query rounds
+        assert u.config["initial"] == 1.0 and u.config["schedule"] == []
+        assert u.config["max_steps"] == 30 and u.config["seed"] == u.seed
+        assert "strategy_params" not in u.config
+        first_of_seed = next(v for v in units if v.seed == u.seed)
+        assert first_of_seed is u  # each seed's reference runs first
+    others = [u for u in units if u.strategy != "full"]
+    assert all(u.config["max_steps"] == 10 for u in others)
+    assert len({u.run_id for u in units}) == len(units)
+    assert parse_grid({**grid_doc, "full": False}, strategies=registry, check_config=None).full is None
+
+
+def test_full_entry_errors(grid_doc: dict[str, Any], registry: Registry) -> None:
+    with pytest.raises(ConfigError, match="may not set 'initial'"):
+        parse_grid({**grid_doc, "full": {"initial": 0.5}}, strategies=registry, check_config=None)
+    with pytest.raises(ConfigError, match='"full" must be true'):
+        parse_grid({**grid_doc, "full": 3}, strategies=registry, check_config=None)
+    doc = {**grid_doc, "full": True, "strategies": [{"name": "random", "label": "full"}]}
+    with pytest.raises(ConfigError, match="reserved"):
+        parse_grid(doc, strategies=registry, check_config=None)
+
+
+def test_full_run_is_a_valid_loop_config(tmp_path: Path) -> None:
+    # The real LoopConfig accepts the full-data unit: the whole pool at once, no rounds.
+    doc = {
+        "datasets": [{"name": "phantom", "config": {"dataset": "phantom", "task": "seg"}}],
+        "strategies": ["entropy"],
+        "seeds": 1,
+        "schedules": {"s": {"initial": 4, "schedule": [4]}},
+        "full": True,
+    }
+    grid = parse_grid(doc)
+    (full,) = [u for u in grid.units() if u.strategy == "full"]
+    assert full.config["strategy"] == "random"

@@ -16,7 +16,8 @@ A grid config (JSON; YAML when PyYAML happens to be installed) names the axes of
       "metric": "dice_patient_tumour",     # optional: or {dataset: metric}; default inferred
       "table_fractions": [0.1, 0.2, 0.3],  # optional: label fractions for the tables
       "reference": "random-foreground",    # optional: test every strategy against this one
-      "compare": [["a", "b"]]              # optional: further strategy pairs to test
+      "compare": [["a", "b"]],             # optional: further strategy pairs to test
+      "full": true                         # optional: a matched full-data run per seed
     }
 
 Each unit's loop config is ``base``, then the dataset's ``config`` (a plain dataset name ``d``
@@ -25,6 +26,17 @@ means ``{"dataset": d}``), then the schedule's fields, then ``strategy``, ``stra
 ``LoopConfig.from_dict`` checks for every unit before anything runs. A schedule is a mapping of
 ``LoopConfig`` fields (how many to label first, per round, how many rounds, ...), so the harness
 never has to know how the loop spells its budget.
+
+**Matched full-data references** (``"full": true``, or a mapping of loop-config overrides such as
+``{"max_steps": 3000}``): for every seed, dataset and schedule the grid adds one run labelled
+``full`` (:data:`FULL_LABEL`) with the same loop config as that seed's strategy runs (same
+patient split, network and training recipe, because the split and the training seed derive
+from ``seed``) except that its initial set is the whole pool (``initial = 1.0``) and it has no
+query rounds. Its round 0 is then "the same model trained on all labels", so "% of full data"
+and "labels to reach 90/95/99 %" compare each seed's strategy runs with their own split's
+reference. Overrides (e.g. a larger step cap, since the whole pool needs more steps to converge
+than a few per cent of it) are applied to the full runs only, recorded in their config and
+stated by the report. A strategy may not be labelled ``full``.
 
 A unit's id is readable and stable: ``<dataset>-<strategy>-<schedule>-s<seed>-<hash8>``, where
 ``hash8`` is the first 8 hex digits of the SHA-256 of the canonical JSON of its loop config dict
@@ -65,7 +77,12 @@ TOP_KEYS = (
     "table_fractions",
     "reference",
     "compare",
+    "full",
 )
+FULL_LABEL = "full"
+"""Strategy label of the matched full-data run of each seed (grid key ``"full"``)."""
+#: Loop-config keys a ``full`` entry sets itself (they make the run a full-data run).
+_FULL_FIXED = {"initial": 1.0, "schedule": [], "strategy": "random"}
 _DATASET_KEYS = ("name", "config")
 _STRATEGY_KEYS = ("name", "params", "label")
 
@@ -157,6 +174,8 @@ class GridConfig:
         table_fractions: label fractions for the tables, or None (taken from the rounds).
         reference: a strategy label every other strategy is tested against, or None.
         compare: further (a, b) strategy-label pairs to test.
+        full: loop-config overrides of the matched full-data runs (``{}``: none), or None when
+            the grid has no full-data runs.
         raw: the config exactly as read (recorded in the results manifest and the report).
         source: the file it was read from, if any.
     """
@@ -172,6 +191,7 @@ class GridConfig:
     table_fractions: tuple[float, ...] | None = None
     reference: str | None = None
     compare: tuple[tuple[str, str], ...] = ()
+    full: dict[str, Any] | None = None
     description: str = ""
     raw: dict[str, Any] = field(default_factory=dict)
     source: str | None = None
@@ -518,6 +538,12 @@ def parse_grid(
                     f'"compare" names {lab!r}, not a strategy label of this grid'
                     f"{did_you_mean(str(lab), labels) or ''}; labels: {', '.join(labels)}."
                 )
+    if FULL_LABEL in labels:
+        raise ConfigError(
+            f"Strategy label {FULL_LABEL!r} is reserved for the matched full-data runs (grid key "
+            '"full"); give that strategy another "label".'
+        )
+    full = _parse_full(doc.get("full"))
     grid = GridConfig(
         name=str(doc.get("name") or (Path(source).stem if source else "grid")),
         description=str(doc.get("description") or ""),
@@ -531,6 +557,7 @@ def parse_grid(
         table_fractions=table_fractions,
         reference=None if reference is None else str(reference),
         compare=tuple((str(a), str(b)) for a, b in compare),
+        full=full,
         raw=json.loads(json.dumps(doc, default=str)),
         source=str(source) if source is not None else None,
     )
@@ -544,8 +571,50 @@ def parse_grid(
     return grid
 
 
+def _parse_full(v: Any) -> dict[str, Any] | None:
+    """``"full"``: absent/false -> None, true -> ``{}``, a mapping -> loop-config overrides."""
+    if v is None or v is False:
+        return None
+    if v is True:
+        return {}
+    if not isinstance(v, Mapping):
+        raise ConfigError(
+            '"full" must be true, false or a mapping of loop-config overrides for the full-data '
+            'runs (e.g. {"max_steps": 3000}).'
+        )
+    fixed = [k for k in v if k in _FULL_FIXED or k in (SEED_KEY, STRATEGY_PARAMS_KEY)]
+    if fixed:
+        raise ConfigError(
+            f'"full" may not set {", ".join(map(repr, fixed))}: a full-data run labels the whole '
+            "pool at once, with the seed of its grid row."
+        )
+    _check_axis_keys(v, '"full"')
+    return dict(v)
+
+
+def _full_unit(
+    grid: GridConfig, d: DatasetSpec, sch: ScheduleSpec, seed: int
+) -> RunUnit:
+    cfg: dict[str, Any] = {**grid.base, **d.config, **sch.config, **(grid.full or {})}
+    cfg.update(_FULL_FIXED)
+    cfg.pop(STRATEGY_PARAMS_KEY, None)
+    cfg[SEED_KEY] = int(seed)
+    cfg = json.loads(canonical_json(cfg))
+    digest = config_hash(cfg)
+    return RunUnit(
+        run_id=make_run_id(d.name, FULL_LABEL, sch.name, seed, digest),
+        dataset=d.name,
+        strategy=FULL_LABEL,
+        seed=int(seed),
+        schedule=sch.name,
+        config=cfg,
+        config_hash=digest,
+    )
+
+
 def expand_grid(grid: GridConfig) -> list[RunUnit]:
-    """Expand a grid into run units (seed, dataset, schedule, strategy order).
+    """Expand a grid into run units (seed, dataset, schedule, strategy order; a seed's
+    matched full-data run, when the grid asks for one, comes first).
 
     Raises:
         ConfigError: two units with the same id (e.g. two strategy labels that slug alike).
@@ -554,6 +623,8 @@ def expand_grid(grid: GridConfig) -> list[RunUnit]:
     for seed in grid.seeds:
         for d in grid.datasets:
             for sch in grid.schedules:
+                if grid.full is not None:
+                    units.append(_full_unit(grid, d, sch, seed))
                 for st in grid.strategies:
                     cfg: dict[str, Any] = {**grid.base, **d.config, **sch.config}
                     cfg[STRATEGY_KEY] = st.name
