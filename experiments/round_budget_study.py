@@ -1,0 +1,234 @@
+"""How many training steps does a round need? Validation Dice against steps, warm and cold start.
+
+Issue 9 found the LGG grid's rounds undertrained (150 warm-started steps; best_step at the cap in
+most rounds). This study gives the per-round training budget of the rerun its evidence. For each
+seed (the loop's own patient split of that seed, the grid's network and training recipe) and each
+label fraction (default 2 % and 10 % of the pool, random subsets):
+
+- **cold**: a fresh, seeded initialisation trained for ``--cap`` steps, validation (per-patient
+  tumour Dice on the seed's validation patients, the loop's checkpoint score) every
+  ``--eval-every`` steps, no early stopping, so the whole curve is seen;
+- **warm**: the same, starting from the best weights of a model trained to a plateau on the
+  previous round's labelled set (a random subset of it: 1 % for 2 %, 7.5 % for 10 %, the
+  rounds before them in the rerun's schedule), as the loop's ``warm_start`` does.
+
+From each curve it derives where early stopping with patience ``p`` (evaluations without a gain)
+would have stopped and how much validation Dice that costs against the best of the whole curve,
+for a few patiences and caps. Everything is seeded (subsets from ``seed_for(seed, 97, ...)``,
+training from the loop's ``train_config``), so a rerun gives the same curves; finished curves are
+kept in ``OUT/<seed>-<fraction>-<start>.json`` and skipped on a rerun (resumable).
+
+    python experiments/round_budget_study.py --out runs/round_study --workers 2
+    python experiments/round_budget_study.py --out runs/round_study --summary \
+        --plot docs/img/round_budget_study.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+PREV = {0.02: 0.01, 0.10: 0.075}
+
+
+def _loop_cfg(seed: int) -> Any:
+    from activesynth.loop import LoopConfig
+
+    return LoopConfig(
+        dataset="lgg",
+        task="seg",
+        strategy="random",
+        seed=seed,
+        size=64,
+        channels=(8, 16, 32, 64),
+        aleatoric=True,
+        batch_size=16,
+        threads=1,
+    )
+
+
+def _subsets(n_pool: int, seed: int, fractions: list[float]) -> dict[float, np.ndarray]:
+    """Nested random subsets (a smaller fraction is a prefix of the larger ones' permutation)."""
+    from activesynth.train import seed_for
+
+    perm = np.random.default_rng(seed_for(seed, 97)).permutation(n_pool)
+    return {f: np.sort(perm[: max(1, round(f * n_pool))]) for f in fractions}
+
+
+def _one(job: tuple[int, float, str, int, int, str, str | None]) -> str:
+    seed, frac, start, cap, every, out, data_root = job
+    import torch
+
+    from activesynth.experiment import prepare_data
+    from activesynth.train import fit
+
+    torch.set_num_threads(1)
+    path = Path(out) / f"s{seed}-{frac:g}-{start}.json"
+    if path.is_file():
+        return str(path)
+    cfg = _loop_cfg(seed)
+    data, split, _ = prepare_data(cfg.train_job(), data_root)
+    pool, val = data.subset(split.train), data.subset(split.val)
+    fr = sorted({frac, *(PREV.get(frac, frac / 2),)})
+    sub = _subsets(len(pool), seed, fr)
+    mcfg = cfg.model_config(data)
+    init, prev_info = None, None
+    if start == "warm":
+        pf = PREV.get(frac, frac / 2)
+        prev_cfg = replace(cfg.train_config(0), max_steps=cap, eval_every=every, patience=6)
+        prev = fit(pool.subset(sub[pf]), val, prev_cfg, mcfg, quiet=True)
+        init = prev.model.state_dict()
+        prev_info = {
+            "fraction": pf,
+            "n": len(sub[pf]),
+            "best_step": prev.best_step,
+            "best_val": prev.best_score,
+            "steps": prev.steps,
+        }
+    tcfg = replace(cfg.train_config(1), max_steps=cap, eval_every=every, patience=0)
+    res = fit(pool.subset(sub[frac]), val, tcfg, mcfg, quiet=True, init_state=init)
+    doc = {
+        "seed": seed,
+        "fraction": frac,
+        "n_labelled": len(sub[frac]),
+        "n_pool": len(pool),
+        "n_val_patients": len(np.unique(val.groups)),
+        "start": start,
+        "warm_from": prev_info,
+        "cap": cap,
+        "eval_every": every,
+        "curve": [
+            {"step": h["step"], "val": h.get("val_score"), "loss": h["loss"]} for h in res.history
+        ],
+        "seconds": res.seconds,
+        "seconds_per_step": res.seconds / max(res.steps, 1),
+    }
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(doc, indent=1))
+    os.replace(tmp, path)
+    return str(path)
+
+
+def early_stop(curve: list[dict[str, Any]], patience: int, cap: int) -> tuple[int, float, int]:
+    """(stop step, best validation score seen until then, its step) of patience early stopping."""
+    best, best_step, bad = -math.inf, 0, 0
+    stop = 0
+    for h in curve:
+        if h["step"] > cap:
+            break
+        stop = h["step"]
+        if h["val"] > best:
+            best, best_step, bad = h["val"], h["step"], 0
+        else:
+            bad += 1
+            if patience > 0 and bad >= patience:
+                break
+    return stop, best, best_step
+
+
+def summarise(out: Path, patiences: list[int], caps: list[int]) -> str:
+    docs = [json.loads(p.read_text()) for p in sorted(out.glob("s*-*.json"))]
+    if not docs:
+        raise SystemExit(f"no finished curves in {out}")
+    lines = [
+        "| fraction | start | seeds | best val Dice (whole curve) | best step | "
+        + " | ".join(f"p={p}, cap {c}: stop / Δ" for c in caps for p in patiences)
+        + " | s/step |",
+        "|---|---|---|---|---|" + "---|" * (len(caps) * len(patiences)) + "---|",
+    ]
+    keys = sorted({(d["fraction"], d["start"]) for d in docs})
+    for f, st in keys:
+        ds = [d for d in docs if d["fraction"] == f and d["start"] == st]
+        bests = [max(h["val"] for h in d["curve"]) for d in ds]
+        bsteps = [max(d["curve"], key=lambda h: h["val"])["step"] for d in ds]
+        cells = []
+        for c in caps:
+            for p in patiences:
+                stops, losses = [], []
+                for d, b in zip(ds, bests, strict=True):
+                    s, got, _ = early_stop(d["curve"], p, c)
+                    stops.append(s)
+                    losses.append(got - b)
+                cells.append(f"{np.mean(stops):.0f} / {np.mean(losses):+.3f}")
+        n = ds[0]["n_labelled"]
+        lines.append(
+            f"| {f:.0%} ({n} slices) | {st} | {len(ds)} | {np.mean(bests):.3f} ± {np.std(bests, ddof=1) if len(bests) > 1 else 0:.3f} "
+            f"| {' / '.join(str(s) for s in bsteps)} | "
+            + " | ".join(cells)
+            + f" | {np.mean([d['seconds_per_step'] for d in ds]):.3f} |"
+        )
+    return "\n".join(lines)
+
+
+def plot(out: Path, dest: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    docs = [json.loads(p.read_text()) for p in sorted(out.glob("s*-*.json"))]
+    fracs = sorted({d["fraction"] for d in docs})
+    fig, axes = plt.subplots(1, len(fracs), figsize=(5 * len(fracs), 3.6), squeeze=False)
+    colours = {"cold": "tab:blue", "warm": "tab:orange"}
+    for ax, f in zip(axes[0], fracs, strict=True):
+        for d in docs:
+            if d["fraction"] != f:
+                continue
+            xs = [h["step"] for h in d["curve"]]
+            ys = [h["val"] for h in d["curve"]]
+            ax.plot(xs, ys, color=colours[d["start"]], alpha=0.7, lw=1)
+        for st, c in colours.items():
+            ax.plot([], [], color=c, label=st)
+        ax.set_title(f"LGG 64 px, {f:.0%} labelled (random), one line per seed")
+        ax.set_xlabel("training steps (batch 16)")
+        ax.set_ylabel("validation Dice (per patient)")
+        ax.axvline(150, color="grey", ls=":", lw=1)
+        ax.legend(loc="lower right")
+    fig.tight_layout()
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(dest, dpi=110)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--out", type=Path, default=Path("runs/round_study"))
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--fractions", type=float, nargs="+", default=[0.02, 0.10])
+    ap.add_argument("--cap", type=int, default=2000)
+    ap.add_argument("--eval-every", type=int, default=50)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--data-root", default=None)
+    ap.add_argument("--summary", action="store_true", help="print the table of finished curves")
+    ap.add_argument("--patience", type=int, nargs="+", default=[3, 4, 6])
+    ap.add_argument("--caps", type=int, nargs="+", default=[600, 1000, 2000])
+    ap.add_argument("--plot", type=Path, default=None)
+    a = ap.parse_args()
+    a.out.mkdir(parents=True, exist_ok=True)
+    if a.summary or a.plot:
+        if a.summary:
+            print(summarise(a.out, a.patience, a.caps))
+        if a.plot:
+            plot(a.out, a.plot)
+            print(f"plot: {a.plot}")
+        return
+    jobs = [
+        (s, f, st, a.cap, a.eval_every, str(a.out), a.data_root)
+        for s in a.seeds
+        for f in a.fractions
+        for st in ("cold", "warm")
+    ]
+    with ProcessPoolExecutor(a.workers) as ex:
+        for i, p in enumerate(ex.map(_one, jobs), 1):
+            print(f"[{i}/{len(jobs)}] {p}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
