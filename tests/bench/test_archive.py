@@ -1,0 +1,59 @@
+"""Archiving finished runs as committable JSON, and continuing a grid from the archive."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from activesynth.bench.archive import archive, main
+from activesynth.bench.executors import InlineExecutor, run_grid
+from activesynth.bench.grid import GridConfig
+from activesynth.bench.store import ResultsStore, collect
+from activesynth.errors import DataError
+from tests.bench.fakes import fake_run
+
+
+def test_archive_keeps_json_only_and_continues_the_grid(tmp_path: Path, grid: GridConfig) -> None:
+    out = tmp_path / "runs"
+    run_grid(grid, out, executor=InlineExecutor(), run_fn=fake_run, quiet=True)
+    units = grid.units()
+    # files an archive must never carry: checkpoints, pools, image arrays
+    some = ResultsStore.open(out).run_dir(units[0].run_id)
+    (some / "round_00" / "best.pt").write_bytes(b"weights")
+    np.savez(some / "pool.npz", masks=np.ones((2, 4, 4), np.uint8))
+    np.savez(some / "round_00" / "query_arrays.npz", images=np.ones((2, 4, 4)))
+    # an unfinished run is not archived
+    unfinished = ResultsStore.open(out).run_dir(units[-1].run_id)
+    (unfinished / "DONE").unlink()
+
+    dest = tmp_path / "results"
+    ids = archive(out, dest)
+    assert sorted(ids) == sorted(u.run_id for u in units[:-1])
+    suffixes = {p.suffix for p in dest.rglob("*") if p.is_file()}
+    assert suffixes <= {".json", ""}, suffixes  # "" = the DONE markers
+    assert not list(dest.rglob("*.pt")) and not list(dest.rglob("*.npz"))
+    assert archive(out, dest) == []  # idempotent
+    # the archive is a results directory: same rows as the source's finished runs
+    rows = collect(dest)
+    src_rows = [r for r in collect(out) if r["run_id"] != units[-1].run_id]
+    assert rows == src_rows
+    # a new sitting continues the grid from the archive: only the unfinished run is run again
+    res = run_grid(
+        grid, tmp_path / "again", executor=InlineExecutor(), run_fn=fake_run, quiet=True,
+        reuse=[dest],
+    )
+    assert res.complete and res.count("done") == 1
+
+
+def test_archive_refuses_a_run_of_another_config(tmp_path: Path, grid: GridConfig) -> None:
+    out = tmp_path / "runs"
+    run_grid(grid, out, executor=InlineExecutor(), run_fn=fake_run, quiet=True)
+    dest = tmp_path / "results"
+    archive(out, dest)
+    run_id = grid.units()[0].run_id
+    (dest / "runs" / run_id / "DONE").write_text('{"config_hash": "other"}')
+    with pytest.raises(DataError, match="another DONE marker"):
+        archive(out, dest)
+    assert main([str(tmp_path / "nothing"), str(dest)]) == 2
