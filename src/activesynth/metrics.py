@@ -768,7 +768,9 @@ def segmentation_report(
 
     dice = _monai_dice(p, t, n_classes, include_background)
     dice[(pcs == 0) & (tcs == 0)] = empty_value
-    hd_px = hd95_penalise(_monai_hd95(p, t, classes, None), pcs, tcs, _diagonal(p.shape[1:], None, n))
+    hd_px = hd95_penalise(
+        _monai_hd95(p, t, classes, None), pcs, tcs, _diagonal(p.shape[1:], None, n)
+    )
     per_image: dict[str, Any] = {
         "dice": _summaries(dice, pcs, tcs, names, distance=False),
         "hd95_px": _summaries(hd_px, pcs, tcs, names, distance=True),

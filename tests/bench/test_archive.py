@@ -41,7 +41,11 @@ def test_archive_keeps_json_only_and_continues_the_grid(tmp_path: Path, grid: Gr
     assert rows == src_rows
     # a new sitting continues the grid from the archive: only the unfinished run is run again
     res = run_grid(
-        grid, tmp_path / "again", executor=InlineExecutor(), run_fn=fake_run, quiet=True,
+        grid,
+        tmp_path / "again",
+        executor=InlineExecutor(),
+        run_fn=fake_run,
+        quiet=True,
         reuse=[dest],
     )
     assert res.complete and res.count("done") == 1

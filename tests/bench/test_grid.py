@@ -181,7 +181,9 @@ def test_full_entry_adds_a_matched_full_data_run_per_seed(
     others = [u for u in units if u.strategy != "full"]
     assert all(u.config["max_steps"] == 10 for u in others)
     assert len({u.run_id for u in units}) == len(units)
-    assert parse_grid({**grid_doc, "full": False}, strategies=registry, check_config=None).full is None
+    assert (
+        parse_grid({**grid_doc, "full": False}, strategies=registry, check_config=None).full is None
+    )
 
 
 def test_full_entry_errors(grid_doc: dict[str, Any], registry: Registry) -> None:

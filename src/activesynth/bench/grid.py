@@ -592,9 +592,7 @@ def _parse_full(v: Any) -> dict[str, Any] | None:
     return dict(v)
 
 
-def _full_unit(
-    grid: GridConfig, d: DatasetSpec, sch: ScheduleSpec, seed: int
-) -> RunUnit:
+def _full_unit(grid: GridConfig, d: DatasetSpec, sch: ScheduleSpec, seed: int) -> RunUnit:
     cfg: dict[str, Any] = {**grid.base, **d.config, **sch.config, **(grid.full or {})}
     cfg.update(_FULL_FIXED)
     cfg.pop(STRATEGY_PARAMS_KEY, None)
