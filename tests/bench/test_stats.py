@@ -139,7 +139,7 @@ def test_curves_tables_and_ranking() -> None:
     md = stats.markdown_table(g)
     assert "| good | **0.610 ± 0.010** |" in md
     assert "AULC 10%–30%" in md
-    assert "0/3 reached (all > 30 images (max budget))" in stats.markdown_reach(g)
+    assert "0/3 reached (all > 30 images, the max budget)" in stats.markdown_reach(g)
     w = g["wilcoxon"]
     assert (w["a"], w["b"]) == ("good", "random")
     assert w["aulc"]["n"] == 3

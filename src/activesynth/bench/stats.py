@@ -514,12 +514,29 @@ def holm(p: Sequence[float]) -> np.ndarray:
     return out
 
 
+def _resample_plan(sizes: tuple[int, ...], n_boot: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """The draws of a nested bootstrap for seeds of ``sizes`` patients: flat indices into the
+    (K, P_max) data and per-slot weights (B, K, P_max) whose weighted sum is each resample's
+    mean over seeds of the mean over patients."""
+    k, p_max = len(sizes), max(sizes)
+    rng = np.random.default_rng(seed)
+    seeds = rng.integers(0, k, size=(n_boot, k))
+    n_pat = np.asarray(sizes, np.int64)[seeds]  # (B, K)
+    u = rng.random((n_boot, k, p_max))
+    pick = np.minimum((u * n_pat[..., None]).astype(np.int64), n_pat[..., None] - 1)
+    flat = seeds[..., None] * p_max + pick
+    valid = np.arange(p_max) < n_pat[..., None]
+    weight = np.where(valid, 1.0 / (n_pat[..., None] * k), 0.0)
+    return flat, weight
+
+
 def hierarchical_bootstrap(
     per_seed: Sequence[np.ndarray],
     *,
     n_boot: int = N_BOOT,
     seed: int = BOOT_SEED,
     level: float = CI_LEVEL,
+    plans: dict[Any, tuple[np.ndarray, np.ndarray]] | None = None,
 ) -> tuple[float, float]:
     """Percentile CI of the mean over seeds of the per-seed mean, by a nested bootstrap.
 
@@ -532,9 +549,11 @@ def hierarchical_bootstrap(
             differences a - b); a length-1 array per seed makes it a seed-only bootstrap.
             Non-finite values must already be removed; empty arrays are not allowed.
         n_boot: number of resamples.
-        seed: seed of the ``np.random.Generator`` (the same seed gives the same resampling
-            pattern for every quantity: common random numbers across a report).
+        seed: seed of the ``np.random.Generator``; the draws depend only on it, ``n_boot`` and
+            the P_k, so every quantity of a report with the same seeds and patients is resampled
+            alike (common random numbers) and the report is reproducible.
         level: coverage of the interval.
+        plans: optional cache of the draws, shared between calls (a report's speed).
 
     Returns:
         ``(lo, hi)``; NaN for no seed.
@@ -547,21 +566,20 @@ def hierarchical_bootstrap(
         return math.nan, math.nan
     if n_boot < 1:
         raise DataError(f"n_boot={n_boot}: the bootstrap needs at least 1 resample (e.g. 2000).")
-    sizes = np.array([len(x) for x in per_seed], np.int64)
-    if sizes.min() == 0:
+    sizes = tuple(len(x) for x in per_seed)
+    if min(sizes) == 0:
         raise DataError("hierarchical_bootstrap: a seed has no finite value; leave it out first.")
-    p_max = int(sizes.max())
-    data = np.zeros((k, p_max), np.float64)
+    key = (sizes, n_boot, seed)
+    plan = plans.get(key) if plans is not None else None
+    if plan is None:
+        plan = _resample_plan(sizes, n_boot, seed)
+        if plans is not None:
+            plans[key] = plan
+    flat, weight = plan
+    data = np.zeros((k, max(sizes)), np.float64)
     for i, x in enumerate(per_seed):
         data[i, : len(x)] = np.asarray(x, np.float64)
-    rng = np.random.default_rng(seed)
-    seeds = rng.integers(0, k, size=(n_boot, k))
-    n_pat = sizes[seeds]  # (B, K)
-    u = rng.random((n_boot, k, p_max))
-    pick = np.minimum((u * n_pat[..., None]).astype(np.int64), n_pat[..., None] - 1)
-    valid = np.arange(p_max) < n_pat[..., None]
-    vals = np.where(valid, data[seeds[..., None], pick], 0.0)
-    stat = (vals.sum(axis=-1) / n_pat).mean(axis=-1)
+    stat = (data.ravel()[flat] * weight).sum(axis=(1, 2))
     alpha = (1.0 - level) / 2
     lo, hi = np.quantile(stat, [alpha, 1.0 - alpha])
     return float(lo), float(hi)
@@ -943,6 +961,8 @@ def summarise_group(
             for j in range(len(fr))
         ]
 
+    plans: dict[Any, tuple[np.ndarray, np.ndarray]] = {}
+
     def quantity(a: str, b: str, weights: Callable[[RunCurve], np.ndarray | None]) -> dict:
         ra = {c.seed: c for c in runs[a].values()}
         rb = {c.seed: c for c in runs[b].values()}
@@ -962,7 +982,11 @@ def summarise_group(
         d = np.array(xa) - np.array(xb)
         nested = n > 0 and all(x is not None for x in diffs)
         per_seed = diffs if nested else [np.array([x]) for x in d]
-        ci = hierarchical_bootstrap(per_seed, n_boot=n_boot, seed=boot_seed) if n >= 2 else None
+        ci = (
+            hierarchical_bootstrap(per_seed, n_boot=n_boot, seed=boot_seed, plans=plans)
+            if n >= 2
+            else None
+        )
         enough = n >= MIN_TEST_SEEDS
         return {
             "n": n,
@@ -1235,7 +1259,7 @@ def _reach_cell(r: Mapping[str, Any]) -> str:
             f"({_fmt(r['fraction_mean'] * 100, r['fraction_sd'] * 100, 1)}%), {k}/{n} runs"
         )
     elif k == 0:
-        txt = f"0/{n} reached (all > {cap})"
+        txt = f"0/{n} reached (all > {r['max_budget_n']:.0f} images, the max budget)"
     elif r["median_censored"]:
         txt = f"{k}/{n} reached; median > {cap}"
     else:
