@@ -167,7 +167,7 @@ def test_comparisons_say_what_they_pair() -> None:
     )
     assert "Tests pair the runs of two strategies by seed (n = 3 seeds" in stats.pairing_text(g)
     assert "nothing within seeds (this metric has no per-patient values)" in stats.pairing_text(g)
-    assert "| good vs random | at 20% | 3 | +0.1 | [0.1000, 0.1000] |" in md
+    assert "| good vs random | at 20% | 3 | +0.1000 | [0.1000, 0.1000] |" in md
 
 
 # ---------------------------------------------------------------- building blocks, known answers
@@ -332,7 +332,7 @@ def test_a_fixed_gain_on_every_seed_gives_that_delta_and_the_smallest_p() -> Non
         diff -= cells["ref"]["dice_patient_tumour"][j]["mean"]
         assert q["delta"] == pytest.approx(diff, abs=1e-12)
     md = stats.markdown_comparisons(g)
-    assert "| better vs ref | AULC 10%–40% | 5 (30 pt) | +0.05 | [0.0500, 0.0500] |" in md
+    assert "| better vs ref | AULC 10%–40% | 5 (30 pt) | +0.0500 | [0.0500, 0.0500] |" in md
     assert "0.062 (Holm 0.12)" in md
     assert "Holm: across the 2 strategies compared with ref" in md
 
@@ -353,6 +353,7 @@ def test_fewer_than_three_seeds_says_no_test_rather_than_p_one() -> None:
     g = _summary(rows, pv)
     q = g["comparisons"][0]["aulc"]
     assert math.isnan(q["wilcoxon"]["p"]) and math.isnan(q["ttest"]["p"])
+    assert all(math.isnan(x) for x in q["ci"])  # no interval from 2 seeds either
     md = stats.markdown_comparisons(g)
     assert "no test possible: 2 paired seeds (at least 3)" in md
     assert "With fewer than 3 seeds no test is possible." in stats.pairing_text(g)

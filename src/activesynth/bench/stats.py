@@ -44,7 +44,10 @@ the nested bootstrap. Conventions (stated in the report too):
   hierarchical bootstrap (:func:`hierarchical_bootstrap`): resample seeds with replacement, then
   the test patients within each resampled seed, paired (the same draws for a and b). Metrics
   without per-patient values (classification AUC) resample seeds only, and say so. ``n_boot``
-  resamples (default 2000) from a seeded generator, so a report is reproducible.
+  resamples (default 2000) from a seeded generator, so a report is reproducible. No interval
+  below ``MIN_TEST_SEEDS`` seeds. With few seeds a percentile interval treats the observed
+  seeds as the population and is narrower than the seed-level tests imply (the report says so):
+  an interval excluding 0 is not a significant test.
 - **Tables**: mean +- SD over seeds; the best mean per column in bold; a cell averaging fewer
   runs or patients than the table's others shows its ``n``.
 - Patient-level tests are not made: patients of one run are not independent replicates of the
@@ -984,7 +987,7 @@ def summarise_group(
         per_seed = diffs if nested else [np.array([x]) for x in d]
         ci = (
             hierarchical_bootstrap(per_seed, n_boot=n_boot, seed=boot_seed, plans=plans)
-            if n >= 2
+            if n >= MIN_TEST_SEEDS
             else None
         )
         enough = n >= MIN_TEST_SEEDS
@@ -1297,8 +1300,8 @@ def markdown_reach(summary: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _g(x: float) -> str:
-    return f"{x:+.4g}" if math.isfinite(x) else "–"
+def _signed(x: float, digits: int) -> str:
+    return f"{x:+.{digits}f}" if math.isfinite(x) else "–"
 
 
 def _p(p: float) -> str:
@@ -1329,7 +1332,7 @@ def _quantity_rows(
         ci = f"[{lo:.{digits}f}, {hi:.{digits}f}]" if math.isfinite(lo) else "–"
         n = f"{q['n']}" + (f" ({q['n_patients']} pt)" if q.get("n_patients") else "")
         rows.append(
-            f"| {comp['a']} vs {comp['b']} | {label} | {n} | {_g(q['delta'])} | {ci} | "
+            f"| {comp['a']} vs {comp['b']} | {label} | {n} | {_signed(q['delta'], digits)} | {ci} | "
             f"{_test_cell(q['wilcoxon'], holm_adj)} | {_test_cell(q['ttest'], holm_adj)} |"
         )
     return rows
@@ -1372,7 +1375,11 @@ def pairing_text(summary: Mapping[str, Any]) -> str:
         )
     else:
         text += "nothing within seeds (this metric has no per-patient values)."
-    return text + " Patients are nested in runs and are never the unit of a test."
+    return text + (
+        " Patients are nested in runs and are never the unit of a test. With few seeds the "
+        "percentile interval treats the observed seeds as the whole population and is narrower "
+        "than the seed-level tests imply: an interval that excludes 0 is not a significant test."
+    )
 
 
 def markdown_comparisons(summary: Mapping[str, Any]) -> str:
