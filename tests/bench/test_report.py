@@ -7,6 +7,7 @@ import json
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -14,7 +15,7 @@ from activesynth.bench.executors import InlineExecutor, run_grid
 from activesynth.bench.grid import GridConfig
 from activesynth.bench.report import write_report
 from activesynth.errors import DataError
-from tests.bench.fakes import fake_run
+from tests.bench.fakes import add_full_runs, fake_run
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -58,11 +59,16 @@ def test_report_writes_html_pngs_tables_and_summary(tmp_path: Path, grid: GridCo
     assert isinstance(summary, dict)
     g = summary["groups"][0]
     assert g["ranking"] == ["good", "random"]
-    assert g["full_data"] == 0.8
-    assert g["wilcoxon"]["by_patient"], "the patient-paired test needs round_XX/metrics.json"
-    assert g["wilcoxon"]["by_patient"][0]["n"] == 8
+    assert g["full_data"]["kind"] == "external" and g["full_data"]["mean"] == 0.8
+    q = g["wilcoxon"]["aulc"]
+    # the patient level of the bootstrap reads round_XX/metrics.json: 2 seeds x 8 patients
+    assert q["resampled"] == "seeds, then patients within seeds" and q["n_patients"] == 16
+    assert "no test possible: 2 paired seeds" in q["wilcoxon"]["note"]
+    assert g["units"] == {"seeds": [0, 1], "patients_per_seed": {"0": 8, "1": 8}}
     tables = (rep / "tables.md").read_text()
     assert "| Strategy | 10% labelled |" in tables
+    assert "AULC 10%–40%" in tables and "external, unmatched reference" in tables
+    assert "Unit of replication: the run (seed)" in tables
     assert "**" in tables
     assert summary["runs_finished"] == summary["runs_total"] == 4
 
@@ -132,11 +138,56 @@ def test_reference_and_compare_pairs_are_tested(tmp_path: Path, grid_doc, regist
         ("entropy", "random"),
         ("good", "entropy"),
     ]
-    # "good" learns faster than "random" on every seed: positive AULC gain, smallest p for n=6
-    assert comps[0]["aulc_diff"] > 0 and comps[0]["by_seed_aulc"]["p"] == pytest.approx(0.03125)
+    # "good" learns faster than "random" on every seed: positive AULC gain, smallest p for n=6,
+    # Holm-adjusted over the two strategies compared with random
+    w = comps[0]["aulc"]["wilcoxon"]
+    assert comps[0]["aulc_diff"] > 0 and w["p"] == pytest.approx(0.03125)
+    assert w["p_holm"] == pytest.approx(0.0625) and w["holm_m"] == 2
+    assert comps[0]["aulc"]["ci"][0] > 0  # the whole interval is a gain
+    assert comps[0]["aulc"]["ttest"]["p"] < 0.05
     md = (index.parent / "tables.md").read_text()
     assert "every strategy vs random" in md and "| good vs random |" in md
     with pytest.raises(ConfigError, match="Did you mean 'random'"):
         parse_grid({**doc, "reference": "randm"}, strategies=registry, check_config=None)
     with pytest.raises(ConfigError, match="compare"):
         parse_grid({**doc, "compare": [["good"]]}, strategies=registry, check_config=None)
+
+
+def test_report_uses_each_seeds_full_run_and_says_where_one_is_missing(
+    tmp_path: Path, grid: GridConfig
+) -> None:
+    out = tmp_path / "res"
+    run_grid(grid, out, executor=InlineExecutor(), run_fn=fake_run, quiet=True)
+    add_full_runs(out, grid, seeds=[0])
+    index = write_report(out, n_boot=200)
+    summary = json.loads((index.parent / "summary.json").read_text())
+    g = summary["groups"][0]
+    assert summary["runs_finished"] == summary["runs_total"] == 5
+    assert g["strategies"] == ["random", "good"] and "full" not in g["aulc"]
+    assert g["full_data"]["kind"] == "matched"  # the grid's external 0.8 is not used
+    assert g["full_data"]["per_seed"] == {"0": pytest.approx(0.8 * (1 - np.exp(-8)), abs=0.04)}
+    assert g["full_data"]["missing_seeds"] == [1]
+    r90 = g["labels_to_reach"]["good"]["90"]
+    assert r90["runs"] == 1 and r90["no_full_seeds"] == [1]
+    tables = (index.parent / "tables.md").read_text()
+    assert "each seed's own `full` run" in tables and "no full run for seed 1" in tables
+    assert "| full data |" in tables
+    assert len(list(index.parent.glob("curves_*.png"))) == 2  # no curve of its own for `full`
+
+
+def test_report_refuses_mixed_metric_schemas(tmp_path: Path, grid: GridConfig) -> None:
+    out = tmp_path / "res"
+    run_grid(grid, out, executor=InlineExecutor(), run_fn=fake_run, quiet=True)
+    old = grid.units()[1].run_id
+    hist = out / "runs" / old / "history.json"
+    recs = json.loads(hist.read_text())
+    hist.write_text(
+        json.dumps([{k: v for k, v in r.items() if k != "metrics_schema"} for r in recs])
+    )
+    for rec in (out / "runs" / old).glob("round_*/record.json"):
+        rec.write_text(json.dumps({**json.loads(rec.read_text()), "metrics_schema": None}))
+    with pytest.raises(
+        DataError, match=r"metrics_schema 1 \(1 runs\), metrics_schema 2 \(3 runs\)"
+    ) as e:
+        write_report(out)
+    assert f"runs/{old}" in str(e.value) and "rerun `activesynth bench`" in str(e.value)

@@ -1,8 +1,10 @@
-"""Statistics on hand-made curves: AULC, labels-to-reach, Wilcoxon, curves and tables."""
+"""Statistics on hand-made curves and constructed groups whose answers are known: AULC,
+labels-to-reach, seed-paired tests, Holm, the hierarchical bootstrap, curves and tables."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -50,7 +52,8 @@ def test_wilcoxon_matches_scipy() -> None:
     assert res["n"] == 12
     five = stats.wilcoxon_test([1, 2, 3, 4, 5], [0, 1, 2, 3, 4])
     assert five["p"] == pytest.approx(0.0625)  # the smallest two-sided p with 5 pairs
-    assert math.isnan(stats.wilcoxon_test([1.0, 2.0], [1.0, 2.0])["p"])
+    # identical samples: no evidence of any difference, p = 1 (not "undefined")
+    assert stats.wilcoxon_test([1.0, 2.0, 3.0], [1.0, 2.0, 3.0])["p"] == 1.0
     assert stats.wilcoxon_test([1.0], [0.0])["note"] == "fewer than 2 pairs"
 
 
@@ -128,19 +131,22 @@ def test_curves_tables_and_ranking() -> None:
     assert r90["reached"] == 3
     assert r90["fraction_mean"] == pytest.approx(np.mean([0.22, 0.21, 0.20]))
     assert g["labels_to_reach"]["random"]["99"]["reached"] == 0
+    assert g["full_data"]["kind"] == "external"  # no `full` runs: the grid's figure, labelled
+    assert "external, unmatched reference" in stats.reference_text(g)
     assert g["table"]["metrics"] == ["dice_patient_tumour", "hd95_px_patient_tumour"]
     assert g["table"]["best"]["dice_patient_tumour"] == [["good"]] * 3
     assert g["table"]["best"]["hd95_px_patient_tumour"] == [["good"]] * 3  # lower is better
     md = stats.markdown_table(g)
     assert "| good | **0.610 ± 0.010** |" in md
-    assert "not reached" in stats.markdown_reach(g)
+    assert "AULC 10%–30%" in md
+    assert "0/3 reached (all > 30 images, the max budget)" in stats.markdown_reach(g)
     w = g["wilcoxon"]
     assert (w["a"], w["b"]) == ("good", "random")
-    assert w["by_seed_aulc"]["n"] == 3
-    assert w["by_seed_aulc"]["p"] == pytest.approx(
+    assert w["aulc"]["n"] == 3
+    assert w["aulc"]["wilcoxon"]["p"] == pytest.approx(
         sps.wilcoxon([0.71, 0.72, 0.73], [0.61, 0.62, 0.63]).pvalue
     )
-    assert "good" in stats.markdown_wilcoxon(g)
+    assert "Post hoc" in stats.markdown_wilcoxon(g)
 
 
 def test_unknown_metric_is_a_clear_error() -> None:
@@ -155,5 +161,282 @@ def test_comparisons_say_what_they_pair() -> None:
     g = stats.summarise_group(_rows(), full_data=None, reference="random")
     md = stats.markdown_comparisons(g)
     assert "| good vs random |" in md
-    assert "the pairs are seeds (no per-patient values for this metric)" in md
-    assert "test patients" not in md
+    assert (
+        "Paired by seed (n = 3 seeds" in md
+        and "(seeds only: this metric has no per-patient values)" in md
+    )
+    assert "Tests pair the runs of two strategies by seed (n = 3 seeds" in stats.pairing_text(g)
+    assert "nothing within seeds (this metric has no per-patient values)" in stats.pairing_text(g)
+    assert "| good vs random | at 20% | 3 | +0.1000 | [0.1000, 0.1000] |" in md
+
+
+# ---------------------------------------------------------------- building blocks, known answers
+def test_paired_t_test_matches_scipy_and_handles_degenerate_cases() -> None:
+    rng = np.random.default_rng(1)
+    a = rng.normal(0.7, 0.05, 6)
+    b = a - rng.normal(0.02, 0.02, 6)
+    res = stats.paired_t_test(a, b)
+    ref = sps.ttest_rel(a, b)
+    assert res["p"] == pytest.approx(ref.pvalue, rel=1e-12)
+    assert res["statistic"] == pytest.approx(ref.statistic)
+    assert res["df"] == 5
+    assert stats.paired_t_test(a, a)["p"] == 1.0
+    const = stats.paired_t_test(a + 0.1, a)
+    assert math.isnan(const["p"]) and "no variance" in const["note"]
+
+
+def test_holm_adjusts_in_sorted_order_and_keeps_nan() -> None:
+    adj = stats.holm([0.01, 0.04, np.nan, 0.03])
+    # m = 3 finite: 0.01 * 3, max(0.03, 0.03 * 2), max(0.06, 0.04 * 1)
+    assert adj[[0, 3, 1]] == pytest.approx([0.03, 0.06, 0.06])
+    assert math.isnan(adj[2])
+    assert stats.holm([0.5, 0.9]) == pytest.approx([1.0, 1.0])
+
+
+def test_weights_reproduce_interpolation_and_trapezoid() -> None:
+    f = np.array([0.1, 0.2, 0.35, 0.5])
+    v = np.array([0.3, 0.5, 0.55, 0.7])
+    w = stats.interp_weights(f, 0.3)
+    assert w is not None and w.sum() == pytest.approx(1.0)
+    assert w @ v == pytest.approx(np.interp(0.3, f, v))
+    assert stats.interp_weights(f, 0.6) is None
+    # AULC over a common range: the interpolated ends plus the inner rounds, by trapezoid
+    wa = stats.aulc_weights(f, 0.15, 0.4)
+    assert wa is not None
+    knots = np.array([0.15, 0.2, 0.35, 0.4])
+    assert wa @ v == pytest.approx(np.trapezoid(np.interp(knots, f, v), knots) / 0.25)
+    assert stats.aulc(f, f, 0.2, 0.4) == pytest.approx(0.3)  # mean of y = x over [0.2, 0.4]
+    assert math.isnan(stats.aulc(f, v, 0.2, 0.7))  # the run does not cover the range
+    # a NaN round with zero weight does not spoil a snapped value
+    assert stats.interpolate_at(f, np.array([0.3, np.nan, 0.55, 0.7]), 0.1) == 0.3
+
+
+def test_bootstrap_identical_and_constant_shift_give_exact_intervals() -> None:
+    zeros = [np.zeros(7) for _ in range(5)]
+    assert stats.hierarchical_bootstrap(zeros, n_boot=200) == (0.0, 0.0)
+    lo, hi = stats.hierarchical_bootstrap([np.full(7, 0.05) for _ in range(5)], n_boot=200)
+    assert lo == pytest.approx(0.05) and hi == pytest.approx(0.05)
+    x = [np.random.default_rng(k).normal(k * 0.01, 0.05, 9) for k in range(4)]
+    assert stats.hierarchical_bootstrap(x, seed=3) == stats.hierarchical_bootstrap(x, seed=3)
+    assert stats.hierarchical_bootstrap(x, seed=3) != stats.hierarchical_bootstrap(x, seed=4)
+
+
+def test_bootstrap_widens_with_seed_variance_when_patients_stay_fixed() -> None:
+    rng = np.random.default_rng(0)
+    patients = [rng.normal(0, 0.05, 40) for _ in range(6)]
+    seed_dirs = np.array([1.0, -1.0, 0.5, -0.5, 0.8, -0.8])
+    widths = []
+    for scale in (0.0, 0.02, 0.1):
+        per_seed = [p + scale * d for p, d in zip(patients, seed_dirs, strict=True)]
+        lo, hi = stats.hierarchical_bootstrap(per_seed, n_boot=2000, seed=0)
+        assert lo < np.mean([x.mean() for x in per_seed]) < hi
+        widths.append(hi - lo)
+    assert widths[0] < widths[1] < widths[2]
+    assert widths[2] > 2 * widths[0]
+    # the nested bootstrap is wider than one that resamples only seeds when patients vary
+    seed_only = stats.hierarchical_bootstrap([np.array([p.mean()]) for p in patients])
+    lo, hi = stats.hierarchical_bootstrap(patients)
+    assert hi - lo > seed_only[1] - seed_only[0]
+
+
+# ------------------------------------------------------------- constructed groups, known answers
+FR = (0.1, 0.2, 0.3, 0.4)
+PATIENTS = [f"p{i}" for i in range(6)]
+
+
+def _group(
+    effects: dict[str, float | np.ndarray],
+    *,
+    seeds: Sequence[int] = range(5),
+    fractions: dict[str, Sequence[float]] | None = None,
+    full: dict[int, float] | None = None,
+    schema: dict[str, int] | None = None,
+) -> tuple[list[dict[str, Any]], Any]:
+    """Rows and a patient_values reader. Per-patient Dice = 0.4 + f + seed effect + patient
+    effect (zero mean within a seed) + strategy effect (a number, or one per seed); a run's row
+    value is its patients' mean. ``full``: seed -> that seed's full-data Dice (a `full` run)."""
+    rng = np.random.default_rng(0)
+    seed_eff = rng.normal(0, 0.02, 100)
+    pat = rng.normal(0, 0.05, (100, len(PATIENTS)))
+    pat -= pat.mean(axis=1, keepdims=True)
+    rows: list[dict[str, Any]] = []
+    pv: dict[tuple[str, int], dict[str, float]] = {}
+
+    def add(rid: str, s: str, k: int, r: int, f: float, per: dict[str, float]) -> None:
+        pv[(rid, r)] = per
+        rows.append(
+            {
+                "run_id": rid,
+                "dataset": "toy",
+                "strategy": s,
+                "seed": k,
+                "schedule": "a",
+                "task": "seg",
+                "round": r,
+                "n_labelled": round(f * 100),
+                "fraction": f,
+                "val_score": 0.0,
+                "collapsed": False,
+                "metrics_schema": (schema or {}).get(rid, 2),
+                "dice_patient_tumour": float(np.mean(list(per.values()))),
+            }
+        )
+
+    for s, eff in effects.items():
+        for k in seeds:
+            e = float(eff if np.isscalar(eff) else eff[k])
+            for r, f in enumerate((fractions or {}).get(s, FR)):
+                base = 0.4 + f + seed_eff[k] + e
+                add(f"{s}-{k}", s, k, r, f, {p: base + pat[k, i] for i, p in enumerate(PATIENTS)})
+    for k, v in (full or {}).items():
+        add(f"full-{k}", stats.FULL, k, 0, 1.0, {p: v + pat[k, i] for i, p in enumerate(PATIENTS)})
+
+    def patient_values(run_id: str, round_: int, measure: str, cls: str) -> dict[str, float]:
+        return pv.get((run_id, round_), {}) if measure == "dice" else {}
+
+    return rows, patient_values
+
+
+def _summary(rows: list[dict[str, Any]], pv: Any, **kw: Any) -> dict[str, Any]:
+    return stats.summarise_group(rows, patient_values=pv, reference="ref", n_boot=500, **kw)
+
+
+def test_a_copy_of_the_reference_has_p_one_and_cis_covering_zero() -> None:
+    rows, pv = _group({"ref": 0.0, "same": 0.0, "better": 0.05})
+    g = _summary(rows, pv)
+    same = next(c for c in g["comparisons"] if c["a"] == "same")
+    for q in [same["aulc"], *same["at_fraction"]]:
+        assert q["n"] == 5 and q["delta"] == 0.0
+        assert q["ci"][0] <= 0.0 <= q["ci"][1]
+        assert q["wilcoxon"]["p"] == 1.0 and q["ttest"]["p"] == 1.0
+        assert q["wilcoxon"]["p_holm"] == 1.0
+        assert q["resampled"] == "seeds, then patients within seeds"
+        assert q["n_patients"] == 5 * len(PATIENTS)
+
+
+def test_a_fixed_gain_on_every_seed_gives_that_delta_and_the_smallest_p() -> None:
+    rows, pv = _group({"ref": 0.0, "same": 0.0, "better": 0.05})
+    g = _summary(rows, pv)
+    better = next(c for c in g["comparisons"] if c["a"] == "better")
+    assert better["aulc_diff"] == pytest.approx(0.05)
+    for q in [better["aulc"], *better["at_fraction"]]:
+        assert q["delta"] == pytest.approx(0.05)
+        assert q["ci"] == pytest.approx([0.05, 0.05])
+        assert q["wilcoxon"]["p"] == pytest.approx(0.0625)  # 5 seeds, all ahead
+        # Holm over the two strategies compared with ref: 0.0625 * 2
+        assert q["wilcoxon"]["p_holm"] == pytest.approx(0.125)
+    # the cell and its test describe the same fraction: the delta is the cells' difference
+    cells = g["table"]["cells"]
+    for j, q in enumerate(better["at_fraction"]):
+        diff = cells["better"]["dice_patient_tumour"][j]["mean"]
+        diff -= cells["ref"]["dice_patient_tumour"][j]["mean"]
+        assert q["delta"] == pytest.approx(diff, abs=1e-12)
+    md = stats.markdown_comparisons(g)
+    assert "| better vs ref | AULC 10%–40% | 5 (30 pt) | +0.0500 | [0.0500, 0.0500] |" in md
+    assert "0.062 (Holm 0.12)" in md
+    assert "Holm: across the 2 strategies compared with ref" in md
+
+
+def test_cis_widen_with_seed_variance_of_the_gain() -> None:
+    dirs = np.array([1.0, -1.0, 0.5, -0.2, 0.7])
+    widths = []
+    for scale in (0.005, 0.05):
+        rows, pv = _group({"ref": 0.0, "noisy": 0.02 + scale * dirs})
+        q = _summary(rows, pv)["comparisons"][0]["aulc"]
+        assert q["ci"][0] <= q["delta"] <= q["ci"][1]
+        widths.append(q["ci"][1] - q["ci"][0])
+    assert widths[1] > 3 * widths[0]
+
+
+def test_fewer_than_three_seeds_says_no_test_rather_than_p_one() -> None:
+    rows, pv = _group({"ref": 0.0, "same": 0.0}, seeds=range(2))
+    g = _summary(rows, pv)
+    q = g["comparisons"][0]["aulc"]
+    assert math.isnan(q["wilcoxon"]["p"]) and math.isnan(q["ttest"]["p"])
+    assert all(math.isnan(x) for x in q["ci"])  # no interval from 2 seeds either
+    md = stats.markdown_comparisons(g)
+    assert "no test possible: 2 paired seeds (at least 3)" in md
+    assert "With fewer than 3 seeds no test is possible." in stats.pairing_text(g)
+    assert "| 1 " not in md.split("\n", 3)[-1]  # no p printed as 1
+
+
+def test_labels_to_reach_uses_each_seeds_own_full_run_and_counts_failures() -> None:
+    full = {k: 0.8 for k in range(5)}
+    full[0] = 2.0  # seed 0's full run is out of reach
+    del full[4]  # and seed 4 has none
+    rows, pv = _group({"ref": 0.0, "better": 0.05}, full=full)
+    g = _summary(rows, pv)
+    assert g["full_data"]["kind"] == "matched"
+    assert g["full_data"]["missing_seeds"] == [4]
+    assert "full" not in g["strategies"] and "full" not in g["ranking"]
+    r90 = g["labels_to_reach"]["better"]["90"]
+    # target 0.72: 0.45 + f + seed effect >= 0.72 for seeds 1-3; seed 0 never; seed 4 unknown
+    assert (r90["reached"], r90["runs"], r90["no_full_seeds"]) == (3, 4, [4])
+    assert r90["per_seed"][0] is None
+    assert math.isnan(r90["n_labelled_mean"])  # never a mean over the successful seeds alone
+    cell = stats.markdown_reach(g)
+    assert "3/4 reached; median" in cell and "1 run > 40 images (max budget)" in cell
+    assert "no full run for seed 4" in cell
+    assert "| full data |" in cell
+    assert "no full run for seed 4" in stats.reference_text(g)
+    pct = g["pct_of_full"]["ref"]
+    assert pct["n"] == 4 and pct["at"] == pytest.approx(0.4)
+
+
+def test_no_full_run_and_no_figure_is_said() -> None:
+    rows, pv = _group({"ref": 0.0, "better": 0.05})
+    g = _summary(rows, pv)
+    assert g["full_data"]["kind"] == "none"
+    assert 'set `"full": true` in the grid' in stats.markdown_reach(g)
+
+
+def test_aulc_uses_one_common_range_and_states_it() -> None:
+    rows, pv = _group({"ref": 0.0, "short": 0.0}, fractions={"short": (0.1, 0.2, 0.3)})
+    g = _summary(rows, pv)
+    span = g["aulc_range"]
+    assert (span["lo"], span["hi"]) == pytest.approx((0.1, 0.3))
+    assert "ref 10.0–40.0%" in span["note"]
+    # same curve over the same range: equal AULC although ref ran further
+    assert g["aulc"]["ref"]["mean"] == pytest.approx(g["aulc"]["short"]["mean"])
+    assert "AULC 10%–30%" in stats.markdown_table(g)
+    assert "different label-fraction ranges" in stats.table_caption(g, g["metric"])
+
+
+def test_aulc_is_refused_when_runs_share_no_range() -> None:
+    rows, pv = _group({"ref": 0.0, "late": 0.0}, fractions={"late": (0.6, 0.7)})
+    g = _summary(rows, pv)
+    assert "share no label-fraction range" in g["aulc_range"]["refused"]
+    assert all(math.isnan(g["aulc"][s]["mean"]) for s in g["strategies"])
+    assert "AULC (none: see note)" in stats.markdown_table(g)
+    assert "not computed" in stats.table_caption(g, g["metric"])
+
+
+def test_cells_with_fewer_runs_or_patients_show_their_n() -> None:
+    rows, pv = _group({"ref": 0.0, "better": 0.05})
+    rows = [r for r in rows if r["run_id"] != "better-4"]
+
+    def fewer_patients(run_id: str, round_: int, measure: str, cls: str) -> dict[str, float]:
+        vals = dict(pv(run_id, round_, measure, cls))
+        if run_id == "ref-0" and round_ == 1:
+            vals.pop("p0")
+        return vals
+
+    g = _summary(rows, fewer_patients, fractions=[0.1, 0.2])
+    md = stats.markdown_table(g)
+    better = next(r for r in md.splitlines() if r.startswith("| better |"))
+    ref = next(r for r in md.splitlines() if r.startswith("| ref |"))
+    assert better.count("(n=4 runs)") == 3  # both columns and AULC
+    assert "(n=29 patients)" in ref.split(" | ")[2]  # 20 %: one patient missing in one run
+    assert "(n=" not in ref.split(" | ")[1]
+    assert "n = 5 runs (seeds) per cell" in stats.table_caption(g, g["metric"])
+
+
+def test_mixed_metric_schemas_are_refused_naming_the_runs() -> None:
+    from activesynth.errors import DataError
+
+    rows, pv = _group({"ref": 0.0, "better": 0.05}, schema={"ref-3": 1})
+    with pytest.raises(DataError) as err:
+        _summary(rows, pv)
+    msg = str(err.value)
+    assert "metrics_schema 1 (1 runs), metrics_schema 2 (9 runs)" in msg
+    assert "runs/ref-3" in msg and "rerun `activesynth bench` with the same config" in msg

@@ -3,11 +3,15 @@
 Writes ``DIR/report/``:
 
 - ``curves_<dataset>_<schedule>_<metric>.png``: learning curves (mean ± SD band over seeds) per
-  table metric, with the full-data figure as a dashed line when the grid gives one;
-- ``tables.md``: per (dataset, schedule) the papers' table (metric at given label percentages,
-  mean ± SD, best in bold, plus AULC), labels needed to reach 90/95/99% of the full-data figure,
-  and the Wilcoxon signed-rank tests between the top two strategies;
-- ``summary.json``: every number above (curves, AULC per seed, tests), machine-readable;
+  table metric, with the full-data reference (mean of the per-seed ``full`` runs, or the grid's
+  external figure, labelled so) as a dashed line;
+- ``tables.md``: per (dataset, schedule) a preamble saying what the tests pair and how many
+  seeds and patients there are; the papers' table (metric at given label percentages, mean ±
+  SD over seeds, best in bold, n where a cell has fewer runs or patients, AULC over the group's
+  common fraction range); labels needed to reach 90/95/99% of each seed's own full-data run
+  (censored runs counted); the seed-paired Wilcoxon and t-tests with hierarchical-bootstrap CIs
+  (top two, post hoc; every strategy vs the reference, Holm-adjusted);
+- ``summary.json``: every number above (curves, AULC per seed, tests, CIs), machine-readable;
 - ``index.html``: one self-contained page (PNGs embedded as base64) with all of it, the grid
   config and the exact commands that produced the results.
 
@@ -59,11 +63,19 @@ def _grid_of(store: ResultsStore) -> GridConfig:
     )
 
 
-def summarise(root: str | os.PathLike) -> dict[str, Any]:
+def summarise(
+    root: str | os.PathLike, *, n_boot: int = stats.N_BOOT, boot_seed: int = stats.BOOT_SEED
+) -> dict[str, Any]:
     """All statistics of a results directory (the content of ``summary.json``).
 
+    Args:
+        root: the results directory.
+        n_boot: bootstrap resamples per confidence interval.
+        boot_seed: seed of the bootstrap (the same seed gives the same report).
+
     Raises:
-        DataError: not a results directory, another schema, or no finished run yet.
+        DataError: not a results directory, another schema, runs of mixed metric conventions,
+            or no finished run yet.
     """
     store = ResultsStore.open(root)
     grid = _grid_of(store)
@@ -75,6 +87,7 @@ def summarise(root: str | os.PathLike) -> dict[str, Any]:
             f"{root} has no finished runs yet ({total} in the grid); run `activesynth bench` "
             "until some finish, then report."
         )
+    stats.check_metrics_schema(rows, f"The results directory {root}")
     groups = []
     for (dataset, _schedule), grows in stats.group_rows(rows).items():
 
@@ -91,6 +104,8 @@ def summarise(root: str | os.PathLike) -> dict[str, Any]:
                 order=[st.label for st in grid.strategies],
                 reference=grid.reference,
                 compare=grid.compare,
+                n_boot=n_boot,
+                boot_seed=boot_seed,
             )
         )
     return {
@@ -145,13 +160,15 @@ def plot_curves(
             alpha=0.18,
             lw=0,
         )
-    if metric == group["metric"] and group.get("full_data") is not None:
+    ref = group.get("full_data") or {}
+    if metric == group["metric"] and ref.get("kind") in ("matched", "external"):
+        what = (
+            f"mean of {ref['n']} per-seed full runs"
+            if ref["kind"] == "matched"
+            else "external, unmatched"
+        )
         ax.axhline(
-            group["full_data"],
-            ls="--",
-            lw=1,
-            color="0.35",
-            label=f"full data ({group['full_data']:.3g})",
+            ref["mean"], ls="--", lw=1, color="0.35", label=f"full data {ref['mean']:.3g} ({what})"
         )
     ax.set_xlabel("labelled images (% of pool)")
     ax.set_ylabel(
@@ -215,19 +232,21 @@ def _group_markdown(g: Mapping[str, Any]) -> str:
             f"Headline metric: `{g['metric']}` "
             f"({'higher' if g['higher_is_better'] else 'lower'} is better); seeds per "
             f"strategy: {seeds}.",
+            stats.pairing_text(g),
             *[
                 part
                 for m in g["table"]["metrics"]
                 for part in (
                     f"### {stats.metric_label(m)} at label percentages (mean ± SD over seeds; "
                     "best in bold)",
+                    stats.table_caption(g, m),
                     stats.markdown_table(g, m),
                 )
             ],
-            "### Labels needed to reach the full-data figure"
-            + (f" ({g['full_data']:.4g})" if g["full_data"] is not None else ""),
+            "### Labels needed to reach the full-data figure",
+            stats.reference_text(g),
             stats.markdown_reach(g),
-            "### Wilcoxon signed-rank tests",
+            "### Seed-paired tests of the top two (post hoc)",
             stats.markdown_wilcoxon(g),
             *(
                 [
@@ -247,8 +266,10 @@ def tables_markdown(summary: Mapping[str, Any]) -> str:
     head = [
         f"# Benchmark {summary['grid_name']}",
         f"{summary['runs_finished']} of {summary['runs_total']} runs finished. "
-        "Definitions: see summary.json `conventions` (AULC normalised by the fraction range; "
-        "labels-to-reach interpolated between rounds).",
+        "The unit of replication is the run (seed): every test pairs runs by seed; patients "
+        "enter only the confidence intervals (hierarchical bootstrap: seeds, then patients "
+        "within seeds). Definitions: see summary.json `conventions` (AULC over each group's "
+        "common fraction range; labels-to-reach against each seed's own full-data run).",
     ]
     return "\n\n".join(head + [_group_markdown(g) for g in summary["groups"]]) + "\n"
 
@@ -321,14 +342,22 @@ def _html_page(summary: Mapping[str, Any], images: Mapping[str, list[Path]], dir
     return "\n".join(parts)
 
 
-def write_report(root: str | os.PathLike) -> Path:
+def write_report(
+    root: str | os.PathLike, *, n_boot: int = stats.N_BOOT, boot_seed: int = stats.BOOT_SEED
+) -> Path:
     """Write ``root/report/`` (see the module docstring); returns the path of ``index.html``.
 
+    Args:
+        root: the results directory.
+        n_boot: bootstrap resamples per confidence interval (default 2000).
+        boot_seed: seed of the bootstrap.
+
     Raises:
-        DataError: not a results directory, another schema, or no finished run yet.
+        DataError: not a results directory, another schema, runs of mixed metric conventions,
+            or no finished run yet.
     """
     root = Path(root)
-    summary = summarise(root)
+    summary = summarise(root, n_boot=n_boot, boot_seed=boot_seed)
     out = root / "report"
     out.mkdir(parents=True, exist_ok=True)
     for old in out.glob("curves_*.png"):

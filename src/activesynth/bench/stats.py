@@ -1,30 +1,57 @@
-"""Statistics of a benchmark grid: learning curves, AULC, labels-to-reach, Wilcoxon tests, tables.
+"""Statistics of a benchmark grid: learning curves, AULC, labels-to-reach, seed-paired tests.
 
 Everything works on the rows of :func:`activesynth.bench.store.collect` (one dict per run and
 round) and is grouped by ``(dataset, schedule)``; within a group the strategies are compared.
 
-Conventions (stated in the report too):
+Design: **the unit of replication is the run (seed)**. Runs of one seed share the data split,
+the initial labelled set and so the test patients; patients are nested in runs. Every test
+pairs the runs of two strategies by seed; patients only enter the confidence intervals, through
+the nested bootstrap. Conventions (stated in the report too):
 
 - **Learning curve**: per strategy and round, the mean and sample SD (ddof=1) over seeds of the
   metric, plotted at the mean labelled fraction of that round over seeds (pool sizes differ a
-  little between seeds because splits are by patient). NaN values (e.g. an HD95 with an empty
-  prediction) are left out of a mean; ``n`` says how many values it is over.
-- **AULC**: per run, the trapezoid area under metric vs labelled fraction, divided by the
-  fraction range the run covers, so it is in the metric's units (a constant curve at c has AULC
-  c); then mean +- SD over seeds.
-- **Labels to reach p% of full data**: the first crossing of ``p * full`` (``full / p`` for
-  lower-is-better metrics such as HD95), linearly interpolated between the two rounds around it,
-  as a fraction and as a number of labelled images; "not reached" when a run never gets there.
-  Aggregates are over the seeds that reached it, with ``k/n`` seeds stated.
-- **Wilcoxon signed-rank** (``scipy.stats.wilcoxon``, two-sided, exact for small n) between the
-  two strategies with the best mean AULC, paired by seed on per-seed AULC, and, for segmentation
-  at each table fraction, paired by test patient (per-patient values averaged over the seeds
-  where both strategies have the patient, from the round nearest that fraction). With 5 seeds
-  the smallest possible two-sided p is 0.0625, so a seed-paired test alone can never reach 0.05.
-- **Tables**: metric at given label fractions, per run interpolated linearly between rounds
-  (a fraction within 5 % of the round spacing of a round takes that round's value; within 0.01
-  of the run's fraction range, else missing), then mean +- SD over seeds; the best
-  mean per column in bold.
+  little between seeds because splits are by patient). NaN values are left out of a mean;
+  ``n`` says how many values it is over.
+- **Value at a label fraction** (table cells, their tests and CIs alike): per run, a linear
+  interpolation between the two rounds around the fraction, as one weight vector over the
+  run's rounds (:func:`interp_weights`); a fraction within ``ROUND_SNAP`` of the round spacing
+  of a round *is* that round; more than ``FRACTION_TOL`` outside the run's fractions it is
+  missing. The same weights turn per-patient values into the per-patient values at the fraction,
+  so a cell, its test and its CI always describe the same label fraction.
+- **AULC**: per run, the trapezoid area under metric vs labelled fraction over the group's
+  **common fraction range** ``[lo, hi]`` (the latest first round and the earliest last round of
+  all runs, ends interpolated), divided by ``hi - lo``: in the metric's units, and comparable
+  between runs and strategies. The range is printed in the table header; a group whose runs
+  share no range gets no AULC, with the reason. Then mean +- SD over seeds.
+- **Full-data reference**: per seed, that seed's own ``full`` run (strategy label ``"full"``,
+  one round at fraction 1.0, the same split, network and recipe). It is a reference, not a
+  strategy: it is left out of curves, rankings, AULC and tests. Without ``full`` runs the grid's
+  ``full_data`` figure is used only as an "external, unmatched reference", labelled so.
+- **Labels to reach p% of full data**: per run, the first crossing of ``p * full_seed``
+  (``full_seed / p`` for lower-is-better metrics such as HD95), linearly interpolated between the
+  two rounds around it. Runs that never reach it count as "> max budget" (censored): a cell
+  shows ``k/n`` reached and the median over all ``n`` runs (censored runs ranked last); a mean is
+  shown only when every run reached the target. "% of full data" is each run's value at the end
+  of the common range as a percentage of its seed's full-data figure (inverted for
+  lower-is-better metrics), mean +- SD over seeds.
+- **Tests**: paired by seed, on the per-seed AULC and on the per-seed value at each table
+  fraction: Wilcoxon signed-rank (``scipy.stats.wilcoxon``, two-sided, exact for small n; with 5
+  seeds the smallest possible p is 0.0625) and the paired t-test (``scipy.stats.ttest_rel``),
+  both printed. With fewer than ``MIN_TEST_SEEDS`` seeds no test is made and the report says so.
+  All differences zero gives p = 1. p-values of the strategies compared with one reference are
+  Holm-adjusted across those strategies, per column (AULC, each fraction) and per test.
+- **Confidence intervals**: 95 % percentile intervals of the mean difference (a - b) from a
+  hierarchical bootstrap (:func:`hierarchical_bootstrap`): resample seeds with replacement, then
+  the test patients within each resampled seed, paired (the same draws for a and b). Metrics
+  without per-patient values (classification AUC) resample seeds only, and say so. ``n_boot``
+  resamples (default 2000) from a seeded generator, so a report is reproducible. No interval
+  below ``MIN_TEST_SEEDS`` seeds. With few seeds a percentile interval treats the observed
+  seeds as the population and is narrower than the seed-level tests imply (the report says so):
+  an interval excluding 0 is not a significant test.
+- **Tables**: mean +- SD over seeds; the best mean per column in bold; a cell averaging fewer
+  runs or patients than the table's others shows its ``n``.
+- Patient-level tests are not made: patients of one run are not independent replicates of the
+  method (pseudo-replication).
 """
 
 from __future__ import annotations
@@ -47,6 +74,13 @@ ROUND_SNAP = 0.05
 """A table fraction within this share of the round spacing of a round's fraction *is* that round
 (0.02 asked, 49 / 2463 = 0.0199 labelled): interpolating there would only mix in a sliver of the
 next round and show differences between strategies that share the round."""
+FULL = "full"
+"""Strategy label of the per-seed full-data reference runs."""
+MIN_TEST_SEEDS = 3
+"""Fewer paired seeds than this: no test (a Wilcoxon p of 1 with 2 seeds would say nothing)."""
+N_BOOT = 2000
+BOOT_SEED = 0
+CI_LEVEL = 0.95
 _LOWER_IS_BETTER = ("hd95", "loss", "mae", "rmse", "error", "ece", "brier")
 _MAX_TABLE_COLUMNS = 6
 
@@ -212,15 +246,127 @@ def learning_curve(curves: Sequence[RunCurve], strategy: str, metric: str) -> Cu
 
 
 # ------------------------------------------------------------------------------------ scalars
-def aulc(fraction: np.ndarray, value: np.ndarray) -> float:
-    """Area under a learning curve, normalised by its fraction range (see module docstring).
+def _sorted_finite(fraction: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(indices of the finite fractions in increasing order, those fractions)."""
+    f = np.asarray(fraction, np.float64)
+    idx = np.flatnonzero(np.isfinite(f))
+    order = idx[np.argsort(f[idx], kind="stable")]
+    return order, f[order]
+
+
+def apply_weights(w: np.ndarray | None, values: np.ndarray) -> np.ndarray | float:
+    """``values @ w`` over the rounds with a non-zero weight (a NaN at a round with weight 0, the
+    far side of a snapped or end-point interpolation, does not spoil the result).
 
     Args:
-        fraction: (R,) labelled fractions, increasing.
-        value: (R,) metric values; NaN points are dropped.
+        w: (R,) weights over a run's rounds, or None (the fraction is outside the run).
+        values: (R,) one run's values, or (P, R) per-patient values.
 
     Returns:
-        The normalised area (the value itself for a single point; NaN with no finite point).
+        A float for (R,) values, a (P,) array for (P, R); NaN where ``w`` is None.
+    """
+    v = np.asarray(values, np.float64)
+    if w is None:
+        return math.nan if v.ndim == 1 else np.full(v.shape[0], math.nan)
+    nz = np.flatnonzero(w)
+    out = v[..., nz] @ w[nz]
+    return float(out) if v.ndim == 1 else out
+
+
+def interp_weights(fraction: np.ndarray, at: float, tol: float = FRACTION_TOL) -> np.ndarray | None:
+    """Weights over a run's rounds that give its value at label fraction ``at``.
+
+    Linear interpolation between the two rounds around ``at``; within ``ROUND_SNAP`` of the
+    round spacing of a round, that round alone (weight 1); clipped to the end rounds within
+    ``tol`` outside the run's fractions.
+
+    Args:
+        fraction: (R,) the run's labelled fractions by round.
+        at: the label fraction asked.
+        tol: how far outside the run's fractions ``at`` may lie.
+
+    Returns:
+        (R,) float64 weights summing to 1 (at most two non-zero), or None when ``at`` is more
+        than ``tol`` outside the run's fractions.
+    """
+    order, f = _sorted_finite(fraction)
+    if len(f) == 0 or at < f[0] - tol or at > f[-1] + tol:
+        return None
+    w = np.zeros(len(np.asarray(fraction)), np.float64)
+    i = int(np.argmin(np.abs(f - at)))
+    gaps = np.diff(f)
+    spacing = min(gaps[i - 1] if i > 0 else math.inf, gaps[i] if i < len(gaps) else math.inf)
+    if len(f) == 1 or (math.isfinite(spacing) and abs(f[i] - at) <= ROUND_SNAP * spacing):
+        w[order[i]] = 1.0
+        return w
+    x = float(np.clip(at, f[0], f[-1]))
+    j = int(np.clip(np.searchsorted(f, x, side="right") - 1, 0, len(f) - 2))
+    span = f[j + 1] - f[j]
+    t = 0.0 if span <= 0 else (x - f[j]) / span
+    w[order[j]] += 1.0 - t
+    w[order[j + 1]] += t
+    return w
+
+
+def interpolate_at(
+    fraction: np.ndarray, value: np.ndarray, at: float, tol: float = FRACTION_TOL
+) -> float:
+    """A run's value at label fraction ``at`` (:func:`interp_weights` applied to ``value``).
+
+    Returns NaN when ``at`` lies more than ``tol`` outside the run's fraction range (the run
+    never had that many labels) or a round it needs has a NaN value.
+    """
+    return float(apply_weights(interp_weights(fraction, at, tol), value))
+
+
+def aulc_weights(
+    fraction: np.ndarray, lo: float, hi: float, tol: float = FRACTION_TOL
+) -> np.ndarray | None:
+    """Weights over a run's rounds whose dot product with its values is its AULC on ``[lo, hi]``.
+
+    The curve is linear between rounds (the trapezoid rule), so its normalised area over
+    ``[lo, hi]`` is linear in the round values; the same weights give per-patient AULCs.
+
+    Args:
+        fraction: (R,) the run's labelled fractions by round.
+        lo: start of the range (clipped to the run's first fraction if within ``tol``).
+        hi: end of the range (clipped likewise).
+        tol: how far outside the run's fractions the range may reach.
+
+    Returns:
+        (R,) float64 weights summing to 1, or None when the run does not cover ``[lo, hi]``.
+    """
+    order, f = _sorted_finite(fraction)
+    if len(f) == 0 or lo < f[0] - tol or hi > f[-1] + tol or hi < lo:
+        return None
+    a, b = float(np.clip(lo, f[0], f[-1])), float(np.clip(hi, f[0], f[-1]))
+    if len(f) == 1 or b <= a:
+        return interp_weights(fraction, a, tol=math.inf)
+    knots = np.unique(np.concatenate([[a, b], f[(f > a) & (f < b)]]))
+    basis = np.eye(len(f))
+    at_knots = np.stack([np.interp(knots, f, basis[i]) for i in range(len(f))], axis=1)
+    seg = np.diff(knots)[:, None]
+    ws = ((at_knots[:-1] + at_knots[1:]) * seg / 2).sum(axis=0) / (b - a)
+    w = np.zeros(len(np.asarray(fraction)), np.float64)
+    w[order] = ws
+    return w
+
+
+def aulc(
+    fraction: np.ndarray, value: np.ndarray, lo: float | None = None, hi: float | None = None
+) -> float:
+    """Area under a learning curve over ``[lo, hi]``, divided by ``hi - lo`` (see the module
+    docstring).
+
+    Args:
+        fraction: (R,) labelled fractions.
+        value: (R,) metric values; NaN points are dropped.
+        lo: start of the range (default: the run's first finite point).
+        hi: end of the range (default: the run's last finite point).
+
+    Returns:
+        The normalised area (the value itself for a single point); NaN with no finite point or
+        when the run does not cover ``[lo, hi]``.
     """
     f = np.asarray(fraction, np.float64)
     v = np.asarray(value, np.float64)
@@ -228,37 +374,9 @@ def aulc(fraction: np.ndarray, value: np.ndarray) -> float:
     f, v = f[ok], v[ok]
     if len(f) == 0:
         return math.nan
-    order = np.argsort(f, kind="stable")
-    f, v = f[order], v[order]
-    span = f[-1] - f[0]
-    if len(f) == 1 or span <= 0:
-        return float(v.mean())
-    return float(np.trapezoid(v, f) / span)
-
-
-def interpolate_at(
-    fraction: np.ndarray, value: np.ndarray, at: float, tol: float = FRACTION_TOL
-) -> float:
-    """Linear interpolation of a run's curve at label fraction ``at``.
-
-    Returns NaN when ``at`` lies more than ``tol`` outside the run's fraction range (the run
-    never had that many labels) or the neighbouring values are NaN. Within ``ROUND_SNAP`` of the
-    round spacing of a round, the round's own value is returned.
-    """
-    f = np.asarray(fraction, np.float64)
-    v = np.asarray(value, np.float64)
-    ok = np.isfinite(f) & np.isfinite(v)
-    f, v = f[ok], v[ok]
-    if len(f) == 0 or at < f.min() - tol or at > f.max() + tol:
-        return math.nan
-    order = np.argsort(f, kind="stable")
-    f, v = f[order], v[order]
-    i = int(np.argmin(np.abs(f - at)))
-    gaps = np.abs(np.diff(f))
-    spacing = min(gaps[i - 1] if i > 0 else math.inf, gaps[i] if i < len(gaps) else math.inf)
-    if math.isfinite(spacing) and abs(f[i] - at) <= ROUND_SNAP * spacing:
-        return float(v[i])
-    return float(np.interp(np.clip(at, f[0], f[-1]), f, v))
+    lo = float(f.min()) if lo is None else lo
+    hi = float(f.max()) if hi is None else hi
+    return float(apply_weights(aulc_weights(f, lo, hi), v))
 
 
 def labels_to_reach(
@@ -305,19 +423,24 @@ def reach_target(full: float, level: float, higher: bool) -> float:
     return full * level if higher else full / level
 
 
+# ------------------------------------------------------------------------------------ tests
+def _pairs(a: Sequence[float], b: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+    x = np.asarray(a, np.float64)
+    y = np.asarray(b, np.float64)
+    ok = np.isfinite(x) & np.isfinite(y)
+    return x[ok], y[ok]
+
+
 def wilcoxon_test(a: Sequence[float], b: Sequence[float]) -> dict[str, Any]:
     """Two-sided Wilcoxon signed-rank test of paired samples (``scipy.stats.wilcoxon``).
 
     Returns:
-        ``{"n", "statistic", "p", "median_diff", "note"}``; ``p`` is NaN with a note when the test
-        is undefined (fewer than 2 pairs, or all differences zero).
+        ``{"n", "statistic", "p", "median_diff", "note"}``; ``p`` is 1 when every difference is
+        zero (no evidence of any difference), NaN with a note for fewer than 2 pairs.
     """
     from scipy import stats
 
-    x = np.asarray(a, np.float64)
-    y = np.asarray(b, np.float64)
-    ok = np.isfinite(x) & np.isfinite(y)
-    x, y = x[ok], y[ok]
+    x, y = _pairs(a, b)
     out: dict[str, Any] = {
         "n": len(x),
         "statistic": math.nan,
@@ -329,7 +452,7 @@ def wilcoxon_test(a: Sequence[float], b: Sequence[float]) -> dict[str, Any]:
         out["note"] = "fewer than 2 pairs"
         return out
     if np.all(x == y):
-        out["note"] = "all differences are zero"
+        out.update(statistic=0.0, p=1.0, note="all differences are zero")
         return out
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -337,6 +460,132 @@ def wilcoxon_test(a: Sequence[float], b: Sequence[float]) -> dict[str, Any]:
     out["statistic"] = float(res.statistic)
     out["p"] = float(res.pvalue)
     return out
+
+
+def paired_t_test(a: Sequence[float], b: Sequence[float]) -> dict[str, Any]:
+    """Two-sided paired t-test (``scipy.stats.ttest_rel``).
+
+    Returns:
+        ``{"n", "statistic", "df", "p", "mean_diff", "note"}``; ``p`` is 1 when every difference
+        is zero, NaN with a note when the differences are all equal but not zero (no variance:
+        t is undefined) or there are fewer than 2 pairs.
+    """
+    from scipy import stats
+
+    x, y = _pairs(a, b)
+    d = x - y
+    out: dict[str, Any] = {
+        "n": len(x),
+        "statistic": math.nan,
+        "df": max(len(x) - 1, 0),
+        "p": math.nan,
+        "mean_diff": float(d.mean()) if len(d) else math.nan,
+        "note": "",
+    }
+    if len(x) < 2:
+        out["note"] = "fewer than 2 pairs"
+        return out
+    if np.all(d == 0):
+        out.update(statistic=0.0, p=1.0, note="all differences are zero")
+        return out
+    if np.allclose(d, d[0], rtol=1e-9, atol=1e-12):  # float noise around one value
+        out["note"] = "all differences are equal (no variance): t is undefined"
+        return out
+    res = stats.ttest_rel(x, y)
+    out["statistic"] = float(res.statistic)
+    out["p"] = float(res.pvalue)
+    return out
+
+
+def holm(p: Sequence[float]) -> np.ndarray:
+    """Holm-Bonferroni adjusted p-values (NaN entries stay NaN and do not count).
+
+    Args:
+        p: (m,) raw p-values of one family of tests.
+
+    Returns:
+        (m,) adjusted p-values, ``min(1, max_{j<=i} (m - j) p_(j))`` in sorted order.
+    """
+    p = np.asarray(p, np.float64)
+    out = np.full(p.shape, math.nan)
+    idx = np.flatnonzero(np.isfinite(p))
+    order = idx[np.argsort(p[idx], kind="stable")]
+    m = len(order)
+    if m:
+        adj = np.maximum.accumulate((m - np.arange(m)) * p[order])
+        out[order] = np.minimum(adj, 1.0)
+    return out
+
+
+def _resample_plan(sizes: tuple[int, ...], n_boot: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """The draws of a nested bootstrap for seeds of ``sizes`` patients: flat indices into the
+    (K, P_max) data and per-slot weights (B, K, P_max) whose weighted sum is each resample's
+    mean over seeds of the mean over patients."""
+    k, p_max = len(sizes), max(sizes)
+    rng = np.random.default_rng(seed)
+    seeds = rng.integers(0, k, size=(n_boot, k))
+    n_pat = np.asarray(sizes, np.int64)[seeds]  # (B, K)
+    u = rng.random((n_boot, k, p_max))
+    pick = np.minimum((u * n_pat[..., None]).astype(np.int64), n_pat[..., None] - 1)
+    flat = seeds[..., None] * p_max + pick
+    valid = np.arange(p_max) < n_pat[..., None]
+    weight = np.where(valid, 1.0 / (n_pat[..., None] * k), 0.0)
+    return flat, weight
+
+
+def hierarchical_bootstrap(
+    per_seed: Sequence[np.ndarray],
+    *,
+    n_boot: int = N_BOOT,
+    seed: int = BOOT_SEED,
+    level: float = CI_LEVEL,
+    plans: dict[Any, tuple[np.ndarray, np.ndarray]] | None = None,
+) -> tuple[float, float]:
+    """Percentile CI of the mean over seeds of the per-seed mean, by a nested bootstrap.
+
+    Each resample draws ``K`` seeds with replacement, then, independently for each drawn seed,
+    its patients with replacement; the statistic is the mean over drawn seeds of the mean over
+    drawn patients. Vectorised: one gather of shape ``(n_boot, K, P_max)``.
+
+    Args:
+        per_seed: K arrays, seed k's (P_k,) per-patient values (for a comparison: paired
+            differences a - b); a length-1 array per seed makes it a seed-only bootstrap.
+            Non-finite values must already be removed; empty arrays are not allowed.
+        n_boot: number of resamples.
+        seed: seed of the ``np.random.Generator``; the draws depend only on it, ``n_boot`` and
+            the P_k, so every quantity of a report with the same seeds and patients is resampled
+            alike (common random numbers) and the report is reproducible.
+        level: coverage of the interval.
+        plans: optional cache of the draws, shared between calls (a report's speed).
+
+    Returns:
+        ``(lo, hi)``; NaN for no seed.
+
+    Raises:
+        DataError: an empty per-seed array or ``n_boot < 1``.
+    """
+    k = len(per_seed)
+    if k == 0:
+        return math.nan, math.nan
+    if n_boot < 1:
+        raise DataError(f"n_boot={n_boot}: the bootstrap needs at least 1 resample (e.g. 2000).")
+    sizes = tuple(len(x) for x in per_seed)
+    if min(sizes) == 0:
+        raise DataError("hierarchical_bootstrap: a seed has no finite value; leave it out first.")
+    key = (sizes, n_boot, seed)
+    plan = plans.get(key) if plans is not None else None
+    if plan is None:
+        plan = _resample_plan(sizes, n_boot, seed)
+        if plans is not None:
+            plans[key] = plan
+    flat, weight = plan
+    data = np.zeros((k, max(sizes)), np.float64)
+    for i, x in enumerate(per_seed):
+        data[i, : len(x)] = np.asarray(x, np.float64)
+    stat = (data.ravel()[flat] * weight).sum(axis=(1, 2))
+    alpha = (1.0 - level) / 2
+    lo, hi = np.quantile(stat, [alpha, 1.0 - alpha])
+    return float(lo), float(hi)
 
 
 # ------------------------------------------------------------------------------------ groups
@@ -372,6 +621,206 @@ def _patient_measure(metric: str) -> tuple[str, str] | None:
     return None
 
 
+class _Patients:
+    """Per-patient values of runs, read once: ``(run, metric) -> (ids, (P, R) matrix)``."""
+
+    def __init__(self, patient_values: PatientValues | None) -> None:
+        self._pv = patient_values
+        self._cache: dict[tuple[str, str], tuple[list[str], np.ndarray] | None] = {}
+
+    def get(self, run: RunCurve, metric: str) -> tuple[list[str], np.ndarray] | None:
+        """(P patient ids, (P, R) values by round, NaN where a round lacks one), or None when
+        the metric has no per-patient values or the run kept none."""
+        pm = _patient_measure(metric)
+        if self._pv is None or pm is None:
+            return None
+        key = (run.run_id, metric)
+        if key not in self._cache:
+            per_round = [self._pv(run.run_id, int(r), pm[0], pm[1]) for r in run.round]
+            if not any(per_round):
+                self._cache[key] = None
+            else:
+                ids = sorted(set().union(*per_round))
+                mat = np.array(
+                    [[d.get(p, math.nan) for d in per_round] for p in ids], np.float64
+                ).reshape(len(ids), len(per_round))
+                self._cache[key] = (ids, mat)
+        return self._cache[key]
+
+    def at(self, run: RunCurve, metric: str, w: np.ndarray | None) -> dict[str, float] | None:
+        """``{patient: value}`` of the run weighted by ``w`` (finite values only), or None."""
+        got = self.get(run, metric)
+        if got is None or w is None:
+            return None
+        vals = apply_weights(w, got[1])
+        return {p: float(v) for p, v in zip(got[0], vals, strict=True) if math.isfinite(v)}
+
+
+def check_metrics_schema(rows: Iterable[Mapping[str, Any]], where: str) -> None:
+    """Refuse rows that mix metric conventions (``metrics_schema`` 1 and 2 of ``record.json``).
+
+    Raises:
+        DataError: naming the versions, the runs of the minority version and the fix.
+    """
+    by_run: dict[str, int] = {}
+    for r in rows:
+        by_run[r["run_id"]] = int(r.get("metrics_schema") or 1)
+    counts: dict[int, int] = defaultdict(int)
+    for v in by_run.values():
+        counts[v] += 1
+    if len(counts) <= 1:
+        return
+    # the most common version stays (ties: the newest); the others are re-evaluated
+    keep = max(counts, key=lambda v: (counts[v], v))
+    redo = sorted(rid for rid, v in by_run.items() if v != keep)
+    shown = ", ".join(f"runs/{rid}" for rid in redo[:8]) + (
+        f" and {len(redo) - 8} more" if len(redo) > 8 else ""
+    )
+    versions = ", ".join(f"metrics_schema {v} ({counts[v]} runs)" for v in sorted(counts))
+    raise DataError(
+        f"{where} mixes metric conventions: {versions}; their HD95 of empty predictions differ "
+        f"(schema 1 left them out as NaN, schema 2 scores a finite penalty), so they cannot be "
+        f"averaged or compared. Re-evaluate the runs of the other version(s) ({shown}): delete "
+        "those run directories and rerun `activesynth bench` with the same config."
+    )
+
+
+def common_range(runs: Mapping[str, Mapping[str, RunCurve]]) -> dict[str, Any]:
+    """The fraction range every run covers (for AULC), and what each strategy covers.
+
+    Args:
+        runs: strategy -> run id -> curve (of the headline metric).
+
+    Returns:
+        ``{"lo", "hi", "per_strategy": {s: [first, last]}, "note", "refused"}``: ``lo`` the
+        latest first point and ``hi`` the earliest last point (finite values only) over all
+        runs; ``refused`` is the reason when they share no range ("" otherwise); ``note`` names
+        the strategies that cover more than the common range.
+    """
+    per: dict[str, list[float]] = {}
+    firsts, lasts = [], []
+    for s, rs in runs.items():
+        for c in rs.values():
+            f = c.fraction[np.isfinite(c.fraction) & np.isfinite(c.value)]
+            if len(f) == 0:
+                continue
+            firsts.append((float(f.min()), s))
+            lasts.append((float(f.max()), s))
+            cur = per.setdefault(s, [math.inf, -math.inf])
+            cur[0], cur[1] = min(cur[0], float(f.min())), max(cur[1], float(f.max()))
+    out: dict[str, Any] = {"lo": math.nan, "hi": math.nan, "per_strategy": per}
+    out.update(note="", refused="")
+    if not firsts:
+        out["refused"] = "no run has a finite value"
+        return out
+    lo, s_lo = max(firsts)
+    hi, s_hi = min(lasts)
+    if hi < lo - FRACTION_TOL:
+        out["refused"] = (
+            f"the runs share no label-fraction range ({s_lo} starts at {lo * 100:.1f}%, "
+            f"{s_hi} ends at {hi * 100:.1f}%); rerun them with one schedule"
+        )
+        return out
+    out["lo"], out["hi"] = lo, max(hi, lo)
+    wider = [
+        f"{s} {a * 100:.1f}–{b * 100:.1f}%"
+        for s, (a, b) in per.items()
+        if a < lo - FRACTION_TOL or b > hi + FRACTION_TOL
+    ]
+    if wider:
+        out["note"] = (
+            "the strategies were run over different label-fraction ranges ("
+            + ", ".join(wider)
+            + f"); AULC is over the range every run covers, {lo * 100:.1f}–{hi * 100:.1f}%"
+        )
+    return out
+
+
+def _full_reference(
+    full_rows: Sequence[Mapping[str, Any]],
+    metric: str,
+    seeds: Iterable[int],
+    external: Callable[[str], float | None] | None,
+) -> dict[str, Any]:
+    """Per-seed full-data figures of ``metric`` from the ``full`` runs (the last round), else
+    the grid's external figure (see the module docstring)."""
+    per_seed: dict[int, float] = {}
+    for c in run_curves(full_rows, metric).values() if full_rows else []:
+        ok = np.isfinite(c.fraction)
+        if ok.any():
+            per_seed[c.seed] = float(c.value[ok][np.argmax(c.fraction[ok])])
+    ext = None
+    if not per_seed and external is not None:
+        ext = external(metric)
+    m, sd, n = mean_sd(per_seed.values())
+    kind = "matched" if per_seed else ("external" if ext is not None else "none")
+    return {
+        "kind": kind,
+        "per_seed": per_seed,
+        "mean": m if per_seed else (math.nan if ext is None else float(ext)),
+        "sd": sd,
+        "n": n,
+        "missing_seeds": sorted(set(seeds) - set(per_seed)) if kind == "matched" else [],
+        "external": ext,
+    }
+
+
+def _ref_for(ref: Mapping[str, Any], seed: int) -> float | None:
+    if ref["kind"] == "matched":
+        v = ref["per_seed"].get(seed)
+        return None if v is None or not math.isfinite(v) else float(v)
+    if ref["kind"] == "external":
+        return float(ref["external"])
+    return None
+
+
+def _reach(
+    runs: Mapping[str, RunCurve], ref: Mapping[str, Any], level: float, higher: bool
+) -> dict[str, Any]:
+    """Labels-to-reach of one strategy at one level (censored at each run's max budget)."""
+    per_seed: dict[int, list[float] | None] = {}
+    no_full: list[int] = []
+    max_n, max_f = -math.inf, -math.inf
+    for c in runs.values():
+        full = _ref_for(ref, c.seed)
+        if full is None:
+            no_full.append(c.seed)
+            continue
+        max_n = max(max_n, float(np.nanmax(c.n_labelled)))
+        max_f = max(max_f, float(np.nanmax(c.fraction)))
+        hit = labels_to_reach(
+            c.fraction, c.n_labelled, c.value, reach_target(full, level, higher), higher=higher
+        )
+        per_seed[c.seed] = None if hit is None else [hit[0], hit[1]]
+    got = [h for h in per_seed.values() if h is not None]
+    n_runs = len(per_seed)
+    n_med = float(np.median([h[1] if h else math.inf for h in per_seed.values()] or [math.nan]))
+    f_med = float(np.median([h[0] if h else math.inf for h in per_seed.values()] or [math.nan]))
+    all_in = n_runs > 0 and len(got) == n_runs
+    fm, fsd, _ = mean_sd(h[0] for h in got) if all_in else (math.nan, math.nan, 0)
+    nm, nsd, _ = mean_sd(h[1] for h in got) if all_in else (math.nan, math.nan, 0)
+    return {
+        "reached": len(got),
+        "runs": n_runs,
+        "per_seed": per_seed,
+        "no_full_seeds": sorted(no_full),
+        "max_budget_n": max_n if n_runs else math.nan,
+        "max_budget_fraction": max_f if n_runs else math.nan,
+        "median_censored": n_runs > 0 and not math.isfinite(n_med),
+        "median_n_labelled": n_med,
+        "median_fraction": f_med,
+        "fraction_mean": fm,
+        "fraction_sd": fsd,
+        "n_labelled_mean": nm,
+        "n_labelled_sd": nsd,
+    }
+
+
+def _no_test(n: int) -> dict[str, Any]:
+    note = f"no test possible: {n} paired seed{'s' if n != 1 else ''} (at least {MIN_TEST_SEEDS})"
+    return {"n": n, "statistic": math.nan, "p": math.nan, "note": note}
+
+
 def summarise_group(
     rows: Sequence[Mapping[str, Any]],
     *,
@@ -382,54 +831,83 @@ def summarise_group(
     order: Sequence[str] | None = None,
     reference: str | None = None,
     compare: Sequence[tuple[str, str]] = (),
+    n_boot: int = N_BOOT,
+    boot_seed: int = BOOT_SEED,
 ) -> dict[str, Any]:
     """All statistics of one (dataset, schedule) group (JSON-ready).
 
     Args:
-        rows: the group's rows (one dataset and schedule, any strategies and seeds).
+        rows: the group's rows (one dataset and schedule, any strategies and seeds, including
+            the ``full`` reference runs).
         metric: headline metric (default :func:`default_metric`).
-        full_data: ``metric -> full-data figure or None`` for labels-to-reach.
+        full_data: ``metric -> figure or None``: the grid's external full-data figure, used
+            only when the group has no ``full`` run at all (labelled unmatched).
         fractions: label fractions for the tables (default: the rounds' fractions, <= 6).
-        patient_values: ``(run_id, round, measure, class) -> {patient: value}`` for the
-            patient-paired Wilcoxon test (segmentation); None skips it.
+        patient_values: ``(run_id, round, measure, class) -> {patient: value}`` (segmentation)
+            for the patient level of the bootstrap and the tables' patient counts; None
+            bootstraps seeds only.
         order: strategy display order (e.g. the grid's); others follow in first-seen order.
-        reference: test every other strategy against this one (``comparisons``).
-        compare: further (a, b) pairs to test (``comparisons``).
+        reference: test every other strategy against this one (``comparisons``, Holm-adjusted).
+        compare: further (a, b) pairs to test (``comparisons``, Holm-adjusted among them).
+        n_boot: bootstrap resamples per confidence interval.
+        boot_seed: seed of the bootstrap generator.
 
     Returns:
         ``{"dataset", "schedule", "task", "metric", "higher_is_better", "strategies",
-        "n_seeds", "curves", "aulc", "ranking", "full_data", "labels_to_reach", "wilcoxon",
-        "reference", "comparisons",
+        "n_seeds", "units", "curves", "aulc", "aulc_range", "ranking", "full_data",
+        "labels_to_reach", "pct_of_full", "wilcoxon", "reference", "comparisons", "bootstrap",
         "table"}``; see the module docstring for the definitions.
+
+    Raises:
+        DataError: no rows, only ``full`` runs, an unknown metric, or mixed metric schemas.
     """
     rows = list(rows)
     if not rows:
         raise DataError("No finished runs to summarise.")
     dataset, schedule = rows[0]["dataset"], rows[0]["schedule"]
+    where = f"Dataset {dataset!r}, schedule {schedule!r}"
+    check_metrics_schema(rows, where)
+    full_rows = [r for r in rows if r["strategy"] == FULL]
+    rows = [r for r in rows if r["strategy"] != FULL]
+    if not rows:
+        raise DataError(f"{where} has only `{FULL}` runs: no strategy finished a run yet.")
     metric = metric or default_metric(rows)
     check_metric(rows, metric, f"dataset {dataset!r}")
     higher = higher_is_better(metric)
     tmetrics = table_metrics(rows, metric)
     seen = list(dict.fromkeys(r["strategy"] for r in rows))
-    strategies = [s for s in (order or []) if s in seen] + [
-        s for s in seen if s not in (order or [])
-    ]
+    wanted = [s for s in (order or []) if s != FULL]
+    strategies = [s for s in wanted if s in seen] + [s for s in seen if s not in wanted]
     by_strategy = {s: [r for r in rows if r["strategy"] == s] for s in strategies}
-    runs = {s: run_curves(rs, metric) for s, rs in by_strategy.items()}
+    runs_m = {m: {s: run_curves(by_strategy[s], m) for s in strategies} for m in tmetrics}
+    runs = runs_m[metric]
+    patients = _Patients(patient_values)
+    all_seeds = sorted({c.seed for rs in runs.values() for c in rs.values()})
 
     curves = {
-        m: {
-            s: learning_curve(list(run_curves(by_strategy[s], m).values()), s, m)
-            for s in strategies
-        }
+        m: {s: learning_curve(list(runs_m[m][s].values()), s, m) for s in strategies}
         for m in tmetrics
     }
 
+    span = common_range(runs)
+    lo, hi = span["lo"], span["hi"]
+
+    def aulc_w(c: RunCurve) -> np.ndarray | None:
+        if span["refused"]:
+            return None
+        ok = np.isfinite(c.value)
+        w = aulc_weights(np.where(ok, c.fraction, np.nan), lo, hi)
+        return None if w is None else np.where(ok, w, 0.0)
+
     aulcs: dict[str, Any] = {}
     for s in strategies:
-        per_seed = {c.seed: aulc(c.fraction, c.value) for c in runs[s].values()}
+        per_seed = {c.seed: float(apply_weights(aulc_w(c), c.value)) for c in runs[s].values()}
         m, sd, n = mean_sd(per_seed.values())
-        aulcs[s] = {"mean": m, "sd": sd, "n": n, "per_seed": per_seed}
+        n_pat: int | None = 0
+        for c in runs[s].values():
+            vals = patients.at(c, metric, aulc_w(c))
+            n_pat = None if vals is None or n_pat is None else n_pat + len(vals)
+        aulcs[s] = {"mean": m, "sd": sd, "n": n, "n_patients": n_pat, "per_seed": per_seed}
     ranked = sorted(
         strategies,
         key=lambda s: (
@@ -440,43 +918,44 @@ def summarise_group(
         reverse=True,
     )
 
-    full = full_data(metric) if full_data else None
+    ref = _full_reference(full_rows, metric, all_seeds, full_data)
     reach: dict[str, Any] = {}
-    if full is not None:
+    pct: dict[str, Any] = {}
+    if ref["kind"] != "none":
         for s in strategies:
-            reach[s] = {}
-            for level in REACH_LEVELS:
-                target = reach_target(full, level, higher)
-                hits = [
-                    labels_to_reach(c.fraction, c.n_labelled, c.value, target, higher=higher)
-                    for c in runs[s].values()
-                ]
-                got = [h for h in hits if h is not None]
-                fm, fsd, _ = mean_sd(h[0] for h in got)
-                nm, nsd, _ = mean_sd(h[1] for h in got)
-                reach[s][f"{round(level * 100)}"] = {
-                    "target": target,
-                    "reached": len(got),
-                    "runs": len(hits),
-                    "fraction_mean": fm,
-                    "fraction_sd": fsd,
-                    "n_labelled_mean": nm,
-                    "n_labelled_sd": nsd,
-                }
+            reach[s] = {
+                f"{round(level * 100)}": _reach(runs[s], ref, level, higher)
+                for level in REACH_LEVELS
+            }
+            vals = []
+            for c in runs[s].values():
+                full = _ref_for(ref, c.seed)
+                v = interpolate_at(c.fraction, c.value, hi) if math.isfinite(hi) else math.nan
+                if full is None or not math.isfinite(v) or (not higher and v == 0):
+                    continue
+                vals.append(100 * (v / full if higher else full / v))
+            m, sd, n = mean_sd(vals)
+            pct[s] = {"at": hi, "mean": m, "sd": sd, "n": n}
 
     fr = list(fractions) if fractions else _default_fractions(list(curves[metric].values()))
-    cells: dict[str, dict[str, list[dict[str, float]]]] = {}
+    cells: dict[str, dict[str, list[dict[str, Any]]]] = {}
     for s in strategies:
         cells[s] = {}
         for m in tmetrics:
             cols = []
             for f in fr:
-                vals = [
-                    interpolate_at(c.fraction, c.value, f)
-                    for c in run_curves(by_strategy[s], m).values()
-                ]
+                vals, n_pat = [], 0
+                for c in runs_m[m][s].values():
+                    w = interp_weights(c.fraction, f)
+                    v = apply_weights(w, c.value)
+                    vals.append(v)
+                    pv = patients.at(c, m, w)
+                    if pv is None and patients.get(c, m) is None:
+                        n_pat = None
+                    elif n_pat is not None and math.isfinite(v):
+                        n_pat += len(pv or {})
                 mu, sd, n = mean_sd(vals)
-                cols.append({"mean": mu, "sd": sd, "n": n})
+                cols.append({"mean": mu, "sd": sd, "n": n, "n_patients": n_pat})
             cells[s][m] = cols
     best: dict[str, list[list[str]]] = {}
     for m in tmetrics:
@@ -485,46 +964,78 @@ def summarise_group(
             for j in range(len(fr))
         ]
 
-    def pair(a: str, b: str) -> dict[str, Any]:
-        seeds = sorted(set(aulcs[a]["per_seed"]) & set(aulcs[b]["per_seed"]))
-        out: dict[str, Any] = {
+    plans: dict[Any, tuple[np.ndarray, np.ndarray]] = {}
+
+    def quantity(a: str, b: str, weights: Callable[[RunCurve], np.ndarray | None]) -> dict:
+        ra = {c.seed: c for c in runs[a].values()}
+        rb = {c.seed: c for c in runs[b].values()}
+        used, xa, xb, diffs = [], [], [], []
+        for k in sorted(set(ra) & set(rb)):
+            wa, wb = weights(ra[k]), weights(rb[k])
+            va, vb = apply_weights(wa, ra[k].value), apply_weights(wb, rb[k].value)
+            if not (math.isfinite(va) and math.isfinite(vb)):
+                continue
+            used.append(k)
+            xa.append(va)
+            xb.append(vb)
+            pa, pb = patients.at(ra[k], metric, wa), patients.at(rb[k], metric, wb)
+            common = sorted(set(pa) & set(pb)) if pa is not None and pb is not None else []
+            diffs.append(np.array([pa[p] - pb[p] for p in common]) if common else None)
+        n = len(used)
+        d = np.array(xa) - np.array(xb)
+        nested = n > 0 and all(x is not None for x in diffs)
+        per_seed = diffs if nested else [np.array([x]) for x in d]
+        ci = (
+            hierarchical_bootstrap(per_seed, n_boot=n_boot, seed=boot_seed, plans=plans)
+            if n >= MIN_TEST_SEEDS
+            else None
+        )
+        enough = n >= MIN_TEST_SEEDS
+        return {
+            "n": n,
+            "seeds": used,
+            "delta": float(d.mean()) if n else math.nan,
+            "ci": list(ci) if ci else [math.nan, math.nan],
+            "resampled": "seeds, then patients within seeds" if nested else "seeds",
+            "n_patients": int(sum(len(x) for x in diffs)) if nested else None,
+            "wilcoxon": wilcoxon_test(xa, xb) if enough else _no_test(n),
+            "ttest": paired_t_test(xa, xb) if enough else _no_test(n),
+        }
+
+    def pair(a: str, b: str, family: str) -> dict[str, Any]:
+        at_f = [
+            {"fraction": f, **quantity(a, b, lambda c, f=f: interp_weights(c.fraction, f))}
+            for f in fr
+        ]
+        q_aulc = quantity(a, b, aulc_w)
+        return {
             "a": a,
             "b": b,
             "metric": metric,
-            "aulc_diff": aulcs[a]["mean"] - aulcs[b]["mean"],
-            "by_seed_aulc": {
-                **wilcoxon_test(
-                    [aulcs[a]["per_seed"][k] for k in seeds],
-                    [aulcs[b]["per_seed"][k] for k in seeds],
-                ),
-                "seeds": seeds,
-            },
-            "by_seed_at_fraction": [],
-            "by_patient": [],
+            "family": family,
+            "aulc_diff": q_aulc["delta"],
+            "aulc": q_aulc,
+            "at_fraction": at_f,
         }
-        for j, f in enumerate(fr):
-            va = {c.seed: interpolate_at(c.fraction, c.value, f) for c in runs[a].values()}
-            vb = {c.seed: interpolate_at(c.fraction, c.value, f) for c in runs[b].values()}
-            common = sorted(set(va) & set(vb))
-            out["by_seed_at_fraction"].append(
-                {"fraction": f, **wilcoxon_test([va[k] for k in common], [vb[k] for k in common])}
-            )
-            pm = _patient_measure(metric)
-            if patient_values is not None and pm is not None:
-                pa = _patients_at(runs[a], f, pm, patient_values)
-                pb = _patients_at(runs[b], f, pm, patient_values)
-                pairs = _patient_pairs(pa, pb)
-                if pairs:
-                    res = wilcoxon_test([p[0] for p in pairs], [p[1] for p in pairs])
-                    out["by_patient"].append({"fraction": f, "column": j, **res})
-        return out
 
-    wil: dict[str, Any] = pair(ranked[0], ranked[1]) if len(ranked) >= 2 else {}
-    pairs_wanted = [
-        (s, reference) for s in strategies if reference in strategies and s != reference
-    ]
-    pairs_wanted += [(a, b) for a, b in compare if a in strategies and b in strategies]
-    comparisons = [pair(a, b) for a, b in dict.fromkeys(pairs_wanted)]
+    finite_ranked = [s for s in ranked if math.isfinite(aulcs[s]["mean"])]
+    wil: dict[str, Any] = (
+        pair(finite_ranked[0], finite_ranked[1], "post hoc") if len(finite_ranked) >= 2 else {}
+    )
+    ref_pairs = [(s, reference) for s in strategies if reference in strategies and s != reference]
+    extra = [(a, b) for a, b in compare if a in strategies and b in strategies]
+    extra = [p for p in dict.fromkeys(extra) if p not in ref_pairs]
+    comparisons = [pair(a, b, "reference") for a, b in ref_pairs]
+    comparisons += [pair(a, b, "compare") for a, b in extra]
+    for family in ("reference", "compare"):
+        _holm_family([c for c in comparisons if c["family"] == family])
+
+    units_pat: dict[int, int] = {}
+    for rs in runs.values():
+        for c in rs.values():
+            got = patients.get(c, metric)
+            if got is not None and c.seed not in units_pat:
+                units_pat[c.seed] = int(np.isfinite(got[1]).any(axis=1).sum())
     return {
         "dataset": dataset,
         "schedule": schedule,
@@ -533,49 +1044,35 @@ def summarise_group(
         "higher_is_better": higher,
         "strategies": strategies,
         "n_seeds": {s: len(runs[s]) for s in strategies},
+        "units": {"seeds": all_seeds, "patients_per_seed": units_pat},
         "curves": {m: {s: c.as_dict() for s, c in cs.items()} for m, cs in curves.items()},
         "aulc": aulcs,
+        "aulc_range": span,
         "ranking": ranked,
-        "full_data": full,
+        "full_data": ref,
         "labels_to_reach": reach,
+        "pct_of_full": pct,
         "wilcoxon": wil,
         "reference": reference if reference in strategies else None,
         "comparisons": comparisons,
+        "bootstrap": {"n_boot": n_boot, "seed": boot_seed, "level": CI_LEVEL},
         "table": {"fractions": fr, "metrics": tmetrics, "cells": cells, "best": best},
     }
 
 
-def _patients_at(
-    runs: Mapping[str, RunCurve], f: float, pm: tuple[str, str], patient_values: PatientValues
-) -> dict[int, Mapping[str, float]]:
-    """Per seed, the per-patient values of the round nearest fraction ``f``."""
-    out = {}
-    for c in runs.values():
-        if len(c.fraction) == 0:
-            continue
-        i = int(np.argmin(np.abs(c.fraction - f)))
-        if abs(c.fraction[i] - f) > FRACTION_TOL + 0.05:
-            continue
-        vals = patient_values(c.run_id, int(c.round[i]), pm[0], pm[1])
-        if vals:
-            out[c.seed] = vals
-    return out
-
-
-def _patient_pairs(
-    pa: Mapping[int, Mapping[str, float]], pb: Mapping[int, Mapping[str, float]]
-) -> list[tuple[float, float]]:
-    """One pair per patient: its values averaged over the seeds where both have it."""
-    acc: dict[str, list[tuple[float, float]]] = defaultdict(list)
-    for seed in set(pa) & set(pb):
-        for pid in set(pa[seed]) & set(pb[seed]):
-            x, y = pa[seed][pid], pb[seed][pid]
-            if math.isfinite(x) and math.isfinite(y):
-                acc[pid].append((x, y))
-    return [
-        (float(np.mean([p[0] for p in v])), float(np.mean([p[1] for p in v])))
-        for _, v in sorted(acc.items())
+def _holm_family(comps: Sequence[dict[str, Any]]) -> None:
+    """Add ``p_holm`` to every test of ``comps``, adjusted across the comparisons per column."""
+    if not comps:
+        return
+    columns = [lambda c: c["aulc"]] + [
+        (lambda c, j=j: c["at_fraction"][j]) for j in range(len(comps[0]["at_fraction"]))
     ]
+    for col in columns:
+        for test in ("wilcoxon", "ttest"):
+            adj = holm([col(c)[test]["p"] for c in comps])
+            for c, p in zip(comps, adj, strict=True):
+                col(c)[test]["p_holm"] = float(p)
+                col(c)[test]["holm_m"] = int(np.isfinite(adj).sum())
 
 
 def best_of(means: Mapping[str, float], higher: bool) -> list[str]:
@@ -620,9 +1117,42 @@ def metric_label(metric: str) -> str:
     return _metric_label(metric)
 
 
+def _pct(f: float) -> str:
+    """A label fraction as a percentage, with a decimal only where it matters."""
+    return f"{f * 100:.0f}%" if abs(f * 100 - round(f * 100)) < 0.05 else f"{f * 100:.1f}%"
+
+
+def aulc_header(summary: Mapping[str, Any]) -> str:
+    """The AULC column's header, with its common fraction range (or why there is none)."""
+    span = summary["aulc_range"]
+    if span["refused"]:
+        return "AULC (none: see note)"
+    return f"AULC {_pct(span['lo'])}–{_pct(span['hi'])}"
+
+
+def _n_note(n: int, n_max: int, n_pat: int | None, pat_max: int | None) -> str:
+    if n < n_max:
+        return f" (n={n} runs)"
+    if n_pat is not None and pat_max is not None and n_pat < pat_max:
+        return f" (n={n_pat} patients)"
+    return ""
+
+
+def table_units(summary: Mapping[str, Any], metric: str) -> tuple[int, int | None]:
+    """The most runs and patient values any cell of ``metric``'s table averages."""
+    t = summary["table"]
+    cells = [c for s in summary["strategies"] for c in t["cells"][s][metric]]
+    if metric == summary["metric"]:
+        cells += [summary["aulc"][s] for s in summary["strategies"]]
+    n_max = max((c["n"] for c in cells), default=0)
+    pats = [c["n_patients"] for c in cells if c.get("n_patients") is not None]
+    return n_max, (max(pats) if pats else None)
+
+
 def markdown_table(summary: Mapping[str, Any], metric: str | None = None) -> str:
     """One table in the papers' style: strategies x label %, mean ± SD over seeds, the best mean
-    per column in bold; the headline metric's table also has the AULC column.
+    per column in bold, a cell over fewer runs or patients than the others with its n; the
+    headline metric's table also has the AULC column (its fraction range in the header).
 
     Args:
         summary: one group of :func:`summarise_group`.
@@ -632,9 +1162,9 @@ def markdown_table(summary: Mapping[str, Any], metric: str | None = None) -> str
     metric = metric or summary["metric"]
     fr = t["fractions"]
     headline = metric == summary["metric"]
-    head = ["Strategy"] + [f"{f * 100:.0f}% labelled" for f in fr]
+    head = ["Strategy"] + [f"{_pct(f)} labelled" for f in fr]
     if headline:
-        head.append("AULC")
+        head.append(aulc_header(summary))
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     aulcs = summary["aulc"]
     best_aulc = best_of(
@@ -642,6 +1172,7 @@ def markdown_table(summary: Mapping[str, Any], metric: str | None = None) -> str
     )
     digits = _digits(metric)
     strategies = summary["strategies"]
+    n_max, pat_max = table_units(summary, metric)
     bold_cols = [
         _shown_ties({s: t["cells"][s][metric][j]["mean"] for s in strategies}, best, digits)
         for j, best in enumerate(t["best"][metric])
@@ -651,12 +1182,36 @@ def markdown_table(summary: Mapping[str, Any], metric: str | None = None) -> str
         cells = [s]
         for j, c in enumerate(t["cells"][s][metric]):
             txt = _fmt(c["mean"], c["sd"], digits)
-            cells.append(f"**{txt}**" if s in bold_cols[j] else txt)
+            txt = f"**{txt}**" if s in bold_cols[j] else txt
+            if math.isfinite(c["mean"]):
+                txt += _n_note(c["n"], n_max, c.get("n_patients"), pat_max)
+            cells.append(txt)
         if headline:
-            txt = _fmt(aulcs[s]["mean"], aulcs[s]["sd"], digits)
-            cells.append(f"**{txt}**" if s in bold_aulc else txt)
+            a = aulcs[s]
+            txt = _fmt(a["mean"], a["sd"], digits)
+            txt = f"**{txt}**" if s in bold_aulc else txt
+            if math.isfinite(a["mean"]):
+                txt += _n_note(a["n"], n_max, a.get("n_patients"), pat_max)
+            cells.append(txt)
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def table_caption(summary: Mapping[str, Any], metric: str) -> str:
+    """What a table's cells average over (runs and patients) and the AULC range note."""
+    n_max, pat_max = table_units(summary, metric)
+    text = f"Mean ± SD over n = {n_max} runs (seeds) per cell"
+    if pat_max is not None:
+        text += (
+            f", each run's value the mean over its test patients ({pat_max} patient values in "
+            "the fullest cell)"
+        )
+    text += "; a cell over fewer shows its n. Best mean per column in bold."
+    span = summary["aulc_range"]
+    if metric == summary["metric"] and (span["refused"] or span["note"]):
+        text += " AULC: " + (f"not computed, {span['refused']}." if span["refused"] else "")
+        text += f"{span['note']}." if span["note"] else ""
+    return text
 
 
 def _shown_ties(means: Mapping[str, float], best: Sequence[str], digits: int) -> set[str]:
@@ -668,104 +1223,206 @@ def _shown_ties(means: Mapping[str, float], best: Sequence[str], digits: int) ->
     }
 
 
+def _seeds_text(seeds: Sequence[int]) -> str:
+    return f"seed{'s' if len(seeds) > 1 else ''} {', '.join(str(k) for k in seeds)}"
+
+
+def reference_text(summary: Mapping[str, Any]) -> str:
+    """One line on the group's full-data reference: matched per seed, external, or none."""
+    ref = summary["full_data"]
+    digits = _digits(summary["metric"])
+    if ref["kind"] == "matched":
+        text = (
+            f"Full-data reference: each seed's own `{FULL}` run (same split, network and "
+            f"recipe), {_fmt(ref['mean'], ref['sd'], digits)} over n = {ref['n']} seeds"
+        )
+        if ref["missing_seeds"]:
+            text += f"; no full run for {_seeds_text(ref['missing_seeds'])}"
+        return text + "."
+    if ref["kind"] == "external":
+        return (
+            f"Full-data reference: {ref['external']:.4g}, external, unmatched reference (the "
+            f"grid's `full_data` figure, not a `{FULL}` run of these seeds: it may use another "
+            "network or split, so the percentages below are indicative only)."
+        )
+    return (
+        f"No full-data reference: the grid has no `{FULL}` runs for this group (set "
+        '`"full": true` in the grid) and no `full_data` figure.'
+    )
+
+
+def _reach_cell(r: Mapping[str, Any]) -> str:
+    if r["runs"] == 0:
+        return "no full run for " + _seeds_text(r["no_full_seeds"])
+    cap = f"{r['max_budget_n']:.0f} images (max budget)"
+    k, n = r["reached"], r["runs"]
+    if k == n:
+        txt = (
+            f"{_fmt(r['n_labelled_mean'], r['n_labelled_sd'], 0)} images "
+            f"({_fmt(r['fraction_mean'] * 100, r['fraction_sd'] * 100, 1)}%), {k}/{n} runs"
+        )
+    elif k == 0:
+        txt = f"0/{n} reached (all > {r['max_budget_n']:.0f} images, the max budget)"
+    elif r["median_censored"]:
+        txt = f"{k}/{n} reached; median > {cap}"
+    else:
+        txt = (
+            f"{k}/{n} reached; median {r['median_n_labelled']:.0f} images "
+            f"({r['median_fraction'] * 100:.1f}%), {n - k} run{'s' if n - k > 1 else ''} > {cap}"
+        )
+    if r["no_full_seeds"]:
+        txt += "; no full run for " + _seeds_text(r["no_full_seeds"])
+    return txt
+
+
 def markdown_reach(summary: Mapping[str, Any]) -> str:
-    """Labels needed to reach 90/95/99% of the full-data figure, as a markdown table."""
-    if summary["full_data"] is None:
-        return "_No full-data figure given in the grid config (`full_data`)._"
+    """Labels needed to reach 90/95/99% of each seed's full-data figure, and the value at the
+    end of the common range as % of full data, as a markdown table with a "full data" row."""
+    ref = summary["full_data"]
+    if ref["kind"] == "none":
+        return "_" + reference_text(summary) + "_"
     levels = [f"{round(x * 100)}" for x in REACH_LEVELS]
-    head = ["Strategy"] + [f"{lv}% of full data" for lv in levels]
+    hi = summary["aulc_range"]["hi"]
+    at = f"{_pct(hi)} labelled" if math.isfinite(hi) else "the last common fraction"
+    head = ["Strategy"] + [f"{lv}% of full data" for lv in levels] + [f"% of full data at {at}"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for s in summary["strategies"]:
-        cells = [s]
-        for lv in levels:
-            r = summary["labels_to_reach"][s][lv]
-            if r["reached"] == 0:
-                cells.append("not reached")
-                continue
-            txt = (
-                f"{_fmt(r['n_labelled_mean'], r['n_labelled_sd'], 0)} images "
-                f"({_fmt(r['fraction_mean'] * 100, r['fraction_sd'] * 100, 1)}%)"
-            )
-            if r["reached"] < r["runs"]:
-                txt += f", {r['reached']}/{r['runs']} seeds"
-            cells.append(txt)
+        cells = [s] + [_reach_cell(summary["labels_to_reach"][s][lv]) for lv in levels]
+        p = summary["pct_of_full"][s]
+        cells.append(f"{_fmt(p['mean'], p['sd'], 1)}% (n={p['n']})" if p["n"] else "–")
         lines.append("| " + " | ".join(cells) + " |")
+    digits = _digits(summary["metric"])
+    if ref["kind"] == "matched":
+        full = f"{_fmt(ref['mean'], ref['sd'], digits)} (n={ref['n']} runs, 100% labelled)"
+    else:
+        full = f"{ref['external']:.4g} (external, unmatched reference)"
+    lines.append("| full data | " + " | ".join([full] + ["–"] * len(levels)) + " |")
     return "\n".join(lines)
 
 
-def _g(x: float) -> str:
-    return f"{x:.4g}" if math.isfinite(x) else "–"
+def _signed(x: float, digits: int) -> str:
+    return f"{x:+.{digits}f}" if math.isfinite(x) else "–"
 
 
 def _p(p: float) -> str:
     return "–" if not math.isfinite(p) else (f"{p:.2g}" if p >= 1e-3 else f"{p:.1e}")
 
 
+def _test_cell(t: Mapping[str, Any], holm_adj: bool) -> str:
+    if not math.isfinite(t["p"]):
+        return t.get("note") or "–"
+    txt = _p(t["p"])
+    if holm_adj and "p_holm" in t:
+        txt += f" (Holm {_p(t['p_holm'])})"
+    if t.get("note"):
+        txt += f"; {t['note']}"
+    return txt
+
+
+def _quantity_rows(
+    comp: Mapping[str, Any], summary: Mapping[str, Any], holm_adj: bool
+) -> list[str]:
+    rows = []
+    digits = _digits(comp["metric"]) + 1
+    quantities = [(aulc_header(summary), comp["aulc"])] + [
+        (f"at {_pct(q['fraction'])}", q) for q in comp["at_fraction"]
+    ]
+    for label, q in quantities:
+        lo, hi = q["ci"]
+        ci = f"[{lo:.{digits}f}, {hi:.{digits}f}]" if math.isfinite(lo) else "–"
+        n = f"{q['n']}" + (f" ({q['n_patients']} pt)" if q.get("n_patients") else "")
+        rows.append(
+            f"| {comp['a']} vs {comp['b']} | {label} | {n} | {_signed(q['delta'], digits)} | {ci} | "
+            f"{_test_cell(q['wilcoxon'], holm_adj)} | {_test_cell(q['ttest'], holm_adj)} |"
+        )
+    return rows
+
+
+_TEST_HEAD = [
+    "| a vs b | quantity | n seeds | Δ (a − b) | 95% CI | Wilcoxon p | paired t p |",
+    "|---|---|---|---|---|---|---|",
+]
+
+
+def pairing_text(summary: Mapping[str, Any]) -> str:
+    """What the tests and intervals pair and resample, and how many units there were."""
+    u = summary["units"]
+    seeds = u["seeds"]
+    pats = sorted(u["patients_per_seed"].values())
+    b = summary["bootstrap"]
+    text = (
+        f"Unit of replication: the run (seed). Tests pair the runs of two strategies by seed "
+        f"(n = {len(seeds)} seeds in this group; a pair uses the seeds both finished): Wilcoxon "
+        f"signed-rank and paired t-test, two-sided, on the per-seed AULC and the per-seed value "
+        f"at each label percentage (the very value of the table cell)."
+    )
+    if len(seeds) < MIN_TEST_SEEDS:
+        text += f" With fewer than {MIN_TEST_SEEDS} seeds no test is possible."
+    elif len(seeds) <= 5:
+        text += (
+            f" With {len(seeds)} seeds the smallest possible Wilcoxon p is "
+            f"{2 / 2 ** len(seeds):.3g}."
+        )
+    text += (
+        f" 95% CIs of Δ: hierarchical bootstrap ({b['n_boot']} resamples, seed {b['seed']}): "
+        "seeds resampled, then "
+    )
+    if pats:
+        rng = f"{pats[0]}" if pats[0] == pats[-1] else f"{pats[0]}–{pats[-1]}"
+        text += (
+            f"the test patients within each seed ({rng} per seed, shared by every strategy of "
+            "a seed), paired."
+        )
+    else:
+        text += "nothing within seeds (this metric has no per-patient values)."
+    return text + (
+        " Patients are nested in runs and are never the unit of a test. With few seeds the "
+        "percentile interval treats the observed seeds as the whole population and is narrower "
+        "than the seed-level tests imply: an interval that excludes 0 is not a significant test."
+    )
+
+
 def markdown_comparisons(summary: Mapping[str, Any]) -> str:
-    """One row per tested pair: AULC difference and p over seeds, and per table fraction the
-    difference of the means with the patient-paired p (or the seed-paired one without patient
-    values)."""
+    """One row per tested pair and quantity (AULC, each table label %): n seeds, Δ = a − b of
+    the per-seed values, its 95% hierarchical-bootstrap CI, and the seed-paired Wilcoxon and
+    t-test p-values with their Holm adjustment across the family (all strategies vs the
+    reference; the extra ``compare`` pairs are a family of their own)."""
     comps = summary.get("comparisons") or []
     if not comps:
         return ""
-    fr = summary["table"]["fractions"]
-    head = (
-        "| a vs b | Δ AULC (p, seeds) | "
-        + " | ".join(f"Δ at {f * 100:.0f}% (p)" for f in fr)
-        + " |"
+    n_ref = sum(c["family"] == "reference" for c in comps)
+    seeds = len(summary["units"]["seeds"])
+    within = (
+        "seeds, then test patients within seeds"
+        if summary["units"]["patients_per_seed"]
+        else "seeds only: this metric has no per-patient values"
     )
-    if any(c.get("by_patient") for c in comps):
-        pairs = (
-            "test patients (per-patient values averaged over the seeds where both have the patient)"
-        )
-    else:
-        pairs = "seeds (no per-patient values for this metric)"
     lines = [
-        "Two-sided Wilcoxon signed-rank tests; Δ = a − b of the means. Seeds: paired by seed "
-        "(with 5 seeds the smallest possible p is 0.0625); at a label percentage the pairs are "
-        f"{pairs}.",
+        f"Paired by seed (n = {seeds} seeds; Δ = a − b of the per-seed values); two-sided "
+        f"Wilcoxon signed-rank and paired t-test; 95% CI by hierarchical bootstrap ({within}). "
+        f"Holm: across the {n_ref} strategies compared with "
+        f"{summary.get('reference')}, per row kind and per test"
+        + (" (the further pairs: among themselves)." if n_ref < len(comps) else "."),
         "",
-        head,
-        "|---|---|" + "---|" * len(fr),
+        *_TEST_HEAD,
     ]
     for c in comps:
-        cells = []
-        by_pat = {r["column"]: r for r in c.get("by_patient", [])}
-        for j, r in enumerate(c["by_seed_at_fraction"]):
-            ma = summary["table"]["cells"][c["a"]][summary["metric"]][j]["mean"]
-            mb = summary["table"]["cells"][c["b"]][summary["metric"]][j]["mean"]
-            test = by_pat.get(j, r)
-            cells.append(f"{_g(ma - mb)} ({_p(test['p'])})")
-        lines.append(
-            f"| {c['a']} vs {c['b']} | {_g(c['aulc_diff'])} ({_p(c['by_seed_aulc']['p'])}) | "
-            + " | ".join(cells)
-            + " |"
-        )
+        lines += _quantity_rows(c, summary, holm_adj=True)
     return "\n".join(lines)
 
 
 def markdown_wilcoxon(summary: Mapping[str, Any]) -> str:
-    """The Wilcoxon tests of the group's top two strategies, as a markdown table."""
+    """Seed-paired tests (Wilcoxon and t) of the group's top two strategies by mean AULC, with
+    CIs; post hoc: the pair is chosen by the data, so the p-values are not confirmatory."""
     w = summary["wilcoxon"]
     if not w:
-        return "_Only one strategy: nothing to test._"
+        return "_Fewer than two strategies with an AULC: nothing to test._"
     lines = [
-        f"Top two by mean AULC: **{w['a']}** vs **{w['b']}** ({_metric_label(w['metric'])}).",
+        f"Top two by mean AULC: **{w['a']}** vs **{w['b']}** ({_metric_label(w['metric'])}). "
+        "Post hoc: chosen because they rank first and second, so the p-values are descriptive "
+        "(not adjusted for that choice); pairing and intervals as for the comparisons.",
         "",
-        "| Pairing | Label % | n pairs | median diff (a − b) | W | p (two-sided) |",
-        "|---|---|---|---|---|---|",
+        *_TEST_HEAD,
+        *_quantity_rows(w, summary, holm_adj=False),
     ]
-
-    def row(kind: str, f: str, r: Mapping[str, Any]) -> str:
-        note = f" ({r['note']})" if r.get("note") else ""
-        return (
-            f"| {kind} | {f} | {r['n']} | {_g(r['median_diff'])} | {_g(r['statistic'])} | "
-            f"{_p(r['p'])}{note} |"
-        )
-
-    lines.append(row("seeds (AULC)", "all", w["by_seed_aulc"]))
-    for r in w["by_seed_at_fraction"]:
-        lines.append(row("seeds", f"{r['fraction'] * 100:.0f}%", r))
-    for r in w["by_patient"]:
-        lines.append(row("patients", f"{r['fraction'] * 100:.0f}%", r))
     return "\n".join(lines)

@@ -19,8 +19,9 @@ setups); on a Ray cluster the store must be on a filesystem every node shares.
 
 ``collect(DIR)`` flattens the finished runs into rows (a list of dicts; no pandas): one row per
 run and round, with the run's axes, ``round``, ``n_labelled``, ``fraction``, ``val_score``,
-``collapsed`` and every numeric headline test metric (``{"mean", ...}`` dicts contribute their
-mean).
+``collapsed``, ``metrics_schema`` (of the round record, else of ``round_XX/record.json``; 1 when
+neither has one) and every numeric headline test metric (``{"mean", ...}`` dicts contribute
+their mean).
 """
 
 from __future__ import annotations
@@ -59,6 +60,7 @@ ROW_KEYS = (
     "fraction",
     "val_score",
     "collapsed",
+    "metrics_schema",
 )
 
 
@@ -403,6 +405,16 @@ def infer_task(test: Mapping[str, Any]) -> str:
     return "reg"
 
 
+def _metrics_schema(store: ResultsStore, run_id: str, rec: Mapping[str, Any]) -> int:
+    """The metric conventions of a round: its record's ``metrics_schema``, else that of its
+    ``round_XX/record.json``; 1 (before HD95 penalties for empty predictions) if neither has it."""
+    if rec.get("metrics_schema") is None:
+        rdir = round_dir(store.run_dir(run_id), int(rec["round"]))
+        if rdir is not None and (rdir / "record.json").is_file():
+            rec = _read_json(rdir / "record.json")
+    return int(rec.get("metrics_schema") or 1)
+
+
 def collect(root: str | os.PathLike, *, all_runs: bool = False) -> list[dict[str, Any]]:
     """Flatten the finished runs of a results directory into rows (see the module docstring).
 
@@ -436,6 +448,7 @@ def collect(root: str | os.PathLike, *, all_runs: bool = False) -> list[dict[str
                 "fraction": float(rec["fraction"]),
                 "val_score": _number(rec.get("val_score")),
                 "collapsed": bool(rec.get("collapsed", False)),
+                "metrics_schema": _metrics_schema(store, run_id, rec),
             }
             for k, v in test.items():
                 num = _number(v)
