@@ -78,6 +78,7 @@ from activesynth.oracles import ORACLES, Oracle, make_oracle
 from activesynth.pool import Pool
 from activesynth.registry import check_option, did_you_mean
 from activesynth.strategies import STRATEGIES, BudgetError, Query, QueryContext, make_strategy
+from activesynth.strategies.base import strategy_model_options
 from activesynth.train import TrainConfig, fit, load_checkpoint, model_config_for, seed_for
 from activesynth.utils import atomic_write, atomic_write_json, progress_enabled
 
@@ -631,7 +632,9 @@ class _Run:
         self.extras = truth_extras(self.pool_data, cfg.task)
         self.oracle: Oracle = make_oracle(cfg.oracle, self.pool_data, cfg.task)
         self.strategy = make_strategy(cfg.strategy, **cfg.strategy_params)
-        self.model_cfg = cfg.model_config(data)
+        # the strategy's needs of the task model (learning-loss: its jointly trained module)
+        self.model_options = strategy_model_options(self.strategy)
+        self.model_cfg = replace(cfg.model_config(data), **self.model_options)
         build_model(self.model_cfg)  # bad channels/dropout fail now, not after the first round
         if self.state is None:
             self.state = {
@@ -749,6 +752,7 @@ class _Run:
                 "steps": res.steps,
                 "seed": tcfg.seed,
                 "warm_start": init_state is not None,
+                "model_options": self.model_options,
                 "seconds": res.seconds,
                 "eval_seconds": time.perf_counter() - t0,
             },
@@ -792,6 +796,8 @@ class _Run:
             batch_size=cfg.inference_batch_size,
             fit=aux_fit,
             round=r + 1,
+            budgets=tuple(self.budgets),
+            seed=cfg.seed,
             extras={
                 **self.extras,
                 "manifold_cache": manifold_cache(self.out),
