@@ -47,9 +47,13 @@ uninterrupted run take the same code path and end with the same history (ids, sc
 only the ``*seconds`` timing fields differ). A different config in an existing ``out_dir`` is a
 :class:`ConfigError`.
 
+Strategy model options: a strategy's ``model_options()`` (``strategies.base.
+strategy_model_options``; e.g. ``learning-loss``'s jointly trained loss-prediction module) are
+applied to every round's ModelConfig and recorded as ``record["train"]["model_options"]``. The
+query context also carries the schedule's ``budgets`` and the run ``seed`` (one-shot ``clsmc``).
+
 Cut for now (later issues): pools holding synthetic items, oracles answering asynchronously
-(people through the annotation service), and per-strategy model options (e.g. a variance or
-loss-prediction head) beyond what a strategy trains itself through ``QueryContext.fit``.
+(people through the annotation service).
 """
 
 from __future__ import annotations
