@@ -117,7 +117,8 @@ class ModelConfig:
         if lp is not None and (self.task == "reg" or self.aleatoric):
             raise ConfigError(
                 "loss_prediction (learning loss) supports seg and cls models without the "
-                f"aleatoric head; got task={self.task!r}, aleatoric={self.aleatoric}."
+                f"aleatoric head; got task={self.task!r}, aleatoric={self.aleatoric}. Set "
+                "aleatoric to false, or use learning-loss with mode='separate'."
             )
 
     def as_dict(self) -> dict[str, Any]:

@@ -229,8 +229,9 @@ class JointLossPrediction:
     Per step: total loss = task loss + ``weight`` * ``ranking_loss(predicted, target, margin)``
     where the target is the detached per-item task loss (``task_loss_per_item``) and, from step
     ``detach_step = round(detach_after * max_steps)`` on, the module reads detached features (the
-    paper stops this gradient at epoch 120 of 200). Stateless: everything is a function of the
-    step, so a resumed ``fit`` continues exactly.
+    paper stops this gradient at epoch 120 of 200). The share is of ``max_steps``: when early
+    stopping ends a run sooner, the stop may never come. Stateless: everything is a function of
+    the step, so a resumed ``fit`` continues exactly.
 
     Args:
         model: the task model (with ``attach_loss_predictor``).
