@@ -180,7 +180,7 @@ def _joint_cfg(data, task: str, **lp):
 
 
 def test_task_loss_per_item_is_the_training_loss_item_by_item() -> None:
-    data = discs(8, 32)
+    data = discs(12, 32)
     x = to_float_batch(data.images)
     for task in ("seg", "cls"):
         cfg = _cfg(task, 1)
@@ -192,7 +192,7 @@ def test_task_loss_per_item_is_the_training_loss_item_by_item() -> None:
             y = torch.from_numpy(data.labels.astype(np.int64))
         loss_fn = make_loss(cfg, data)
         per = task_loss_per_item(logits, y, task, cfg.loss, weight=getattr(loss_fn, "weight", None))
-        assert per.shape == (8,)
+        assert per.shape == (12,)
         if task == "seg":  # Dice+CE per image; the batch mean is the training loss
             assert per.mean().item() == pytest.approx(loss_fn(logits, y).item(), rel=1e-5)
         else:  # the weighted mean of the weighted items is the training loss
@@ -203,7 +203,7 @@ def test_task_loss_per_item_is_the_training_loss_item_by_item() -> None:
 
 
 def test_model_config_attaches_the_module_and_keeps_the_task_initialisation() -> None:
-    data = discs(8, 32)
+    data = discs(12, 32)
     plain, joint = tiny_model_config(data, "seg"), _joint_cfg(data, "seg")
     torch.manual_seed(1)
     a = build_model(plain)
@@ -227,7 +227,7 @@ def test_model_config_attaches_the_module_and_keeps_the_task_initialisation() ->
 def test_fit_trains_the_module_jointly_and_its_ranking_loss_falls(tmp_path) -> None:
     # toy problem: discs of varied size; the module must learn to rank the items by the
     # segmenter's own per-image training loss (Dice+CE)
-    data = discs(32, 32)
+    data = discs(36, 32)
     mcfg = _joint_cfg(data, "seg", hidden=16)
     cfg = replace(_cfg("seg", 60), eval_every=10, lr=3e-3)
     y = torch.from_numpy(data.masks.astype(np.int64))[:, None]
@@ -257,7 +257,7 @@ def test_fit_trains_the_module_jointly_and_its_ranking_loss_falls(tmp_path) -> N
 
 @pytest.mark.parametrize("share", [0.6, 0.25])
 def test_feature_gradient_stops_at_the_configured_share(share: float) -> None:
-    data = discs(8, 32)
+    data = discs(12, 32)
     mcfg = _joint_cfg(data, "seg", detach_after=share)
     cfg = replace(_cfg("seg", 20), eval_every=1)
     res = fit(data, None, cfg, mcfg, quiet=True)
