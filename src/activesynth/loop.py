@@ -47,9 +47,13 @@ uninterrupted run take the same code path and end with the same history (ids, sc
 only the ``*seconds`` timing fields differ). A different config in an existing ``out_dir`` is a
 :class:`ConfigError`.
 
+Strategy model options: a strategy's ``model_options()`` (``strategies.base.
+strategy_model_options``; e.g. ``learning-loss``'s jointly trained loss-prediction module) are
+applied to every round's ModelConfig and recorded as ``record["train"]["model_options"]``. The
+query context also carries the schedule's ``budgets`` and the run ``seed`` (one-shot ``clsmc``).
+
 Cut for now (later issues): pools holding synthetic items, oracles answering asynchronously
-(people through the annotation service), and per-strategy model options (e.g. a variance or
-loss-prediction head) beyond what a strategy trains itself through ``QueryContext.fit``.
+(people through the annotation service).
 """
 
 from __future__ import annotations
@@ -78,6 +82,7 @@ from activesynth.oracles import ORACLES, Oracle, make_oracle
 from activesynth.pool import Pool
 from activesynth.registry import check_option, did_you_mean
 from activesynth.strategies import STRATEGIES, BudgetError, Query, QueryContext, make_strategy
+from activesynth.strategies.base import strategy_model_options
 from activesynth.train import TrainConfig, fit, load_checkpoint, model_config_for, seed_for
 from activesynth.utils import atomic_write, atomic_write_json, progress_enabled
 
@@ -631,7 +636,9 @@ class _Run:
         self.extras = truth_extras(self.pool_data, cfg.task)
         self.oracle: Oracle = make_oracle(cfg.oracle, self.pool_data, cfg.task)
         self.strategy = make_strategy(cfg.strategy, **cfg.strategy_params)
-        self.model_cfg = cfg.model_config(data)
+        # the strategy's needs of the task model (learning-loss: its jointly trained module)
+        self.model_options = strategy_model_options(self.strategy)
+        self.model_cfg = replace(cfg.model_config(data), **self.model_options)
         build_model(self.model_cfg)  # bad channels/dropout fail now, not after the first round
         if self.state is None:
             self.state = {
@@ -750,6 +757,7 @@ class _Run:
                 "steps": res.steps,
                 "seed": tcfg.seed,
                 "warm_start": init_state is not None,
+                "model_options": self.model_options,
                 "seconds": res.seconds,
                 "eval_seconds": time.perf_counter() - t0,
             },
@@ -793,6 +801,8 @@ class _Run:
             batch_size=cfg.inference_batch_size,
             fit=aux_fit,
             round=r + 1,
+            budgets=tuple(self.budgets),
+            seed=cfg.seed,
             extras={
                 **self.extras,
                 "manifold_cache": manifold_cache(self.out),

@@ -226,6 +226,7 @@ def suggest(
     from activesynth.pool import Pool
     from activesynth.registry import check_option
     from activesynth.strategies import STRATEGIES, BudgetError, QueryContext, make_strategy
+    from activesynth.strategies.base import strategy_model_options
     from activesynth.train import TrainConfig, fit, load_checkpoint, model_config_for, seed_for
     from activesynth.utils import atomic_write_json, atomic_write_text
 
@@ -274,6 +275,7 @@ def suggest(
     model_cfg = None
     if train_set is not None:
         over = {"dropout": dropout, **({"channels": tuple(channels)} if channels else {})}
+        over.update(strategy_model_options(strat))  # e.g. learning-loss's joint module
         model_cfg = model_config_for(train_set, task, **over)
     if checkpoint is not None:
         model, ck_info = load_checkpoint(checkpoint, data)

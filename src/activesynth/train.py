@@ -15,6 +15,12 @@ Design choices:
   has some is flagged ``collapsed`` (small labelled sets make this happen; report it).
 - Checkpoints (``best.pt``, ``last.pt``) are written atomically and carry the model config, so
   ``load_checkpoint`` rebuilds the network without guessing.
+- Learning loss (Yoo & Kweon 2019): a model built with ``ModelConfig.loss_prediction`` carries a
+  loss-prediction module, and ``fit`` trains it jointly with the task network in the same steps
+  (``models.loss_predictor.JointLossPrediction``: task loss + ranking loss, feature gradient
+  stopped after ``detach_after`` of ``max_steps``); the module is in the checkpoints with the
+  rest of the model. The history then also logs ``task_loss``, ``rank_loss`` and
+  ``features_detached`` (1.0 once the stop applies).
 """
 
 from __future__ import annotations
@@ -259,6 +265,11 @@ def fit(
         model.load_state_dict(init_state)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     loss_fn = make_loss(cfg, train, aleatoric=model_cfg.aleatoric)
+    joint = None
+    if model_cfg.loss_prediction is not None:  # Yoo & Kweon: the module trains with the model
+        from activesynth.models.loss_predictor import JointLossPrediction
+
+        joint = JointLossPrediction(model, model_cfg.loss_prediction, cfg, loss_fn)
     aug = (
         Augmenter(cfg.augment, train.shape[:2], seed=cfg.seed, with_mask=cfg.task == "seg")
         if cfg.augment.enabled()
@@ -309,8 +320,12 @@ def fit(
         if len(idx) == 1 and _has_batchnorm(model):  # BatchNorm cannot train on one image
             x, y_in = torch.cat([x, x]), torch.cat([y_in, y_in])
         opt.zero_grad(set_to_none=True)
-        outputs = model.forward_with_variance(x) if model_cfg.aleatoric else (model(x),)
-        loss = loss_fn(*outputs, y_in)
+        joint_rec: dict[str, float] = {}
+        if joint is not None:
+            loss, joint_rec = joint.loss(x, y_in, step)
+        else:
+            outputs = model.forward_with_variance(x) if model_cfg.aleatoric else (model(x),)
+            loss = loss_fn(*outputs, y_in)
         if not torch.isfinite(loss):
             raise DataError(
                 f"Training loss became {loss.item()} at step {step}; lower --lr or check the data "
@@ -322,7 +337,7 @@ def fit(
         seen += len(idx)
         bar.update(1)
         if step % cfg.eval_every == 0 or step == cfg.max_steps:
-            rec: dict[str, float] = {"step": step, "loss": float(loss.item())}
+            rec: dict[str, float] = {"step": step, "loss": float(loss.item()), **joint_rec}
             if val is not None:
                 score, extra = validation_score(model, val, cfg.task)
                 model.train()

@@ -6,13 +6,16 @@
 0.2, so MC-dropout strategies work), a ``fit(train, seed)`` that trains such a model for 10
 steps (for ensembles and auxiliary models), and the extras the loop fills: ``presence``,
 ``truth_masks``, ``truth_labels``, and the loop's ``train_config`` (10 steps) and
-``model_config`` (used by strategies that train auxiliary models, e.g. ``learning-loss``). The models are trained once per session and shared, so
-strategies must not change their weights.
+``model_config`` (used by strategies that train auxiliary models, e.g. ``learning-loss``'s
+separate mode). The models are trained once per session and shared, so strategies must not
+change their weights.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -100,11 +103,25 @@ def trained_models(disc_data: ImageSet) -> dict[str, nn.Module]:
 def ctx_factory(
     disc_data: ImageSet, trained_models: dict[str, nn.Module]
 ) -> Callable[..., QueryContext]:
-    """``ctx_factory(task, *, n_labelled=8, model=True, extras=True, **overrides)``.
+    """``ctx_factory(task, *, n_labelled=8, model=True, extras=True, model_options=None, **kw)``.
 
     Every call returns a new context (empty cache) over a fresh pool, so results of one call
-    cannot leak into another.
+    cannot leak into another. ``model_options`` (a strategy's ``model_options()``, as the loop
+    applies them) gives a model built with those ModelConfig fields, trained the same way
+    (memoised per task and options).
     """
+
+    with_options: dict[tuple[str, str], nn.Module] = {}
+
+    def task_model(task: str, options: dict[str, Any] | None) -> nn.Module | None:
+        if not options:
+            return trained_models.get(task)
+        key = (task, json.dumps(options, sort_keys=True))
+        if key not in with_options:  # e.g. learning-loss's jointly trained module
+            mcfg = replace(tiny_model_config(disc_data, task), **options)
+            pool = labelled_pool(disc_data, task, initial_index(disc_data, N_LABELLED))
+            with_options[key] = tiny_fit(task, mcfg)(pool.training_set(disc_data), 0)
+        return with_options[key]
 
     def make(
         task: str,
@@ -112,6 +129,7 @@ def ctx_factory(
         n_labelled: int = N_LABELLED,
         model: bool = True,
         extras: bool = True,
+        model_options: dict[str, Any] | None = None,
         **overrides: Any,
     ) -> QueryContext:
         data = disc_data
@@ -126,7 +144,7 @@ def ctx_factory(
             data=data,
             pool=pool,
             task=task,
-            model=trained_models.get(task) if model else None,
+            model=task_model(task, model_options) if model else None,
             batch_size=16,  # several batches, so streaming and concatenation are exercised
             fit=tiny_fit(task, tiny_model_config(data, task)) if task in CHANNELS else None,
             round=1,

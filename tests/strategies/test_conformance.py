@@ -22,6 +22,7 @@ from activesynth.metrics import dice_per_class
 from activesynth.strategies import STRATEGIES, BudgetError, Query, QueryContext, make_strategy
 from activesynth.strategies import predictions as P
 from activesynth.strategies import scores as S
+from activesynth.strategies.base import strategy_model_options
 from activesynth.train import predict
 from tests.strategies.conftest import N_LABELLED, N_POOL
 
@@ -86,9 +87,12 @@ def run(ctx_factory: Callable[..., QueryContext]) -> Callable[..., _Run]:
     ) -> _Run:
         key = (name, task, seed, budget, n_labelled)
         if fresh or key not in _RUNS:
-            ctx = ctx_factory(task, n_labelled=n_labelled)
+            strategy = make_strategy(name)
+            # the task model is built as the loop builds it for this strategy
+            options = strategy_model_options(strategy)
+            ctx = ctx_factory(task, n_labelled=n_labelled, model_options=options)
             before = _snapshot(ctx)
-            q = make_strategy(name).select(ctx, budget, rng=np.random.default_rng(seed))
+            q = strategy.select(ctx, budget, rng=np.random.default_rng(seed))
             r = _Run(ctx, before, q)
             if fresh:
                 return r

@@ -3,6 +3,8 @@ the strategy."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -10,17 +12,22 @@ from scipy.stats import spearmanr
 
 from activesynth.data.transforms import AugmentConfig, to_float_batch
 from activesynth.errors import ConfigError
-from activesynth.models.config import build_model
+from activesynth.models.config import LossPredictionConfig, build_model
 from activesynth.models.loss_predictor import (
+    JointLossPrediction,
     LossLearner,
     LossPredictionModule,
+    forward_with_loss,
+    has_loss_predictor,
     per_sample_loss,
     predict_loss,
     ranking_loss,
+    task_loss_per_item,
     train_learning_loss,
 )
 from activesynth.strategies import make_strategy
-from activesynth.train import TrainConfig
+from activesynth.strategies.base import strategy_model_options
+from activesynth.train import TrainConfig, fit, load_checkpoint, make_loss, seed_for
 from tests.strategies.conftest import tiny_model_config
 from tests.toydata import discs
 
@@ -130,24 +137,25 @@ def test_predicted_loss_ranks_like_the_true_loss() -> None:
     assert rho > 0.3, f"predicted loss does not rank like the true loss (rho={rho:.2f})"
 
 
-def test_strategy_scores_candidates_by_the_given_learners_prediction(ctx_factory) -> None:
+def test_separate_mode_scores_candidates_by_the_given_learners_prediction(ctx_factory) -> None:
     ctx = ctx_factory("seg")
     train = ctx.pool.training_set(ctx.data)
     res = train_learning_loss(train, _cfg("seg", 3), ctx.model.cfg, hidden=8)
     ctx.extras["loss_module"] = res  # the result or its learner are both accepted
-    q = make_strategy("learning-loss").select(ctx, 5, rng=np.random.default_rng(0))
+    q = make_strategy("learning-loss", mode="separate").select(ctx, 5, rng=np.random.default_rng(0))
     want = predict_loss(res.learner, ctx.data, ctx.candidates)
     np.testing.assert_allclose(q.scores, np.sort(want)[::-1][:5], rtol=1e-6)
     assert q.info["loss_module"] == "extras"
     ctx.extras["loss_module"] = "nonsense"
     with pytest.raises(ConfigError, match="LossLearner"):
-        make_strategy("learning-loss").select(ctx, 5, rng=np.random.default_rng(0))
+        make_strategy("learning-loss", mode="separate").select(ctx, 5, rng=np.random.default_rng(0))
 
 
-def test_strategy_trains_its_own_pair_from_the_train_config(ctx_factory) -> None:
+def test_separate_mode_trains_its_own_pair_from_the_train_config(ctx_factory) -> None:
     ctx = ctx_factory("cls")
     ctx.extras["train_config"] = _cfg("cls", 3)
-    q = make_strategy("learning-loss", hidden=8).select(ctx, 4, rng=np.random.default_rng(0))
+    strat = make_strategy("learning-loss", mode="separate", hidden=8)
+    q = strat.select(ctx, 4, rng=np.random.default_rng(0))
     assert q.info["loss_module"] == "trained" and len(q.index) == 4
     assert (ctx.pool.labelled_round[q.index] < 0).all()
     with pytest.raises(ConfigError, match="detach_after"):
@@ -157,10 +165,172 @@ def test_strategy_trains_its_own_pair_from_the_train_config(ctx_factory) -> None
 def test_without_a_train_config_it_trains_for_dai_et_als_50_epochs(ctx_factory) -> None:
     ctx = ctx_factory("seg")
     del ctx.extras["train_config"]
-    strat = make_strategy("learning-loss")
+    strat = make_strategy("learning-loss", mode="separate")
     cfg = strat._train_config(ctx, seed=3, n_train=40)
     assert cfg.max_steps == 50 * 3 and cfg.seed == 3 and cfg.task == "seg"  # batch 16: 3/epoch
     assert strat._train_config(ctx, seed=3, n_train=8).max_steps == 50  # one batch of 8
     ctx.extras["train_config"] = _cfg("seg", 7)
     assert make_strategy("learning-loss", max_steps=2)._train_config(ctx, 1, 40).max_steps == 2
     assert strat._train_config(ctx, 1, 40).max_steps == 7
+
+
+# ---- joint mode: the module is part of the task model and trained by train.fit -----------------
+def _joint_cfg(data, task: str, **lp):
+    return replace(tiny_model_config(data, task), loss_prediction={"hidden": 16, **lp})
+
+
+def test_task_loss_per_item_is_the_training_loss_item_by_item() -> None:
+    data = discs(12, 32)
+    x = to_float_batch(data.images)
+    for task in ("seg", "cls"):
+        cfg = _cfg(task, 1)
+        torch.manual_seed(0)
+        logits = build_model(tiny_model_config(data, task))(x).detach()
+        if task == "seg":
+            y = torch.from_numpy(data.masks.astype(np.int64))[:, None]
+        else:
+            y = torch.from_numpy(data.labels.astype(np.int64))
+        loss_fn = make_loss(cfg, data)
+        per = task_loss_per_item(logits, y, task, cfg.loss, weight=getattr(loss_fn, "weight", None))
+        assert per.shape == (12,)
+        if task == "seg":  # Dice+CE per image; the batch mean is the training loss
+            assert per.mean().item() == pytest.approx(loss_fn(logits, y).item(), rel=1e-5)
+        else:  # the weighted mean of the weighted items is the training loss
+            w = loss_fn.weight[y]
+            assert (per.sum() / w.sum()).item() == pytest.approx(
+                loss_fn(logits, y).item(), rel=1e-5
+            )
+
+
+def test_model_config_attaches_the_module_and_keeps_the_task_initialisation() -> None:
+    data = discs(12, 32)
+    plain, joint = tiny_model_config(data, "seg"), _joint_cfg(data, "seg")
+    torch.manual_seed(1)
+    a = build_model(plain)
+    torch.manual_seed(1)
+    b = build_model(joint)
+    assert not has_loss_predictor(a) and has_loss_predictor(b)
+    for k, v in a.state_dict().items():  # same task weights as without the module
+        torch.testing.assert_close(b.state_dict()[k], v)
+    assert any(k.startswith("loss_predictor.") for k in b.state_dict())
+    assert joint.as_dict()["loss_prediction"]["margin"] == 1.0  # Yoo & Kweon's default
+    assert "loss_prediction" not in plain.as_dict()  # old configs still compare equal
+    assert type(plain).from_dict(joint.as_dict()) == joint
+    with pytest.raises(ConfigError, match="Did you mean 'margin'"):
+        replace(plain, loss_prediction={"margn": 1.0})
+    with pytest.raises(ConfigError, match="detach_after"):
+        LossPredictionConfig(detach_after=2.0)
+    with pytest.raises(ConfigError, match="aleatoric"):
+        replace(plain, aleatoric=True, loss_prediction={})
+
+
+def test_fit_trains_the_module_jointly_and_its_ranking_loss_falls(tmp_path) -> None:
+    # toy problem: discs of varied size; the module must learn to rank the items by the
+    # segmenter's own per-image training loss (Dice+CE)
+    data = discs(36, 32)
+    mcfg = _joint_cfg(data, "seg", hidden=16)
+    cfg = replace(_cfg("seg", 60), eval_every=10, lr=3e-3)
+    y = torch.from_numpy(data.masks.astype(np.int64))[:, None]
+    x = to_float_batch(data.images)
+
+    def full_set_rank_loss(model) -> float:
+        model.eval()
+        with torch.inference_mode():
+            logits, pred = forward_with_loss(model, x)
+            target = task_loss_per_item(logits, y, "seg", cfg.loss)
+        return ranking_loss(pred, target, 1.0).item()
+
+    torch.manual_seed(seed_for(cfg.seed, 1))  # fit's initialisation
+    before = full_set_rank_loss(build_model(mcfg))
+    res = fit(data, None, cfg, mcfg, out_dir=tmp_path, quiet=True)
+    after = full_set_rank_loss(res.model)
+    assert after < before - 0.1, f"ranking loss {before:.3f} -> {after:.3f}"
+    assert all("rank_loss" in h and "task_loss" in h for h in res.history)
+    # the module is saved in the round's checkpoint with the task model
+    model, info = load_checkpoint(tmp_path / "best.pt")
+    assert has_loss_predictor(model)
+    assert info["model_config"]["loss_prediction"]["hidden"] == 16
+    for k, v in res.model.state_dict().items():
+        torch.testing.assert_close(model.state_dict()[k], v)
+    assert full_set_rank_loss(model) == pytest.approx(after)
+
+
+@pytest.mark.parametrize("share", [0.6, 0.25])
+def test_feature_gradient_stops_at_the_configured_share(share: float) -> None:
+    data = discs(12, 32)
+    mcfg = _joint_cfg(data, "seg", detach_after=share)
+    cfg = replace(_cfg("seg", 20), eval_every=1)
+    res = fit(data, None, cfg, mcfg, quiet=True)
+    stop = round(share * 20)
+    # history step s logs the batch of 0-based step s - 1
+    flags = [h["features_detached"] for h in res.history]
+    assert flags == [float(s - 1 >= stop) for s in range(1, 21)]
+    # and the stop means what it says: the ranking loss alone sends no gradient into the task
+    # network from that step on, and does before it
+    torch.manual_seed(0)
+    model = build_model(mcfg)
+    joint = JointLossPrediction(
+        model, mcfg.loss_prediction, cfg, lambda logits, y: logits.sum() * 0
+    )
+    x = to_float_batch(data.images)
+    y = torch.from_numpy(data.masks.astype(np.int64))[:, None]
+    for step, reaches in ((stop - 1, True), (stop, False)):
+        model.zero_grad(set_to_none=True)
+        joint.loss(x, y, step)[0].backward()
+        task = [p.grad for n, p in model.named_parameters() if not n.startswith("loss_predictor.")]
+        assert any(g is not None and g.abs().sum() > 0 for g in task) is reaches
+        assert all(p.grad is not None for p in model.loss_predictor.parameters())
+
+
+def test_joint_strategy_scores_with_the_evaluated_models_module(ctx_factory) -> None:
+    strat = make_strategy("learning-loss", hidden=16)
+    options = strategy_model_options(strat)
+    assert (
+        options["loss_prediction"]["margin"] == 1.0 and options["loss_prediction"]["weight"] == 1.0
+    )
+    assert strategy_model_options(make_strategy("learning-loss", mode="separate")) == {}
+    ctx = ctx_factory("seg", model_options=options)
+    q = strat.select(ctx, 5, rng=np.random.default_rng(0))
+    assert q.info["loss_module"] == "joint"
+    with torch.inference_mode():
+        ctx.model.eval()
+        want = forward_with_loss(ctx.model, to_float_batch(ctx.data.images[ctx.candidates]))[1]
+    np.testing.assert_allclose(q.scores, np.sort(want.double().numpy())[::-1][:5], rtol=1e-5)
+    # a model trained without the module is refused, saying how to turn it on
+    with pytest.raises(ConfigError, match=r"loss_prediction.*mode.*separate"):
+        strat.select(ctx_factory("seg"), 5, rng=np.random.default_rng(0))
+    with pytest.raises(ConfigError, match="Did you mean 'joint'"):
+        make_strategy("learning-loss", mode="jiont")
+
+
+@pytest.mark.slow
+def test_the_loop_enables_the_joint_module_for_learning_loss_runs(tmp_path) -> None:
+    import json
+
+    from activesynth.loop import LoopConfig, run_loop
+
+    cfg = LoopConfig.from_dict(
+        {
+            "dataset": "phantom",
+            "task": "seg",
+            "strategy": "learning-loss",
+            "strategy_params": {"hidden": 8},
+            "size": 32,
+            "dataset_kwargs": {"n": 28},
+            "channels": [4, 8, 16],
+            "max_steps": 5,
+            "eval_every": 5,
+            "batch_size": 8,
+            "augment": False,
+            "threads": 1,
+            "initial": 4,
+            "schedule": [3],
+        }
+    )
+    run_loop(cfg, tmp_path, quiet=True)
+    rec = json.loads((tmp_path / "round_00" / "record.json").read_text())
+    assert rec["train"]["model_options"]["loss_prediction"]["hidden"] == 8
+    model, _ = load_checkpoint(tmp_path / "round_00" / "best.pt")
+    assert has_loss_predictor(model)
+    q = json.loads((tmp_path / "round_00" / "query.json").read_text())
+    assert q["info"]["loss_module"] == "joint" and len(q["ids"]) == 3

@@ -9,23 +9,31 @@ are concatenated -> FC -> a scalar predicted loss per image. Taps:
   output of every encoder level's ``down`` block and of the bottleneck (``len(channels)`` maps);
 - classifier/regressor (MONAI ``ResNet``): ``backbone.layer1`` .. ``layer4``.
 
-Training (``train_learning_loss``): one Adam optimiser over task model and module, total loss =
-task loss (the one ``train.fit`` uses: DiceCE / CE) + ``weight`` * loss-prediction loss
-(``ranking_loss``, margin 0.5 and weight 1 as in Dai et al. 2022). The loss-prediction target is
-the detached per-image task loss (``per_sample_loss``: soft Dice loss per image for segmentation,
-as Dai et al., or cross-entropy for classification). After ``detach_after`` of the steps (60 %,
-Dai et al.'s 30 of 50 epochs; Yoo & Kweon's 120 of 200) the features entering the module are
-detached, so the module stops shaping the task network.
+Two ways to train it, both with one Adam optimiser over task network and module, total loss =
+task loss (the one ``train.fit`` uses: DiceCE / CE) + ``weight`` * ``ranking_loss`` (Yoo &
+Kweon: margin 1, weight 1, pairs from the minibatch split in halves), the target being the
+detached per-item loss, and the features entering the module detached after ``detach_after`` of
+the steps (60 %: Yoo & Kweon's epoch 120 of 200, Dai et al.'s 30 of 50), so the module stops
+shaping the task network:
 
-Batches, augmentation and dropout are seeded exactly as ``train.fit`` does (functions of
-``(seed, step)``), and the task model starts from the same seeded initialisation, so the task
-half of the pair is comparable with a model from ``fit``. Not implemented (scope): checkpoints
-on disk and resuming; the pair is kept in memory.
+- **Joint (faithful; the ``learning-loss`` default).** ``ModelConfig.loss_prediction`` makes
+  ``build_model`` attach the module to the task model itself (``attach_loss_predictor``), and
+  ``train.fit`` trains it in the same steps as the task network (``JointLossPrediction``): the
+  module scores items for exactly the model the loop evaluates, and it is saved (and resumed,
+  warm-started) with that model's checkpoints. The target is the training loss per item
+  (``task_loss_per_item``: Dice+CE per image for segmentation, as Yoo & Kweon's target is the
+  task loss itself).
+- **Separate (ours, ``mode="separate"``).** ``train_learning_loss`` trains a fresh task model
+  and a ``LossLearner`` wrapper in memory, beside the loop's model (no checkpoints, no resume).
+  Batches, augmentation and dropout are seeded as ``train.fit`` does (functions of ``(seed,
+  step)``), from the same seeded initialisation.
 
-Per-image Dice uses smoothing 1 (numerator and denominator): with MONAI's default 1e-5 an image
-without foreground gets a loss of ~1 whatever the prediction (any soft probability mass counts as
-false positive), which would make every empty slice look maximally hard; with smoothing 1 an
-empty image costs in proportion to its predicted foreground mass.
+The ``"dice"`` target (``per_sample_loss``) uses smoothing 1 (numerator and denominator): with
+MONAI's default 1e-5 an image without foreground gets a loss of ~1 whatever the prediction (any
+soft probability mass counts as false positive), which would make every empty slice look
+maximally hard; with smoothing 1 an empty image costs in proportion to its predicted foreground
+mass. The ``"task"`` target keeps the training loss's smoothing on purpose: it is the loss the
+model is trained on, which Yoo & Kweon's module learns to predict.
 """
 
 from __future__ import annotations
@@ -46,7 +54,7 @@ from tqdm.auto import tqdm
 from activesynth.data.imageset import ImageSet
 from activesynth.data.transforms import Augmenter, to_float_batch
 from activesynth.errors import ConfigError, DataError
-from activesynth.models.config import ModelConfig, build_model
+from activesynth.models.config import LossPredictionConfig, ModelConfig, build_model
 from activesynth.registry import check_option
 from activesynth.train import (
     TrainConfig,
@@ -60,7 +68,7 @@ from activesynth.utils import progress_enabled, set_torch_threads
 
 log = logging.getLogger(__name__)
 
-SAMPLE_LOSSES = ("auto", "dice", "ce")
+SAMPLE_LOSSES = ("task", "auto", "dice", "ce")
 
 
 # ---- feature taps -------------------------------------------------------------------------------
@@ -134,8 +142,37 @@ class LossPredictionModule(nn.Module):
         return self.out(torch.cat(h, dim=1))[:, 0]
 
 
+def _tapped_forward(
+    model: nn.Module,
+    tap_names: Sequence[str],
+    predictor: LossPredictionModule,
+    x: torch.Tensor,
+    detach: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``model(x)`` with the tapped maps fed to ``predictor`` -> (logits, (B,) predicted loss)."""
+    store: dict[int, torch.Tensor] = {}
+    hooks = []
+    for i, name in enumerate(tap_names):
+
+        def hook(_m: nn.Module, _i: Any, out: torch.Tensor, i: int = i) -> None:
+            store[i] = out
+
+        hooks.append(model.get_submodule(name).register_forward_hook(hook))
+    try:
+        out = model(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    feats = [store[i].detach() if detach else store[i] for i in range(len(tap_names))]
+    return out, predictor(feats)
+
+
 class LossLearner(nn.Module):
-    """A task model with a loss-prediction module on its intermediate features.
+    """A task model with a loss-prediction module on its intermediate features (a wrapper).
+
+    Used by ``train_learning_loss`` (the ``learning-loss`` strategy's ``mode="separate"``). The
+    joint mode instead attaches the module to the task model itself (``attach_loss_predictor``),
+    so that it is trained by ``train.fit`` and saved in the model's checkpoint.
 
     ``forward(x, detach=False)`` -> (task output (B,K,...) logits, (B,) predicted loss). With
     ``detach=True`` the module reads detached features (no gradient into the task network).
@@ -148,21 +185,88 @@ class LossLearner(nn.Module):
         self.predictor = LossPredictionModule(channels, hidden)
 
     def forward(self, x: torch.Tensor, detach: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-        store: dict[int, torch.Tensor] = {}
-        hooks = []
-        for i, name in enumerate(self.tap_names):
+        return _tapped_forward(self.model, self.tap_names, self.predictor, x, detach)
 
-            def hook(_m: nn.Module, _i: Any, out: torch.Tensor, i: int = i) -> None:
-                store[i] = out
 
-            hooks.append(self.model.get_submodule(name).register_forward_hook(hook))
-        try:
-            out = self.model(x)
-        finally:
-            for h in hooks:
-                h.remove()
-        feats = [store[i].detach() if detach else store[i] for i in range(len(self.tap_names))]
-        return out, self.predictor(feats)
+# ---- the module as part of the task model (joint mode) ------------------------------------------
+def attach_loss_predictor(model: nn.Module, cfg: LossPredictionConfig) -> nn.Module:
+    """Give ``model`` a ``loss_predictor`` submodule on its ``feature_taps`` (in place).
+
+    ``models.config.build_model`` calls this when ``ModelConfig.loss_prediction`` is set, after
+    the task network is built, so the task weights are initialised as without the module. The
+    module's weights are part of ``model.state_dict()`` and so of every checkpoint.
+    """
+    names, channels = feature_taps(model)
+    model.loss_predictor = LossPredictionModule(channels, cfg.hidden)
+    model.loss_taps = tuple(names)
+    return model
+
+
+def has_loss_predictor(model: nn.Module | None) -> bool:
+    """True when ``model`` carries a jointly trained loss-prediction module."""
+    return isinstance(getattr(model, "loss_predictor", None), LossPredictionModule)
+
+
+def forward_with_loss(
+    model: nn.Module, x: torch.Tensor, detach: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B,K,...) logits and (B,) predicted loss of a model with ``attach_loss_predictor``.
+
+    Raises:
+        ConfigError: the model has no loss-prediction module.
+    """
+    if not has_loss_predictor(model):
+        raise ConfigError(
+            f"{type(model).__name__} has no loss-prediction module; build it with "
+            "ModelConfig(loss_prediction={...}) (the loop does for learning-loss runs)."
+        )
+    return _tapped_forward(model, model.loss_taps, model.loss_predictor, x, detach)
+
+
+class JointLossPrediction:
+    """What ``train.fit`` adds when the model has a loss-prediction module (Yoo & Kweon 2019).
+
+    Per step: total loss = task loss + ``weight`` * ``ranking_loss(predicted, target, margin)``
+    where the target is the detached per-item task loss (``task_loss_per_item``) and, from step
+    ``detach_step = round(detach_after * max_steps)`` on, the module reads detached features (the
+    paper stops this gradient at epoch 120 of 200). The share is of ``max_steps``: when early
+    stopping ends a run sooner, the stop may never come. Stateless: everything is a function of
+    the step, so a resumed ``fit`` continues exactly.
+
+    Args:
+        model: the task model (with ``attach_loss_predictor``).
+        cfg: the module's settings.
+        train_cfg: the run's TrainConfig (its ``loss`` and ``max_steps``).
+        loss_fn: the training loss module (``train.make_loss``; supplies class weights).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        cfg: LossPredictionConfig,
+        train_cfg: TrainConfig,
+        loss_fn: nn.Module,
+    ) -> None:
+        if not has_loss_predictor(model):
+            raise ConfigError("JointLossPrediction needs a model built with loss_prediction.")
+        self.model, self.cfg, self.train_cfg, self.loss_fn = model, cfg, train_cfg, loss_fn
+        self.detach_step = round(cfg.detach_after * train_cfg.max_steps)
+
+    def loss(
+        self, x: torch.Tensor, y_in: torch.Tensor, step: int
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        """Total loss of one batch at ``step`` (0-based) and the values to log."""
+        detach = step >= self.detach_step
+        logits, pred = forward_with_loss(self.model, x, detach=detach)
+        lt = self.loss_fn(logits, y_in)
+        target = item_targets(logits.detach(), y_in, self.train_cfg, self.cfg.target, self.loss_fn)
+        rank = ranking_loss(pred, target, self.cfg.margin)
+        rec = {
+            "task_loss": float(lt.item()),
+            "rank_loss": float(rank.item()),
+            "features_detached": float(detach),
+        }
+        return lt + self.cfg.weight * rank, rec
 
 
 # ---- losses -------------------------------------------------------------------------------------
@@ -199,10 +303,13 @@ def per_sample_loss(
         logits: (B,K,H,W) segmentation or (B,K) classification logits.
         y: (B,H,W) or (B,1,H,W) int class ids, or (B,) int labels.
         task: "seg" or "cls".
-        kind: "dice" (soft Dice loss over foreground classes, smoothing 1; default for seg),
-            "ce" (cross-entropy, mean over pixels for seg; default for cls) or "auto".
+        kind: "dice" (soft Dice loss over foreground classes, smoothing 1; Dai et al.'s target),
+            "ce" (cross-entropy, mean over pixels for seg) or "auto" (dice for seg, ce for cls).
+            For the training loss itself per item ("task") see ``task_loss_per_item``.
     """
     kind = check_option(kind, SAMPLE_LOSSES, "sample_loss")
+    if kind == "task":
+        raise ConfigError("per_sample_loss: use task_loss_per_item for the 'task' target.")
     if kind == "auto":
         kind = "dice" if task == "seg" else "ce"
     if task == "seg":
@@ -225,6 +332,56 @@ def per_sample_loss(
             raise ConfigError("sample_loss 'dice' is for segmentation; use 'ce' for --task cls.")
         return F.cross_entropy(logits, y.long(), reduction="none")
     raise ConfigError(f"learning loss supports tasks 'seg' and 'cls', not {task!r}.")
+
+
+def task_loss_per_item(
+    logits: torch.Tensor,
+    y: torch.Tensor,
+    task: str,
+    loss: str,
+    *,
+    weight: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """(B,) the training loss of each item (Yoo & Kweon's target: the task loss per sample).
+
+    Matches ``train.make_loss`` item by item: for segmentation MONAI's Dice / DiceCE over the
+    foreground classes (default smoothing 1e-5) or cross-entropy, each per image, so the batch
+    mean of the result equals the training loss of the batch (same-size images); for
+    classification the cross-entropy of each item times its class weight (the training loss is
+    the weighted mean of these).
+
+    Args:
+        logits: (B,K,H,W) or (B,K) logits.
+        y: (B,1,H,W) / (B,H,W) int class ids, or (B,) int labels.
+        task: "seg" or "cls".
+        loss: the TrainConfig's resolved loss ("dice", "dicece", "ce").
+        weight: (K,) class weights of the classification loss, or None.
+    """
+    if task == "cls":
+        ce = F.cross_entropy(logits, y.long(), reduction="none")
+        return ce if weight is None else ce * weight.to(ce.dtype)[y.long()]
+    if task != "seg":
+        raise ConfigError(f"learning loss supports tasks 'seg' and 'cls', not {task!r}.")
+    y = y[:, 0] if y.ndim == 4 else y
+    ce = F.cross_entropy(logits, y.long(), reduction="none").flatten(1).mean(1)
+    if loss == "ce":
+        return ce
+    from monai.losses import DiceLoss
+
+    dice = DiceLoss(to_onehot_y=True, softmax=True, include_background=False, reduction="none")
+    d = dice(logits, y[:, None]).flatten(1).mean(1)
+    return d + ce if loss == "dicece" else d
+
+
+def item_targets(
+    logits: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, kind: str, loss_fn: nn.Module
+) -> torch.Tensor:
+    """(B,) loss-prediction targets: ``task_loss_per_item`` for ``kind="task"`` (the training
+    loss ``loss_fn`` of ``cfg`` item by item), else ``per_sample_loss(kind)``."""
+    if check_option(kind, SAMPLE_LOSSES, "sample_loss") == "task":
+        weight = getattr(loss_fn, "weight", None)
+        return task_loss_per_item(logits, y, cfg.task, cfg.loss, weight=weight)
+    return per_sample_loss(logits, y, cfg.task, kind)
 
 
 # ---- training -----------------------------------------------------------------------------------
@@ -262,11 +419,11 @@ def train_learning_loss(
     model_cfg: ModelConfig | None = None,
     *,
     val: ImageSet | None = None,
-    margin: float = 0.5,
+    margin: float = 1.0,
     weight: float = 1.0,
     detach_after: float = 0.6,
     hidden: int = 128,
-    sample_loss: str = "auto",
+    sample_loss: str = "task",
     init_state: dict[str, torch.Tensor] | None = None,
     quiet: bool = False,
 ) -> LossLearningResult:
@@ -278,11 +435,12 @@ def train_learning_loss(
             validation-based early stopping as in ``fit`` when ``val`` is given.
         model_cfg: task architecture (default sized from ``train``).
         val: optional validation items; the best (task model, module) pair is kept.
-        margin: ranking-loss margin (Dai et al.: 0.5).
-        weight: lambda, the loss-prediction loss weight (Dai et al.: 1).
+        margin: ranking-loss margin (Yoo & Kweon: 1; Dai et al.: 0.5).
+        weight: lambda, the loss-prediction loss weight (Yoo & Kweon, Dai et al.: 1).
         detach_after: fraction of ``max_steps`` after which the module's input is detached.
         hidden: width of the module's per-map FC layers.
-        sample_loss: per-image target, see ``per_sample_loss``.
+        sample_loss: per-image target: "task" (the training loss per item, Yoo & Kweon), or
+            "auto" / "dice" / "ce" (see ``per_sample_loss``).
         init_state: task-model weights to start from (warm start).
         quiet: no progress bar.
 
@@ -344,7 +502,7 @@ def train_learning_loss(
         opt.zero_grad(set_to_none=True)
         logits, pred = learner(x, detach=step >= detach_step)
         lt = task_loss(logits, y_in)
-        target = per_sample_loss(logits.detach(), y, cfg.task, sample_loss)
+        target = item_targets(logits.detach(), y, cfg, sample_loss, task_loss)
         lr_ = ranking_loss(pred, target, margin)
         loss = lt + weight * lr_
         if not torch.isfinite(loss):

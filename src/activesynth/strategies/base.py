@@ -64,6 +64,12 @@ class QueryContext:
         fit: optional ``fit(train: ImageSet, seed: int) -> nn.Module`` used by strategies that
             train auxiliary models (ensembles, loss predictors).
         round: the query round (1 for the first query after the initial set).
+        budgets: the budgets of all query rounds of the run's schedule (``budgets[round - 1]``
+            is this query's), or None for a one-off query without a schedule (``suggest``).
+            Strategies that plan the whole budget at once (one-shot ``clsmc``) read it.
+        seed: the run's seed, for plans that must not depend on the round (one-shot
+            ``clsmc`` derives its seed from it, so every round and a resumed run recompute the
+            same plan); None outside a run.
         extras: anything else a strategy needs (ground truth for ``oracle``, cached latents).
             Keys the loop fills: ``presence`` (P,) bool image-level foreground presence
             (``random-foreground``), ``truth_masks`` (P,H,W) uint8 and ``truth_labels`` (P,)
@@ -78,6 +84,8 @@ class QueryContext:
     batch_size: int = 64
     fit: Callable[[ImageSet, int], nn.Module] | None = None
     round: int = 1
+    budgets: tuple[int, ...] | None = None
+    seed: int | None = None
     extras: dict[str, Any] = field(default_factory=dict)
     quiet: bool = False
     _cache: dict[str, Any] = field(default_factory=dict, repr=False)
@@ -127,6 +135,17 @@ def make_strategy(name: str, **params: Any) -> Strategy:
         return cls(**params)
     except TypeError as exc:
         raise ConfigError(f"Bad parameters for strategy {name!r}: {exc}") from exc
+
+
+def strategy_model_options(strategy: Any) -> dict[str, Any]:
+    """``ModelConfig`` fields a strategy needs on the task model the loop trains.
+
+    A strategy may define ``model_options() -> dict`` (e.g. ``learning-loss`` asks for a jointly
+    trained loss-prediction module, ``{"loss_prediction": {...}}``); the loop and ``suggest``
+    build their task models with these fields and record them. {} when it defines none.
+    """
+    hook = getattr(strategy, "model_options", None)
+    return dict(hook()) if callable(hook) else {}
 
 
 def check_budget(ctx: QueryContext, budget: int, strategy: str) -> int:

@@ -22,9 +22,12 @@ Method (one call, round r):
    different datasets. With ``gradient_scale="rms"`` (default) ``g_i`` is the gradient divided
    by its root-mean-square over the image's pixels and channels: ``alpha`` is then the step's
    RMS size in units of the image's own intensity standard deviation (images are z-scored per
-   image), the same on every dataset and resolution. ``alpha = 1e-3`` (the paper's value) moves
-   each pixel by about 0.1 % of the image's contrast. ``gradient_scale="none"`` uses the raw
-   gradient, as Eq. 3 is written.
+   image), the same on every dataset and resolution: the default ``alpha = 1e-3`` moves the
+   pixels by 0.1 % of the image's intensity SD (RMS over the image). This is *our* quantity,
+   not the paper's: Dai et al.'s ``alpha = 1e-3`` multiplies the raw Dice gradient, whose size
+   depends on the image size, class balance and fit, so the two numbers are not comparable.
+   ``gradient_scale="none"`` uses the raw gradient, as Eq. 3 is written; with it,
+   ``alpha = 1e-3`` is the paper's setting (the faithful reproduction).
 4. **Projection** (Eq. 4): ``z_i' = g_phi(x_i')`` (encoder mean). ``z_i`` is re-encoded in the same
    batch so that ``z_i' - z_i`` is the gradient's direction in latent space, not batch noise.
 5. **Search** (Eqs. 5-6). Unlabelled real items in order of Euclidean distance to ``z_i'``
@@ -220,8 +223,11 @@ class GradientGuided:
     See the module docstring for the method, the gradient scaling and the fallbacks.
 
     Args:
-        alpha: step length along the (scaled) gradient (paper: 1e-3).
-        gradient_scale: "rms" (alpha in units of the image's intensity std; default) or "none".
+        alpha: step length along the (scaled) gradient. Under ``gradient_scale="rms"`` a step in
+            units of the image's intensity SD (RMS over pixels; default 1e-3 = 0.1 % of the SD,
+            our choice); under ``"none"`` the paper's raw-gradient step (Dai et al.: 1e-3).
+        gradient_scale: "rms" (default, ours: alpha in intensity-SD units, comparable across
+            datasets) or "none" (the raw Dice gradient of Eq. 3, as in the paper).
         angular: apply the angular condition (paper: yes; False is the ablation).
         max_angle_deg: the angular condition's threshold in degrees (paper: 60, i.e. pi/3).
         vae: VAE options (``generative.vae.VAEConfig`` fields; default latent_dim 3, the

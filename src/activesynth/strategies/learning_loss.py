@@ -1,55 +1,55 @@
 """``learning-loss``: query the items whose loss a jointly trained loss-prediction module
 predicts to be highest (Yoo & Kweon 2019).
 
-Reference: D. Yoo, I. S. Kweon, "Learning Loss for Active Learning", CVPR 2019; as
-re-implemented by Dai et al. 2022 (MedIA) for U-Net segmentation: Dice loss as the per-image
-loss, ranking-loss margin 0.5 and weight 1, gradient from the module into the task network
-stopped after 60 % of training. The module and its training loop live in
+Reference: D. Yoo, I. S. Kweon, "Learning Loss for Active Learning", CVPR 2019 (re-implemented
+by Dai et al. 2022, MedIA, for U-Net segmentation). The module and its training live in
 ``activesynth.models.loss_predictor``.
 
-Where the trained pair comes from, in order:
+Modes:
 
-1. ``ctx.extras["loss_module"]``: a :class:`~activesynth.models.loss_predictor.LossLearner`
-   (or the :class:`~activesynth.models.loss_predictor.LossLearningResult` of
-   ``train_learning_loss``) the loop already trained on the labelled set. Used as is.
-2. Otherwise the strategy trains one itself with ``train_learning_loss`` on
-   ``ctx.pool.training_set(ctx.data)``: a *fresh* task model of the loop's architecture
-   (``ctx.extras["model_config"]``, which the loop fills; else ``ctx.model.cfg``; else sized
-   from the data) jointly with the module. Optimisation settings come from
-   ``ctx.extras["train_config"]`` (a ``TrainConfig``; the loop passes its auxiliary one) when
-   present, else Adam, lr 1e-3, batch 16, the default
-   augmentation and ``epochs`` passes over the labelled set (default 50, Dai et al.'s schedule:
-   ``ceil(epochs * L / batch)`` steps for L labelled items); the strategy's ``max_steps``
-   overrides either. The seed is drawn from the query rng. With
-   ``ctx.extras["val_set"]`` (an ImageSet; the loop passes its validation split) the best pair
-   on it is kept, with the config's early stopping (as ``fit`` does).
+- ``mode="joint"`` (default; faithful to Yoo & Kweon). The loss-prediction module is part of the
+  task model the loop trains and evaluates: ``model_options()`` asks the loop (and ``suggest``)
+  for ``ModelConfig.loss_prediction``, ``train.fit`` trains the module jointly with the task
+  network in every round (ranking loss with margin 1 and lambda 1 on minibatch halves, target =
+  the training loss per item, feature gradient stopped after 60 % of ``max_steps``), and the
+  round's checkpoint holds it. ``select`` scores the unlabelled items with ``ctx.model``'s own
+  module; a model without one is refused with a ConfigError saying how to enable it.
+- ``mode="separate"`` (ours; the former default). The strategy trains its own (task model,
+  module) pair for the query, beside the loop's model: ``ctx.extras["loss_module"]`` (a
+  ``LossLearner`` or ``LossLearningResult``) when given, else ``train_learning_loss`` on the
+  labelled set with a *fresh* task model of the loop's architecture
+  (``ctx.extras["model_config"]``, else ``ctx.model.cfg``, else sized from the data), the
+  training settings of ``ctx.extras["train_config"]`` (the loop's auxiliary config; else Adam, lr
+  1e-3, batch 16, ``epochs`` passes over the labelled set), ``max_steps`` overriding either, the
+  seed drawn from the query rng, and early stopping on ``ctx.extras["val_set"]`` when given. Its
+  scores describe that pair, not the model being evaluated, which is why it is not the default.
 
-The task model used for scoring is therefore always the *jointly trained* one, never
-``ctx.model``: the module only predicts the loss of the network whose features it was trained
-on. The loop's own model (``ctx.model``) only lends its architecture. Scores are the predicted
-losses (higher = more informative); the top ``budget`` are returned, ties broken by the rng.
+Scores are the predicted losses (higher = more informative); the top ``budget`` are returned,
+ties broken by the rng.
 
-Cost: one joint training per query (when not given in extras) plus one forward pass over the
-unlabelled pool.
+Cost: joint, one forward pass over the unlabelled pool (training happens in ``fit``); separate,
+one extra joint training per query plus that pass.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from dataclasses import replace
-from typing import ClassVar
+from dataclasses import asdict, replace
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 
 from activesynth.data.imageset import ImageSet
 from activesynth.errors import ConfigError
-from activesynth.models.config import ModelConfig
+from activesynth.models.config import LossPredictionConfig, ModelConfig
 from activesynth.models.loss_predictor import (
     SAMPLE_LOSSES,
     LossLearner,
     LossLearningResult,
+    forward_with_loss,
+    has_loss_predictor,
     train_learning_loss,
 )
 from activesynth.registry import check_option
@@ -60,24 +60,30 @@ from activesynth.train import TrainConfig, model_config_for
 log = logging.getLogger(__name__)
 
 
+MODES = ("joint", "separate")
+
+
 @STRATEGIES.register("learning-loss")
 class LearningLoss:
     """Learning loss for active learning (Yoo & Kweon 2019): highest predicted loss first.
 
-    See the module docstring for where the trained task model + loss module come from.
+    See the module docstring for the two modes.
 
     Args:
-        margin: ranking-loss margin (Dai et al.: 0.5).
-        weight: loss-prediction loss weight lambda (Dai et al.: 1).
-        detach_after: fraction of training after which the module's gradient no longer reaches
-            the task network (Dai et al.: 30 of 50 epochs = 0.6).
+        mode: "joint" (default: the module trained with the evaluated task model, in ``fit``)
+            or "separate" (ours: the strategy trains its own pair per query).
+        margin: ranking-loss margin (Yoo & Kweon: 1; Dai et al.: 0.5).
+        weight: loss-prediction loss weight lambda (Yoo & Kweon: 1).
+        detach_after: share of training after which the module's gradient no longer reaches
+            the task network (Yoo & Kweon: epoch 120 of 200 = 0.6).
         hidden: width of the module's per-feature-map FC layers (Yoo & Kweon: 128).
-        sample_loss: per-image loss the module learns to rank: "auto" (Dice for segmentation,
-            as Dai et al.; cross-entropy for classification), "dice" or "ce".
-        max_steps: training steps of the joint model (default: the extras' train config, else
-            ``epochs`` epochs).
-        epochs: epochs over the labelled set when neither ``max_steps`` nor a train config in
-            ``ctx.extras["train_config"]`` says how long to train (Dai et al.: 50).
+        sample_loss: per-item loss the module learns to rank: "task" (default: the training loss
+            per item, Dice+CE per image for the default segmentation loss), "auto" (Dai et al.:
+            soft Dice for segmentation, cross-entropy for classification), "dice" or "ce".
+        max_steps: separate mode: training steps of the pair (default: the extras' train
+            config, else ``epochs`` epochs).
+        epochs: separate mode: epochs over the labelled set when neither ``max_steps`` nor a
+            train config in ``ctx.extras["train_config"]`` says how long to train (Dai: 50).
     """
 
     name: ClassVar[str] = "learning-loss"
@@ -85,11 +91,12 @@ class LearningLoss:
 
     def __init__(
         self,
-        margin: float = 0.5,
+        mode: str = "joint",
+        margin: float = 1.0,
         weight: float = 1.0,
         detach_after: float = 0.6,
         hidden: int = 128,
-        sample_loss: str = "auto",
+        sample_loss: str = "task",
         max_steps: int | None = None,
         epochs: float = 50.0,
     ) -> None:
@@ -103,6 +110,7 @@ class LearningLoss:
             raise ConfigError(f"learning-loss: hidden must be >= 1, got {hidden}.")
         if max_steps is not None and max_steps < 1:
             raise ConfigError(f"learning-loss: max_steps must be >= 1, got {max_steps}.")
+        self.mode = check_option(mode, MODES, "learning-loss mode")
         self.margin = float(margin)
         self.weight = float(weight)
         self.detach_after = float(detach_after)
@@ -112,6 +120,22 @@ class LearningLoss:
             raise ConfigError(f"learning-loss: epochs must be > 0, got {epochs}.")
         self.max_steps = max_steps
         self.epochs = float(epochs)
+
+    def model_options(self) -> dict[str, Any]:
+        """ModelConfig fields for the loop's task model: the joint module (joint mode only)."""
+        if self.mode != "joint":
+            return {}
+        return {
+            "loss_prediction": asdict(
+                LossPredictionConfig(
+                    hidden=self.hidden,
+                    margin=self.margin,
+                    weight=self.weight,
+                    detach_after=self.detach_after,
+                    target=self.sample_loss,
+                )
+            )
+        }
 
     def _train_config(self, ctx: QueryContext, seed: int, n_train: int) -> TrainConfig:
         base = ctx.extras.get("train_config")
@@ -193,9 +217,34 @@ class LearningLoss:
                 np.float64
             )
 
+    def joint_model(self, ctx: QueryContext) -> torch.nn.Module:
+        """``ctx.model``, checked to carry its jointly trained loss-prediction module."""
+        model = ctx.require_model(self.name)
+        if not has_loss_predictor(model):
+            raise ConfigError(
+                "learning-loss (mode='joint') scores with the loss-prediction module trained "
+                "jointly with the task model, but this model has none. Run it through the loop "
+                "or `activesynth suggest`, which build the model with it for learning-loss; "
+                "else build the model with ModelConfig(loss_prediction={}) and train it with "
+                "train.fit; or use strategy_params {'mode': 'separate'}."
+            )
+        return model
+
     def select(self, ctx: QueryContext, budget: int, *, rng: np.random.Generator) -> Query:
         budget = check_budget(ctx, budget, self.name)
-        learner, source = self.learner(ctx, rng)
         cand = ctx.candidates
+        if self.mode == "joint":
+            model = self.joint_model(ctx)
+
+            def per_batch(idx: np.ndarray, x: torch.Tensor) -> np.ndarray:
+                return forward_with_loss(model, x)[1].double().numpy()
+
+            with eval_mode(model):
+                scores = ctx.cached(
+                    "learning-loss:joint",
+                    lambda: map_batches(ctx, cand, per_batch, desc="learning-loss: scoring"),
+                ).astype(np.float64)
+            return top_k(ctx, cand, scores, budget, rng, loss_module="joint")
+        learner, source = self.learner(ctx, rng)
         scores = self.predicted_loss(ctx, learner, cand)
         return top_k(ctx, cand, scores, budget, rng, loss_module=source)

@@ -35,7 +35,14 @@ import numpy as np
 
 from activesynth.errors import ConfigError
 from activesynth.registry import check_option
-from activesynth.strategies.base import STRATEGIES, Query, QueryContext, check_budget, make_strategy
+from activesynth.strategies.base import (
+    STRATEGIES,
+    Query,
+    QueryContext,
+    check_budget,
+    make_strategy,
+    strategy_model_options,
+)
 from activesynth.strategies.predictions import class_probs
 
 BY = ("predicted", "truth")
@@ -97,6 +104,10 @@ class PerClass:
         if "cls" not in type(self.base).tasks:
             raise ConfigError(f"per-class: the base strategy {base!r} does not support 'cls'.")
         self.by = check_option(by, BY, "per-class by")
+
+    def model_options(self) -> dict[str, Any]:
+        """The base strategy's needs of the task model (e.g. learning-loss's joint module)."""
+        return strategy_model_options(self.base)
 
     def classes(self, ctx: QueryContext, index: np.ndarray) -> tuple[np.ndarray, int]:
         if self.by == "truth":
