@@ -13,13 +13,21 @@ record kept in its provenance.
    *Magnitudes are drawn per point* in ``[min_shift, max_shift]`` = [1, 15] px, integers, as the
    paper says ("randomly displace each one of them by +-[1, 15] pixels"); *the sign is drawn per
    location*, because independent signs on neighbouring points would make the displaced
-   contour cross itself, and the smoothing spline would turn that into loops rather than into a
-   changed shape. A periodic smoothing B-spline (``scipy.interpolate.splprep(per=1)``) is fitted
+   contour cross itself, and the spline would turn that into loops rather than into a changed
+   shape. Three additions of ours, all recorded and switchable: the magnitude is capped at half
+   the component's equivalent radius (``max_shift_frac``; the paper's 15 px was for lung fields
+   at 256 px, and would cross a small tumour); the first and last 5 points of a window ramp up
+   to their shift (``taper``), so a window does not end in a 15 px step; and the displacement
+   profile is filtered with a Gaussian of 2 points (``profile_sigma``) before the fit, because
+   independent 1..15 px magnitudes are a +-4 px zigzag that a spline either follows (a serrated
+   edge) or, with a smoothing budget large enough to ignore it, flattens with the whole window.
+   A periodic B-spline (``scipy.interpolate.splprep(per=1)``, light smoothing) is fitted
    through the displaced contour and through the undisplaced one; both are filled at pixel
-   centres (``matplotlib.path.Path``), and the mask changes only where the two fills differ.
-   Away from the displaced places the mask is therefore kept bit for bit (a zero displacement
-   returns the input exactly), and holes (possible in tumour masks) are kept as they are; only
-   the outer contour is displaced.
+   centres (``matplotlib.path.Path``), and the mask changes only where the two fills differ,
+   within 2.5 px of a displacement path. Away from the displaced places the mask is therefore
+   kept bit for bit (a zero displacement returns the input exactly), holes (possible in tumour
+   masks) are kept as they are (only the outer contour is displaced), and the component is
+   kept in one piece (the largest, should a spline loop cut off a sliver).
    Border: contour points outside the image (the part of a structure cut by the image edge)
    are never displaced; a window of 25 points must lie wholly inside, so displacement is limited
    to the interior part of the contour. Refusals (``DataError`` with the reason): no
@@ -153,6 +161,11 @@ class BoundaryRecord(_Record):
         smoothing: spline smoothing, squared pixels per contour point (``s = smoothing * n``).
         taper: the first and last ``taper`` points of a window ramp linearly up to their drawn
             shift (``k / (taper + 1)``), so a window does not end in a 15 px step.
+        profile_sigma: the displacement profile along the contour is filtered with a Gaussian
+            of this many points (wrapping round) before the spline fit: independent per-point
+            magnitudes of 1..15 px are a +-4 px zigzag that a spline either follows (a
+            serrated edge) or, with a smoothing budget large enough to ignore it, flattens the
+            whole window. Filtering keeps each window's mean displacement.
         fill: "none" or "sample" (image pixels newly inside the mask).
         seed: seed of the ``fill="sample"`` draw.
     """
@@ -162,8 +175,9 @@ class BoundaryRecord(_Record):
     n_components: int
     components: tuple[ComponentShift, ...]
     skipped: tuple[tuple[int, str], ...] = ()
-    smoothing: float = 10.0
+    smoothing: float = 1.0
     taper: int = 5
+    profile_sigma: float = 2.0
     fill: str = "none"
     seed: int = 0
 
@@ -176,6 +190,7 @@ class BoundaryRecord(_Record):
             "skipped": [[i, r] for i, r in self.skipped],
             "smoothing": self.smoothing,
             "taper": self.taper,
+            "profile_sigma": self.profile_sigma,
             "fill": self.fill,
             "seed": self.seed,
         }
@@ -189,6 +204,7 @@ class BoundaryRecord(_Record):
             skipped=tuple((int(i), str(r)) for i, r in d.get("skipped", [])),
             smoothing=float(d["smoothing"]),
             taper=int(d["taper"]),
+            profile_sigma=float(d["profile_sigma"]),
             fill=check_option(d.get("fill", "none"), FILLS, "boundary fill"),
             seed=int(d.get("seed", 0)),
         )
@@ -409,8 +425,9 @@ def draw_boundary(
     min_shift: int = 1,
     max_shift: int = 15,
     max_shift_frac: float = 0.5,
-    smoothing: float = 10.0,
+    smoothing: float = 1.0,
     taper: int = 5,
+    profile_sigma: float = 2.0,
     fill: str = "none",
     strict: bool = False,
 ) -> BoundaryRecord:
@@ -427,6 +444,7 @@ def draw_boundary(
             small tumour from side to side. The paper's range was set for lung fields at 256 px.
         smoothing: spline smoothing in squared pixels per contour point.
         taper: end points of each window ramped up to their shift (see ``BoundaryRecord``).
+        profile_sigma: Gaussian filter (in contour points) of the displacement profile.
         fill: "none" or "sample" (image pixels newly inside the mask; see the module docstring).
         strict: refuse a mask with any component too small or too border-bound to displace,
             instead of keeping such components unchanged.
@@ -445,7 +463,7 @@ def draw_boundary(
         )
     if not 0 <= min_shift <= max_shift:
         raise ConfigError(f"Need 0 <= min_shift <= max_shift, got {min_shift}, {max_shift}.")
-    if smoothing < 0 or max_shift_frac <= 0 or not 0 <= 2 * taper < n_points:
+    if smoothing < 0 or profile_sigma < 0 or max_shift_frac <= 0 or not 0 <= 2 * taper < n_points:
         raise ConfigError(
             f"Need smoothing >= 0, max_shift_frac > 0 and 0 <= 2 * taper < n_points; got "
             f"{smoothing}, {max_shift_frac}, {taper} (n_points {n_points})."
@@ -499,6 +517,7 @@ def draw_boundary(
         skipped=tuple(skipped),
         smoothing=float(smoothing),
         taper=int(taper),
+        profile_sigma=float(profile_sigma),
         fill=fill,
         seed=seed,
     )
@@ -597,6 +616,8 @@ def _apply_boundary(
             disp[(s + np.arange(len(sh))) % n] = np.asarray(sh, float) * _ramp(len(sh), rec.taper)
         if not disp.any():
             continue
+        if rec.profile_sigma > 0:
+            disp = ndimage.gaussian_filter1d(disp, rec.profile_sigma, mode="wrap")
         moved = p + _outward_normals(p) * disp[:, None]
         before = _spline_polygon(p, rec.smoothing)
         after = _spline_polygon(moved, rec.smoothing)

@@ -27,6 +27,7 @@ Images are ``(N, H, W)`` or ``(N, H, W, C)`` (the ``ImageSet`` layout), uint8 or
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -166,7 +167,9 @@ def frechet_distance(real_features: Any, synthetic_features: Any) -> float:
         raise DataError(
             f"Frechet distance needs (N, F) and (M, F) with N, M >= 2; got {a.shape}, {b.shape}."
         )
-    d = FIDMetric()(torch.from_numpy(b), torch.from_numpy(a))
+    with warnings.catch_warnings():  # MONAI passes scipy's deprecated sqrtm(disp=...)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        d = FIDMetric()(torch.from_numpy(b), torch.from_numpy(a))
     # sqrtm of a product of covariances can pick up a tiny negative or imaginary part
     return max(float(np.real(np.asarray(d))), 0.0)
 
