@@ -218,3 +218,17 @@ def test_real_jsrt_lungs_and_lgg_tumours(shared_data):
         assert y.any() and x.shape == lgg.images[i].shape
         done += 1
     assert done >= 3
+
+
+def test_scanline_fill_matches_matplotlib():
+    from matplotlib.path import Path
+
+    rng = np.random.default_rng(0)
+    t = np.linspace(0, 2 * np.pi, 400, endpoint=False)
+    for k in range(3):
+        rad = 20 + 4 * np.sin(5 * t + k) + rng.normal(0, 0.4, t.size)
+        poly = np.stack([40 + rad * np.sin(t) + 0.37 * k, 38 + 1.3 * rad * np.cos(t)], axis=1)
+        box = (2 * k, 80, k, 70)  # also clips the polygon
+        rr, cc = np.mgrid[box[0] : box[1], box[2] : box[3]]
+        ref = Path(poly[:, ::-1]).contains_points(np.stack([cc.ravel(), rr.ravel()], 1))
+        np.testing.assert_array_equal(P._fill(poly, box), ref.reshape(rr.shape))

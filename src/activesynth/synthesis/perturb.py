@@ -23,7 +23,7 @@ record kept in its provenance.
    edge) or, with a smoothing budget large enough to ignore it, flattens with the whole window.
    A periodic B-spline (``scipy.interpolate.splprep(per=1)``, light smoothing) is fitted
    through the displaced contour and through the undisplaced one; both are filled at pixel
-   centres (``matplotlib.path.Path``), and the mask changes only where the two fills differ,
+   centres (scanline, even-odd rule), and the mask changes only where the two fills differ,
    within 2.5 px of a displacement path. Away from the displaced places the mask is therefore
    kept bit for bit (a zero displacement returns the input exactly), holes (possible in tumour
    masks) are kept as they are (only the outer contour is displaced), and the component is
@@ -540,13 +540,38 @@ def _spline_polygon(p: np.ndarray, smoothing: float) -> np.ndarray:
 
 
 def _fill(poly: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
-    """Pixel centres of ``box`` = (r0, r1, c0, c1) inside the (row, col) polygon."""
-    from matplotlib.path import Path
+    """Pixel centres of ``box`` = (r0, r1, c0, c1) inside the closed (row, col) polygon.
 
+    Scanline fill with the even-odd rule, vectorised: every crossing of a polygon edge with a
+    pixel row's centre line, sorted by (row, column); consecutive pairs of crossings on a row
+    bound the inside, written as +1 / -1 into a difference array and summed along the row.
+    Same pixels as ``matplotlib.path.Path.contains_points`` (tested), in well under a
+    millisecond for a 1,000-vertex contour where ``contains_points`` takes tens.
+    """
     r0, r1, c0, c1 = box
-    rr, cc = np.mgrid[r0:r1, c0:c1]
-    inside = Path(poly[:, ::-1]).contains_points(np.stack([cc.ravel(), rr.ravel()], axis=1))
-    return inside.reshape(rr.shape)
+    h, w = r1 - r0, c1 - c0
+    if h <= 0 or w <= 0:
+        return np.zeros((max(h, 0), max(w, 0)), dtype=bool)
+    a, b = poly, np.roll(poly, -1, axis=0)
+    lo, hi = np.minimum(a[:, 0], b[:, 0]), np.maximum(a[:, 0], b[:, 0])
+    # rows y with lo <= y < hi (half-open: a vertex on a row's line counts once)
+    first = np.maximum(np.ceil(lo), r0).astype(np.int64)
+    last = np.minimum(np.ceil(hi) - 1, r1 - 1).astype(np.int64)
+    n = np.maximum(last - first + 1, 0)
+    edge = np.repeat(np.arange(len(a)), n)
+    if edge.size == 0:
+        return np.zeros((h, w), dtype=bool)
+    y = (first[edge] + (np.arange(edge.size) - np.repeat(np.cumsum(n) - n, n))).astype(np.float64)
+    dr = (b[:, 0] - a[:, 0])[edge]
+    x = a[edge, 1] + (y - a[edge, 0]) * (b[edge, 1] - a[edge, 1]) / dr
+    order = np.lexsort((x, y))
+    y, x = y[order].astype(np.int64) - r0, x[order]
+    diff = np.zeros((h, w + 1), dtype=np.int64)
+    col = np.clip(np.ceil(x).astype(np.int64) - c0, 0, w)
+    # crossings alternate enter / leave along a row (each row has an even count)
+    rank = np.arange(len(y)) - np.searchsorted(y, y, side="left")
+    np.add.at(diff, (y, col), np.where(rank % 2 == 0, 1, -1))
+    return np.cumsum(diff[:, :w], axis=1) > 0
 
 
 def _box(polys: Sequence[np.ndarray], shape: tuple[int, int]) -> tuple[int, int, int, int]:
