@@ -55,7 +55,8 @@ record kept in its provenance.
    always gets brighter, and on uint8 X-rays it often saturates at 255.
 
 3. **Flips, rotation, translation** (``SpatialRecord``), applied jointly to image and mask with
-   MONAI ``Flip`` and one ``Affine`` (rotation about the centre + translation in pixels, one
+   MONAI ``Flip`` and one affine (``AffineGrid`` + ``Resample``, what ``monai.transforms.Affine``
+   does, with one grid for both: rotation about the centre + translation in pixels, one
    resampling): bilinear with border padding for the image, nearest with zero padding for the
    mask.
 
@@ -255,7 +256,7 @@ class SpatialRecord(_Record):
         shape: (H, W) it was drawn for (translations are in pixels of this size).
         flip_axes: spatial axes flipped (0 = up-down, 1 = left-right), before the affine.
         angle_deg: rotation angle in degrees (MONAI's sign convention).
-        translate: (rows, cols) translation in pixels (MONAI ``Affine.translate_params``).
+        translate: (rows, cols) translation in pixels (MONAI ``translate_params``).
     """
 
     kind: ClassVar[str] = "spatial"
@@ -784,7 +785,7 @@ def _apply_spatial(
     rec: SpatialRecord, image: np.ndarray, m: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
     import torch
-    from monai.transforms import Affine, Flip
+    from monai.transforms import AffineGrid, Flip, Resample
 
     if tuple(m.shape) != tuple(rec.shape):
         raise _replay_error(rec, f"image shape {m.shape} differs from the recorded {rec.shape}")
@@ -795,9 +796,12 @@ def _apply_spatial(
         flip = Flip(spatial_axis=list(rec.flip_axes))
         x, y = flip(x), flip(y)
     if rec.angle_deg != 0.0 or any(rec.translate):
-        kw = {"rotate_params": float(np.deg2rad(rec.angle_deg)), "translate_params": rec.translate}
-        x = Affine(**kw, mode="bilinear", padding_mode="border", image_only=True)(x)
-        y = Affine(**kw, mode="nearest", padding_mode="zeros", image_only=True)(y)
+        # one sampling grid (what monai.transforms.Affine builds) serves image and mask
+        grid, _ = AffineGrid(
+            rotate_params=float(np.deg2rad(rec.angle_deg)), translate_params=rec.translate
+        )(spatial_size=m.shape)
+        x = Resample(mode="bilinear", padding_mode="border")(x, grid=grid)
+        y = Resample(mode="nearest", padding_mode="zeros")(y, grid=grid)
     xo = np.asarray(x).transpose(1, 2, 0).reshape(image.shape)
     if image.dtype == np.uint8:
         xo = np.rint(np.clip(xo, 0, 255)).astype(np.uint8)
