@@ -128,8 +128,9 @@ def test_replay_on_another_input_names_the_record():
     rec2 = P.draw(two, np.random.default_rng(1))
     one = two.copy()
     one[:, 80:] = 0
-    with pytest.raises(DataError, match=rec2.steps[0].name):
+    with pytest.raises(DataError, match=rec2.steps[0].name) as err:
         P.apply(rec2, np.zeros(two.shape), one)
+    assert rec2.name in str(err.value) and "component" in str(err.value)
     sp = P.draw_spatial((96, 96), np.random.default_rng(0))
     with pytest.raises(DataError, match=sp.name):
         P.apply(sp, np.zeros((64, 64)), disc(64, 64, r=10, cy=32, cx=32))

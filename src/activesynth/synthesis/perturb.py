@@ -884,14 +884,19 @@ def apply(
     mask_in = np.asarray(mask)
     fg = mask_in.max() if mask_in.dtype != bool and mask_in.any() else 1
     steps = rec.steps if isinstance(rec, ChainRecord) else (rec,)
-    for step in steps:
-        if isinstance(step, BoundaryRecord):
-            img, m = _apply_boundary(step, img, m)
-        elif isinstance(step, IntensityRecord):
-            img, m = _apply_intensity(step, img, m)
-        elif isinstance(step, SpatialRecord):
-            img, m = _apply_spatial(step, img, m)
-        else:  # pragma: no cover - guarded by record_from_dict
-            raise ConfigError(f"Unknown perturbation step {type(step).__name__}.")
+    for k, step in enumerate(steps):
+        try:
+            if isinstance(step, BoundaryRecord):
+                img, m = _apply_boundary(step, img, m)
+            elif isinstance(step, IntensityRecord):
+                img, m = _apply_intensity(step, img, m)
+            elif isinstance(step, SpatialRecord):
+                img, m = _apply_spatial(step, img, m)
+            else:  # pragma: no cover - guarded by record_from_dict
+                raise ConfigError(f"Unknown perturbation step {type(step).__name__}.")
+        except DataError as exc:
+            if step is rec:
+                raise
+            raise DataError(f"{exc} (step {k + 1} of {len(steps)} of {rec.name})") from exc
     out_mask = m if mask_in.dtype == bool else (m * fg).astype(mask_in.dtype)
     return img, out_mask
