@@ -256,7 +256,7 @@ class SpatialRecord(_Record):
         shape: (H, W) it was drawn for (translations are in pixels of this size).
         flip_axes: spatial axes flipped (0 = up-down, 1 = left-right), before the affine.
         angle_deg: rotation angle in degrees (MONAI's sign convention).
-        translate: (rows, cols) translation in pixels (MONAI ``translate_params``).
+        translate: (rows, cols) pixels the content moves by (+ = down, right).
     """
 
     kind: ClassVar[str] = "spatial"
@@ -798,7 +798,9 @@ def _apply_spatial(
     if rec.angle_deg != 0.0 or any(rec.translate):
         # one sampling grid (what monai.transforms.Affine builds) serves image and mask
         grid, _ = AffineGrid(
-            rotate_params=float(np.deg2rad(rec.angle_deg)), translate_params=rec.translate
+            rotate_params=float(np.deg2rad(rec.angle_deg)),
+            # MONAI translates the sampling grid, so the content moves by minus its parameters
+            translate_params=(-rec.translate[0], -rec.translate[1]),
         )(spatial_size=m.shape)
         x = Resample(mode="bilinear", padding_mode="border")(x, grid=grid)
         y = Resample(mode="nearest", padding_mode="zeros")(y, grid=grid)
