@@ -234,3 +234,13 @@ def test_scanline_fill_matches_matplotlib():
         rr, cc = np.mgrid[box[0] : box[1], box[2] : box[3]]
         ref = Path(poly[:, ::-1]).contains_points(np.stack([cc.ravel(), rr.ravel()], 1))
         np.testing.assert_array_equal(P._fill(poly, box), ref.reshape(rr.shape))
+
+
+def test_holes_are_kept():
+    ring = disc(r=30) & (1 - disc(r=9))
+    hole = disc(r=9) > 0
+    for seed in range(4):
+        rec = P.draw_boundary(ring, np.random.default_rng(seed))
+        _, out = P.apply(rec, np.zeros(ring.shape), ring)
+        assert (out != ring).any()
+        assert not out[hole].any()  # only the outer contour moves
