@@ -93,6 +93,8 @@ def test_refusals():
         P.draw_boundary(np.arange(16, dtype=np.uint8).reshape(4, 4) % 3, rng)
     with pytest.raises(ConfigError, match="fill"):
         P.draw_boundary(disc(), rng, fill="linear")
+    with pytest.raises(ConfigError, match="n_location"):
+        P.PerturbConfig(boundary={"n_location": 2})
     # a big and a tiny component: the tiny one is kept and listed, or refused when strict
     both = np.maximum(disc(), 0)
     both[2:5, 2:5] = 1

@@ -835,6 +835,23 @@ class PerturbConfig:
         ps = (self.p_boundary, self.p_intensity, self.p_spatial)
         if not all(0 <= p <= 1 for p in ps) or not any(p > 0 for p in ps):
             raise ConfigError(f"Step probabilities must be in [0, 1], not all 0; got {ps}.")
+        import inspect
+
+        from activesynth.registry import did_you_mean
+
+        for what, fn in (
+            ("boundary", draw_boundary),
+            ("intensity", draw_intensity),
+            ("spatial", draw_spatial),
+        ):
+            params = inspect.signature(fn).parameters
+            allowed = [k for k, v in params.items() if v.kind is inspect.Parameter.KEYWORD_ONLY]
+            for key in getattr(self, what):
+                if key not in allowed:
+                    raise ConfigError(
+                        f"Unknown PerturbConfig.{what} option {key!r}; choose from "
+                        f"{', '.join(allowed)}." + did_you_mean(key, allowed)
+                    )
 
 
 def draw(mask: Any, rng: np.random.Generator, config: PerturbConfig | None = None) -> ChainRecord:
