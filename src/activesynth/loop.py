@@ -1124,7 +1124,7 @@ class _Run:
         )
         try:
             q = self.score_strategy.select(ctx, k, rng=rng)
-        except DataError as exc:
+        except (DataError, ConfigError) as exc:  # e.g. strategies that train on labelled items
             raise ConfigError(
                 f"synthesis score strategy {syn['score']!r} cannot rank unlabelled candidates "
                 f"({exc}); choose a strategy that scores items from the model alone."
