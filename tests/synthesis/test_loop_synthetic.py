@@ -236,12 +236,17 @@ def test_sigkilled_synthetic_run_resumes_to_the_same_history(reference, tmp_path
         stderr=subprocess.PIPE,
     )
     marker = out / "round_01" / "last.pt"
-    deadline = time.monotonic() + 120
-    while not marker.exists() and victim.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert victim.poll() is None, f"run ended before it could be killed: {victim.stderr.read()}"
-    os.kill(victim.pid, signal.SIGKILL)
-    victim.wait()
+    try:
+        deadline = time.monotonic() + 300  # generous: the test machine may be heavily shared
+        while not marker.exists() and victim.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert victim.poll() is None, f"run ended before it was killed: {victim.stderr.read()}"
+        assert marker.exists(), "round 1 never started training"
+        os.kill(victim.pid, signal.SIGKILL)
+    finally:
+        if victim.poll() is None:  # a failed assertion must not leave the run behind
+            victim.kill()
+        victim.wait()
     assert Pool.load(out).n_synthetic == 4  # round 1's synthetic items were saved
     resumed = run_loop(LoopConfig.from_file(cfg_path), out, quiet=True)
     assert resumed.without_timing() == ref.without_timing()
