@@ -1060,12 +1060,19 @@ class _Run:
         if isinstance(top, dict):
             cls, names = self.candidate_classes(cands)
             wanted: list[tuple[str, np.ndarray, int]] = []
+            seen: dict[int, str] = {}
             for key, k in top.items():
                 c = names.index(key) if key in names else int(key) if key.isdigit() else None
                 if c is None or not 0 <= c < max(len(names), 1):
                     raise ConfigError(
                         f"synthesis top_k class {key!r} is not one of {list(names)} (or their ids)."
                     )
+                if c in seen:
+                    raise ConfigError(
+                        f"synthesis top_k names class {names[c]!r} twice ({seen[c]!r} and "
+                        f"{key!r}); give each class once."
+                    )
+                seen[c] = key
                 wanted.append((names[c], np.flatnonzero(cls == c), k))
         else:
             wanted = [("all", np.arange(len(cands)), top)]

@@ -218,6 +218,34 @@ def test_score_strategies_see_candidate_extras_or_are_refused(tmp_path) -> None:
         run_loop(syn_cfg(schedule=[2], synthesis=synth, max_steps=3), tmp_path / "b", quiet=True)
 
 
+@pytest.mark.slow
+def test_classification_per_class_top_k_inherits_labels(tmp_path) -> None:
+    """Mahapatra et al.'s classification protocol: the top k per class, labels inherited."""
+    cls_cfg = {
+        **SYN,
+        "task": "cls",
+        "dataset_kwargs": {"n": 40},
+        "channels": [8, 8, 16, 16],
+        "initial": 6,
+        "initial_method": "balanced",
+        "schedule": [3],
+    }
+    synth = {"generator": "classic", "per_source": 4, "top_k": {"normal": 2, "2": 1}}
+    hist = run_loop(LoopConfig.from_dict({**cls_cfg, "synthesis": synth}), tmp_path / "a")
+    s = hist.records[1]["synthetic"]
+    pool = Pool.load(tmp_path / "a")
+    syn = pool.synthetic
+    assert s["per_class"] == {"normal": 2, "severe": 1} and s["added"] == 3 == len(syn)
+    assert pool.labels[syn].tolist() == [0, 0, 2]
+    src = {str(i): int(lab) for i, lab in zip(pool.ids, pool.labels, strict=True)}
+    for i in syn:  # each synthetic label is its source's (oracle) label
+        assert pool.labels[i] == src[pool.provenance_of(int(i))["source_id"]]
+    assert len(set(pool.ids[syn])) == 3
+    twice = {**synth, "top_k": {"severe": 1, "2": 1}}
+    with pytest.raises(ConfigError, match="names class 'severe' twice"):
+        run_loop(LoopConfig.from_dict({**cls_cfg, "synthesis": twice}), tmp_path / "b")
+
+
 # ---- a real kill ---------------------------------------------------------------------------------
 @pytest.mark.slow
 def test_sigkilled_synthetic_run_resumes_to_the_same_history(reference, tmp_path) -> None:
