@@ -99,6 +99,9 @@ def test_classic_is_deterministic_source_major_and_replays(phantom) -> None:
     b = gen.propose(src, 4, rng=np.random.default_rng(5))
     c = gen.propose(src, 4, rng=np.random.default_rng(6))
     check_proposal(a, src, 4, "classic")
+    from monai.data import get_track_meta
+
+    assert get_track_meta()  # MONAI's global metadata switch is restored after proposing
     np.testing.assert_array_equal(a.images, b.images)
     assert not np.array_equal(a.images, c.images)
     assert a.cost is LabelCost.INHERITED and a.images.dtype == np.uint8
