@@ -531,7 +531,12 @@ class History:
     :data:`PRIMARY_METRIC`); ``test`` (``experiment.headline`` of the test report); ``train``
     (``best_step``, ``steps``, ``seconds``, ``warm_start``, ``seed``); ``oracle`` (name and
     ``seconds`` spent labelling this round's new items); ``query`` (None in the last round, else
-    ``budget``, pool ``index``, ``ids``, ``scores``, strategy ``info`` and ``seconds``).
+    ``budget``, pool ``index``, ``ids``, ``scores``, strategy ``info`` and ``seconds``);
+    ``n_expert_labels`` (the learning-curve x-axis: items labelled at the cost of one expert
+    label; ``n_labelled`` counts every labelled real item, the same unless a computed oracle
+    labels), ``n_oracle_calls``, ``n_synthetic`` (synthetic items in the round's training set,
+    never counted as labels) and ``synthetic`` (the summary of the items this round added, see
+    the module docstring, or None).
 
     Attributes:
         records: the round records, round 0 first.
@@ -1264,10 +1269,11 @@ def run_loop(
             bar.update(1)
             bar.set_postfix(n=rec["n_labelled"], test=_fmt(rec["test_score"]))
             log.info(
-                "round %d: %d labelled (%.1f%% of the pool), test %s %s, val %s",
+                "round %d: %d labelled (%.1f%% of the pool) + %d synthetic, test %s %s, val %s",
                 r,
                 rec["n_labelled"],
                 100 * rec["fraction"],
+                rec["n_synthetic"],
                 rec["test_metric"],
                 _fmt(rec["test_score"]),
                 _fmt(rec["val_score"]),
