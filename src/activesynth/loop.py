@@ -157,7 +157,9 @@ class LoopConfig:
             name (default: ``strategy``), "score_params": {...} (default: ``strategy_params``
             when ``score`` is the run's strategy), "sources": "labelled" | "pool-masks",
             "max_sources": cap on source items per round (a seeded random subset) or None}``;
-            see the module docstring. Stored with every default filled in.
+            see the module docstring. Stored with every default filled in. Cost per round:
+            ``per_source`` x sources candidates are generated, held in memory at once (uint8
+            images + masks) and scored in one strategy call; ``max_sources`` bounds both.
     """
 
     dataset: str
