@@ -52,7 +52,29 @@ strategy_model_options``; e.g. ``learning-loss``'s jointly trained loss-predicti
 applied to every round's ModelConfig and recorded as ``record["train"]["model_options"]``. The
 query context also carries the schedule's ``budgets`` and the run ``seed`` (one-shot ``clsmc``).
 
-Cut for now (later issues): pools holding synthetic items, oracles answering asynchronously
+
+Synthesis (``LoopConfig.synthesis``, off by default). From round 1 on, right after the real
+query's items are labelled, a registered generator (``generative.base.GENERATORS``) proposes
+``per_source`` candidates from each source item (``"labelled"``: the expert-labelled real items
+and their oracle masks/labels, the honest default; ``"pool-masks"``: every real pool item with
+the dataset's manual masks/labels, Mahapatra et al.'s protocol, which reads labels the budget
+does not count and is recorded as such in the history). NaN/constant images are rejected and
+counted; the rest are scored by a registered strategy (``score``, default the run's) through a
+:class:`QueryContext` over the candidates (every candidate unlabelled, ground-truth extras =
+their inherited targets) with the previous round's model, and the top ``top_k`` (or ``top_k[c]``
+per class: the inherited image label, or for segmentation the highest class in the mask) join
+the pool as synthetic items of round r with their provenance and label cost 0
+(``Pool.append_synthetic``). They train with the real labelled items; strategies query real
+items only (they see ``Pool.real()``, so auxiliary models such as DAL's are trained on the real
+labelled items). The pool is saved (pixels included) with ``Pool.info["synthesis"][r]``, the
+round's summary, in one atomic write, so a kill at any point redoes the step identically (its
+randomness is ``default_rng([seed, r, 2])`` for the generator, ``[seed, r, 3]`` for scoring and
+torch seeded from ``seed_for(seed, 6, r)``). Each history record gets ``n_expert_labels`` (the
+learning-curve x-axis: expert labels, never synthetic items), ``n_oracle_calls``,
+``n_synthetic`` (synthetic items in the round's training set) and ``synthetic`` (the round's
+summary: generated, rejected, added, scores, ids; None without synthesis).
+
+Cut for now (later issues): oracles answering asynchronously
 (people through the annotation service).
 """
 
@@ -77,12 +99,14 @@ from activesynth import __version__
 from activesynth.data.imageset import ImageSet
 from activesynth.data.transforms import AugmentConfig
 from activesynth.errors import ConfigError, DataError
+from activesynth.generative.base import GENERATORS, check_proposal, make_generator
 from activesynth.models.config import ModelConfig, build_model
 from activesynth.oracles import ORACLES, Oracle, make_oracle
-from activesynth.pool import Pool
+from activesynth.pool import Pool, refuse_synthetic
 from activesynth.registry import check_option, did_you_mean
 from activesynth.strategies import STRATEGIES, BudgetError, Query, QueryContext, make_strategy
 from activesynth.strategies.base import strategy_model_options
+from activesynth.synthesis.candidates import Candidates, LabelCost
 from activesynth.train import TrainConfig, fit, load_checkpoint, model_config_for, seed_for
 from activesynth.utils import atomic_write, atomic_write_json, progress_enabled
 
@@ -134,6 +158,14 @@ class LoopConfig:
         plateau_delta: the gain in validation score that counts as an improvement.
         oracle: registered oracle name ("ground-truth", "physics").
         dataset_kwargs: extra keyword arguments of the dataset loader (e.g. ``{"n": 120}``).
+        synthesis: None (no synthetic items) or ``{"generator": name, "params": {...},
+            "per_source": n <= 200, "top_k": k or {class name or id: k}, "score": strategy
+            name (default: ``strategy``), "score_params": {...} (default: ``strategy_params``
+            when ``score`` is the run's strategy), "sources": "labelled" | "pool-masks",
+            "max_sources": cap on source items per round (a seeded random subset) or None}``;
+            see the module docstring. Stored with every default filled in. Cost per round:
+            ``per_source`` x sources candidates are generated, held in memory at once (uint8
+            images + masks) and scored in one strategy call; ``max_sources`` bounds both.
     """
 
     dataset: str
@@ -169,6 +201,7 @@ class LoopConfig:
     plateau_delta: float = 0.0
     oracle: str = "ground-truth"
     dataset_kwargs: dict[str, Any] = field(default_factory=dict)
+    synthesis: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
@@ -205,6 +238,7 @@ class LoopConfig:
             raise ConfigError("dataset_kwargs must be a mapping.")
         self.augment_config()
         self.train_config(0)  # validates lr, steps, loss against the task
+        set_(self, "synthesis", normalise_synthesis(self.synthesis, self))
 
     # -- derived configs --
     def augment_config(self) -> AugmentConfig:
@@ -369,6 +403,90 @@ def _normalise_schedule(s: Any) -> tuple[int | float, ...] | dict[str, Any]:
     )
 
 
+SYNTHESIS_KEYS = (
+    "generator",
+    "params",
+    "per_source",
+    "top_k",
+    "score",
+    "score_params",
+    "sources",
+    "max_sources",
+)
+SYNTHESIS_SOURCES = ("labelled", "pool-masks")
+MAX_PER_SOURCE = 200
+"""Mahapatra et al. generate up to 200 synthetic images per source image."""
+
+
+def normalise_synthesis(s: Any, cfg: LoopConfig) -> dict[str, Any] | None:
+    """Validate ``LoopConfig.synthesis`` and fill in its defaults (see ``LoopConfig``).
+
+    Raises:
+        ConfigError: unknown keys or names (with did-you-mean), out-of-range counts, a score
+            strategy that does not support the task, or bad generator / strategy parameters.
+    """
+    if s is None:
+        return None
+    if not isinstance(s, dict):
+        raise ConfigError(f"synthesis must be a mapping or null, got {s!r}.")
+    unknown = [k for k in s if k not in SYNTHESIS_KEYS]
+    if unknown:
+        raise ConfigError(
+            f"Unknown synthesis key(s) {unknown}; known: {', '.join(SYNTHESIS_KEYS)}."
+            + did_you_mean(str(unknown[0]), list(SYNTHESIS_KEYS))
+        )
+    for k in ("generator", "per_source", "top_k"):
+        if k not in s:
+            raise ConfigError(f"synthesis needs {k!r} (see LoopConfig.synthesis).")
+    params = s.get("params") or {}
+    if not isinstance(params, dict):
+        raise ConfigError("synthesis params must be a mapping of generator keyword arguments.")
+    GENERATORS.get(s["generator"])
+    make_generator(s["generator"], **params)  # bad parameters fail now, not in round 1
+    per = s["per_source"]
+    if not _is_int(per) or not 1 <= per <= MAX_PER_SOURCE:
+        raise ConfigError(
+            f"synthesis per_source must be an integer in [1, {MAX_PER_SOURCE}], got {per!r}."
+        )
+    top = s["top_k"]
+    if isinstance(top, dict):
+        bad = {k: v for k, v in top.items() if not _is_int(v) or v < 0}
+        if bad or not top or sum(top.values()) < 1:
+            raise ConfigError(
+                f"synthesis top_k per class must map classes to counts >= 0 (at least one "
+                f"> 0), got {top!r}."
+            )
+        top = {str(k): int(v) for k, v in top.items()}
+    elif not _is_int(top) or top < 1:
+        raise ConfigError(
+            f"synthesis top_k must be an integer >= 1 or a per-class mapping, got {top!r}."
+        )
+    score = s.get("score") or cfg.strategy
+    score_cls = STRATEGIES.get(score)
+    if cfg.task not in getattr(score_cls, "tasks", ()):
+        raise ConfigError(f"synthesis score strategy {score!r} does not support task {cfg.task!r}.")
+    score_params = s.get("score_params")
+    if score_params is None:
+        score_params = dict(cfg.strategy_params) if score == cfg.strategy else {}
+    if not isinstance(score_params, dict):
+        raise ConfigError("synthesis score_params must be a mapping of keyword arguments.")
+    make_strategy(score, **score_params)
+    sources = check_option(s.get("sources", "labelled"), SYNTHESIS_SOURCES, "synthesis sources")
+    cap = s.get("max_sources")
+    if cap is not None and (not _is_int(cap) or cap < 1):
+        raise ConfigError(f"synthesis max_sources must be an integer >= 1 or null, got {cap!r}.")
+    return {
+        "generator": s["generator"],
+        "params": params,
+        "per_source": int(per),
+        "top_k": top if isinstance(top, dict) else int(top),
+        "score": score,
+        "score_params": score_params,
+        "sources": sources,
+        "max_sources": None if cap is None else int(cap),
+    }
+
+
 def _count(x: int | float, pool_size: int) -> int:
     return int(x) if _is_int(x) else max(1, round(float(x) * pool_size))
 
@@ -421,7 +539,12 @@ class History:
     :data:`PRIMARY_METRIC`); ``test`` (``experiment.headline`` of the test report); ``train``
     (``best_step``, ``steps``, ``seconds``, ``warm_start``, ``seed``); ``oracle`` (name and
     ``seconds`` spent labelling this round's new items); ``query`` (None in the last round, else
-    ``budget``, pool ``index``, ``ids``, ``scores``, strategy ``info`` and ``seconds``).
+    ``budget``, pool ``index``, ``ids``, ``scores``, strategy ``info`` and ``seconds``);
+    ``n_expert_labels`` (the learning-curve x-axis: items labelled at the cost of one expert
+    label; ``n_labelled`` counts every labelled real item, the same unless a computed oracle
+    labels), ``n_oracle_calls``, ``n_synthetic`` (synthetic items in the round's training set,
+    never counted as labels) and ``synthetic`` (the summary of the items this round added, see
+    the module docstring, or None).
 
     Attributes:
         records: the round records, round 0 first.
@@ -632,6 +755,9 @@ class _Run:
         self.pool_data = data.subset(split.train)
         self.val_set = data.subset(split.val) if len(split.val) else None
         self.test_set = data.subset(split.test)
+        for part, what in ((self.val_set, "validation"), (self.test_set, "test")):
+            if part is not None:
+                refuse_synthetic(part, what)
         self.n0, self.budgets = resolve_schedule(cfg, len(self.pool_data))
         self.extras = truth_extras(self.pool_data, cfg.task)
         self.oracle: Oracle = make_oracle(cfg.oracle, self.pool_data, cfg.task)
@@ -639,6 +765,10 @@ class _Run:
         # the strategy's needs of the task model (learning-loss: its jointly trained module)
         self.model_options = strategy_model_options(self.strategy)
         self.model_cfg = replace(cfg.model_config(data), **self.model_options)
+        syn = cfg.synthesis
+        self.score_strategy = (
+            None if syn is None else make_strategy(syn["score"], **syn["score_params"])
+        )
         build_model(self.model_cfg)  # bad channels/dropout fail now, not after the first round
         if self.state is None:
             self.state = {
@@ -675,7 +805,8 @@ class _Run:
 
     def _label(self, pool: Pool, index: np.ndarray, round_: int) -> Pool:
         answers = self.oracle(index)
-        pool = pool.label(index, round_, self.oracle.name, **answers.label_kwargs())
+        cost = getattr(self.oracle, "label_cost", LabelCost.EXPERT)
+        pool = pool.label(index, round_, self.oracle.name, **answers.label_kwargs(), cost=cost)
         costs = dict(pool.info.get("oracle_seconds", {}))
         costs[str(round_)] = float(answers.seconds)
         return replace(pool, info={**pool.info, "oracle_seconds": costs})
@@ -691,7 +822,7 @@ class _Run:
     def initial_pool(self) -> Pool:
         if (self.out / "pool.npz").is_file():
             pool = Pool.load(self.out)
-            if not np.array_equal(pool.ids, self.pool_data.ids):
+            if not np.array_equal(pool.real_ids, self.pool_data.ids):
                 raise DataError(
                     f"{self.out / 'pool.npz'} was built for other pool items than this config "
                     "gives (the dataset or its split changed); choose a new --out folder."
@@ -743,8 +874,8 @@ class _Run:
         rec = {
             "round": r,
             "n_labelled": len(idx),
-            "n_pool": len(pool),
-            "fraction": len(idx) / len(pool),
+            "n_pool": pool.n_real,
+            "fraction": len(idx) / pool.n_real,
             "n_labelled_foreground": None if presence is None else int(presence[idx].sum()),
             "val_score": None if not math.isfinite(res.best_score) else res.best_score,
             "collapsed": bool(res.collapsed),
@@ -843,6 +974,201 @@ class _Run:
         self._set_state("labelled", r)
         self._emit("labelled", round=r, n_labelled=len(pool.labelled))
         return pool
+
+    # -- synthesis (LoopConfig.synthesis; see the module docstring) --
+    def synthesis_due(self, pool: Pool, r: int) -> bool:
+        """Whether round ``r`` still needs its synthetic items (saved with the pool when done)."""
+        return (
+            self.cfg.synthesis is not None
+            and r >= 1
+            and str(r) not in pool.info.get("synthesis", {})
+        )
+
+    def synthesis_sources(self, pool: Pool, rng: np.random.Generator) -> ImageSet:
+        """The real items candidates are made from, with the targets the generator may read."""
+        syn = self.cfg.synthesis
+        if syn["sources"] == "labelled":
+            idx = pool.labelled
+            src = replace(
+                self.pool_data.subset(idx),
+                masks=None if pool.masks is None else pool.masks[idx],
+                labels=None if pool.labels is None else pool.labels[idx],
+                check_finite=False,
+            )
+        else:  # "pool-masks": every real item with the dataset's own (manual) masks / labels
+            idx = np.arange(len(self.pool_data))
+            src = self.pool_data
+        cap = syn["max_sources"]
+        if cap is not None and len(idx) > cap:
+            src = src.subset(np.sort(rng.choice(len(idx), size=cap, replace=False)))
+        return src
+
+    def synthesize(self, pool: Pool, r: int) -> Pool:
+        """Generate, validate, score and add round ``r``'s synthetic items; save the pool."""
+        from activesynth.metrics import to_jsonable
+
+        syn = self.cfg.synthesis
+        t0 = time.perf_counter()
+        seed_material = [int(self.cfg.seed), int(r), 2]
+        rng = np.random.default_rng(seed_material)
+        gen = make_generator(syn["generator"], **syn["params"])
+        sources = self.synthesis_sources(pool, rng)
+        gen.fit(sources, rng=rng)
+        cands = gen.propose(sources, syn["per_source"], rng=rng)
+        check_proposal(cands, sources, syn["per_source"], syn["generator"])
+        cands = replace(
+            cands, provenance=tuple(replace(p, seed=seed_material) for p in cands.provenance)
+        )
+        valid, n_rejected = cands.filter_valid()
+        pick, scores, per_class = self.rank_candidates(valid, r)
+        added = valid.subset(pick)
+        pool = pool.append_synthetic(added, r)
+        summary = to_jsonable(
+            {
+                "generator": syn["generator"],
+                "checkpoint": gen.checkpoint_hash,
+                "sources": syn["sources"],
+                # Mahapatra's protocol reads manual masks of items the budget never paid for
+                "reads_unbudgeted_labels": syn["sources"] == "pool-masks",
+                "n_sources": len(sources),
+                "per_source": syn["per_source"],
+                "generated": len(cands),
+                "rejected": n_rejected,
+                "added": len(added),
+                "score": syn["score"],
+                "scores": np.asarray(scores, np.float64).tolist(),
+                "ids": pool.ids[len(pool) - len(added) :].tolist(),
+                "per_class": per_class,
+                "seconds": time.perf_counter() - t0,
+            }
+        )
+        done = {**pool.info.get("synthesis", {}), str(r): summary}
+        pool = replace(pool, info={**pool.info, "synthesis": done})
+        self._save_pool(pool)
+        self._set_state("synthesized", r)
+        self._emit("synthesized", round=r, synthetic=summary)
+        return pool
+
+    def candidate_classes(self, cands: Candidates) -> tuple[np.ndarray, tuple[str, ...]]:
+        """(N,) int64 class of each candidate and the class names: the inherited image label
+        (cls), or the highest class id in the inherited mask (seg; 0 = background only)."""
+        if self.cfg.task == "seg" and cands.masks is not None:
+            cls = cands.masks.reshape(len(cands), -1).max(axis=1).astype(np.int64)
+            return cls, tuple(self.pool_data.class_names)
+        if self.cfg.task == "cls" and cands.labels is not None:
+            names = self.pool_data.label_names or tuple(
+                str(i) for i in range(int(cands.labels.max(initial=0)) + 1)
+            )
+            return cands.labels.astype(np.int64), tuple(names)
+        raise ConfigError(
+            f"synthesis top_k per class needs segmentation masks or class labels; task "
+            f"{self.cfg.task!r} has no classes, give top_k as a count."
+        )
+
+    def rank_candidates(
+        self, cands: Candidates, r: int
+    ) -> tuple[np.ndarray, np.ndarray, dict[str, int] | None]:
+        """The candidates to add: (K,) int64 candidate indices (best first per class), their
+        (K,) scores and the per-class counts (None for a plain ``top_k``).
+
+        The score strategy sees a QueryContext over the candidates (all unlabelled) with round
+        ``r - 1``'s model; per class it is asked for ``min(k, available)`` items.
+        """
+        syn = self.cfg.synthesis
+        top = syn["top_k"]
+        if isinstance(top, dict):
+            cls, names = self.candidate_classes(cands)
+            wanted: list[tuple[str, np.ndarray, int]] = []
+            seen: dict[int, str] = {}
+            for key, k in top.items():
+                c = names.index(key) if key in names else int(key) if key.isdigit() else None
+                if c is None or not 0 <= c < max(len(names), 1):
+                    raise ConfigError(
+                        f"synthesis top_k class {key!r} is not one of {list(names)} (or their ids)."
+                    )
+                if c in seen:
+                    raise ConfigError(
+                        f"synthesis top_k names class {names[c]!r} twice ({seen[c]!r} and "
+                        f"{key!r}); give each class once."
+                    )
+                seen[c] = key
+                wanted.append((names[c], np.flatnonzero(cls == c), k))
+        else:
+            wanted = [("all", np.arange(len(cands)), top)]
+        model = self.model(r - 1)
+        rng = np.random.default_rng([self.cfg.seed, r, 3])
+        torch.manual_seed(seed_for(self.cfg.seed, 6, r))
+        picks, scores, counts = [], [], {}
+        for name, members, k in wanted:
+            k = min(k, len(members))
+            counts[name] = k
+            if k == 0:
+                continue
+            q = self._score(cands.subset(members), k, model, r, rng)
+            picks.append(members[q.index])
+            scores.append(np.asarray(q.scores, np.float64))
+        if not picks:
+            return np.zeros(0, np.int64), np.zeros(0), None if not isinstance(top, dict) else counts
+        return (
+            np.concatenate(picks).astype(np.int64),
+            np.concatenate(scores),
+            counts if isinstance(top, dict) else None,
+        )
+
+    def _score(
+        self, cands: Candidates, k: int, model: nn.Module, r: int, rng: np.random.Generator
+    ) -> Query:
+        syn = self.cfg.synthesis
+        d = self.pool_data
+        cand_set = ImageSet(
+            images=cands.images,
+            groups=np.array([f"candidate:{p.source_group}" for p in cands.provenance]),
+            ids=np.array([f"cand{i:06d}" for i in range(len(cands))]),
+            masks=cands.masks,
+            labels=cands.labels,
+            name=f"{d.name}-candidates",
+            class_names=d.class_names,
+            label_names=d.label_names,
+            channel_names=d.channel_names,
+            check_finite=False,
+        )
+        cand_pool = Pool.empty(cand_set, self.cfg.task)
+        ctx = QueryContext(
+            data=cand_set,
+            pool=cand_pool,
+            task=self.cfg.task,
+            model=model,
+            batch_size=self.cfg.inference_batch_size,
+            round=r,
+            extras={
+                **truth_extras(cand_set, self.cfg.task),
+                "manifold_cache": manifold_cache(self.out),
+                "model_config": self.model_cfg,
+                "val_set": self.val_set,
+            },
+            quiet=self.quiet,
+        )
+        try:
+            q = self.score_strategy.select(ctx, k, rng=rng)
+        except (DataError, ConfigError) as exc:  # e.g. strategies that train on labelled items
+            raise ConfigError(
+                f"synthesis score strategy {syn['score']!r} cannot rank unlabelled candidates "
+                f"({exc}); choose a strategy that scores items from the model alone."
+            ) from exc
+        check_query(q, cand_pool, k, syn["score"])
+        return q
+
+    def synthesis_fields(self, pool: Pool, r: int) -> dict[str, Any]:
+        """The round record's label-cost and synthetic fields, from the pool as of round ``r``
+        (a resumed run may hold a later pool, so later items are left out)."""
+        upto = (pool.labelled_round >= 0) & (pool.labelled_round <= r)
+        cost = pool.label_cost
+        return {
+            "n_expert_labels": int((upto & (cost == LabelCost.EXPERT.value)).sum()),
+            "n_oracle_calls": int((upto & (cost == LabelCost.ORACLE.value)).sum()),
+            "n_synthetic": int((upto & pool.is_synthetic).sum()),
+            "synthetic": pool.info.get("synthesis", {}).get(str(r)),
+        }
 
 
 QUERY_ARRAYS = "query_arrays.npz"
@@ -946,18 +1272,22 @@ def run_loop(
         for r in range(n_rounds):
             if pool.n_rounds < r + 1:  # the previous query is saved but not yet labelled
                 pool = run.apply_query(pool, records[r - 1]["query"], r)
+            if run.synthesis_due(pool, r):  # after the real labels, before training round r
+                pool = run.synthesize(pool, r)
             rec_path = _round_dir(out, r) / "record.json"
             rec = _read_json(rec_path) if rec_path.is_file() else run.train_round(pool, r)
             q_path = _round_dir(out, r) / "query.json"
             rec["query"] = _read_json(q_path) if q_path.is_file() else None
+            rec.update(run.synthesis_fields(pool, r))
             records.append(rec)
             bar.update(1)
             bar.set_postfix(n=rec["n_labelled"], test=_fmt(rec["test_score"]))
             log.info(
-                "round %d: %d labelled (%.1f%% of the pool), test %s %s, val %s",
+                "round %d: %d labelled (%.1f%% of the pool) + %d synthetic, test %s %s, val %s",
                 r,
                 rec["n_labelled"],
                 100 * rec["fraction"],
+                rec["n_synthetic"],
                 rec["test_metric"],
                 _fmt(rec["test_score"]),
                 _fmt(rec["val_score"]),
@@ -974,7 +1304,7 @@ def run_loop(
             if stop_reason is not None:
                 break
             if rec["query"] is None:
-                rec["query"] = run.query(pool, r, run.budgets[r])
+                rec["query"] = run.query(pool.real(), r, run.budgets[r])  # real items only
             run.write_history(records, None)
     finally:
         bar.close()

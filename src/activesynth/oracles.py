@@ -132,6 +132,7 @@ class PhysicsLabelOracle:
     """
 
     name = "physics"
+    label_cost = "oracle"  # a computed label: one oracle call, not an expert label
 
     def __init__(self, pool_data: ImageSet, task: str = "cls", **physics_kwargs: Any) -> None:
         from activesynth.data.physics import PhysicsOracle

@@ -119,7 +119,19 @@ def official_split(data: ImageSet) -> Split:
 
 
 def check_disjoint(data: ImageSet, split: Split) -> None:
-    """Raise DataError if any patient appears in more than one part of ``split``."""
+    """Raise DataError if any patient appears in more than one part of ``split``, or if a
+    synthetic item (group ``syn:...``, see ``activesynth.pool``) is in its val or test part."""
+    from activesynth.pool import synthetic_groups  # lazy: the pool module imports data
+
+    for k, what in (("val", "validation"), ("test", "test")):
+        idx = getattr(split, k)
+        syn = synthetic_groups(data.groups[idx])
+        if syn.any():
+            raise DataError(
+                f"{data.name}: synthetic items {data.ids[idx][syn][:3].tolist()} would enter the "
+                f"{what} split; split the real items only and add synthetic ones to the training "
+                "side with Pool.append_synthetic."
+            )
     parts = {k: set(data.groups[getattr(split, k)]) for k in ("train", "val", "test")}
     for a, b in (("train", "val"), ("train", "test"), ("val", "test")):
         both = parts[a] & parts[b]

@@ -1,0 +1,283 @@
+"""The loop with ``synthesis`` on: config checks, synthetic items in the pool and the history
+(expert-label x-axis, ``n_synthetic``, summaries), rejected candidates, Mahapatra's pool-masks
+protocol with per-class top-k, and exact resume after interruptions and a SIGKILL."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import pytest
+
+from activesynth.errors import ConfigError
+from activesynth.generative.base import GENERATORS
+from activesynth.loop import History, LoopConfig, run_loop
+from activesynth.pool import Pool
+from activesynth.synthesis.candidates import Candidates
+from activesynth.synthesis.classic import ClassicAugmentation
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@GENERATORS.register("test-constant")
+class _ConstantEveryThird(ClassicAugmentation):
+    """Classic augmentation whose every third candidate is a constant (blank) image."""
+
+    name: ClassVar[str] = "test-constant"
+
+    def propose(self, sources, n, *, rng) -> Candidates:
+        c = super().propose(sources, n, rng=rng)
+        imgs = c.images.copy()
+        imgs[::3] = 17
+        return replace(c, images=imgs)
+
+
+SYN: dict[str, Any] = {
+    "dataset": "phantom",
+    "task": "seg",
+    "strategy": "entropy",
+    "size": 32,
+    "dataset_kwargs": {"n": 28},
+    "channels": [4, 8, 16],
+    "max_steps": 6,
+    "eval_every": 3,
+    "batch_size": 8,
+    "augment": False,
+    "threads": 1,
+    "initial": 4,
+    "schedule": [3, 3],
+    "synthesis": {"generator": "classic", "per_source": 3, "top_k": 4},
+}
+
+
+def syn_cfg(**over: Any) -> LoopConfig:
+    return LoopConfig.from_dict({**SYN, **over})
+
+
+# ---- configuration -------------------------------------------------------------------------------
+def test_synthesis_config_defaults_and_checks() -> None:
+    cfg = syn_cfg()
+    assert cfg.synthesis == {
+        "generator": "classic",
+        "params": {},
+        "per_source": 3,
+        "top_k": 4,
+        "score": "entropy",
+        "score_params": {},
+        "sources": "labelled",
+        "max_sources": None,
+    }
+    assert LoopConfig.from_dict(cfg.as_dict()) == cfg
+    assert syn_cfg(synthesis=None).synthesis is None
+    bad = [
+        ({"per_source": 201}, r"per_source must be an integer in \[1, 200\]"),
+        ({"generator": "clasic"}, "Did you mean 'classic'"),
+        ({"params": {"rotate_deg": 500}}, "rotate_deg"),
+        ({"top_k": 0}, "top_k must be an integer >= 1"),
+        ({"top_k": {"lumen": -1}}, "top_k per class"),
+        ({"score": "entorpy"}, "Did you mean 'entropy'"),
+        ({"sources": "pool"}, "Unknown synthesis sources"),
+        ({"per_sorce": 2}, "Did you mean 'per_source'"),
+        ({"max_sources": 0}, "max_sources"),
+    ]
+    for over, msg in bad:
+        with pytest.raises(ConfigError, match=msg):
+            syn_cfg(synthesis={**SYN["synthesis"], **over})
+    with pytest.raises(ConfigError, match="needs 'top_k'"):
+        syn_cfg(synthesis={"generator": "classic", "per_source": 2})
+
+
+# ---- a run ---------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory) -> tuple[LoopConfig, History, Path]:
+    """One uninterrupted tiny segmentation run with classic synthesis."""
+    cfg = syn_cfg()
+    out = tmp_path_factory.mktemp("syn-ref")
+    return cfg, run_loop(cfg, out, quiet=True), out
+
+
+def test_synthetic_items_join_training_but_not_the_label_count(reference) -> None:
+    cfg, hist, out = reference
+    assert hist.stop_reason == "schedule done"
+    # the x-axis counts expert labels only; synthetic items are reported separately
+    assert hist.column("n_labelled").tolist() == [4, 7, 10]
+    assert hist.column("n_expert_labels").tolist() == [4, 7, 10]
+    assert hist.column("n_synthetic").tolist() == [0, 4, 8]
+    assert [r["n_oracle_calls"] for r in hist.records] == [0, 0, 0]
+    assert hist.records[0]["synthetic"] is None
+    n_pool = hist.records[0]["n_pool"]
+    assert all(r["n_pool"] == n_pool for r in hist.records)
+    assert hist.records[2]["fraction"] == pytest.approx(10 / n_pool)
+    pool = Pool.load(out)
+    assert pool.n_real == n_pool and pool.n_synthetic == 8
+    for r, n_src in ((1, 7), (2, 10)):  # sources: the expert-labelled items after round r's query
+        s = hist.records[r]["synthetic"]
+        assert s["generator"] == "classic" and s["sources"] == "labelled"
+        assert s["reads_unbudgeted_labels"] is False
+        assert s["n_sources"] == n_src and s["generated"] == 3 * n_src
+        assert s["rejected"] == 0 and s["added"] == 4 and len(s["scores"]) == 4
+        assert s["scores"] == sorted(s["scores"], reverse=True) and s["per_class"] is None
+        assert s["ids"] == pool.ids[pool.labelled_round == r][-4:].tolist()
+        assert all(i.startswith("syn:") for i in s["ids"])
+    syn = pool.synthetic
+    assert (pool.label_cost[syn] == "inherited").all() and (
+        pool.labelled_by[syn] == "classic"
+    ).all()
+    assert pool.n_expert_labels == 10
+    labelled_sources = set(pool.ids[pool.labelled])
+    for i in syn:
+        prov = pool.provenance_of(int(i))
+        assert prov["source_id"] in labelled_sources  # honest default: only expert-labelled masks
+        assert prov["round"] == pool.labelled_round[i] and prov["seed"] == [0, prov["round"], 2]
+        assert set(prov["perturbation"]) == {"flip", "rotate_deg", "scale", "translate_px"}
+    # strategies only ever query real items
+    for q in hist.queried_ids():
+        assert not any(i.startswith("syn:") for i in q)
+    assert json.loads((out / "state.json").read_text())["config"]["synthesis"] == cfg.synthesis
+
+
+class _Stop(Exception):
+    pass
+
+
+@pytest.mark.parametrize(
+    "stop_at",
+    [
+        ("synthesized", 1),
+        pytest.param(("labelled", 1), marks=pytest.mark.slow),
+        pytest.param(("trained", 1), marks=pytest.mark.slow),
+        pytest.param(("synthesized", 2), marks=pytest.mark.slow),
+    ],
+)
+def test_interrupted_synthetic_run_resumes_to_the_same_history(
+    reference, tmp_path, stop_at
+) -> None:
+    cfg, ref, ref_out = reference
+
+    def interrupt(event: str, payload: dict[str, Any]) -> None:
+        if (event, payload.get("round")) == stop_at:
+            raise _Stop
+
+    with pytest.raises(_Stop):
+        run_loop(cfg, tmp_path, quiet=True, on_event=interrupt)
+    events: list[tuple[str, Any]] = []
+    resumed = run_loop(
+        cfg, tmp_path, quiet=True, on_event=lambda e, p: events.append((e, p.get("round")))
+    )
+    assert resumed.without_timing() == ref.without_timing()
+    assert stop_at not in events  # the interrupted step was persisted, not repeated
+    a, b = Pool.load(tmp_path), Pool.load(ref_out)
+    for name in ("ids", "labelled_round", "masks", "label_cost", "synthetic_images"):
+        np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
+    assert a.provenance == b.provenance
+
+
+def test_rejected_candidates_are_counted_and_pool_masks_per_class(tmp_path) -> None:
+    """Every third candidate is blank: rejected, counted, never added. Mahapatra's protocol
+    reads every pool item's manual mask and is flagged as such; per-class top-k (by the
+    highest class in the inherited mask) takes what each class has."""
+    synth = {
+        "generator": "test-constant",
+        "per_source": 3,
+        "top_k": {"lumen": 5, "background": 2},
+        "sources": "pool-masks",
+        "max_sources": 6,
+        "score": "margin",
+    }
+    cfg = syn_cfg(schedule=[2], synthesis=synth)
+    hist = run_loop(cfg, tmp_path, quiet=True)
+    s = hist.records[1]["synthetic"]
+    assert s["reads_unbudgeted_labels"] is True and s["sources"] == "pool-masks"
+    assert s["n_sources"] == 6 and s["generated"] == 18 and s["rejected"] == 6
+    # every phantom mask holds lumen, so the background class has no candidates to give
+    assert s["per_class"] == {"lumen": 5, "background": 0} and s["added"] == 5
+    assert s["score"] == "margin"
+    pool = Pool.load(tmp_path)
+    assert pool.n_synthetic == 5 and hist.records[1]["n_synthetic"] == 5
+    flat = pool.synthetic_images.reshape(5, -1)
+    assert (flat.max(axis=1) > flat.min(axis=1)).all()  # no blank image got in
+    assert hist.column("n_expert_labels").tolist() == [4, 6]
+
+
+def test_score_strategies_see_candidate_extras_or_are_refused(tmp_path) -> None:
+    # model-free random-foreground reads the candidates' presence from their inherited masks
+    synth = {**SYN["synthesis"], "score": "random-foreground"}
+    hist = run_loop(syn_cfg(schedule=[2], synthesis=synth, max_steps=3), tmp_path / "a", quiet=True)
+    assert hist.records[1]["synthetic"]["added"] == 4
+    # DAL trains an ensemble on labelled items, which a candidate set does not have
+    synth = {**SYN["synthesis"], "score": "dal"}
+    with pytest.raises(ConfigError, match="'dal' cannot rank unlabelled candidates"):
+        run_loop(syn_cfg(schedule=[2], synthesis=synth, max_steps=3), tmp_path / "b", quiet=True)
+
+
+@pytest.mark.slow
+def test_classification_per_class_top_k_inherits_labels(tmp_path) -> None:
+    """Mahapatra et al.'s classification protocol: the top k per class, labels inherited."""
+    cls_cfg = {
+        **SYN,
+        "task": "cls",
+        "dataset_kwargs": {"n": 40},
+        "channels": [8, 8, 16, 16],
+        "initial": 6,
+        "initial_method": "balanced",
+        "schedule": [3],
+    }
+    synth = {"generator": "classic", "per_source": 4, "top_k": {"normal": 2, "2": 1}}
+    hist = run_loop(LoopConfig.from_dict({**cls_cfg, "synthesis": synth}), tmp_path / "a")
+    s = hist.records[1]["synthetic"]
+    pool = Pool.load(tmp_path / "a")
+    syn = pool.synthetic
+    assert s["per_class"] == {"normal": 2, "severe": 1} and s["added"] == 3 == len(syn)
+    assert pool.labels[syn].tolist() == [0, 0, 2]
+    src = {str(i): int(lab) for i, lab in zip(pool.ids, pool.labels, strict=True)}
+    for i in syn:  # each synthetic label is its source's (oracle) label
+        assert pool.labels[i] == src[pool.provenance_of(int(i))["source_id"]]
+    assert len(set(pool.ids[syn])) == 3
+    twice = {**synth, "top_k": {"severe": 1, "2": 1}}
+    with pytest.raises(ConfigError, match="names class 'severe' twice"):
+        run_loop(LoopConfig.from_dict({**cls_cfg, "synthesis": twice}), tmp_path / "b")
+
+
+# ---- a real kill ---------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_sigkilled_synthetic_run_resumes_to_the_same_history(reference, tmp_path) -> None:
+    """SIGKILL a CLI run once round 1's synthetic items are saved and its training has started,
+    rerun it, and get the uninterrupted run's history and pool."""
+    cfg, ref, ref_out = reference
+    cfg_path = tmp_path / "loop.json"
+    cfg_path.write_text(json.dumps(cfg.as_dict()))
+    out = tmp_path / "killed"
+    code = "import tests.synthesis.test_loop_synthetic; from activesynth.cli import main; main()"
+    victim = subprocess.Popen(
+        [sys.executable, "-c", code, "loop", str(cfg_path), "--out", str(out), "-q"],
+        cwd=REPO,
+        env={**os.environ, "ACTIVESYNTH_QUIET": "1"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    marker = out / "round_01" / "last.pt"
+    try:
+        deadline = time.monotonic() + 300  # generous: the test machine may be heavily shared
+        while not marker.exists() and victim.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert victim.poll() is None, f"run ended before it was killed: {victim.stderr.read()}"
+        assert marker.exists(), "round 1 never started training"
+        os.kill(victim.pid, signal.SIGKILL)
+    finally:
+        if victim.poll() is None:  # a failed assertion must not leave the run behind
+            victim.kill()
+        victim.wait()
+    assert Pool.load(out).n_synthetic == 4  # round 1's synthetic items were saved
+    resumed = run_loop(LoopConfig.from_file(cfg_path), out, quiet=True)
+    assert resumed.without_timing() == ref.without_timing()
+    np.testing.assert_array_equal(
+        Pool.load(out).synthetic_images, Pool.load(ref_out).synthetic_images
+    )
