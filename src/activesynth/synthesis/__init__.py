@@ -1,0 +1,1 @@
+"""Synthesis: mask perturbation, conditional generation (``cgan``) and active synthesis."""
