@@ -123,13 +123,22 @@ class FeatureNet(nn.Module):
 
 
 def feature_distance(net: FeatureNet, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """(B,) mean squared difference of the relu4_1-counterpart features of a and b (B, C, H, W).
+    """(B,) relative squared L2 distance of the relu4_1-counterpart features of a and b.
 
-    The paper's "L2 distance ... using all 512 feature maps"; averaged rather than summed over the
-    maps and positions so its scale does not depend on the image size. ``net`` should be in eval
-    mode with frozen weights; gradients flow to the inputs.
+    ``||F(a) - F(b)||^2 / (||F(a)||^2 + eps)``, per image, over all maps and positions: the
+    paper's "L2 distance ... using all 512 feature maps", divided by the energy of a's features so
+    that the content-loss weight means the same whatever scale our own (not ImageNet) network's
+    features happen to have (a self-trained net's activations can be orders of magnitude smaller
+    than VGG's). ``a`` is the reference (the source image). ``net`` should be in eval mode with
+    frozen weights; gradients flow to the inputs.
+
+    Args:
+        net: the feature network.
+        a: (B, C, H, W) reference images in [-1, 1].
+        b: (B, C, H, W) compared images in [-1, 1].
     """
-    return ((net.features(a) - net.features(b)) ** 2).flatten(1).mean(1)
+    fa, fb = net.features(a).flatten(1), net.features(b).flatten(1)
+    return ((fa - fb) ** 2).sum(1) / ((fa**2).sum(1) + 1e-8)
 
 
 def train_feature_net_epoch(

@@ -22,6 +22,8 @@ Where we interpret (the paper does not say):
   on D's logit, so D's sigmoid sits inside the loss). G minimises, per Eq. 3-5,
   ``adv + lambda_l1 * L1(G(x, z), y) + w_nmi * NMI(x, G) - w_feat * Feat(x, G) - w_mse * MSE(x, G)``
   with images in [-1, 1]. The paper gives only lambda = 10; the content weights are ours (1).
+  ``Feat`` is the feature distance relative to the source's feature energy
+  (``models.feature_net.feature_distance``), so its weight is scale-free.
 - **NMI** (Eq. 5): :func:`soft_nmi`, ``2 I(a; b) / (H(a) + H(b))`` in [0, 1] from Gaussian Parzen
   soft histograms (MONAI ``GlobalMutualInformationLoss``'s windowing, 23 bins on [0, 1]),
   per channel, averaged over channels. Differentiable, unlike a hard histogram.
@@ -944,6 +946,7 @@ def train_cgan(
     cfg: CGANConfig,
     cache_dir: str | Path | None = None,
     *,
+    seed: int | None = None,
     quiet: bool = False,
     on_epoch: OnEpoch | None = None,
 ) -> CGAN:
@@ -952,12 +955,13 @@ def train_cgan(
     Trains (or finds) the mask autoencoder, then the feature network, then G and D. With
     ``cache_dir``, each stage is content-addressed (pool fingerprint + its config slice), trained
     at most once per folder under a file lock, and resumed per epoch after an interruption;
-    without it, everything is trained in memory. The training seed is ``cfg.seed``.
+    without it, everything is trained in memory. The training seed is ``cfg.seed`` (or ``seed``).
 
     Args:
         data: the pool: images (N, H, W, C) with H = W = ``cfg.image_size`` and masks (N, H, W).
         cfg: the configuration.
         cache_dir: the cache folder (e.g. ``$ACTIVESYNTH_CACHE``), or None.
+        seed: overrides ``cfg.seed`` (and so is part of the cache key) when given.
         quiet: no progress bars.
         on_epoch: called as ``(stage, epochs_done, figures)`` after each epoch's checkpoint.
 
@@ -965,6 +969,8 @@ def train_cgan(
         DataError: the pool has no masks.
         ConfigError: the pool's size or channels differ from ``cfg``.
     """
+    if seed is not None:
+        cfg = replace(cfg, seed=int(seed))
     _check_pool(data, cfg)
     fp = pool_fingerprint(data)
     key = _cache_key("cgan", fp, cfg.as_dict())
@@ -1166,8 +1172,8 @@ class CGANGenerator:
         if self.checkpoint is not None:
             self.model = load_cgan(self.checkpoint, data)
             return
-        cfg = replace(self.cfg, seed=int(rng.integers(0, 2**31 - 1)))
-        self.model = train_cgan(data, cfg, self.cache_dir, quiet=self.quiet)
+        seed = int(rng.integers(0, 2**31 - 1))
+        self.model = train_cgan(data, self.cfg, self.cache_dir, seed=seed, quiet=self.quiet)
 
     def _trained(self) -> CGAN:
         if self.model is None:
