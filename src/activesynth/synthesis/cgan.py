@@ -1,0 +1,1191 @@
+"""The conditional GAN of Mahapatra et al. (MICCAI 2018, Sec. 2.1): training, checkpoints, generation.
+
+What G is given (the paper, followed): "the test Xray image and the latent vector encoding of a
+mask (either original or altered)", i.e. G(x, z) with x the source image and z the code of a
+(perturbed) mask from a pre-trained mask autoencoder; the output keeps x's appearance and class
+and follows the mask's shape. Its variety comes from the perturbed masks (up to 200 per source),
+not from noise: G is deterministic, as pix2pix found G learns to ignore a noise input anyway.
+
+Where we interpret (the paper does not say):
+
+- **How z enters G.** z is decoded by the *frozen* mask decoder to a soft mask (B, K, H, W)
+  (softmax of its logits) that is concatenated with x. A learnt projection of z to a feature map
+  would have to re-learn that decoder from a few hundred images; the bottleneck still projects
+  any perturbed mask onto the autoencoder's manifold of plausible masks.
+- **Training pairs.** Eq. 1-2 need (x, y) pairs from the data. Each target y (a pool image, whose
+  mask gives z) is paired with a source x: with ``pairing="group"`` (default) another image of
+  the same patient (neighbouring slices: same appearance, other shape), or any other image when
+  the patient has one; ``"random"``: any other image; ``"self"``: x = y (the literal reading,
+  where Eq. 5 and the L1 term pull against each other). G thus learns "appearance from x, shape
+  from z", which is what generation asks of it. Sources are redrawn every epoch from (seed, epoch).
+- **Losses.** D's loss is Eq. 1 (the log loss, MONAI ``PatchAdversarialLoss(criterion="bce")``
+  on D's logit, so D's sigmoid sits inside the loss). G minimises, per Eq. 3-5,
+  ``adv + lambda_l1 * L1(G(x, z), y) + w_nmi * NMI(x, G) - w_feat * Feat(x, G) - w_mse * MSE(x, G)``
+  with images in [-1, 1]. The paper gives only lambda = 10; the content weights are ours (1).
+  ``Feat`` is the feature distance relative to the source's feature energy
+  (``models.feature_net.feature_distance``), so its weight is scale-free.
+- **NMI** (Eq. 5): :func:`soft_nmi`, ``2 I(a; b) / (H(a) + H(b))`` in [0, 1] from Gaussian Parzen
+  soft histograms (MONAI ``GlobalMutualInformationLoss``'s windowing, 23 bins on [0, 1]),
+  per channel, averaged over channels. Differentiable, unlike a hard histogram.
+- **The VGG term** uses our own feature network (``models/feature_net.py``): no ImageNet weights.
+
+Training runs three resumable stages, each content-addressed by the pool fingerprint (item count,
+image shape, dtype, ids, pixels *and masks*) and its own slice of the config, each trained at most
+once per cache folder under an ``fcntl`` lock, each writing ``last.pt`` atomically after every
+epoch (an interrupted stage resumes to bit-identical weights: batch order and pairs are functions
+of (seed, epoch) alone, and the networks have no dropout or noise):
+
+- ``<cache>/cgan-maskae-<key>/maskae.pt``: the mask autoencoder (MONAI ``DiceCELoss``);
+- ``<cache>/cgan-featnet-<key>/featnet.pt``: the feature network;
+- ``<cache>/cgan-<key>/cgan.pt``: G, D, the autoencoder and feature net weights, config, pool
+  fingerprint, intensity range and history. Written last: its presence means complete, and it is
+  all generation needs (:func:`load_cgan`).
+
+Generator protocol: :class:`CGANGenerator` has the ``name`` / ``fit(data, *, rng)`` /
+``encode(images)`` / ``propose(sources, n, *, rng)`` shape of the shared ``Generator`` protocol
+(``generative/base.py``, written in parallel); :class:`Candidates` and :func:`perturb_mask` here are
+the minimal local versions of ``synthesis/candidates.py`` and ``synthesis/perturb.py`` and will be
+replaced by them at merge (``propose`` already takes any ``perturb`` callable).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import logging
+import math
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from torch import nn
+
+from activesynth.data.imageset import ImageSet
+from activesynth.errors import CheckpointError, ConfigError, DataError
+from activesynth.models.cgan_nets import (
+    PAPER_DISC_CHANNELS,
+    MaskAutoencoder,
+    PairDiscriminator,
+    ResidualGenerator,
+    from_gan_range,
+    one_hot_masks,
+    to_gan_range,
+)
+from activesynth.models.feature_net import (
+    FeatureNet,
+    FeatureNetConfig,
+    feature_distance,
+    masks_to_target,
+    train_feature_net_epoch,
+)
+from activesynth.registry import check_option, did_you_mean
+
+log = logging.getLogger(__name__)
+
+SCHEMA = 1
+PAIRINGS = ("group", "random", "self")
+#: The paper's "up to 200 synthetic images" per source image.
+MAX_CANDIDATES = 200
+OnEpoch = Callable[[str, int, dict[str, float]], None]
+
+
+# ---- configuration ------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class CGANConfig:
+    """The cGAN's sizes, losses and training; every field is part of the checkpoint's cache key.
+
+    Attributes:
+        image_size: side H = W the networks are built for; the pool must have it (load the data
+            with ``size=image_size``). Divisible by ``2 ** len(ae_channels)``. 64-128 on CPU.
+        channels: image channels; None = the pool's (a set value must match the pool).
+        features: G's feature maps (paper: 64).
+        n_res_blocks: G's residual blocks (SRGAN: 16; 4 keep an epoch affordable on 2 cores).
+        latent_dim: size of the mask code z.
+        ae_channels: mask autoencoder widths, one stride-2 level each.
+        ae_epochs: mask autoencoder epochs.
+        ae_lr: its Adam learning rate.
+        feat_channels: feature network widths (four levels).
+        feat_epochs: feature network epochs.
+        feat_lr: its Adam learning rate.
+        disc_channels: D's eight convolution widths (paper: 64, 64, 128, 128, 256, 256, 512, 512).
+        disc_dense: units of D's first dense layer (paper: 1024).
+        lambda_l1: weight of the L1 term (Eq. 3: 10).
+        w_nmi: weight of NMI(x, y) in the content loss (Eq. 5; ours, paper gives none).
+        w_feat: weight of the feature distance in the content loss.
+        w_mse: weight of the MSE in the content loss.
+        nmi_bins: soft-histogram bins of the NMI.
+        lr: Adam learning rate of G and D (pix2pix: 2e-4).
+        beta1: Adam beta1 of G and D (pix2pix: 0.5).
+        epochs: cGAN epochs over the pool.
+        batch_size: images per step (all stages).
+        pairing: how training sources x are paired with targets y: "group", "random", "self".
+        seed: seeds initialisation, batch order and pairs of every stage.
+    """
+
+    image_size: int = 64
+    channels: int | None = None
+    features: int = 64
+    n_res_blocks: int = 4
+    latent_dim: int = 16
+    ae_channels: tuple[int, ...] = (16, 32, 64)
+    ae_epochs: int = 10
+    ae_lr: float = 1e-3
+    feat_channels: tuple[int, ...] = (32, 64, 128, 256)
+    feat_epochs: int = 5
+    feat_lr: float = 1e-3
+    disc_channels: tuple[int, ...] = PAPER_DISC_CHANNELS
+    disc_dense: int = 1024
+    lambda_l1: float = 10.0
+    w_nmi: float = 1.0
+    w_feat: float = 1.0
+    w_mse: float = 1.0
+    nmi_bins: int = 23
+    lr: float = 2e-4
+    beta1: float = 0.5
+    epochs: int = 20
+    batch_size: int = 16
+    pairing: str = "group"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("ae_channels", "feat_channels", "disc_channels"):
+            object.__setattr__(self, name, tuple(int(c) for c in getattr(self, name)))
+        object.__setattr__(self, "pairing", check_option(self.pairing, PAIRINGS, "cgan pairing"))
+        ints = ("image_size", "features", "n_res_blocks", "latent_dim", "ae_epochs")
+        for name in (*ints, "feat_epochs", "disc_dense", "epochs", "nmi_bins"):
+            v = getattr(self, name)
+            if int(v) != v or v < 1:
+                raise ConfigError(f"cgan {name} must be a positive integer, got {v!r}.")
+        if int(self.batch_size) != self.batch_size or self.batch_size < 2:
+            raise ConfigError(
+                f"cgan batch_size must be an integer >= 2 (batch norm), got {self.batch_size}."
+            )
+        if self.channels is not None and (int(self.channels) != self.channels or self.channels < 1):
+            raise ConfigError(
+                f"cgan channels must be None or a positive integer, got {self.channels}."
+            )
+        m = 2 ** len(self.ae_channels)
+        if not self.ae_channels or min(self.ae_channels) < 1 or self.image_size % m:
+            raise ConfigError(
+                f"cgan image_size {self.image_size} must be divisible by 2**len(ae_channels) = {m} "
+                f"(ae_channels {list(self.ae_channels)}); use e.g. 64 or 128."
+            )
+        if len(self.disc_channels) != 8 or min(self.disc_channels) < 1:
+            raise ConfigError(
+                f"cgan disc_channels must be 8 positive widths (Fig. 1(b)), got "
+                f"{list(self.disc_channels)}."
+            )
+        FeatureNetConfig(self.feat_channels, self.feat_epochs, self.batch_size, self.feat_lr)
+        for name in ("lambda_l1", "w_nmi", "w_feat", "w_mse"):
+            v = getattr(self, name)
+            if not (math.isfinite(v) and v >= 0):
+                raise ConfigError(f"cgan {name} must be a finite number >= 0, got {v!r}.")
+        for name in ("lr", "ae_lr", "feat_lr"):
+            v = getattr(self, name)
+            if not (math.isfinite(v) and v > 0):
+                raise ConfigError(f"cgan {name} must be a positive number, got {v!r}.")
+        if not 0 <= self.beta1 < 1:
+            raise ConfigError(f"cgan beta1 must be in [0, 1), got {self.beta1}.")
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any] | None) -> CGANConfig:
+        """Build from a mapping; unknown keys are a ConfigError with a did-you-mean."""
+        d = dict(d or {})
+        names = [f.name for f in fields(cls)]
+        for k in d:
+            if k not in names:
+                raise ConfigError(
+                    f"Unknown cgan option {k!r}{did_you_mean(str(k), names) or ''}. "
+                    f"Known: {', '.join(names)}."
+                )
+        return cls(**d)
+
+    def as_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        for name in ("ae_channels", "feat_channels", "disc_channels"):
+            d[name] = list(d[name])
+        return d
+
+    def ae_part(self) -> dict[str, Any]:
+        """The fields the mask autoencoder depends on (its cache key)."""
+        keys = ("image_size", "latent_dim", "ae_channels", "ae_epochs", "ae_lr", "batch_size")
+        return {k: self.as_dict()[k] for k in (*keys, "seed")}
+
+    def feat_config(self) -> FeatureNetConfig:
+        return FeatureNetConfig(self.feat_channels, self.feat_epochs, self.batch_size, self.feat_lr)
+
+    def feat_part(self) -> dict[str, Any]:
+        """The fields the feature network depends on (its cache key)."""
+        return {"image_size": self.image_size, "seed": self.seed, **self.feat_config().as_dict()}
+
+
+# ---- pool fingerprint and checks ----------------------------------------------------------------
+def pool_fingerprint(data: ImageSet) -> dict[str, Any]:
+    """What a cGAN must match: the VAE manifold's fingerprint plus the masks and class count.
+
+    Raises:
+        DataError: the set has no masks (the cGAN is conditioned on them).
+    """
+    from activesynth.generative.manifold import fingerprint
+
+    if data.masks is None:
+        raise DataError(
+            f"{data.name}: the cGAN is conditioned on segmentation masks and this dataset has "
+            "none; use a dataset with masks (task 'seg')."
+        )
+    fp = dict(fingerprint(data))
+    fp["masks_sha256"] = hashlib.sha256(np.ascontiguousarray(data.masks).tobytes()).hexdigest()
+    fp["n_classes"] = int(data.n_classes)
+    return fp
+
+
+def check_pool_fingerprint(have: dict[str, Any], want: dict[str, Any], where: str) -> None:
+    """Raise :class:`CheckpointError` naming what differs between a checkpoint's pool and this one."""
+    diffs = []
+    hw = (have.get("height"), have.get("width"))
+    if hw != (want["height"], want["width"]):
+        diffs.append(f"{hw[0]}x{hw[1]} px images, the pool's are {want['height']}x{want['width']}")
+    if have.get("channels") != want["channels"]:
+        diffs.append(f"{have.get('channels')}-channel images, the pool's have {want['channels']}")
+    if have.get("n_classes") != want["n_classes"]:
+        diffs.append(f"{have.get('n_classes')} mask classes, the pool has {want['n_classes']}")
+    if have.get("n") != want["n"]:
+        diffs.append(f"{have.get('n')} items, the pool has {want['n']}")
+    if have.get("dtype") != want["dtype"]:
+        diffs.append(f"{have.get('dtype')} images, the pool's are {want['dtype']}")
+    if not diffs and have.get("ids_sha256") != want["ids_sha256"]:
+        diffs.append("other item ids (another dataset or split)")
+    if not diffs and have.get("pixels_sha256") != want["pixels_sha256"]:
+        diffs.append("other pixel data (the images changed)")
+    if not diffs and have.get("masks_sha256") != want["masks_sha256"]:
+        diffs.append("other masks (the labels changed)")
+    if diffs:
+        raise CheckpointError(
+            f"{where} was trained on " + "; ".join(diffs) + ". Use a cGAN trained on this pool: "
+            "drop the checkpoint to train one (it is cached by pool and config)."
+        )
+
+
+def _cache_key(kind: str, fp: dict[str, Any], part: dict[str, Any]) -> str:
+    blob = json.dumps({"schema": SCHEMA, "kind": kind, "pool": fp, "cfg": part}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _intensity_range(data: ImageSet) -> tuple[float, float]:
+    """The pool intensities that map to -1 and +1 inside the GAN (uint8: 0 and 255)."""
+    if data.images.dtype == np.uint8:
+        return 0.0, 255.0
+    lo, hi = float(np.min(data.images)), float(np.max(data.images))
+    return lo, (hi if hi > lo else lo + 1.0)
+
+
+def _check_pool(data: ImageSet, cfg: CGANConfig) -> None:
+    h, w, c = data.shape
+    if (h, w) != (cfg.image_size, cfg.image_size):
+        raise ConfigError(
+            f"cgan image_size is {cfg.image_size} but {data.name}'s images are {h}x{w}; load the "
+            f"dataset with size={cfg.image_size} or set image_size={h} (square images only)."
+        )
+    if cfg.channels is not None and cfg.channels != c:
+        raise ConfigError(
+            f"cgan channels is {cfg.channels} but {data.name}'s images have {c}; drop the option."
+        )
+    if len(data) < cfg.batch_size:
+        raise ConfigError(
+            f"{data.name} has {len(data)} images, fewer than cgan batch_size {cfg.batch_size}; "
+            "lower batch_size."
+        )
+
+
+# ---- the NMI ------------------------------------------------------------------------------------
+def soft_nmi(
+    a: torch.Tensor, b: torch.Tensor, bins: int = 23, sigma_ratio: float = 0.5
+) -> torch.Tensor:
+    """Differentiable normalised mutual information ``2 I(a; b) / (H(a) + H(b))`` per image.
+
+    Estimator: Gaussian Parzen windows on ``bins`` centres in [0, 1] (MONAI
+    ``GlobalMutualInformationLoss.parzen_windowing_gaussian``, sigma = ``sigma_ratio`` x bin
+    spacing) give every pixel a soft bin membership; the joint histogram is the mean outer
+    product of memberships, the marginals its sums. Computed per channel, averaged over channels.
+    Identical images give a value near (not exactly) 1 because the windows overlap; independent
+    images give about 0.
+
+    Args:
+        a: (B, C, H, W) intensities in [0, 1] (clamped).
+        b: (B, C, H, W) intensities in [0, 1].
+        bins: histogram bins.
+        sigma_ratio: Parzen window width relative to the bin spacing.
+
+    Returns:
+        (B,) NMI in [0, 1].
+    """
+    from monai.losses import GlobalMutualInformationLoss
+
+    if a.shape != b.shape or a.ndim != 4:
+        raise ConfigError(
+            f"soft_nmi needs two (B, C, H, W) tensors of one shape, got {a.shape}, {b.shape}."
+        )
+    mi_loss = GlobalMutualInformationLoss(num_bins=bins, sigma_ratio=sigma_ratio).to(a)
+    bsz, c = a.shape[:2]
+    wa, pa = mi_loss.parzen_windowing_gaussian(a.reshape(bsz * c, -1))
+    wb, pb = mi_loss.parzen_windowing_gaussian(b.reshape(bsz * c, -1))
+    pab = torch.bmm(wa.transpose(1, 2), wb) / wa.shape[1]  # (BC, bins, bins)
+    eps = 1e-10
+    h_a = -(pa * torch.log(pa + eps)).sum((1, 2))
+    h_b = -(pb * torch.log(pb + eps)).sum((1, 2))
+    h_ab = -(pab * torch.log(pab + eps)).sum((1, 2))
+    nmi = 2.0 * (h_a + h_b - h_ab) / (h_a + h_b).clamp_min(eps)
+    return nmi.view(bsz, c).mean(1)
+
+
+def content_loss(
+    x: torch.Tensor, y: torch.Tensor, feat: FeatureNet, cfg: CGANConfig
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """Eq. 5, ``w_nmi NMI(x, y) - w_feat Feat(x, y) - w_mse MSE(x, y)``, batch mean.
+
+    Args:
+        x: (B, C, H, W) sources in [-1, 1].
+        y: (B, C, H, W) generated images in [-1, 1].
+        feat: the frozen feature network (eval mode).
+        cfg: the weights.
+
+    Returns:
+        The loss (scalar tensor; lower = y more different from x) and its three terms.
+    """
+    nmi = soft_nmi((x + 1) / 2, (y + 1) / 2, cfg.nmi_bins).mean()
+    fd = feature_distance(feat, x, y).mean()
+    mse = ((x - y) ** 2).mean()
+    loss = cfg.w_nmi * nmi - cfg.w_feat * fd - cfg.w_mse * mse
+    return loss, {"nmi": float(nmi.item()), "feat": float(fd.item()), "mse": float(mse.item())}
+
+
+# ---- helpers: seeds, pairs, locks, resumable stages ---------------------------------------------
+def _seed(seed: int, *keys: int) -> int:
+    from activesynth.train import seed_for
+
+    return seed_for(seed, *keys)
+
+
+def _build(seed: int, fn: Callable[[], nn.Module]) -> nn.Module:
+    """Build a module with weights drawn from ``seed`` without touching the global torch RNG."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return fn()
+
+
+def source_pairs(groups: np.ndarray, pairing: str, seed: int, epoch: int) -> np.ndarray:
+    """(N,) index of the source image x paired with each target y for one epoch.
+
+    ``"group"``: another item of the same group (patient), or any other item for a singleton
+    group; ``"random"``: any other item; ``"self"``: the item itself. Seeded by (seed, epoch).
+    """
+    n = len(groups)
+    idx = np.arange(n)
+    if pairing == "self" or n == 1:
+        return idx
+    rng = np.random.default_rng([seed, 211, epoch])
+    out = (idx + rng.integers(1, n, size=n)) % n  # any other item
+    if pairing == "random":
+        return out
+    _, inv = np.unique(groups, return_inverse=True)
+    order = np.argsort(inv, kind="stable")
+    starts = np.searchsorted(inv[order], inv[order], side="left")
+    counts = np.bincount(inv)[inv[order]]
+    pos = np.arange(n) - starts
+    shift = rng.integers(1, np.maximum(counts, 2))  # in [1, count - 1] for groups of >= 2
+    partner = order[starts + (pos + shift) % counts]
+    multi = counts > 1
+    out[order[multi]] = partner[multi]
+    return out
+
+
+@contextlib.contextmanager
+def _locked(lock_path: Path) -> Iterator[None]:
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "a+") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _run_stage(
+    stage: str,
+    folder: Path | None,
+    state: dict[str, Any],
+    ident: dict[str, Any],
+    epochs: int,
+    epoch_fn: Callable[[int], dict[str, float]],
+    on_epoch: OnEpoch | None,
+    quiet: bool,
+) -> list[dict[str, float]]:
+    """Run ``epoch_fn`` for epochs not yet done; ``last.pt`` (``state`` objects) after each.
+
+    Args:
+        stage: name for logs, the progress bar and ``on_epoch``.
+        folder: where ``last.pt`` lives, or None (no resume).
+        state: modules and optimisers to save and restore, by name.
+        ident: what the saved state must match to be resumed (config slice and pool).
+        epochs: total epochs.
+        epoch_fn: trains epoch ``e`` (0-based), returns its figures.
+        on_epoch: called with (stage, epochs done, figures) after each checkpoint is written.
+        quiet: no progress bar.
+    """
+    from tqdm.auto import tqdm
+
+    from activesynth.utils import atomic_torch_save, progress_enabled
+
+    history: list[dict[str, float]] = []
+    start = 0
+    last = None if folder is None else folder / "last.pt"
+    if last is not None and last.is_file():
+        saved = torch.load(last, map_location="cpu", weights_only=False)
+        if saved.get("ident") != ident:
+            raise CheckpointError(
+                f"{last} belongs to another {stage} training (config or pool differs); delete it."
+            )
+        for name, obj in state.items():
+            obj.load_state_dict(saved[name])
+        history, start = list(saved["history"]), int(saved["epoch"])
+        log.info("resuming %s at epoch %d of %d", stage, start, epochs)
+    bar = tqdm(
+        total=epochs,
+        initial=start,
+        desc=stage,
+        unit="epoch",
+        disable=not progress_enabled(quiet),
+        leave=False,
+    )
+    for epoch in range(start, epochs):
+        t0 = time.perf_counter()
+        figs = {"epoch": epoch + 1, **epoch_fn(epoch), "seconds": time.perf_counter() - t0}
+        history.append(figs)
+        if last is not None:
+            blob = {name: obj.state_dict() for name, obj in state.items()}
+            atomic_torch_save(
+                last, {**blob, "ident": ident, "epoch": epoch + 1, "history": history}
+            )
+        bar.update(1)
+        if on_epoch is not None:
+            on_epoch(stage, epoch + 1, figs)
+    bar.close()
+    return history
+
+
+def _steps(n: int, bs: int) -> int:
+    return n // bs  # the ragged last batch is dropped: batch norm needs > 1 image
+
+
+# ---- stage 1: the mask autoencoder --------------------------------------------------------------
+def train_mask_autoencoder(
+    data: ImageSet,
+    cfg: CGANConfig,
+    folder: Path | None = None,
+    *,
+    on_epoch: OnEpoch | None = None,
+    quiet: bool = False,
+) -> tuple[MaskAutoencoder, list[dict[str, float]]]:
+    """Train the mask autoencoder on the pool's masks (DiceCE on the reconstruction).
+
+    Returns:
+        The model (eval mode) and its per-epoch history (``loss``, ``dice``, ``seconds``).
+    """
+    from monai.losses import DiceCELoss
+
+    k, n, size = data.n_classes, len(data), cfg.image_size
+    model = _build(
+        _seed(cfg.seed, 101), lambda: MaskAutoencoder(k, size, cfg.latent_dim, cfg.ae_channels)
+    )
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.ae_lr)
+    loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
+    bs = cfg.batch_size
+    masks = data.masks
+    assert masks is not None
+
+    def epoch_fn(epoch: int) -> dict[str, float]:
+        model.train()
+        order = np.random.default_rng([cfg.seed, 102, epoch]).permutation(n)
+        tot = 0.0
+        for s in range(_steps(n, bs)):
+            idx = np.sort(order[s * bs : (s + 1) * bs])
+            logits, _ = model(one_hot_masks(masks[idx], k))
+            loss = loss_fn(logits, masks_to_target(masks[idx]))
+            if not torch.isfinite(loss):
+                raise ConfigError(f"mask autoencoder diverged (loss {loss.item()}); lower ae_lr.")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            tot += float(loss.item())
+        return {"loss": tot / _steps(n, bs)}
+
+    ident = {"pool": pool_fingerprint(data), "cfg": cfg.ae_part()}
+    hist = _run_stage(
+        "mask-ae",
+        folder,
+        {"model": model, "opt": opt},
+        ident,
+        cfg.ae_epochs,
+        epoch_fn,
+        on_epoch,
+        quiet,
+    )
+    model.eval()
+    return model, hist
+
+
+# ---- stage 2: the feature network ---------------------------------------------------------------
+def train_feature_net(
+    data: ImageSet,
+    cfg: CGANConfig,
+    folder: Path | None = None,
+    *,
+    on_epoch: OnEpoch | None = None,
+    quiet: bool = False,
+) -> tuple[FeatureNet, list[dict[str, float]]]:
+    """Train the content loss's feature network to segment the pool (see models/feature_net.py)."""
+    fc = cfg.feat_config()
+    n, lo_hi = len(data), _intensity_range(data)
+    net = _build(
+        _seed(cfg.seed, 201), lambda: FeatureNet(data.n_channels, data.n_classes, fc.channels)
+    )
+    opt = torch.optim.Adam(net.parameters(), lr=fc.lr)
+    bs = fc.batch_size
+    masks = data.masks
+    assert masks is not None
+
+    def epoch_fn(epoch: int) -> dict[str, float]:
+        order = np.random.default_rng([cfg.seed, 202, epoch]).permutation(n)
+        batches = (
+            (to_gan_range(data.images[i], *lo_hi), masks_to_target(masks[i]))
+            for i in (np.sort(order[s * bs : (s + 1) * bs]) for s in range(_steps(n, bs)))
+        )
+        return {"loss": train_feature_net_epoch(net, opt, batches)}
+
+    ident = {"pool": pool_fingerprint(data), "cfg": cfg.feat_part()}
+    hist = _run_stage(
+        "feature-net",
+        folder,
+        {"model": net, "opt": opt},
+        ident,
+        fc.epochs,
+        epoch_fn,
+        on_epoch,
+        quiet,
+    )
+    net.eval()
+    return net, hist
+
+
+# ---- the trained cGAN ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Candidates:
+    """Synthetic candidates with their provenance (minimal local form of synthesis/candidates.py).
+
+    Attributes:
+        images: (M, H, W, C) synthetic images, the pool's dtype (uint8 or float32).
+        masks: (M, H, W) uint8: the perturbed masks they were generated from (their labels).
+        source_index: (M,) int64 index of each candidate's source in the ``sources`` given.
+        source_ids: (M,) str id of each candidate's source.
+        provenance: per candidate: generator, checkpoint key, source id, seed and perturbation
+            parameters (enough to replay it).
+        label_cost: (M,) float expert labels each costs (0: the mask is inherited).
+    """
+
+    images: np.ndarray
+    masks: np.ndarray
+    source_index: np.ndarray
+    source_ids: np.ndarray
+    provenance: list[dict[str, Any]]
+    label_cost: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+
+@dataclass(frozen=True)
+class PerturbConfig:
+    """Mask perturbations of :func:`perturb_mask` (the paper's Sec. 2.1 steps 1 and 3).
+
+    Attributes:
+        max_displacement: largest boundary displacement, as a fraction of the side (the paper's
+            15 px at 512 px is 0.03; the default allows a little more at 64 px).
+        grid: control points per side of the smooth displacement field.
+        max_rotation: largest rotation in degrees.
+        max_translation: largest shift as a fraction of the side.
+        flip: allow a left-right flip.
+    """
+
+    max_displacement: float = 0.06
+    grid: int = 5
+    max_rotation: float = 10.0
+    max_translation: float = 0.05
+    flip: bool = False
+
+
+def perturb_mask(
+    mask: np.ndarray, rng: np.random.Generator, cfg: PerturbConfig = PerturbConfig()
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """Perturb one (H, W) mask: smooth boundary displacement, rotation, translation (flip).
+
+    A minimal stand-in for ``synthesis/perturb.py`` (which owns the paper's b-spline boundary
+    displacement and intensity changes); replaced by it at merge. All randomness is drawn first
+    into the returned parameters, then applied deterministically (nearest-neighbour resampling,
+    so class ids are preserved).
+
+    Returns:
+        The perturbed (H, W) uint8 mask and its parameters (JSON-serialisable).
+    """
+    from scipy.ndimage import map_coordinates, zoom
+
+    h, w = mask.shape
+    amp = float(rng.uniform(1.0, max(1.0, cfg.max_displacement * max(h, w))))
+    ctrl = rng.uniform(-1.0, 1.0, size=(2, cfg.grid, cfg.grid))
+    angle = float(rng.uniform(-cfg.max_rotation, cfg.max_rotation))
+    shift = rng.uniform(-cfg.max_translation, cfg.max_translation, size=2) * np.array([h, w])
+    flip = bool(cfg.flip and rng.random() < 0.5)
+    params = {
+        "displacement_px": amp,
+        "control_points": ctrl.round(6).tolist(),
+        "rotation_deg": angle,
+        "translation_px": shift.round(4).tolist(),
+        "flip": flip,
+    }
+    disp = np.stack([zoom(c, (h / cfg.grid, w / cfg.grid), order=3)[:h, :w] for c in ctrl]) * amp
+    yy, xx = np.meshgrid(
+        np.arange(h, dtype=np.float64), np.arange(w, dtype=np.float64), indexing="ij"
+    )
+    cy, cx = (h - 1) / 2, (w - 1) / 2
+    t = math.radians(angle)
+    ry = math.cos(t) * (yy - cy) - math.sin(t) * (xx - cx) + cy - shift[0] + disp[0]
+    rx = math.sin(t) * (yy - cy) + math.cos(t) * (xx - cx) + cx - shift[1] + disp[1]
+    src = mask[:, ::-1] if flip else mask
+    out = map_coordinates(src, [ry, rx], order=0, mode="constant", cval=0)
+    return out.astype(np.uint8), params
+
+
+@dataclass
+class CGAN:
+    """A trained cGAN: G, D, the mask autoencoder and the feature network, in eval mode.
+
+    Attributes:
+        generator: G(x, soft mask).
+        discriminator: D(x, y).
+        mask_ae: the mask autoencoder (z = ``mask_ae.encode``).
+        feature_net: the content loss's feature network.
+        config: the configuration it was trained with.
+        fingerprint: its pool (see :func:`pool_fingerprint`).
+        intensity_range: (lo, hi) pool intensities mapped to -1 and +1.
+        dtype: the pool's image dtype (generated images use it).
+        history: per stage, per-epoch figures.
+        key: the content address ("cgan-<key>").
+        path: the checkpoint folder, or None when kept in memory.
+    """
+
+    name: ClassVar[str] = "cgan"
+    generator: ResidualGenerator
+    discriminator: PairDiscriminator
+    mask_ae: MaskAutoencoder
+    feature_net: FeatureNet
+    config: CGANConfig
+    fingerprint: dict[str, Any]
+    intensity_range: tuple[float, float]
+    dtype: str
+    history: dict[str, list[dict[str, float]]] = field(default_factory=dict)
+    key: str = ""
+    path: Path | None = None
+
+    @property
+    def n_classes(self) -> int:
+        return int(self.fingerprint["n_classes"])
+
+    def check_matches(self, data: ImageSet, where: str = "this cGAN") -> None:
+        """Raise :class:`CheckpointError` naming what differs if ``data`` is not its pool."""
+        check_pool_fingerprint(self.fingerprint, pool_fingerprint(data), where)
+
+    def _check_inputs(self, images: np.ndarray, masks: np.ndarray) -> None:
+        fp = self.fingerprint
+        want = (fp["height"], fp["width"], fp["channels"])
+        if images.ndim != 4 or tuple(images.shape[1:]) != want:
+            raise DataError(
+                f"cGAN sources must be (B, {want[0]}, {want[1]}, {want[2]}) images like its pool, "
+                f"got shape {images.shape}."
+            )
+        if masks.shape[0] != images.shape[0] or tuple(masks.shape[-2:]) != want[:2]:
+            raise DataError(
+                f"cGAN masks must be (B, {want[0]}, {want[1]}) or (B, M, {want[0]}, {want[1]}) for "
+                f"B = {images.shape[0]} sources, got shape {masks.shape}."
+            )
+        if masks.size and (masks.min() < 0 or masks.max() >= self.n_classes):
+            raise DataError(
+                f"cGAN masks hold class ids outside [0, {self.n_classes}) (max {masks.max()})."
+            )
+
+    @torch.inference_mode()
+    def encode_masks(self, masks: np.ndarray) -> np.ndarray:
+        """(B, H, W) masks -> (B, latent_dim) float32 codes z."""
+        return self.mask_ae.encode(one_hot_masks(masks, self.n_classes)).numpy()
+
+    @torch.inference_mode()
+    def generate(self, images: np.ndarray, masks: np.ndarray, batch_size: int = 64) -> np.ndarray:
+        """G(x, z(mask)) for each (source, mask) pair.
+
+        Deterministic: the variety is in the masks (see :meth:`propose` for perturbed ones).
+
+        Args:
+            images: (B, H, W, C) source images in pool units.
+            masks: (B, H, W) one (perturbed) mask per source, or (B, M, H, W) M masks per source.
+            batch_size: images per forward pass.
+
+        Returns:
+            (B, H, W, C) or (B, M, H, W, C) synthetic images, the pool's dtype.
+        """
+        images, masks = np.asarray(images), np.asarray(masks)
+        self._check_inputs(images, masks)
+        single = masks.ndim == 3
+        mm = masks[:, None] if single else masks
+        b, m = mm.shape[:2]
+        flat_masks = mm.reshape(b * m, *mm.shape[2:])
+        src = np.repeat(np.arange(b), m)
+        out = []
+        for s in range(0, b * m, batch_size):
+            sl = slice(s, s + batch_size)
+            x = to_gan_range(images[src[sl]], *self.intensity_range)
+            out.append(self._forward(x, flat_masks[sl]))
+        y = from_gan_range(torch.cat(out), *self.intensity_range, np.dtype(self.dtype))
+        y = y.reshape(b, m, *y.shape[1:])
+        return y[:, 0] if single else y
+
+    def _forward(self, x: torch.Tensor, masks: np.ndarray) -> torch.Tensor:
+        return self.generator(x, mask_condition(self.mask_ae, masks, self.n_classes))
+
+    def propose(
+        self,
+        sources: ImageSet,
+        n: int,
+        *,
+        rng: np.random.Generator,
+        perturb: Callable[[np.ndarray, np.random.Generator], tuple[np.ndarray, dict[str, Any]]]
+        | None = None,
+    ) -> Candidates:
+        """``n`` synthetic candidates per source: perturb its mask ``n`` times, then generate.
+
+        Args:
+            sources: images with masks (pool items, e.g. unlabelled ones with predicted masks).
+            n: candidates per source, 1..200 (the paper's "up to 200").
+            rng: draws one seed per candidate; the candidate's perturbation comes from it alone.
+            perturb: ``(mask (H, W), rng) -> (mask, params)``; default :func:`perturb_mask`.
+
+        Returns:
+            ``len(sources) * n`` candidates, source-major; each inherits its perturbed mask as
+            its label (cost 0).
+        """
+        if not 1 <= int(n) <= MAX_CANDIDATES:
+            raise ConfigError(
+                f"cgan candidates per source must be in 1..{MAX_CANDIDATES}, got {n}."
+            )
+        if sources.masks is None:
+            raise DataError(f"{sources.name}: cGAN sources need masks (original or predicted).")
+        perturb = perturb or perturb_mask
+        b = len(sources)
+        seeds = rng.integers(0, 2**63 - 1, size=(b, n), dtype=np.int64)
+        masks = np.empty((b, n, *sources.masks.shape[1:]), dtype=np.uint8)
+        prov: list[dict[str, Any]] = []
+        for i in range(b):
+            for j in range(n):
+                mk, params = perturb(sources.masks[i], np.random.default_rng(int(seeds[i, j])))
+                masks[i, j] = mk
+                prov.append(
+                    {
+                        "generator": self.name,
+                        "checkpoint": self.key,
+                        "source_id": str(sources.ids[i]),
+                        "seed": int(seeds[i, j]),
+                        "perturbation": params,
+                    }
+                )
+        images = self.generate(sources.images, masks)
+        m = b * n
+        return Candidates(
+            images=images.reshape(m, *images.shape[2:]),
+            masks=masks.reshape(m, *masks.shape[2:]),
+            source_index=np.repeat(np.arange(b, dtype=np.int64), n),
+            source_ids=np.repeat(sources.ids, n),
+            provenance=prov,
+            label_cost=np.zeros(m, dtype=np.float64),
+        )
+
+    @torch.inference_mode()
+    def encode(self, images: np.ndarray, batch_size: int = 128) -> np.ndarray:
+        """(B, H, W, C) images -> (B, F) float32 pooled feature-network features.
+
+        G is not invertible; this is the image representation the content loss compares in.
+        """
+        return np.concatenate(
+            [
+                self.feature_net.embed(
+                    to_gan_range(images[s : s + batch_size], *self.intensity_range)
+                ).numpy()
+                for s in range(0, len(images), batch_size)
+            ]
+        ).astype(np.float32)
+
+
+def mask_condition(ae: MaskAutoencoder, masks: np.ndarray, n_classes: int) -> torch.Tensor:
+    """(B, H, W) masks -> (B, K, H, W) soft masks: softmax(decode(encode(mask))), no gradient."""
+    with torch.no_grad():
+        return torch.softmax(ae.decode(ae.encode(one_hot_masks(masks, n_classes))), dim=1)
+
+
+# ---- stage 3: the cGAN --------------------------------------------------------------------------
+def _gan_epoch_fn(
+    data: ImageSet,
+    cfg: CGANConfig,
+    g: ResidualGenerator,
+    d: PairDiscriminator,
+    ae: MaskAutoencoder,
+    feat: FeatureNet,
+    opt_g: torch.optim.Optimizer,
+    opt_d: torch.optim.Optimizer,
+    lo_hi: tuple[float, float],
+) -> Callable[[int], dict[str, float]]:
+    from monai.losses import PatchAdversarialLoss
+
+    adv = PatchAdversarialLoss(criterion="bce")
+    n, bs, k = len(data), cfg.batch_size, data.n_classes
+    masks = data.masks
+    assert masks is not None
+
+    def step(x: torch.Tensor, y: torch.Tensor, cond: torch.Tensor) -> dict[str, float]:
+        fake = g(x, cond)
+        # D: Eq. 1, real pairs (x, y) -> 1, generated pairs (x, G(x, z)) -> 0
+        d.requires_grad_(True)
+        loss_d = 0.5 * (
+            adv(d(x, y), target_is_real=True, for_discriminator=True)
+            + adv(d(x, fake.detach()), target_is_real=False, for_discriminator=True)
+        )
+        opt_d.zero_grad(set_to_none=True)
+        loss_d.backward()
+        opt_d.step()
+        # G: Eq. 3 + Eq. 5
+        d.requires_grad_(False)
+        adv_g = adv(d(x, fake), target_is_real=True, for_discriminator=False)
+        l1 = (fake - y).abs().mean()
+        cont, terms = content_loss(x, fake, feat, cfg)
+        loss_g = adv_g + cfg.lambda_l1 * l1 + cont
+        if not (torch.isfinite(loss_g) and torch.isfinite(loss_d)):
+            raise ConfigError(
+                f"cGAN training diverged (G loss {loss_g.item()}, D loss {loss_d.item()}); "
+                "lower lr or the content weights."
+            )
+        opt_g.zero_grad(set_to_none=True)
+        loss_g.backward()
+        opt_g.step()
+        return {
+            "loss_d": float(loss_d.item()),
+            "loss_g": float(loss_g.item()),
+            "adv_g": float(adv_g.item()),
+            "l1": float(l1.item()),
+            "content": float(cont.item()),
+            **terms,
+        }
+
+    def epoch_fn(epoch: int) -> dict[str, float]:
+        g.train()
+        d.train()
+        order = np.random.default_rng([cfg.seed, 302, epoch]).permutation(n)
+        src = source_pairs(data.groups, cfg.pairing, cfg.seed, epoch)
+        sums: dict[str, float] = {}
+        steps = _steps(n, bs)
+        for s in range(steps):
+            idx = np.sort(order[s * bs : (s + 1) * bs])
+            x = to_gan_range(data.images[src[idx]], *lo_hi)
+            y = to_gan_range(data.images[idx], *lo_hi)
+            figs = step(x, y, mask_condition(ae, masks[idx], k))
+            for key, v in figs.items():
+                sums[key] = sums.get(key, 0.0) + v
+        return {key: v / steps for key, v in sums.items()}
+
+    return epoch_fn
+
+
+def _new_gan(cfg: CGANConfig, c: int, k: int) -> tuple[ResidualGenerator, PairDiscriminator]:
+    g = _build(
+        _seed(cfg.seed, 301), lambda: ResidualGenerator(c, k, cfg.features, cfg.n_res_blocks)
+    )
+    d = _build(
+        _seed(cfg.seed, 303), lambda: PairDiscriminator(c, cfg.disc_channels, cfg.disc_dense)
+    )
+    return g, d  # type: ignore[return-value]
+
+
+def _gan_optimisers(
+    cfg: CGANConfig, g: nn.Module, d: nn.Module
+) -> tuple[torch.optim.Optimizer, torch.optim.Optimizer]:
+    betas = (cfg.beta1, 0.999)
+    return (
+        torch.optim.Adam(g.parameters(), lr=cfg.lr, betas=betas),
+        torch.optim.Adam(d.parameters(), lr=cfg.lr, betas=betas),
+    )
+
+
+def _freeze(m: nn.Module) -> nn.Module:
+    m.eval()
+    m.requires_grad_(False)
+    return m
+
+
+def train_cgan(
+    data: ImageSet,
+    cfg: CGANConfig,
+    cache_dir: str | Path | None = None,
+    *,
+    seed: int | None = None,
+    quiet: bool = False,
+    on_epoch: OnEpoch | None = None,
+) -> CGAN:
+    """The cGAN of ``data`` under ``cfg``: loaded from the cache, resumed, or trained now.
+
+    Trains (or finds) the mask autoencoder, then the feature network, then G and D. With
+    ``cache_dir``, each stage is content-addressed (pool fingerprint + its config slice), trained
+    at most once per folder under a file lock, and resumed per epoch after an interruption;
+    without it, everything is trained in memory. The training seed is ``cfg.seed`` (or ``seed``).
+
+    Args:
+        data: the pool: images (N, H, W, C) with H = W = ``cfg.image_size`` and masks (N, H, W).
+        cfg: the configuration.
+        cache_dir: the cache folder (e.g. ``$ACTIVESYNTH_CACHE``), or None.
+        seed: overrides ``cfg.seed`` (and so is part of the cache key) when given.
+        quiet: no progress bars.
+        on_epoch: called as ``(stage, epochs_done, figures)`` after each epoch's checkpoint.
+
+    Raises:
+        DataError: the pool has no masks.
+        ConfigError: the pool's size or channels differ from ``cfg``.
+    """
+    if seed is not None:
+        cfg = replace(cfg, seed=int(seed))
+    _check_pool(data, cfg)
+    fp = pool_fingerprint(data)
+    key = _cache_key("cgan", fp, cfg.as_dict())
+    if cache_dir is None:
+        return _train_all(data, cfg, fp, key, None, on_epoch, quiet)
+    cache = Path(cache_dir)
+    folder = cache / f"cgan-{key}"
+    with _locked(cache / f"cgan-{key}.lock"):
+        if not (folder / "cgan.pt").is_file():
+            _train_all(data, cfg, fp, key, cache, on_epoch, quiet)
+        model = load_cgan(folder)
+    if model.fingerprint != fp:  # the key includes fp: only a hash collision gets here
+        check_pool_fingerprint(model.fingerprint, fp, str(folder))
+    return model
+
+
+def _cached_stage(
+    cache: Path | None,
+    prefix: str,
+    key: str,
+    fname: str,
+    train: Callable[[Path | None], tuple[nn.Module, list[dict[str, float]]]],
+) -> tuple[dict[str, Any], list[dict[str, float]]]:
+    """A stage's (state_dict, history): from ``<cache>/<prefix>-<key>/<fname>`` or trained."""
+    from activesynth.utils import atomic_torch_save
+
+    if cache is None:
+        model, hist = train(None)
+        return model.state_dict(), hist
+    folder = cache / f"{prefix}-{key}"
+    with _locked(cache / f"{prefix}-{key}.lock"):
+        done = folder / fname
+        if not done.is_file():
+            folder.mkdir(parents=True, exist_ok=True)
+            model, hist = train(folder)
+            atomic_torch_save(
+                done, {"schema": SCHEMA, "model": model.state_dict(), "history": hist}
+            )
+            (folder / "last.pt").unlink(missing_ok=True)
+        state = torch.load(done, map_location="cpu", weights_only=False)
+    return state["model"], list(state["history"])
+
+
+def _train_all(
+    data: ImageSet,
+    cfg: CGANConfig,
+    fp: dict[str, Any],
+    key: str,
+    cache: Path | None,
+    on_epoch: OnEpoch | None,
+    quiet: bool,
+) -> CGAN:
+    from activesynth.utils import atomic_torch_save, atomic_write_json
+
+    c, k, size = data.n_channels, data.n_classes, cfg.image_size
+    lo_hi = _intensity_range(data)
+    ae_state, ae_hist = _cached_stage(
+        cache,
+        "cgan-maskae",
+        _cache_key("maskae", fp, cfg.ae_part()),
+        "maskae.pt",
+        lambda f: train_mask_autoencoder(data, cfg, f, on_epoch=on_epoch, quiet=quiet),
+    )
+    feat_state, feat_hist = _cached_stage(
+        cache,
+        "cgan-featnet",
+        _cache_key("featnet", fp, cfg.feat_part()),
+        "featnet.pt",
+        lambda f: train_feature_net(data, cfg, f, on_epoch=on_epoch, quiet=quiet),
+    )
+    ae = MaskAutoencoder(k, size, cfg.latent_dim, cfg.ae_channels)
+    ae.load_state_dict(ae_state)
+    feat = FeatureNet(c, k, cfg.feat_channels)
+    feat.load_state_dict(feat_state)
+    _freeze(ae)
+    _freeze(feat)
+    g, d = _new_gan(cfg, c, k)
+    opt_g, opt_d = _gan_optimisers(cfg, g, d)
+    folder = None if cache is None else cache / f"cgan-{key}"
+    if folder is not None:
+        folder.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(
+            folder / "config.json", {"schema": SCHEMA, "cgan": cfg.as_dict(), "pool": fp}
+        )
+    log.info("training the cGAN (%d images, %d px) %s", len(data), size, folder or "in memory")
+    gan_hist = _run_stage(
+        "cgan",
+        folder,
+        {"generator": g, "discriminator": d, "opt_g": opt_g, "opt_d": opt_d},
+        {"pool": fp, "cfg": cfg.as_dict()},
+        cfg.epochs,
+        _gan_epoch_fn(data, cfg, g, d, ae, feat, opt_g, opt_d, lo_hi),
+        on_epoch,
+        quiet,
+    )
+    _freeze(g)
+    _freeze(d)
+    history = {"mask_ae": ae_hist, "feature_net": feat_hist, "cgan": gan_hist}
+    model = CGAN(g, d, ae, feat, cfg, fp, lo_hi, str(data.images.dtype), history, key, folder)
+    if folder is not None:
+        atomic_write_json(folder / "history.json", history)
+        atomic_torch_save(folder / "cgan.pt", _checkpoint(model))
+        (folder / "last.pt").unlink(missing_ok=True)
+    return model
+
+
+def _checkpoint(m: CGAN) -> dict[str, Any]:
+    return {
+        "schema": SCHEMA,
+        "generator": m.generator.state_dict(),
+        "discriminator": m.discriminator.state_dict(),
+        "mask_ae": m.mask_ae.state_dict(),
+        "feature_net": m.feature_net.state_dict(),
+        "config": m.config.as_dict(),
+        "fingerprint": m.fingerprint,
+        "intensity_range": list(m.intensity_range),
+        "dtype": m.dtype,
+        "history": m.history,
+        "key": m.key,
+    }
+
+
+def load_cgan(path: str | Path, data: ImageSet | None = None) -> CGAN:
+    """Load a ``cgan-<key>`` folder (or its ``cgan.pt``); with ``data``, check it is its pool.
+
+    Raises:
+        CheckpointError: missing or unusable checkpoint, or (with ``data``) trained on another
+            pool or image size; the message names what differs.
+    """
+    path = Path(path)
+    ckpt = path if path.suffix == ".pt" else path / "cgan.pt"
+    if not ckpt.is_file():
+        raise CheckpointError(f"{path} holds no trained cGAN (cgan.pt is missing).")
+    try:
+        st = torch.load(ckpt, map_location="cpu", weights_only=False)
+        cfg = CGANConfig.from_dict(st["config"])
+        fp = st["fingerprint"]
+        c, k = int(fp["channels"]), int(fp["n_classes"])
+        g = ResidualGenerator(c, k, cfg.features, cfg.n_res_blocks)
+        d = PairDiscriminator(c, cfg.disc_channels, cfg.disc_dense)
+        ae = MaskAutoencoder(k, cfg.image_size, cfg.latent_dim, cfg.ae_channels)
+        feat = FeatureNet(c, k, cfg.feat_channels)
+        for net, name in (
+            (g, "generator"),
+            (d, "discriminator"),
+            (ae, "mask_ae"),
+            (feat, "feature_net"),
+        ):
+            net.load_state_dict(st[name])
+            _freeze(net)
+    except (KeyError, RuntimeError, EOFError, ConfigError) as exc:
+        raise CheckpointError(f"{ckpt} is not a usable cGAN checkpoint ({exc}).") from exc
+    model = CGAN(
+        g,
+        d,
+        ae,
+        feat,
+        cfg,
+        fp,
+        tuple(st["intensity_range"]),
+        st["dtype"],  # type: ignore[arg-type]
+        st.get("history", {}),
+        st.get("key", ""),
+        ckpt.parent,
+    )
+    if data is not None:
+        model.check_matches(data, str(ckpt))
+    return model
+
+
+# ---- the Generator-protocol face ----------------------------------------------------------------
+class CGANGenerator:
+    """The cGAN behind the shared ``Generator`` protocol (``name``, ``fit``, ``encode``, ``propose``).
+
+    Args:
+        cfg: the cGAN configuration (its ``seed`` is replaced by one drawn in :meth:`fit`).
+        cache_dir: where trained cGANs are cached (None = in memory).
+        checkpoint: a trained ``cgan-<key>`` folder to use instead of training; :meth:`fit`
+            refuses it when it was trained on another pool or image size.
+        quiet: no progress bars.
+    """
+
+    name: ClassVar[str] = "cgan"
+
+    def __init__(
+        self,
+        cfg: CGANConfig | dict[str, Any] | None = None,
+        *,
+        cache_dir: str | Path | None = None,
+        checkpoint: str | Path | None = None,
+        quiet: bool = False,
+    ) -> None:
+        self.cfg = cfg if isinstance(cfg, CGANConfig) else CGANConfig.from_dict(cfg)
+        self.cache_dir, self.checkpoint, self.quiet = cache_dir, checkpoint, quiet
+        self.model: CGAN | None = None
+
+    def fit(self, data: ImageSet, *, rng: np.random.Generator) -> None:
+        """Train (or find in the cache) the cGAN of ``data``; the seed is drawn from ``rng``."""
+        if self.checkpoint is not None:
+            self.model = load_cgan(self.checkpoint, data)
+            return
+        seed = int(rng.integers(0, 2**31 - 1))
+        self.model = train_cgan(data, self.cfg, self.cache_dir, seed=seed, quiet=self.quiet)
+
+    def _trained(self) -> CGAN:
+        if self.model is None:
+            raise ConfigError(
+                "the cGAN generator is not trained yet; call fit(data, rng=...) first."
+            )
+        return self.model
+
+    def encode(self, images: np.ndarray) -> np.ndarray:
+        """(B, H, W, C) -> (B, F) feature-network embeddings (see :meth:`CGAN.encode`)."""
+        return self._trained().encode(images)
+
+    def propose(self, sources: ImageSet, n: int, *, rng: np.random.Generator) -> Candidates:
+        """``n`` candidates per source (see :meth:`CGAN.propose`)."""
+        return self._trained().propose(sources, n, rng=rng)
