@@ -1147,7 +1147,13 @@ def load_spec(
         if (folder / "info.json").is_file():
             log.info("%s: decoded set read from the cache %s", spec.name, folder)
             return _read_cache(folder)
-    data = _load_plan(plan)
+    try:
+        data = _load_plan(plan)
+    except DataError as exc:
+        hints = [w for w in plan.warnings if "look like masks" in w]
+        if hints:
+            raise DataError(f"{exc} Note: {hints[0]}") from exc
+        raise
     if folder is not None:
         _save_cache(folder, data)
     return data
@@ -1179,11 +1185,14 @@ def _load_plan(plan: Plan) -> ImageSet:
             name=spec.name,
         )
         by_case = dict(zip(case_ids, plan.items, strict=True))
+        if 0 < plan.n_masked < len(plan.items):  # partly labelled (suggest): load both halves
+            data = _nifti_partial(plan, case_ids, data, load_nifti_volumes, class_names)
         case_of = data.groups
         groups = np.array([by_case[c].group for c in case_of])
         if plan.split_source != "none":
             meta["split"] = np.array([str(by_case[c].split) for c in case_of])
-        meta["has_mask"] = np.full(len(data), data.masks is not None)
+        if "has_mask" not in data.meta:
+            meta["has_mask"] = np.full(len(data), data.masks is not None)
         return replace(data, groups=groups, meta={**data.meta, **meta})
     if plan.format == "dicom":
         return _load_dicom_plan(plan)
@@ -1237,6 +1246,37 @@ def _load_plan(plan: Plan) -> ImageSet:
         class_names=class_names,
         channel_names=("gray",) if n_ch == 1 else ("red", "green", "blue"),
     )
+
+
+def _nifti_partial(
+    plan: Plan, case_ids: list[str], unlabelled: ImageSet, load: Any, class_names: Any
+) -> ImageSet:
+    """Join the labelled cases (with masks) and the others (zero masks, ``has_mask`` False)."""
+    from activesynth.data.imageset import concat
+
+    spec = plan.spec
+    masked = [(c, it) for c, it in zip(case_ids, plan.items, strict=True) if it.mask is not None]
+    lab = load(
+        {c: list(it.modality_paths) for c, it in masked},
+        {c: it.mask for c, it in masked},
+        modalities=[m for m, _ in spec.modalities],
+        axis=spec.axis,
+        keep_every=spec.keep_every,
+        size=spec.size,
+        class_names=class_names,
+        name=spec.name,
+    )
+    keep = ~np.isin(unlabelled.groups, [c for c, _ in masked])
+    rest = unlabelled.subset(np.flatnonzero(keep))
+    assert lab.masks is not None
+    rest = replace(
+        rest,
+        masks=np.zeros(rest.images.shape[:3], np.uint8),
+        class_names=lab.class_names,
+        meta={**rest.meta, "has_mask": np.zeros(len(rest), bool)},
+    )
+    lab = replace(lab, meta={**lab.meta, "has_mask": np.ones(len(lab), bool)})
+    return concat([lab, rest], name=spec.name)
 
 
 def _load_dicom_plan(plan: Plan) -> ImageSet:
