@@ -1,11 +1,16 @@
-"""ModelConfig and the model factory."""
+"""ModelConfig: the architecture of a task model, as data.
+
+This module imports no network: the factory that turns a config into a network lives in
+:mod:`activesynth.models.factory` (which imports the network modules, which import this one for
+type hints only), so configs can be read, compared and stored without importing torch models.
+``from activesynth.models.config import build_model`` still works for existing callers: it is
+resolved lazily to :func:`activesynth.models.factory.build_model`.
+"""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from typing import Any
-
-from torch import nn
 
 from activesynth.registry import check_option
 
@@ -62,12 +67,10 @@ class ModelConfig:
         return cls(**d)
 
 
-def build_model(cfg: ModelConfig) -> nn.Module:
-    """Instantiate the network described by ``cfg`` (weights from torch's global RNG: seed first)."""
-    if cfg.task == "seg":
-        from activesynth.models.segmenter import Segmenter
+def __getattr__(name: str) -> Any:
+    """``build_model`` for callers that import it from here (resolved on first use)."""
+    if name == "build_model":
+        from activesynth.models.factory import build_model
 
-        return Segmenter(cfg)
-    from activesynth.models.classifier import ImageClassifier
-
-    return ImageClassifier(cfg)
+        return build_model
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -500,14 +500,17 @@ def _judge_mask_values(
     if mode == "binary":
         expected = {0, 65535} if 65535 in union else {0, 255} if 255 in union else {0, 1}
         what = "binary masks ({0, 1}, {0, 255} or {0, 65535})"
-        fix = "--mask-values ids (spec key mask_values: ids)"
+        fix = "mask_values='ids' (on the command line --data-opt mask_values=ids)"
     else:
         k = 0
         while k + 1 in union:
             k += 1
         expected = set(range(k + 1))
         what = "binary masks ({0, 1} or {0, 255}) or contiguous class ids 0, 1, ..., K"
-        fix = "--mask-values binary (spec key mask_values: binary) or name the values in spec key labels"
+        fix = (
+            "mask_values='binary' (on the command line --data-opt mask_values=binary), or name "
+            "the values in the spec key labels"
+        )
     unexpected = sorted(union - expected)
     if not unexpected and max(expected) > 255:
         raise DataError(
