@@ -133,6 +133,8 @@ def _spec_for(
                 rule["folder"] = str(ldir.resolve())
             over.setdefault("masks", rule)
         return read_spec(images, over)
+    if task == "seg" and Path(data).is_dir() and "masks" not in over:  # type: ignore[arg-type]
+        mask_pattern = mask_pattern or "{stem}_mask{ext}"  # a bare folder: as with --images
     if task == "seg" and (labels_dir is not None or mask_pattern is not None):
         rule = {"pattern": mask_pattern or "{stem}_mask{ext}"}
         if labels_dir is not None:
@@ -489,6 +491,7 @@ def suggest(
         lr=lr,
         eval_every=min(preset.eval_every, steps),
         patience=preset.patience if patience is None else patience,
+        min_steps=min(preset.min_steps, steps),
         seed=seed_for(seed, 11, 0) % 2**31,
         threads=threads,
     )

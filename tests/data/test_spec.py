@@ -184,3 +184,19 @@ def test_unknown_registered_name_mentions_specs() -> None:
 def test_bad_loader_kwarg_is_one_line() -> None:
     with pytest.raises(ConfigError, match="'folder' is not an option of dataset 'phantom'"):
         load_dataset("phantom", folder="x")
+
+
+def test_readme_spec_example_reads_the_retina_layout(tmp_path: Path) -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    block = readme.split("```yaml\n", 1)[1].split("```", 1)[0]
+    layouts.make_retina(tmp_path)
+    (tmp_path / "chase.yaml").write_text(block)
+    d = load_spec(tmp_path / "chase.yaml")
+    assert d.images.shape[:3] == (6, 128, 128) and sorted(set(d.groups)) == ["01", "02", "03"]
+
+
+def test_mask_like_warning_names_the_suffix(tmp_path: Path) -> None:
+    layouts.make_tiff_slices(tmp_path)
+    report = check_spec(read_spec(tmp_path))  # no masks rule: the _mask files look like images
+    text = " ".join(report["warnings"])
+    assert "look like masks" in text and "'{stem}_mask{ext}'" in text and "'*_mask.*'" in text

@@ -822,24 +822,35 @@ def _plan_2d(spec: DataSpec, roots: list[Path], files: list[tuple[Path, Path]], 
 
 def _warn_mask_like(plan: Plan) -> None:
     """Images named like another image plus a suffix, or with a mask-like word at the end."""
-    stems: dict[tuple[Path, str], Path] = {
-        (it.path.parent, it.path.stem): it.path for it in plan.items
-    }
+    stems = {(it.path.parent, it.path.stem) for it in plan.items}
     suspects = []
+    suffixes: Counter[str] = Counter()
     for it in plan.items:
         stem = it.path.stem
-        parent_hit = None
-        for k in range(len(stem) - 1, 0, -1):
-            if stem[k] in "_-." and (it.path.parent, stem[:k]) in stems:
-                parent_hit = stem[:k]
-                break
-        if parent_hit is not None or _MASK_WORDS.search(stem.replace("-", "_")):
+        suffix = next(
+            (
+                stem[k:]
+                for k in range(len(stem) - 1, 0, -1)
+                if stem[k] in "_-." and (it.path.parent, stem[:k]) in stems
+            ),
+            None,
+        )
+        if suffix is not None:
+            suffixes[suffix] += 1
+        if suffix is not None or _MASK_WORDS.search(stem.replace("-", "_")):
             suspects.append(it.rel)
     if suspects:
+        if suffixes:
+            sfx = suffixes.most_common(1)[0][0]
+            fix = (
+                f"if they are masks, say so (masks: '{{stem}}{sfx}{{ext}}', or list every rater "
+                f"under masks.raters) or leave them out (exclude: ['*{sfx}.*'])"
+            )
+        else:
+            fix = "if they are masks, give the masks rule or exclude them"
         plan.warnings.append(
             f"{len(suspects)} image(s) look like masks (named like another image plus a suffix, "
-            f"or ending in a mask word), e.g. {', '.join(suspects[:3])}; if they are masks, "
-            "exclude them (exclude: ['*_suffix*']) or list them under masks.raters."
+            f"or ending in a mask word), e.g. {', '.join(suspects[:3])}; {fix}."
         )
 
 
