@@ -68,15 +68,28 @@ class Preset:
     batch_size: int
     eval_every: int
     patience: int
+    min_steps: int
 
 
 FAST = Preset(
-    size=96, channels=(8, 16, 32, 64), max_steps=240, batch_size=8, eval_every=20, patience=3
+    size=96,
+    channels=(8, 16, 32, 64),
+    max_steps=300,
+    batch_size=8,
+    eval_every=25,
+    patience=4,
+    min_steps=150,
 )
-"""CPU-sized: a 200-image folder with 20 labels suggests in about a minute on 2 cores."""
+"""CPU-sized (docs/benchmarks.md has the time on 200 images with 20 labelled)."""
 
 FULL = Preset(
-    size=128, channels=(16, 32, 64, 128), max_steps=600, batch_size=16, eval_every=50, patience=5
+    size=128,
+    channels=(16, 32, 64, 128),
+    max_steps=800,
+    batch_size=16,
+    eval_every=50,
+    patience=5,
+    min_steps=300,
 )
 
 
