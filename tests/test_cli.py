@@ -178,3 +178,22 @@ def test_bad_dataset_kwargs_and_unknown_grid_dataset_are_one_line(tmp_path, monk
         err = capsys.readouterr().err
         assert e.value.code == 2 and expected in err, err
         assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_grid_prints_a_line_per_finished_run_when_not_on_a_terminal(tmp_path, caplog):
+    import logging
+
+    from activesynth.bench.executors import InlineExecutor, run_grid
+    from activesynth.bench.grid import parse_grid
+    from tests.bench.fakes import fake_run
+
+    grid = parse_grid(
+        {"name": "g", "datasets": ["phantom"], "strategies": ["random", "entropy"], "seeds": 1,
+         "schedules": {"r2": {"rounds": 2}}},
+        source="test", check_config=None,
+    )  # fmt: skip
+    with caplog.at_level(logging.INFO):
+        res = run_grid(grid, tmp_path, executor=InlineExecutor(), run_fn=fake_run, quiet=False)
+    assert res.complete
+    lines = [r.getMessage() for r in caplog.records if "finished:" in r.getMessage()]
+    assert [ln.split(":")[0] for ln in lines] == ["run 1/2 finished", "run 2/2 finished"]
