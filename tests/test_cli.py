@@ -197,3 +197,23 @@ def test_grid_prints_a_line_per_finished_run_when_not_on_a_terminal(tmp_path, ca
     assert res.complete
     lines = [r.getMessage() for r in caplog.records if "finished:" in r.getMessage()]
     assert [ln.split(":")[0] for ln in lines] == ["run 1/2 finished", "run 2/2 finished"]
+
+
+def test_bench_dry_run_takes_a_dataset_spec(tmp_path):
+    from tests.data import layouts
+
+    doc = layouts.make_images_labels(tmp_path / "mine")
+    spec = tmp_path / "mine" / "spec.json"
+    spec.write_text(json.dumps(doc))
+    grid = {"name": "g", "strategies": ["random"], "seeds": 1, "base": {"task": "seg"},
+            "datasets": [{"name": "mine", "config": {"dataset": str(spec)}}]}  # fmt: skip
+    (tmp_path / "grid.json").write_text(json.dumps(grid))
+    r = runner.invoke(app, ["bench", str(tmp_path / "grid.json"), "--out", str(tmp_path / "o"),
+                            "--dry-run"])  # fmt: skip
+    assert r.exit_code == 0, repr(r.exception)
+    assert "pending  mine-random" in r.output
+    grid["datasets"][0]["config"]["dataset_kwargs"] = {"mask": "x"}
+    (tmp_path / "grid.json").write_text(json.dumps(grid))
+    r = runner.invoke(app, ["bench", str(tmp_path / "grid.json"), "--out", str(tmp_path / "o"),
+                            "--dry-run"])  # fmt: skip
+    assert "Did you mean 'masks'" in str(r.exception)
