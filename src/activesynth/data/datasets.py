@@ -79,7 +79,7 @@ def check_dataset(name: str, kwargs: dict[str, Any] | None = None) -> None:
     """
     from activesynth.data.spec import is_spec_reference, read_spec
 
-    if is_spec_reference(name):
+    if name not in DATASETS and is_spec_reference(name):  # a registered name always wins
         read_spec(name, {k: v for k, v in (kwargs or {}).items() if v is not None})
         return
     try:
@@ -98,7 +98,7 @@ def load_dataset(name: str, root: str | os.PathLike | None = None, **kwargs: Any
     """
     from activesynth.data.spec import is_spec_reference, load_spec
 
-    if is_spec_reference(name):
+    if name not in DATASETS and is_spec_reference(name):  # a registered name always wins
         return load_spec(name, **kwargs)
     check_dataset(name)
     spec = DATASETS.get(name)

@@ -723,13 +723,12 @@ def _plan_2d(spec: DataSpec, roots: list[Path], files: list[tuple[Path, Path]], 
 
     mask_res = _pattern_res(spec)
     plan = Plan(spec=spec, format=fmt, items=[])
-    mask_dirs_all: set[Path] = set()
+    dirs_of = {r: _mask_dirs(spec, r) for r in roots}
+    mask_dirs_all: set[Path] = {d for ds in dirs_of.values() for d in ds or []}
     candidates: list[tuple[Path, Path, str]] = []
     for p, r in files:
         rel = _rel(p, spec.root)
-        dirs = _mask_dirs(spec, r)
-        if dirs:
-            mask_dirs_all.update(dirs)
+        dirs = dirs_of[r]
         if dirs and any(d != r and d in p.parents for d in dirs):
             continue  # a mask folder inside the image folder: its files are masks, not images
         ok = (
@@ -781,8 +780,9 @@ def _plan_2d(spec: DataSpec, roots: list[Path], files: list[tuple[Path, Path]], 
     if spec.masks is not None:
         tried = []
         used: set[Path] = set()
+        root_of = {p: r for p, r in files}
         for it in plan.items:
-            dirs = _mask_dirs(spec, next(r for r in roots if r in it.path.parents))
+            dirs = dirs_of[root_of[it.path]]
             pattern = spec.masks.pattern
             if fmt == "dicom" and "{ext}" in pattern:
                 pattern = pattern.replace("{ext}", ".png")
