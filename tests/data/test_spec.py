@@ -200,3 +200,30 @@ def test_mask_like_warning_names_the_suffix(tmp_path: Path) -> None:
     report = check_spec(read_spec(tmp_path))  # no masks rule: the _mask files look like images
     text = " ".join(report["warnings"])
     assert "look like masks" in text and "'{stem}_mask{ext}'" in text and "'*_mask.*'" in text
+
+
+def test_dicom_spec_with_png_masks_in_a_folder(tmp_path: Path) -> None:
+    from PIL import Image
+
+    from tests.data.test_dicom import _ramp, _write
+
+    for k, patient in enumerate(("P1", "P1", "P2")):
+        _write(tmp_path / "dcm" / f"x{k}.dcm", _ramp(k), patient=patient, instance=k + 1, z=k)
+    m = np.zeros(_ramp().shape, np.uint8)
+    m[2:5, 3:7] = 255
+    (tmp_path / "png").mkdir()
+    for k in (0, 2):
+        Image.fromarray(m).save(tmp_path / "png" / f"x{k}.png")
+    doc = {"images": "dcm", "format": "dicom", "masks": {"folder": "png", "pattern": "{stem}.png"}}
+    spec = read_spec(doc, base=tmp_path)
+    report = check_spec(spec)
+    assert report["counts"] == {"images": 3, "with_mask": 2, "patients": 2}
+    with pytest.raises(DataError, match="1 of 3 images have no mask"):
+        load_spec(spec)
+    d = load_spec(spec, allow_partial=True)
+    assert sorted(set(d.groups)) == ["P1", "P2"] and d.meta["has_mask"].tolist() == [
+        True,
+        False,
+        True,
+    ]
+    assert d.masks is not None and d.masks[0].sum() == 12 and d.masks[1].sum() == 0

@@ -986,6 +986,15 @@ def check_spec(spec: DataSpec, *, max_masks: int = 50) -> dict[str, Any]:
     from activesynth.data.sources.folder import read_mask
 
     plan = plan_spec(spec)
+    if plan.format == "dicom" and spec.group is None:  # the DICOM loader groups by PatientID
+        import pydicom
+
+        for it in plan.items:
+            try:
+                ds = pydicom.dcmread(it.path, stop_before_pixels=True)
+                it.group = str(ds.get("PatientID", "")).strip() or it.group
+            except Exception:  # unreadable: reported by the size column below
+                pass
     sizes: Counter[str] = Counter()
     modes: Counter[str] = Counter()
     for it in plan.items:
@@ -1291,27 +1300,18 @@ def _nifti_partial(
 
 
 def _load_dicom_plan(plan: Plan) -> ImageSet:
-    """DICOM through :func:`~activesynth.data.sources.dicom.load_dicom` (one file at a time).
+    """DICOM through :func:`~activesynth.data.sources.dicom.load_dicom` (one file at a time);
+    masks (PNG or any :func:`~activesynth.data.sources.folder.read_mask` format) are read here,
+    one at a time, from the plan's matches, so a partly masked set works for ``suggest``.
 
-    Scope cut: masks must sit beside the files or in one ``masks.folder``; the group rule
-    defaults to PatientID (the DICOM loader's), a spec rule replaces it.
+    The group rule defaults to PatientID (the DICOM loader's); a spec rule replaces it.
     """
+    from activesynth.data.resize import resize_masks
     from activesynth.data.sources.dicom import load_dicom
+    from activesynth.data.sources.folder import _judge_mask_values, _map_label_values, read_mask
 
     spec = plan.spec
-    mdir = None
-    if spec.masks is not None and spec.masks.folder is not None:
-        dirs = _mask_dirs(spec, _image_roots(spec)[0])
-        mdir = dirs[0] if dirs else None
-    data = load_dicom(
-        [it.path for it in plan.items],
-        size=spec.size,
-        masks_dir=mdir,
-        mask_pattern=spec.masks.pattern.replace("{ext}", ".png") if spec.masks else "{stem}.png",
-        mask_values=spec.mask_values,
-        allow_unlabelled=True,
-        name=spec.name,
-    )
+    data = load_dicom([it.path for it in plan.items], size=spec.size, name=spec.name)
     by_path = {str(it.path): it for it in plan.items}
     src = data.meta["source_path"]
     meta = dict(data.meta)
@@ -1320,5 +1320,40 @@ def _load_dicom_plan(plan: Plan) -> ImageSet:
         groups = np.array([by_path[str(s)].group for s in src])
     if plan.split_source != "none":
         meta["split"] = np.array([str(by_path[str(s)].split) for s in src])
-    meta["has_mask"] = np.full(len(data), data.masks is not None)
-    return replace(data, groups=groups, meta=meta)
+    items = [by_path[str(s)] for s in src]
+    has = np.array([it.mask is not None for it in items])
+    meta["has_mask"] = has
+    meta["mask_path"] = np.array(["" if it.mask is None else str(it.mask) for it in items])
+    if not has.any():
+        return replace(data, groups=groups, meta=meta)
+    n, h, w, _ = data.images.shape
+    masks = np.zeros((n, h, w), np.uint8)
+    per_file, paths = [], []
+    label_values = None
+    if spec.labels is not None and isinstance(spec.labels[0], tuple):
+        label_values = [v for v, _ in spec.labels]  # type: ignore[misc]
+    for i, it in enumerate(items):
+        if it.mask is None:
+            continue
+        raw = read_mask(it.mask)
+        shape = tuple(int(x) for x in data.meta["original_shape"][i])
+        if raw.shape != shape:
+            raise DataError(
+                f"Mask {it.mask} is {raw.shape[0]}x{raw.shape[1]} but its image {it.path} is "
+                f"{shape[0]}x{shape[1]} (HxW); a mask must have its image's size."
+            )
+        per_file.append(np.unique(raw))
+        paths.append(str(it.mask))
+        if label_values is not None:
+            raw = _map_label_values(raw, per_file[-1], label_values, it.mask)
+        m = (raw != 0).astype(np.uint8) if raw.max(initial=0) > 255 else raw.astype(np.uint8)
+        masks[i] = resize_masks(m[None], (h, w))[0]
+    if label_values is not None:
+        names: tuple[str, ...] = tuple(n for _, n in spec.labels)  # type: ignore[misc]
+    else:
+        kind, names = _judge_mask_values(per_file, paths, spec.mask_values)
+        if kind == "binary":
+            np.not_equal(masks, 0, out=masks, casting="unsafe")
+        if spec.labels is not None:
+            names = tuple(spec.labels)  # type: ignore[arg-type]
+    return replace(data, groups=groups, meta=meta, masks=masks, class_names=names)
