@@ -669,8 +669,9 @@ def _token_prefix(stem: str) -> str:
 def _warn_shared_prefixes(plan: Plan) -> None:
     stems = [_stem(it.path) for it in plan.items]
     prefixes = Counter(_token_prefix(s) for s in stems)
-    shared = {p: c for p, c in prefixes.items() if p and c > 1}
-    if not shared or (len(shared) == 1 and not re.search(r"\d", next(iter(shared)))):
+    # A prefix without a digit (JPCLN, IMG_) names a category, not a patient: ignored.
+    shared = {p: c for p, c in prefixes.items() if c > 1 and re.search(r"\d", p)}
+    if not shared:
         return
     example = sorted(shared, key=lambda p: -shared[p])[0]
     members = [s for s in stems if _token_prefix(s) == example][:2]
