@@ -89,11 +89,16 @@ def main() -> None:
                 if m.get("val_score") is not None
                 else "no validation figure"
             )
-            steps = f", {m['steps']} steps" if "steps" in m else ""
+            steps = (
+                f", {m['steps']} steps in {m['train_seconds']:.0f} s"
+                if "train_seconds" in m
+                else ""
+            )
             print(
                 f"{label}: {seconds:.1f} s wall, {cpu:.1f} s CPU on {cpus} CPUs (load average "
                 f"{load:.1f} at start; {doc['n_images']} images, "
-                f"{doc['n_labelled']} labelled; model {m['how']}{steps}; {fig})"
+                f"{doc['n_labelled']} labelled; model {m['how']}{steps}; {fig}; query "
+                f"{doc['query_seconds']:.0f} s)"
             )
 
 

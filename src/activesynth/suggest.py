@@ -72,13 +72,13 @@ class Preset:
 
 
 FAST = Preset(
-    size=96,
+    size=64,
     channels=(8, 16, 32, 64),
-    max_steps=300,
+    max_steps=240,
     batch_size=8,
-    eval_every=25,
+    eval_every=20,
     patience=4,
-    min_steps=150,
+    min_steps=120,
 )
 """CPU-sized (docs/benchmarks.md has the time on 200 images with 20 labelled)."""
 
