@@ -67,6 +67,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--strategy", default="entropy")
     ap.add_argument("--budget", type=int, default=10)
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch threads of suggest (1 makes the CPU time a load-independent figure)",
+    )
     a = ap.parse_args()
     shared = Path(
         os.environ.get(
@@ -79,6 +85,8 @@ def main() -> None:
         env = {**os.environ, "ACTIVESYNTH_CACHE": str(Path(tmp) / "cache")}
         base = ["suggest", "--data", str(root), "--strategy", a.strategy]
         base += ["--budget", str(a.budget)]
+        if a.threads:
+            base += ["--threads", str(a.threads)]
         cpus = len(os.sched_getaffinity(0))
         for label, out in (("first run (trains)", "s1"), ("second run (same labels)", "s2")):
             load = os.getloadavg()[0]
