@@ -74,11 +74,11 @@ class Preset:
 FAST = Preset(
     size=64,
     channels=(8, 16, 32, 64),
-    max_steps=240,
+    max_steps=400,
     batch_size=8,
-    eval_every=20,
+    eval_every=25,
     patience=4,
-    min_steps=120,
+    min_steps=200,
 )
 """CPU-sized (docs/benchmarks.md has the time on 200 images with 20 labelled)."""
 
