@@ -53,6 +53,12 @@ def folder(tmp_path_factory) -> Path:
     return root
 
 
+@pytest.fixture(autouse=True)
+def _private_cache(tmp_path, monkeypatch) -> None:
+    """Trained models go to a per-test cache, not ~/.cache."""
+    monkeypatch.setenv("ACTIVESYNTH_CACHE", str(tmp_path / "cache"))
+
+
 def _invoke(args: list[str]):
     return CliRunner().invoke(app, ["suggest", *args])
 
@@ -102,8 +108,10 @@ def test_suggest_trains_on_the_labelled_images_and_writes_csv_and_json(folder, t
         assert Path(r["source_path"]).is_file() and Path(r["source_path"]).stem == r["id"]
     assert [it["id"] for it in doc["items"]] == [r["id"] for r in rows]
     assert doc["n_labelled"] == LABELLED and doc["n_unlabelled"] == N - LABELLED
-    assert "trained on 6 labelled images" in doc["model"]
-    assert "case_" in res.output
+    m = doc["model"]
+    assert m["how"] == "trained" and m["n_train"] + m["n_val"] == LABELLED and m["n_val"] >= 1
+    assert m["val_metric"] == "patient Dice" and 0 <= m["val_score"] <= 1
+    assert "case_" in res.output and "held-out images" in res.output
     # same seed -> same suggestions
     again = tmp_path / "again.csv"
     res = _invoke(
@@ -112,6 +120,8 @@ def test_suggest_trains_on_the_labelled_images_and_writes_csv_and_json(folder, t
     )  # fmt: skip
     assert res.exit_code == 0
     assert _read_csv(again) == rows
+    # the labelled set did not change: the model is reused, not retrained
+    assert json.loads(again.with_suffix(".json").read_text())["model"]["how"] == "reused"
 
 
 def test_random_needs_no_labels(folder, tmp_path) -> None:
@@ -122,7 +132,7 @@ def test_random_needs_no_labels(folder, tmp_path) -> None:
     assert res.exit_code == 0, res.output + repr(res.exception)
     doc = json.loads((tmp_path / "pick.json").read_text())
     rows = _read_csv(tmp_path / "pick.csv")
-    assert doc["n_labelled"] == 0 and doc["model"] == "none"
+    assert doc["n_labelled"] == 0 and doc["model"]["how"] == "none"
     assert [r["id"] for r in rows] == [it["id"] for it in doc["items"]] and len(rows) == 4
 
 
@@ -155,11 +165,10 @@ def test_checkpoint_is_used_and_checked(folder, tmp_path) -> None:
         labels=folder / "masks", size=32, max_steps=10, channels=(4, 8, 16),
         model_dir=model_dir, threads=1, quiet=True,
     )  # fmt: skip
-    ck = model_dir / "best.pt"
-    assert ck.is_file()
+    ck = next(model_dir.glob("*/best.pt"))
     doc = suggest(folder / "images", "entropy", 3, tmp_path / "b", size=32,
                   checkpoint=ck, threads=1, quiet=True)  # fmt: skip
-    assert doc["model"].startswith("checkpoint") and doc["n_labelled"] == 0
+    assert doc["model"]["how"].startswith("checkpoint") and doc["n_labelled"] == 0
     assert len(doc["items"]) == 3
     rgb = tmp_path / "rgb"
     rgb.mkdir()
@@ -184,3 +193,63 @@ def test_classification_labels_from_csv(folder, tmp_path) -> None:
     with pytest.raises(ConfigError, match="labels-csv"):
         suggest(folder / "images", "random", 2, tmp_path / "e", task="cls",
                 labels=folder / "masks", size=32)  # fmt: skip
+
+
+# ---- dataset specs, NIfTI, options ----------------------------------------------------------------
+
+
+def test_spec_with_two_raters_pools_no_masks(tmp_path) -> None:
+    from tests.data import layouts
+
+    root = tmp_path / "chase"
+    doc = layouts.make_retina(root)
+    for f in [*root.glob("Image_03*_1stHO.png"), *root.glob("Image_03*_2ndHO.png")]:
+        f.unlink()  # child 3 is unlabelled
+    spec = root / "spec.json"
+    spec.write_text(json.dumps(doc))
+    out = suggest(None, "random", 2, tmp_path / "s", data=spec, size=16, quiet=True)
+    assert out["n_images"] == 6 and out["n_labelled"] == 4
+    assert {it["id"] for it in out["items"]} == {"Image_03L", "Image_03R"}
+    assert not out["warnings"]
+    # Without the raters the second observer's masks look like images: said loudly.
+    with pytest.raises(DataError, match=r"mixed channel counts.*look like masks.*_2ndHO"):
+        suggest(None, "random", 2, tmp_path / "t", data=root, mask_pattern="{stem}_1stHO.png",
+                size=16, quiet=True)  # fmt: skip
+    out = suggest(None, "random", 2, tmp_path / "t", data=root, mask_pattern="{stem}_1stHO.png",
+                  data_options={"channels": "rgb"}, size=16, quiet=True)  # fmt: skip
+    assert any("look like masks" in w for w in out["warnings"])
+
+
+def test_nifti_spec_partly_labelled(tmp_path, caplog) -> None:
+    import logging
+
+    from tests.data import layouts
+
+    root = tmp_path / "brain"
+    doc = layouts.make_brain_nifti(root)
+    (root / "train" / "train_02" / "Consensus.nii.gz").unlink()
+    (root / "test" / "test_00" / "Consensus.nii.gz").unlink()
+    (root / "spec.yaml").write_text(json.dumps(doc))
+    with caplog.at_level(logging.INFO):
+        out = suggest(
+            None, "entropy", 3, tmp_path / "n", data=root / "spec.yaml", size=16,
+            max_steps=6, channels=(4, 8), threads=1,
+        )  # fmt: skip
+    assert out["n_labelled"] == 3 * 4 and out["n_unlabelled"] == 2 * 4
+    assert all(it["id"].split("_")[0] in ("train", "test") for it in out["items"])
+    picked = {it["id"].rsplit("_", 1)[0] for it in out["items"]}
+    assert picked <= {"train_train_02", "test_test_00"}
+    assert any("training: step" in r.getMessage() for r in caplog.records)  # not a terminal
+
+
+def test_mc_dropout_with_variance_head(folder, tmp_path, caplog) -> None:
+    import logging
+
+    with caplog.at_level(logging.WARNING):
+        doc = suggest(
+            folder / "images", "mc-dropout", 3, tmp_path / "m", labels=folder / "masks",
+            size=32, max_steps=6, channels=(4, 8, 16), aleatoric=True, threads=1, quiet=True,
+            strategy_params={"n_samples": 2},
+        )  # fmt: skip
+    assert len(doc["items"]) == 3
+    assert not any("variance head" in r.getMessage() for r in caplog.records)

@@ -1,8 +1,13 @@
-"""Command-line interface (Typer). Every subcommand maps onto a config dataclass.
+"""Command-line interface (Typer, plain click-style help). Every subcommand maps onto a config
+dataclass; every subcommand's help ends with an example (``EXAMPLES``).
 
-activesynth datasets                 list datasets with counts
+activesynth datasets [--check SPEC]  list datasets (a plain table; JSON when piped), or check a spec
 activesynth train --dataset lgg ...  train on a fraction of the training split, evaluate
 activesynth demo                     the README's main job on the embedded phantom data
+
+Wherever a dataset is taken (``train``, ``loop``, ``bench`` grid configs, ``suggest``), a
+registered name, the path of a dataset spec (``.json`` / ``.yaml``) or an image folder is
+accepted (see :mod:`activesynth.data.spec`).
 """
 
 from __future__ import annotations
@@ -11,19 +16,48 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from activesynth.errors import ActivesynthError
 
+
+def _app_help() -> str:
+    from activesynth.strategies import STRATEGIES
+
+    return (
+        "activesynth: choose which medical images are worth an expert's time. "
+        f"Strategies: {', '.join(STRATEGIES)}. "
+        "A dataset is a registered name (activesynth datasets), a dataset spec "
+        "(.json/.yaml) or an image folder."
+    )
+
+
 app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
-    help="activesynth: choose which medical images are worth an expert's time.",
+    help=_app_help(),
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,
 )
 log = logging.getLogger("activesynth")
+
+#: One example per subcommand, shown at the end of its ``--help``.
+EXAMPLES: dict[str, str] = {
+    "datasets": "activesynth datasets --json | grep pneumoniamnist\n"
+    "activesynth datasets --check my_data.yaml",
+    "train": "activesynth train --dataset phantom --task seg --out runs/t1 --max-steps 200\n"
+    "activesynth train --dataset my_data.yaml --task seg --out runs/mine --split official",
+    "demo": "activesynth demo --out runs/demo --seeds 1",
+    "loop": "activesynth loop --out runs/l1 --dataset phantom --task seg --strategy entropy "
+    "--set 'schedule=[8,8]' --set 'dataset_kwargs={\"n\": 80}'",
+    "suggest": "activesynth suggest --data my_data.yaml --strategy entropy --budget 10 --out next\n"
+    "activesynth suggest --images scans/ --labels masks/ --strategy bald --budget 5 --out next",
+    "bench": "activesynth bench experiments/grid.json --out runs/grid --dry-run",
+    "report": "activesynth report runs/grid",
+    "vae": "activesynth vae --dataset phantom --task seg --out runs/vae",
+}
 
 DataRoot = Annotated[
     Path | None,
@@ -33,10 +67,11 @@ DataRoot = Annotated[
         "(default: $ACTIVESYNTH_DATA, else ../shared/data beside the project).",
     ),
 ]
-Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars; warnings only.")]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress output; warnings only.")]
 
 
-def _setup_logging(quiet: bool) -> None:
+def setup_logging(quiet: bool) -> None:
+    """INFO to stderr (progress lines when not on a terminal), WARNING with ``--quiet``."""
     logging.basicConfig(
         level=logging.WARNING if quiet else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -44,18 +79,66 @@ def _setup_logging(quiet: bool) -> None:
     )
 
 
+_setup_logging = setup_logging
+
+
+def _print_table(rows: list[list[str]], header: list[str]) -> None:
+    """A plain table: one line per row, columns padded, nothing wrapped (grep-able)."""
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    for r in [header, *rows]:
+        typer.echo("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+
+
+def _check_report(spec_path: Path, as_json: bool | None) -> None:
+    from activesynth.data.spec import check_spec, read_spec
+
+    report = check_spec(read_spec(spec_path))
+    if as_json if as_json is not None else not sys.stdout.isatty():
+        typer.echo(json.dumps(report, indent=2))
+        return
+    typer.echo(
+        f"spec {report['spec']}: {report['name']} ({report['format']}) under {report['root']}"
+    )
+    for k, v in report["counts"].items():
+        typer.echo(f"  {k:<12} {v}")
+    typer.echo(f"  split        {report['split']}")
+    typer.echo(f"  patients by  {report['group_rule']}")
+    typer.echo(f"  masks        {report['masks']}")
+    typer.echo(f"  label values {report['label_values']} (from {report['label_values_from']})")
+    typer.echo(f"  sizes        {report['sizes']}  -> {report['target_size'] or 'kept'}")
+    for why, paths in report["ignored"].items():
+        typer.echo(f"  ignored      {len(paths)} {why}: {', '.join(paths[:3])}")
+    for w in report["warnings"]:
+        typer.echo(f"warning: {w}")
+
+
 @app.command()
 def datasets(
     data_root: DataRoot = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    as_json: Annotated[
+        bool | None,
+        typer.Option("--json/--table", help="JSON or a plain table [default: JSON when piped]."),
+    ] = None,
+    check: Annotated[
+        Path | None,
+        typer.Option(
+            "--check",
+            help="Check a dataset spec (or folder) from file headers: counts, patients, split, "
+            "label values, sizes, ignored files, warnings.",
+        ),
+    ] = None,
 ) -> None:
-    """List the available datasets with their image, patient and label counts."""
-    from rich.console import Console
-    from rich.table import Table
+    """List the available datasets with their image, patient and label counts.
 
-    from activesynth.data.datasets import DATASETS, load_dataset
+    Exits with code 2 when the data root does not exist.
+    """
+    if check is not None:
+        _check_report(check, as_json)
+        return
+    from activesynth.data.datasets import DATASETS, load_dataset, resolve_data_root
 
-    rows = []
+    resolve_data_root(data_root)  # a missing root is an error, not a table of failures
+    rows: list[dict[str, Any]] = []
     for name in DATASETS:
         spec = DATASETS.get(name)
         try:
@@ -63,43 +146,41 @@ def datasets(
             rows.append({**s, "description": spec.description, "status": "ok"})
         except ActivesynthError as exc:
             rows.append({"name": name, "description": spec.description, "status": str(exc)})
-    if as_json:
+    if as_json if as_json is not None else not sys.stdout.isatty():
         typer.echo(json.dumps(rows, indent=2))
         return
-    table = Table(title="activesynth datasets")
-    for col in (
-        "name",
-        "items",
-        "patients",
-        "shape",
-        "tasks",
-        "labels / foreground",
-        "description",
-    ):
-        table.add_column(col, overflow="fold")
+    table = []
     for r in rows:
         if r["status"] != "ok":
-            table.add_row(r["name"], "-", "-", "-", "-", "-", f"[red]{r['status']}[/red]")
+            table.append([r["name"], "-", "-", "-", "-", "-", f"error: {r['status']}"])
             continue
         lab = r.get("label_counts", {})
         extra = ", ".join(f"{k}: {v}" for k, v in lab.items())
         if "with_foreground" in r:
             extra += f"; foreground in {r['with_foreground']}"
-        table.add_row(
-            r["name"],
-            str(r["items"]),
-            str(r["patients"]),
-            "x".join(map(str, r["shape"])),
-            ",".join(r["tasks"]),
-            extra,
-            r["description"],
+        table.append(
+            [
+                r["name"],
+                str(r["items"]),
+                str(r["patients"]),
+                "x".join(map(str, r["shape"])),
+                ",".join(r["tasks"]),
+                extra,
+                r["description"],
+            ]
         )
-    Console().print(table)
+    header = ["name", "items", "patients", "shape", "tasks", "labels / foreground", "description"]
+    _print_table(table, header)
+    if any(r["status"] != "ok" for r in rows):
+        raise typer.Exit(1)
 
 
 @app.command()
 def train(
-    dataset: Annotated[str, typer.Option(help="Dataset name (see `activesynth datasets`).")],
+    dataset: Annotated[
+        str,
+        typer.Option(help="Dataset name (activesynth datasets), dataset spec or image folder."),
+    ],
     task: Annotated[str, typer.Option(help="seg (U-Net), cls (classifier) or reg (regressor).")],
     out: Annotated[Path, typer.Option(help="Output folder: metrics.json, best.pt, config.json.")],
     fraction: Annotated[
@@ -111,7 +192,7 @@ def train(
         int | None, typer.Option(help="Image side in pixels (default per dataset).")
     ] = None,
     split: Annotated[
-        str, typer.Option(help="'patient' (seeded, patient-wise) or 'official'.")
+        str, typer.Option(help="'patient' (seeded, patient-wise) or 'official' (published).")
     ] = "patient",
     val: Annotated[float, typer.Option(help="Validation fraction of patients.")] = 0.15,
     test: Annotated[float, typer.Option(help="Test fraction of patients.")] = 0.25,
@@ -133,6 +214,12 @@ def train(
     elastic: Annotated[bool, typer.Option(help="Add elastic deformation (slower).")] = False,
     threads: Annotated[int | None, typer.Option(help="Torch threads (default: all CPUs).")] = None,
     resume: Annotated[bool, typer.Option(help="Resume from OUT/last.pt if it matches.")] = True,
+    data_opt: Annotated[
+        list[str] | None,
+        typer.Option(
+            metavar="KEY=VALUE", help="Dataset spec key override, VALUE as JSON (repeatable)."
+        ),
+    ] = None,
     quiet: Quiet = False,
 ) -> None:
     """Train a task model on a fraction of the training split and evaluate it on the test split.
@@ -142,8 +229,9 @@ def train(
     """
     from activesynth.data.transforms import AugmentConfig
     from activesynth.experiment import TrainJob, run_train_job
+    from activesynth.loop_cli import parse_pairs
 
-    _setup_logging(quiet)
+    setup_logging(quiet)
     job = TrainJob(
         dataset=dataset,
         task=task,
@@ -163,6 +251,7 @@ def train(
         patience=patience,
         threads=threads,
         augment=AugmentConfig(elastic=elastic) if augment else AugmentConfig.none(),
+        dataset_kwargs=parse_pairs(data_opt, "--data-opt"),
     )
     metrics = run_train_job(job, out, data_root=data_root, resume=resume, quiet=quiet)
     typer.echo(json.dumps(metrics["headline"], indent=2))
@@ -220,7 +309,7 @@ def demo(
     from activesynth.bench.grid import parse_grid
     from activesynth.bench.report import write_report
 
-    _setup_logging(quiet)
+    setup_logging(quiet)
     grid = parse_grid({**DEMO_GRID, "seeds": seeds}, source="activesynth demo")
     result = run_grid(
         grid,
@@ -246,6 +335,11 @@ def _register_subcommands() -> None:
 
     for mod in ("activesynth.loop_cli", "activesynth.bench.cli", "activesynth.generative.cli"):
         importlib.import_module(mod).register(app)
+    for info in app.registered_commands:
+        name = info.name or (info.callback.__name__ if info.callback else "")
+        if name in EXAMPLES and not info.epilog:
+            lines = "\n".join(f"  {line}" for line in EXAMPLES[name].split("\n"))
+            info.epilog = f"\b\nExample{'s' if chr(10) in EXAMPLES[name] else ''}:\n{lines}"
 
 
 _register_subcommands()

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from activesynth import __version__
-from activesynth.data.datasets import DATASETS, load_dataset
+from activesynth.data.datasets import check_dataset, load_dataset
 from activesynth.data.imageset import ImageSet
 from activesynth.data.splits import Split, labelled_fraction, official_split, patient_split
 from activesynth.data.transforms import AugmentConfig
@@ -74,10 +74,13 @@ def prepare_data(
 ) -> tuple[ImageSet, Split, np.ndarray]:
     """Load the dataset, split it by patient and draw the training fraction.
 
+    ``job.dataset`` is a registered name, or the path of a dataset spec or image folder
+    (:mod:`activesynth.data.spec`) whose keys ``job.dataset_kwargs`` override.
+
     Returns:
         (data, split, train_index) where ``train_index`` is the labelled subset of ``split.train``.
     """
-    DATASETS.get(job.dataset)  # did-you-mean before any loading
+    check_dataset(job.dataset, job.dataset_kwargs)  # did-you-mean before any loading
     data = load_dataset(job.dataset, data_root, size=job.size, **job.dataset_kwargs)
     data.require(job.task)
     method = check_option(job.split, ("patient", "official"), "--split")

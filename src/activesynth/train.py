@@ -306,70 +306,74 @@ def fit(
         leave=False,
     )
     model.train()
-    while step < cfg.max_steps and not done:
-        idx = batch_indices(len(train), min(cfg.batch_size, len(train)), step, cfg.seed)
-        x, y = batches.get(idx)
-        if aug is not None:
-            aug.reseed(seed_for(cfg.seed, 2, step))
-            if cfg.task == "seg":
-                x, y = aug(x, y)
-            else:
-                x = aug(x)[0]
-        torch.manual_seed(seed_for(cfg.seed, 3, step))
-        y_in = y[:, None] if cfg.task == "seg" else y
-        if len(idx) == 1 and _has_batchnorm(model):  # BatchNorm cannot train on one image
-            x, y_in = torch.cat([x, x]), torch.cat([y_in, y_in])
-        opt.zero_grad(set_to_none=True)
-        joint_rec: dict[str, float] = {}
-        if joint is not None:
-            loss, joint_rec = joint.loss(x, y_in, step)
-        else:
-            outputs = model.forward_with_variance(x) if model_cfg.aleatoric else (model(x),)
-            loss = loss_fn(*outputs, y_in)
-        if not torch.isfinite(loss):
-            raise DataError(
-                f"Training loss became {loss.item()} at step {step}; lower --lr or check the data "
-                "for extreme intensities."
-            )
-        loss.backward()
-        opt.step()
-        step += 1
-        seen += len(idx)
-        bar.update(1)
-        if step % cfg.eval_every == 0 or step == cfg.max_steps:
-            rec: dict[str, float] = {"step": step, "loss": float(loss.item()), **joint_rec}
-            if val is not None:
-                score, extra = validation_score(model, val, cfg.task)
-                model.train()
-                rec.update(val_score=score, **extra)
-                if score > best_score:
-                    best_score, best_step, bad_evals = score, step, 0
-                    best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-                    if out is not None:
-                        save_checkpoint(
-                            out / "best.pt", model, model_cfg, meta, step=step, score=score
-                        )
+    # Tiny classifiers run torch's native convolutions (oneDNN heap bug, models.classifier); the
+    # flag must hold during backward too, which picks the convolution backend again.
+    native = bool(getattr(model, "needs_native_conv", False))
+    with torch.backends.mkldnn.flags(enabled=torch.backends.mkldnn.enabled and not native):
+        while step < cfg.max_steps and not done:
+            idx = batch_indices(len(train), min(cfg.batch_size, len(train)), step, cfg.seed)
+            x, y = batches.get(idx)
+            if aug is not None:
+                aug.reseed(seed_for(cfg.seed, 2, step))
+                if cfg.task == "seg":
+                    x, y = aug(x, y)
                 else:
-                    bad_evals += 1
-                bar.set_postfix(val=f"{score:.3f}", best=f"{best_score:.3f}")
-                done = cfg.patience > 0 and bad_evals >= cfg.patience and step >= cfg.min_steps
-            history.append(rec)
-            if out is not None:
-                _save_last(
-                    out,
-                    model,
-                    opt,
-                    model_cfg,
-                    cfg,
-                    step,
-                    history,
-                    best_score,
-                    best_step,
-                    bad_evals,
-                    best_state,
+                    x = aug(x)[0]
+            torch.manual_seed(seed_for(cfg.seed, 3, step))
+            y_in = y[:, None] if cfg.task == "seg" else y
+            if len(idx) == 1 and _has_batchnorm(model):  # BatchNorm cannot train on one image
+                x, y_in = torch.cat([x, x]), torch.cat([y_in, y_in])
+            opt.zero_grad(set_to_none=True)
+            joint_rec: dict[str, float] = {}
+            if joint is not None:
+                loss, joint_rec = joint.loss(x, y_in, step)
+            else:
+                outputs = model.forward_with_variance(x) if model_cfg.aleatoric else (model(x),)
+                loss = loss_fn(*outputs, y_in)
+            if not torch.isfinite(loss):
+                raise DataError(
+                    f"Training loss became {loss.item()} at step {step}; lower --lr or check the data "
+                    "for extreme intensities."
                 )
-        if on_step is not None:
-            on_step(step)
+            loss.backward()
+            opt.step()
+            step += 1
+            seen += len(idx)
+            bar.update(1)
+            if step % cfg.eval_every == 0 or step == cfg.max_steps:
+                rec: dict[str, float] = {"step": step, "loss": float(loss.item()), **joint_rec}
+                if val is not None:
+                    score, extra = validation_score(model, val, cfg.task)
+                    model.train()
+                    rec.update(val_score=score, **extra)
+                    if score > best_score:
+                        best_score, best_step, bad_evals = score, step, 0
+                        best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                        if out is not None:
+                            save_checkpoint(
+                                out / "best.pt", model, model_cfg, meta, step=step, score=score
+                            )
+                    else:
+                        bad_evals += 1
+                    bar.set_postfix(val=f"{score:.3f}", best=f"{best_score:.3f}")
+                    done = cfg.patience > 0 and bad_evals >= cfg.patience and step >= cfg.min_steps
+                history.append(rec)
+                if out is not None:
+                    _save_last(
+                        out,
+                        model,
+                        opt,
+                        model_cfg,
+                        cfg,
+                        step,
+                        history,
+                        best_score,
+                        best_step,
+                        bad_evals,
+                        best_state,
+                    )
+            if on_step is not None:
+                on_step(step)
     bar.close()
     seconds = time.perf_counter() - t0
     if val is None or best_state is None:

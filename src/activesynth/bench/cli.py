@@ -2,11 +2,14 @@
 
 activesynth bench CONFIG --out DIR [--executor local|ray] [--workers N] [--address ADDR]
 activesynth report DIR
+
+A grid's datasets are registered names, dataset specs or image folders; every unit's dataset is
+checked (``data.datasets.check_dataset``) before anything runs, also with ``--dry-run``.
 """
 
 from __future__ import annotations
 
-import logging
+import json
 import shlex
 import sys
 from pathlib import Path
@@ -16,11 +19,23 @@ import typer
 
 
 def _setup_logging(quiet: bool) -> None:
-    logging.basicConfig(
-        level=logging.WARNING if quiet else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        datefmt="%H:%M:%S",
-    )
+    from activesynth.cli import setup_logging
+
+    setup_logging(quiet)
+
+
+def check_datasets(units: list) -> None:
+    """Check every unit's dataset (name or spec) once; a bad one fails before any run starts."""
+    from activesynth.data.datasets import check_dataset
+
+    seen: set[str] = set()
+    for u in units:
+        name = str(u.config.get("dataset"))
+        kwargs = u.config.get("dataset_kwargs") or {}
+        key = name + json.dumps(kwargs, sort_keys=True, default=str)
+        if key not in seen:
+            seen.add(key)
+            check_dataset(name, kwargs)
 
 
 def _command_line() -> str:
@@ -69,7 +84,7 @@ def bench(
             "config) are linked in, not rerun (repeatable).",
         ),
     ] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
 ) -> None:
     """Run a benchmark grid (dataset x strategy x seed x schedule); finished runs are skipped.
 
@@ -83,6 +98,7 @@ def bench(
     _setup_logging(quiet)
     grid = load_grid(config)  # every name and unit config checked before anything runs
     units = grid.units()
+    check_datasets(units)
     if dry_run:
         done = set()
         if (out / "manifest.json").is_file():

@@ -222,13 +222,43 @@ class InlineExecutor:
         data_root: str | None = None,
         quiet: bool = False,
     ) -> list[UnitOutcome]:
-        outcomes = []
-        for u in tqdm(units, desc="grid", unit="run", disable=not progress_enabled(quiet)):
-            outcome = _outcome(execute_unit(u.as_dict(), str(store_root), run_fn, data_root, quiet))
-            if outcome.status == "failed":
-                log.error("run %s failed: %s", outcome.run_id, outcome.error)
-            outcomes.append(outcome)
+        outcomes: list[UnitOutcome] = []
+        bar = tqdm(total=len(units), desc="grid", unit="run", disable=not progress_enabled(quiet))
+        report = _reporter(bar, outcomes, len(units), quiet)
+        try:
+            for u in units:
+                report(
+                    _outcome(execute_unit(u.as_dict(), str(store_root), run_fn, data_root, quiet))
+                )
+        finally:
+            bar.close()
         return outcomes
+
+
+_DIED = "its worker process died (killed or crashed)"
+
+
+def _reporter(bar: Any, outcomes: list[UnitOutcome], total: int, quiet: bool) -> RunFn:
+    """Record an outcome: progress bar on a terminal, else one log line per finished run."""
+    lines = not quiet and not progress_enabled(quiet)
+    t0 = time.perf_counter()
+
+    def report(outcome: UnitOutcome) -> None:
+        outcomes.append(outcome)
+        bar.update(1)
+        if outcome.status == "failed":
+            log.error("run %s failed: %s", outcome.run_id, outcome.error)
+        elif lines:
+            log.info(
+                "run %d/%d finished: %s (%s, %.0f s)",
+                len(outcomes),
+                total,
+                outcome.run_id,
+                outcome.status,
+                time.perf_counter() - t0,
+            )
+
+    return report
 
 
 class LocalExecutor:
@@ -266,6 +296,21 @@ class LocalExecutor:
             max_tasks_per_child=1,
         )
 
+    def _settle(
+        self, fut: cf.Future, u: RunUnit, attempts: dict[str, int], queue: list[RunUnit]
+    ) -> UnitOutcome | None:
+        """The outcome of a finished future, or None when its unit was requeued because its
+        worker died (at most ``retries`` times per unit; then it is reported as failed)."""
+        try:
+            return _outcome(fut.result())
+        except cf.process.BrokenProcessPool:
+            n = attempts[u.run_id] = attempts.get(u.run_id, 0) + 1
+            if n <= self.retries:
+                log.warning("a worker died while running %s; retrying it", u.run_id)
+                queue.insert(0, u)
+                return None
+            return UnitOutcome(u.run_id, "failed", error=_DIED)
+
     def slot_cpus(self, slot: int) -> list[int] | None:
         """CPU ids of worker slot ``slot`` (None when affinity is not available)."""
         if not self.cpu_ids:
@@ -287,6 +332,7 @@ class LocalExecutor:
         attempts: dict[str, int] = {}
         outcomes: list[UnitOutcome] = []
         bar = tqdm(total=len(queue), desc="grid", unit="run", disable=not progress_enabled(quiet))
+        report = _reporter(bar, outcomes, len(queue), quiet)
         pool = self._pool()
         inflight: dict[cf.Future, RunUnit] = {}
         slots: dict[cf.Future, int] = {}
@@ -312,37 +358,16 @@ class LocalExecutor:
                 for fut in done:
                     u = inflight.pop(fut)
                     slots.pop(fut)
-                    try:
-                        outcome = _outcome(fut.result())
-                    except cf.process.BrokenProcessPool:
-                        broken = True
-                        n = attempts[u.run_id] = attempts.get(u.run_id, 0) + 1
-                        if n <= self.retries:
-                            log.warning("a worker died while running %s; retrying it", u.run_id)
-                            queue.insert(0, u)
-                            continue
-                        outcome = UnitOutcome(
-                            u.run_id, "failed", error="its worker process died (killed or crashed)"
-                        )
-                    outcomes.append(outcome)
-                    bar.update(1)
-                    if outcome.status == "failed":
-                        log.error("run %s failed: %s", outcome.run_id, outcome.error)
+                    outcome = self._settle(fut, u, attempts, queue)
+                    broken |= outcome is None or outcome.error == _DIED
+                    if outcome is not None:
+                        report(outcome)
                 if broken:
                     # Every other in-flight unit went down with the pool: account for them too.
                     for fut, u in list(inflight.items()):
-                        try:
-                            outcome = _outcome(fut.result())
-                        except cf.process.BrokenProcessPool:
-                            n = attempts[u.run_id] = attempts.get(u.run_id, 0) + 1
-                            if n <= self.retries:
-                                queue.insert(0, u)
-                                continue
-                            outcome = UnitOutcome(
-                                u.run_id, "failed", error="its worker process died"
-                            )
-                        outcomes.append(outcome)
-                        bar.update(1)
+                        outcome = self._settle(fut, u, attempts, queue)
+                        if outcome is not None:
+                            report(outcome)
                     inflight.clear()
                     slots.clear()
                     pool.shutdown(wait=True, cancel_futures=True)

@@ -1,4 +1,7 @@
-"""Named datasets: the shared real data (``lgg``, ``jsrt``, ``pneumoniamnist``) and ``phantom``.
+"""Named datasets: the shared real data (``lgg``, ``jsrt``, ``pneumoniamnist``) and ``phantom``,
+and users' own data: wherever a name is accepted, the path of a dataset spec (``.json`` /
+``.yaml``) or of an image folder is too (see :mod:`activesynth.data.spec`); its keyword
+arguments (a run's ``dataset_kwargs``) then override the spec's keys.
 
 The data root is resolved, in order, from an explicit argument (the CLI's ``--data-root``), the
 ``ACTIVESYNTH_DATA`` environment variable, and ``../shared/data`` relative to the project root.
@@ -13,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from activesynth.data.imageset import ImageSet
-from activesynth.errors import DataError
+from activesynth.errors import ConfigError, DataError
 from activesynth.registry import Registry
 
 ENV_VAR = "ACTIVESYNTH_DATA"
@@ -67,12 +70,50 @@ def resolve_data_root(root: str | os.PathLike | None = None) -> Path:
     return path.resolve()
 
 
+def check_dataset(name: str, kwargs: dict[str, Any] | None = None) -> None:
+    """Check a dataset argument without loading pixels: a registered name (did-you-mean), or a
+    spec file / folder whose keys and ``kwargs`` overrides parse (unknown keys refused).
+
+    Raises:
+        ConfigError: an unknown name or spec key. DataError: a missing spec file or folder.
+    """
+    from activesynth.data.spec import is_spec_reference, read_spec
+
+    if name not in DATASETS and is_spec_reference(name):  # a registered name always wins
+        read_spec(name, {k: v for k, v in (kwargs or {}).items() if v is not None})
+        return
+    try:
+        DATASETS.get(name)
+    except ConfigError as exc:
+        raise ConfigError(
+            f"{exc} Or give the path of a dataset spec (.json / .yaml) or of an image folder."
+        ) from None
+
+
 def load_dataset(name: str, root: str | os.PathLike | None = None, **kwargs: Any) -> ImageSet:
-    """Load a registered dataset by name (unknown names get a did-you-mean answer)."""
+    """Load a registered dataset by name, or a spec file / image folder (see the module docstring).
+
+    Unknown names get a did-you-mean answer; keyword arguments a loader does not take give a
+    one-line :class:`ConfigError` naming them.
+    """
+    from activesynth.data.spec import is_spec_reference, load_spec
+
+    if name not in DATASETS and is_spec_reference(name):  # a registered name always wins
+        return load_spec(name, **kwargs)
+    check_dataset(name)
     spec = DATASETS.get(name)
-    if spec.subdir is None:
-        return spec.loader(None, **kwargs)
-    return spec.loader(resolve_data_root(root), **kwargs)
+    try:
+        if spec.subdir is None:
+            return spec.loader(None, **kwargs)
+        return spec.loader(resolve_data_root(root), **kwargs)
+    except TypeError as exc:
+        if "argument" not in str(exc):
+            raise
+        bad = str(exc).split("argument", 1)[1].strip(" '\"")
+        raise ConfigError(
+            f"dataset_kwargs: {bad!r} is not an option of dataset {name!r} ({exc}); remove it, "
+            "or describe your own folder with a dataset spec."
+        ) from None
 
 
 def _register_builtin() -> None:

@@ -6,6 +6,7 @@ can be rebuilt without the code that trained it guessing sizes.
 
 from __future__ import annotations
 
-from activesynth.models.config import ModelConfig, build_model
+from activesynth.models.config import ModelConfig
+from activesynth.models.factory import build_model
 
 __all__ = ["ModelConfig", "build_model"]

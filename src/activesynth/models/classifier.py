@@ -51,12 +51,25 @@ class ImageClassifier(nn.Module):
         self.dropout = nn.Dropout(cfg.dropout)
         self.head = nn.Linear(cfg.channels[-1], cfg.out_channels)
         self.var_head = nn.Linear(cfg.channels[-1], cfg.out_channels) if cfg.aleatoric else None
+        # torch 2.13.0's oneDNN (mkldnn) convolutions corrupt the heap ("double free", SIGABRT
+        # in backward) for this ResNet when a stage has fewer than 8 channels and torch runs on
+        # one thread (seen on AMD EPYC; 8+ channels and 2 threads are fine). Such tiny networks
+        # (tests, quick trials) use torch's native convolutions instead: here for the forward
+        # pass, and in ``train.fit`` around the whole step, because the convolution's backward
+        # picks its backend again from the global flag.
+        self.needs_native_conv = min(cfg.channels) < 8
 
-    def embed(self, x: torch.Tensor) -> torch.Tensor:
+    def _features(self, x: torch.Tensor) -> torch.Tensor:
+        if self.needs_native_conv:
+            with torch.backends.mkldnn.flags(enabled=False):
+                return self.backbone(x)
         return self.backbone(x)
 
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        return self._features(x)
+
     def forward_with_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        f = self.backbone(x)
+        f = self._features(x)
         return self.head(self.dropout(f)), f
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -73,4 +86,4 @@ class ImageClassifier(nn.Module):
 
     def forward_with_variance(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Logits (B,K) and log-variances ``log sigma^2`` (B,K); None without the head."""
-        return self.head_from_features(self.backbone(x))
+        return self.head_from_features(self._features(x))

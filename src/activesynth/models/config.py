@@ -1,11 +1,16 @@
-"""ModelConfig and the model factory."""
+"""ModelConfig: the architecture of a task model, as data.
+
+This module imports no network: the factory that turns a config into a network lives in
+:mod:`activesynth.models.factory` (which imports the network modules, which import this one for
+type hints only), so configs can be read, compared and stored without importing torch models.
+``from activesynth.models.config import build_model`` still works for existing callers: it is
+resolved lazily to :func:`activesynth.models.factory.build_model`.
+"""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
-
-from torch import nn
 
 from activesynth.errors import ConfigError
 from activesynth.registry import check_option, did_you_mean
@@ -140,23 +145,10 @@ class ModelConfig:
         return cls(**d)
 
 
-def build_model(cfg: ModelConfig) -> nn.Module:
-    """Instantiate the network described by ``cfg`` (weights from torch's global RNG: seed first).
+def __getattr__(name: str) -> Any:
+    """``build_model`` for callers that import it from here (resolved on first use)."""
+    if name == "build_model":
+        from activesynth.models.factory import build_model
 
-    With ``cfg.loss_prediction`` the loss-prediction module is attached after the task network
-    (``models.loss_predictor.attach_loss_predictor``), so the task weights are the same as
-    without it.
-    """
-    if cfg.task == "seg":
-        from activesynth.models.segmenter import Segmenter
-
-        model: nn.Module = Segmenter(cfg)
-    else:
-        from activesynth.models.classifier import ImageClassifier
-
-        model = ImageClassifier(cfg)
-    if cfg.loss_prediction is not None:
-        from activesynth.models.loss_predictor import attach_loss_predictor
-
-        attach_loss_predictor(model, cfg.loss_prediction)
-    return model
+        return build_model
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

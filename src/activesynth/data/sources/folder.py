@@ -57,6 +57,7 @@ from activesynth.registry import check_option
 
 __all__ = [
     "IMAGE_EXTENSIONS",
+    "decode_files",
     "load_folder",
     "mask_class_ids",
     "natural_key",
@@ -249,39 +250,10 @@ def mask_class_ids(
     Raises:
         DataError: values that fit neither reading, listing them and the files holding them.
     """
-    mode = check_option(mask_values, ("auto", "binary", "ids"), "mask_values")
     per_file = [np.unique(m) for m in masks]
-    union = set(np.unique(np.concatenate(per_file)).tolist()) if per_file else {0}
-    is_binary = any(union <= s for s in _BINARY_SETS)
-    if mode in ("auto", "binary") and is_binary:
-        return [(m != 0).astype(np.uint8) for m in masks], ("background", "foreground")
-    if mode == "binary":
-        expected = {0, 65535} if 65535 in union else {0, 255} if 255 in union else {0, 1}
-        what = "binary masks ({0, 1}, {0, 255} or {0, 65535})"
-    else:
-        k = 0
-        while k + 1 in union:
-            k += 1
-        expected = set(range(k + 1))
-        what = "binary masks ({0, 1} or {0, 255}) or contiguous class ids 0, 1, ..., K"
-    unexpected = sorted(union - expected)
-    if not unexpected and max(expected) > 255:
-        raise DataError(
-            f"Masks hold {max(expected) + 1} classes, more than the 256 a uint8 mask can store."
-        )
-    if unexpected:
-        bad = [
-            f"{Path(p)} (values {v.tolist()[:10]})"
-            for p, v in zip(paths, per_file, strict=True)
-            if set(v.tolist()) & set(unexpected)
-        ]
-        raise DataError(
-            f"Unexpected mask values {unexpected[:20]} in {_listing(bad)}; expected {what}. "
-            "Store masks losslessly (PNG or TIFF, not JPEG), one class id per pixel, or choose "
-            "mask_values='binary' / 'ids'."
-        )
-    kmax = max(max(expected), 1)
-    names = ("background", *(f"class_{i}" for i in range(1, kmax + 1)))
+    kind, names = _judge_mask_values(per_file, [str(p) for p in paths], mask_values)
+    if kind == "binary":
+        return [(m != 0).astype(np.uint8) for m in masks], names
     return [m.astype(np.uint8) for m in masks], names
 
 
@@ -504,6 +476,200 @@ def _unique_ids(rels: list[Path]) -> np.ndarray:
     return np.array(ids)
 
 
+# ---- decoding into preallocated arrays --------------------------------------------------------
+
+
+_LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+
+
+def _judge_mask_values(
+    per_file: Sequence[np.ndarray], paths: Sequence[str], mask_values: str
+) -> tuple[str, tuple[str, ...]]:
+    """Decide how raw mask values become class ids, judged over all masks together.
+
+    Returns:
+        ``("binary" | "ids", class names)``.
+
+    Raises:
+        DataError: values fitting neither reading, naming only the files holding them.
+    """
+    mode = check_option(mask_values, ("auto", "binary", "ids"), "mask_values")
+    union = set(np.unique(np.concatenate(per_file)).tolist()) if len(per_file) else {0}
+    if mode in ("auto", "binary") and any(union <= s for s in _BINARY_SETS):
+        return "binary", ("background", "foreground")
+    if mode == "binary":
+        expected = {0, 65535} if 65535 in union else {0, 255} if 255 in union else {0, 1}
+        what = "binary masks ({0, 1}, {0, 255} or {0, 65535})"
+        fix = "mask_values='ids' (on the command line --data-opt mask_values=ids)"
+    else:
+        k = 0
+        while k + 1 in union:
+            k += 1
+        expected = set(range(k + 1))
+        what = "binary masks ({0, 1} or {0, 255}) or contiguous class ids 0, 1, ..., K"
+        fix = (
+            "mask_values='binary' (on the command line --data-opt mask_values=binary), or name "
+            "the values in the spec key labels"
+        )
+    unexpected = sorted(union - expected)
+    if not unexpected and max(expected) > 255:
+        raise DataError(
+            f"Masks hold {max(expected) + 1} classes, more than the 256 a uint8 mask can store."
+        )
+    if unexpected:
+        bad = [
+            f"{Path(p)} (values {v.tolist()[:10]})"
+            for p, v in zip(paths, per_file, strict=True)
+            if set(v.tolist()) & set(unexpected)
+        ]
+        raise DataError(
+            f"Unexpected mask values {unexpected[:20]} in {_listing(bad)}; expected {what}. "
+            f"Store those masks losslessly (PNG or TIFF, not JPEG), or pass {fix}."
+        )
+    kmax = max(max(expected), 1)
+    return "ids", ("background", *(f"class_{i}" for i in range(1, kmax + 1)))
+
+
+def _compact_mask(raw: np.ndarray) -> np.ndarray:
+    """A raw mask as ``uint8`` without losing any reading that can succeed.
+
+    Values above 255 can only be valid as the binary ``{0, 65535}`` (any other reading needs
+    more than 256 classes), so such a mask is stored as ``raw != 0``.
+    """
+    if raw.dtype == np.uint8:
+        return raw
+    if raw.size and int(raw.max()) > 255:
+        return (raw != 0).astype(np.uint8)
+    return raw.astype(np.uint8)
+
+
+def decode_files(
+    paths: Sequence[Path],
+    mask_paths: Sequence[Path | None] | None = None,
+    *,
+    size: tuple[int, int] | None = None,
+    channels: str = "auto",
+    mask_values: str = "auto",
+    label_values: Sequence[int] | None = None,
+    strict_channels: bool = False,
+) -> tuple[np.ndarray, np.ndarray | None, tuple[str, ...], list[tuple[int, int]]]:
+    """Decode, resize and convert one image (and mask) at a time into preallocated arrays.
+
+    The peak memory is the output arrays plus one decoded full-size image and mask: nothing is
+    held at full size for the whole set. In ``"auto"`` channel mode the output starts with one
+    channel and is widened to three (replicating what was filled) at the first colour image.
+
+    Args:
+        paths: image files (see :func:`read_image`).
+        mask_paths: the mask of each image, ``None`` where it has none; ``None`` for no masks.
+        size: ``(height, width)`` to resize to; ``None``: every image must share one size.
+        channels: ``"auto"``, ``"gray"`` or ``"rgb"`` (see the module docstring).
+        mask_values: ``"auto"``, ``"binary"`` or ``"ids"`` (see :func:`mask_class_ids`).
+        label_values: the raw mask values in class-id order (value ``label_values[k]`` becomes
+            class ``k``); overrides ``mask_values``.
+        strict_channels: a set mixing single-channel and colour images is a :class:`DataError`
+            instead of replicating the grey images.
+
+    Returns:
+        ``(images, masks, class_names, shapes)``: ``images`` ``(N, H, W, C)`` ``uint8``;
+        ``masks`` ``(N, H, W)`` ``uint8`` class ids (0 where an image has no mask) or ``None``;
+        ``shapes`` the original ``(H, W)`` of each image.
+
+    Raises:
+        DataError: unreadable files, differing sizes without ``size``, a mask not of its
+            image's size, mask values that fit no reading, mixed channels with
+            ``strict_channels``.
+    """
+    mode = check_option(channels, ("gray", "rgb", "auto"), "channels")
+    n = len(paths)
+    n_ch = 3 if mode == "rgb" else 1
+    images: np.ndarray | None = None
+    masks: np.ndarray | None = None
+    shapes: list[tuple[int, int]] = []
+    per_file: list[np.ndarray] = []
+    per_path: list[str] = []
+    first_gray: Path | None = None
+    first_colour: Path | None = None
+    for i, p in enumerate(paths):
+        a = read_image(p)
+        shape = (int(a.shape[0]), int(a.shape[1]))
+        if size is None and shapes and shape != shapes[0]:
+            raise DataError(
+                f"Images differ in size: {paths[0]} is {shapes[0][0]}x{shapes[0][1]} but {p} is "
+                f"{shape[0]}x{shape[1]} (HxW). Pass size=(H, W) (e.g. size={shapes[0][0]}) to "
+                "resize every image to one size."
+            )
+        shapes.append(shape)
+        h, w = size or shapes[0]
+        if images is None:
+            images = np.empty((n, h, w, n_ch), dtype=np.uint8)
+        colour = a.ndim == 3 and not bool((a[..., 1:] == a[..., :1]).all())
+        if a.ndim == 2:
+            first_gray = first_gray or p
+        if colour:
+            first_colour = first_colour or p
+        if strict_channels and first_gray is not None and first_colour is not None:
+            raise DataError(
+                f"Images of mixed channel counts: {first_gray} is single-channel but "
+                f"{first_colour} is colour; set channels to 'gray' or 'rgb' in the spec."
+            )
+        if mode == "auto" and colour and images.shape[-1] == 1:
+            wide = np.empty((n, h, w, 3), dtype=np.uint8)
+            for j in range(i):  # widen what was filled so far (all grey), one item at a time
+                wide[j] = images[j]
+            images = wide
+        a = a[..., None] if a.ndim == 2 else a
+        if images.shape[-1] == 1 and a.shape[-1] == 3:
+            a = a[..., :1] if not colour else np.rint(a @ _LUMA).astype(np.uint8)[..., None]
+        elif images.shape[-1] == 3 and a.shape[-1] == 1:
+            a = np.repeat(a, 3, axis=-1)
+        images[i] = resize_images(a[None], (h, w))[0] if size else a
+        del a
+        mp = None if mask_paths is None else mask_paths[i]
+        if mask_paths is not None and masks is None:
+            masks = np.zeros((n, h, w), dtype=np.uint8)
+        if mp is not None and masks is not None:
+            raw = read_mask(mp)
+            if tuple(raw.shape) != shape:
+                raise DataError(
+                    f"Mask {mp} is {raw.shape[0]}x{raw.shape[1]} but its image {p} is "
+                    f"{shape[0]}x{shape[1]} (HxW); a mask must have its image's size."
+                )
+            per_file.append(np.unique(raw))
+            per_path.append(str(mp))
+            if label_values is not None:
+                raw = _map_label_values(raw, per_file[-1], label_values, mp)
+            m = _compact_mask(raw)
+            masks[i] = resize_masks(m[None], (h, w))[0] if size else m
+            del raw, m
+    assert images is not None
+    class_names: tuple[str, ...] = ("background", "foreground")
+    if masks is not None and per_file and label_values is None:
+        kind, class_names = _judge_mask_values(per_file, per_path, mask_values)
+        if kind == "binary":
+            for i in range(n):  # in place, one item at a time: no full-size temporary
+                np.not_equal(masks[i], 0, out=masks[i], casting="unsafe")
+    elif label_values is not None:
+        class_names = tuple(f"value_{v}" for v in label_values)
+    return images, masks, class_names, shapes
+
+
+def _map_label_values(
+    raw: np.ndarray, present: np.ndarray, values: Sequence[int], path: Path
+) -> np.ndarray:
+    """Raw mask values -> class ids by their position in ``values``."""
+    missing = sorted(set(present.tolist()) - set(int(v) for v in values))
+    if missing:
+        raise DataError(
+            f"Mask {path} holds values {missing[:10]} that are not in the spec's labels "
+            f"{list(values)}; add them to labels (or fix the mask)."
+        )
+    out = np.zeros(raw.shape, dtype=np.uint8)
+    for k, v in enumerate(values):
+        out[raw == v] = k
+    return out
+
+
 # ---- the loader -------------------------------------------------------------------------------
 
 
@@ -615,46 +781,15 @@ def load_folder(
             "or pass allow_unlabelled=True to load images without masks."
         )
 
-    # Images: decode, check sizes, then choose channels and resize.
-    arrays: list[np.ndarray | None] = []
-    shapes: list[tuple[int, int]] = []
-    is_gray: list[bool] = []
-    for p in paths:
-        a = read_image(p)
-        shape = (int(a.shape[0]), int(a.shape[1]))
-        if out_size is None and shapes and shape != shapes[0]:
-            raise DataError(
-                f"Images differ in size: {paths[0]} is {shapes[0][0]}x{shapes[0][1]} but {p} is "
-                f"{shape[0]}x{shape[1]} (HxW). Pass size=(H, W) (e.g. size={shapes[0][0]}) to "
-                "resize every image to one size."
-            )
-        arrays.append(a)
-        shapes.append(shape)
-        is_gray.append(a.ndim == 2 or bool((a[..., 1:] == a[..., :1]).all()))
-    n_ch = 1 if channel_mode == "gray" or (channel_mode == "auto" and all(is_gray)) else 3
-    h, w = out_size or shapes[0]
-    images = np.empty((len(paths), h, w, n_ch), dtype=np.uint8)
-    luma = np.array([0.299, 0.587, 0.114], dtype=np.float32)
-    for i, a in enumerate(arrays):
-        assert a is not None
-        if a.ndim == 2:
-            a = a[..., None]
-        if n_ch == 1 and a.shape[-1] == 3:
-            a = a[..., :1] if is_gray[i] else np.rint(a @ luma).astype(np.uint8)[..., None]
-        elif n_ch == 3 and a.shape[-1] == 1:
-            a = np.repeat(a, 3, axis=-1)
-        images[i] = resize_images(a[None], (h, w))[0] if out_size else a
-        arrays[i] = None  # free the decoded copy as we go
-
-    masks = None
-    class_names: tuple[str, ...] = ("background", "foreground")
-    if n_with == len(paths):
-        ids_list, class_names = read_masks(
-            [m for m in mask_paths if m is not None], paths, shapes, mask_values
-        )
-        masks = np.empty((len(paths), h, w), dtype=np.uint8)
-        for i, m in enumerate(ids_list):
-            masks[i] = resize_masks(m[None], (h, w))[0] if out_size else m
+    # One image (and mask) at a time into preallocated arrays: the peak stays near the output.
+    images, masks, class_names, shapes = decode_files(
+        paths,
+        mask_paths if n_with == len(paths) else None,
+        size=out_size,
+        channels=channel_mode,
+        mask_values=mask_values,
+    )
+    _, h, w, n_ch = images.shape
 
     labels = None
     label_names: tuple[str, ...] = ()
