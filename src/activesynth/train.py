@@ -25,6 +25,7 @@ Design choices:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
@@ -309,7 +310,7 @@ def fit(
     # Tiny classifiers run torch's native convolutions (oneDNN heap bug, models.classifier); the
     # flag must hold during backward too, which picks the convolution backend again.
     native = bool(getattr(model, "needs_native_conv", False))
-    with torch.backends.mkldnn.flags(enabled=torch.backends.mkldnn.enabled and not native):
+    with native_conv() if native else contextlib.nullcontext():
         while step < cfg.max_steps and not done:
             idx = batch_indices(len(train), min(cfg.batch_size, len(train)), step, cfg.seed)
             x, y = batches.get(idx)
@@ -399,6 +400,22 @@ def fit(
         collapsed=collapsed,
         images_per_second=seen / seconds if seconds > 0 else float("nan"),
     )
+
+
+@contextlib.contextmanager
+def native_conv() -> Any:
+    """torch's native convolutions (oneDNN off) inside the block, forward and backward.
+
+    For tiny classifiers (see ``models.classifier``): torch 2.13.0's oneDNN convolutions corrupt
+    the heap in their backward pass with fewer than 8 channels on one thread.
+    """
+    import warnings
+
+    with warnings.catch_warnings():
+        # torch notes that TF32-on-oneDNN needs an Intel GPU whenever the flags are set.
+        warnings.filterwarnings("ignore", message=".*TF32 acceleration on top of oneDNN")
+        with torch.backends.mkldnn.flags(enabled=False):
+            yield
 
 
 def _has_batchnorm(model: nn.Module) -> bool:

@@ -61,7 +61,9 @@ class ImageClassifier(nn.Module):
 
     def _features(self, x: torch.Tensor) -> torch.Tensor:
         if self.needs_native_conv:
-            with torch.backends.mkldnn.flags(enabled=False):
+            from activesynth.train import native_conv
+
+            with native_conv():
                 return self.backbone(x)
         return self.backbone(x)
 
