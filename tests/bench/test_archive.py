@@ -61,3 +61,17 @@ def test_archive_refuses_a_run_of_another_config(tmp_path: Path, grid: GridConfi
     with pytest.raises(DataError, match="another DONE marker"):
         archive(out, dest)
     assert main([str(tmp_path / "nothing"), str(dest)]) == 2
+
+
+def test_archive_refuses_to_mix_grids(tmp_path: Path, grid: GridConfig, grid_doc, registry) -> None:
+    from activesynth.bench.grid import parse_grid
+
+    out = tmp_path / "runs"
+    run_grid(grid, out, executor=InlineExecutor(), run_fn=fake_run, quiet=True)
+    dest = tmp_path / "results"
+    archive(out, dest)
+    other = parse_grid({**grid_doc, "seeds": [5]}, strategies=registry, check_config=None)
+    out2 = tmp_path / "runs2"
+    run_grid(other, out2, executor=InlineExecutor(), run_fn=fake_run, quiet=True)
+    with pytest.raises(DataError, match="another grid config"):
+        archive(out2, dest)

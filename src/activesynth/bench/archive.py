@@ -57,11 +57,19 @@ def archive(src: str | os.PathLike, dest: str | os.PathLike) -> list[str]:
         The run ids archived by this call (runs already in ``dest`` are skipped).
 
     Raises:
-        DataError: ``src`` is not a results directory, or ``dest`` holds a run of the same id
-            with another config hash (a different config; archive into another folder).
+        DataError: ``src`` is not a results directory, ``dest`` archives another grid config,
+            or ``dest`` holds a run of the same id with another config hash (archive into
+            another folder).
     """
     store = ResultsStore.open(src)
     dest = Path(dest)
+    if (dest / MANIFEST).is_file():
+        have = ResultsStore.open(dest).manifest.get("grid")
+        if have != store.manifest.get("grid"):
+            raise DataError(
+                f"{dest} archives another grid config than {src}'s; archive into a new folder "
+                "(an archive holds the runs of one grid)."
+            )
     done: list[str] = []
     for run_id in store.finished_ids(all_runs=True):
         rdir = store.run_dir(run_id)

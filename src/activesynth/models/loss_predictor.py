@@ -38,6 +38,7 @@ model is trained on, which Yoo & Kweon's module learns to predict.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
@@ -61,6 +62,7 @@ from activesynth.train import (
     batch_indices,
     make_loss,
     model_config_for,
+    native_conv,
     seed_for,
     validation_score,
 )
@@ -489,45 +491,49 @@ def train_learning_loss(
     )
     learner.train()
     done = False
-    while step < cfg.max_steps and not done:
-        idx = batch_indices(len(train), min(cfg.batch_size, len(train)), step, cfg.seed)
-        x, y = _batch(train, idx, cfg.task)
-        if aug is not None:
-            aug.reseed(seed_for(cfg.seed, 2, step))
-            x, y = aug(x, y) if cfg.task == "seg" else (aug(x)[0], y)
-        torch.manual_seed(seed_for(cfg.seed, 3, step))
-        if len(idx) == 1 and has_bn:  # BatchNorm cannot train on one image
-            x, y = torch.cat([x, x]), torch.cat([y, y])
-        y_in = y[:, None] if cfg.task == "seg" else y
-        opt.zero_grad(set_to_none=True)
-        logits, pred = learner(x, detach=step >= detach_step)
-        lt = task_loss(logits, y_in)
-        target = item_targets(logits.detach(), y, cfg, sample_loss, task_loss)
-        lr_ = ranking_loss(pred, target, margin)
-        loss = lt + weight * lr_
-        if not torch.isfinite(loss):
-            raise DataError(
-                f"Learning-loss training became {loss.item()} at step {step}; lower the "
-                "learning rate or check the data for extreme intensities."
-            )
-        loss.backward()
-        opt.step()
-        step += 1
-        bar.update(1)
-        if step % cfg.eval_every == 0 or step == cfg.max_steps:
-            rec = {"step": step, "task_loss": float(lt.item()), "rank_loss": float(lr_.item())}
-            if val is not None:
-                score, extra = validation_score(learner.model, val, cfg.task)
-                learner.train()
-                rec.update(val_score=score, **extra)
-                if score > best_score:
-                    best_score, best_step, bad = score, step, 0
-                    best_state = {k: v.detach().clone() for k, v in learner.state_dict().items()}
-                else:
-                    bad += 1
-                done = cfg.patience > 0 and bad >= cfg.patience and step >= cfg.min_steps
-            history.append(rec)
-            bar.set_postfix(task=f"{rec['task_loss']:.3f}", rank=f"{rec['rank_loss']:.3f}")
+    # tiny classifiers: torch's native convolutions in forward and backward (train.native_conv)
+    with native_conv() if getattr(model, "needs_native_conv", False) else contextlib.nullcontext():
+        while step < cfg.max_steps and not done:
+            idx = batch_indices(len(train), min(cfg.batch_size, len(train)), step, cfg.seed)
+            x, y = _batch(train, idx, cfg.task)
+            if aug is not None:
+                aug.reseed(seed_for(cfg.seed, 2, step))
+                x, y = aug(x, y) if cfg.task == "seg" else (aug(x)[0], y)
+            torch.manual_seed(seed_for(cfg.seed, 3, step))
+            if len(idx) == 1 and has_bn:  # BatchNorm cannot train on one image
+                x, y = torch.cat([x, x]), torch.cat([y, y])
+            y_in = y[:, None] if cfg.task == "seg" else y
+            opt.zero_grad(set_to_none=True)
+            logits, pred = learner(x, detach=step >= detach_step)
+            lt = task_loss(logits, y_in)
+            target = item_targets(logits.detach(), y, cfg, sample_loss, task_loss)
+            lr_ = ranking_loss(pred, target, margin)
+            loss = lt + weight * lr_
+            if not torch.isfinite(loss):
+                raise DataError(
+                    f"Learning-loss training became {loss.item()} at step {step}; lower the "
+                    "learning rate or check the data for extreme intensities."
+                )
+            loss.backward()
+            opt.step()
+            step += 1
+            bar.update(1)
+            if step % cfg.eval_every == 0 or step == cfg.max_steps:
+                rec = {"step": step, "task_loss": float(lt.item()), "rank_loss": float(lr_.item())}
+                if val is not None:
+                    score, extra = validation_score(learner.model, val, cfg.task)
+                    learner.train()
+                    rec.update(val_score=score, **extra)
+                    if score > best_score:
+                        best_score, best_step, bad = score, step, 0
+                        best_state = {
+                            k: v.detach().clone() for k, v in learner.state_dict().items()
+                        }
+                    else:
+                        bad += 1
+                    done = cfg.patience > 0 and bad >= cfg.patience and step >= cfg.min_steps
+                history.append(rec)
+                bar.set_postfix(task=f"{rec['task_loss']:.3f}", rank=f"{rec['rank_loss']:.3f}")
     bar.close()
     if best_state is not None:
         learner.load_state_dict(best_state)
