@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import logging
 import os
 import random
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -115,3 +116,21 @@ def progress_enabled(quiet: bool = False) -> bool:
     import sys
 
     return not quiet and sys.stderr.isatty() and os.environ.get("ACTIVESYNTH_QUIET", "") == ""
+
+
+@contextlib.contextmanager
+def file_lock(lock_path: Path) -> Iterator[None]:
+    """Exclusive ``fcntl`` lock on ``lock_path`` (created with its folder) for the block.
+
+    Serialises processes that train the same content-addressed cache entry (VAE manifolds, cGAN
+    stages); the kernel releases it when the process dies.
+    """
+    import fcntl
+
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "a+") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)

@@ -23,12 +23,9 @@ Where the cache lives: the ``manifold_cache`` extra the loop puts in the query c
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
 import json
 import logging
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,6 +36,7 @@ import torch
 from activesynth.data.imageset import ImageSet
 from activesynth.errors import CheckpointError, DataError
 from activesynth.generative.vae import ConvVAE, VAEConfig, encode_means, train_vae
+from activesynth.utils import file_lock as _locked  # one lock for every cache
 
 log = logging.getLogger(__name__)
 
@@ -194,17 +192,6 @@ def load_manifold(path: str | Path, data: ImageSet | None = None) -> Manifold:
     if len(latents) != fp["n"]:
         raise CheckpointError(f"{path}: {len(latents)} latent codes for a pool of {fp['n']}.")
     return Manifold(model, latents, cfg, fp, list(state.get("history", [])), path)
-
-
-@contextlib.contextmanager
-def _locked(lock_path: Path) -> Iterator[None]:
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock_path, "a+") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def train_manifold(

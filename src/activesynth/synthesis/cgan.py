@@ -50,14 +50,12 @@ replaced by them at merge (``propose`` already takes any ``perturb`` callable).
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
 import json
 import logging
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, ClassVar
@@ -85,6 +83,7 @@ from activesynth.models.feature_net import (
     train_feature_net_epoch,
 )
 from activesynth.registry import check_option, did_you_mean
+from activesynth.utils import file_lock as _locked  # one lock for every cache
 
 log = logging.getLogger(__name__)
 
@@ -403,17 +402,6 @@ def source_pairs(groups: np.ndarray, pairing: str, seed: int, epoch: int) -> np.
     multi = counts > 1
     out[order[multi]] = partner[multi]
     return out
-
-
-@contextlib.contextmanager
-def _locked(lock_path: Path) -> Iterator[None]:
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock_path, "a+") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def _run_stage(
