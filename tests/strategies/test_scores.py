@@ -62,6 +62,26 @@ def test_binary_least_confidence_margin_and_entropy_rank_alike() -> None:
 def test_measures_reject_arrays_without_a_class_axis() -> None:
     with pytest.raises(DataError, match=r"\(B,K\)"):
         S.entropy(np.ones(4))
+    with pytest.raises(DataError, match="axis 3"):
+        S.entropy(np.ones((2, 3)), axis=3)
+
+
+def test_entropy_on_another_class_axis_equals_moving_that_axis() -> None:
+    # BALD's (T,B,K,H,W) passes use axis=2; the result must be the class-axis-1 entropy per pass
+    rng = np.random.default_rng(0)
+    p = rng.dirichlet(np.ones(3), size=(4, 2, 5, 5)).transpose(0, 1, 4, 2, 3)  # (T,B,K,H,W)
+    want = np.stack([S.entropy(p[t]) for t in range(len(p))])
+    got = S.entropy(p, axis=2)
+    assert got.shape == (4, 2, 5, 5)
+    np.testing.assert_allclose(got, want, rtol=1e-12)
+
+
+def test_bayesian_strategies_use_the_one_entropy_and_aggregation() -> None:
+    from activesynth.strategies import bayesian
+
+    assert bayesian.entropy is S.entropy
+    assert bayesian.aggregate_pixels is S.aggregate
+    assert not hasattr(bayesian, "AGGREGATES")
 
 
 # ---- aggregation ----------------------------------------------------------------------------

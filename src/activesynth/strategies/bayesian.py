@@ -88,20 +88,18 @@ from activesynth.models.heteroscedastic import (
 )
 from activesynth.registry import check_option
 from activesynth.strategies.base import STRATEGIES, Query, QueryContext, check_budget, top_k
+from activesynth.strategies.scores import AGGREGATIONS, check_k_frac, entropy
+from activesynth.strategies.scores import aggregate as aggregate_pixels
 from activesynth.utils import progress_enabled
 
 log = logging.getLogger(__name__)
 
-AGGREGATES = ("mean", "sum", "topk")
-
 
 # ---- pure score functions (arrays in, scores out) ------------------------------------------------
-def entropy(p: np.ndarray, axis: int = 1) -> np.ndarray:
-    """Shannon entropy (nats) along ``axis``, with 0 log 0 = 0. p: float probabilities."""
-    p = np.asarray(p, np.float64)
-    return -np.sum(np.where(p > 0, p * np.log(np.where(p > 0, p, 1.0)), 0.0), axis=axis)
-
-
+# Entropy and the pixel aggregation are ``scores.entropy`` and ``scores.aggregate`` (imported
+# above; ``aggregate_pixels`` is kept as this module's name for the latter), one implementation
+# for every strategy. ``mc_moments`` accumulates H[p_t] in torch per pass instead: it streams
+# T passes without keeping them, which the numpy function cannot do.
 def predictive_variance_from_moments(
     mean_p: np.ndarray, mean_p2: np.ndarray, mean_aleatoric: np.ndarray | None = None
 ) -> np.ndarray:
@@ -144,32 +142,6 @@ def mutual_information(probs: np.ndarray) -> np.ndarray:
     """BALD mutual information per output. probs: (T,N,K,*S) -> (N,*S) float64 nats."""
     p = np.asarray(probs, np.float64)
     return mutual_information_from_moments(p.mean(0), entropy(p, axis=2).mean(0))
-
-
-def aggregate_pixels(
-    pixel_scores: np.ndarray, how: str = "mean", k_frac: float = 0.1
-) -> np.ndarray:
-    """Per-item score from per-pixel scores.
-
-    Args:
-        pixel_scores: (N,*S) float; (N,) passes through unchanged (classification).
-        how: "mean", "sum", or "topk" (mean of the ``ceil(k_frac * pixels)`` largest).
-        k_frac: in (0, 1].
-
-    Returns:
-        (N,) float64.
-    """
-    how = check_option(how, AGGREGATES, "aggregate")
-    s = np.asarray(pixel_scores, np.float64)
-    if s.ndim == 1:
-        return s
-    flat = s.reshape(len(s), -1)
-    if how == "mean":
-        return flat.mean(1)
-    if how == "sum":
-        return flat.sum(1)
-    k = max(1, math.ceil(k_frac * flat.shape[1]))
-    return np.partition(flat, flat.shape[1] - k, axis=1)[:, -k:].mean(1)
 
 
 def mc_dropout_scores(
@@ -603,10 +575,6 @@ class _MCStrategy:
             )
         if int(n_stochastic) != n_stochastic or n_stochastic < 1:
             raise ConfigError(f"{self.name}: n_stochastic must be >= 1, got {n_stochastic!r}.")
-        if not 0 < k_frac <= 1:
-            raise ConfigError(
-                f"{self.name}: k_frac must be in (0, 1] (fraction of pixels for topk), got {k_frac}."
-            )
         if int(aleatoric_samples) != aleatoric_samples or aleatoric_samples < 1:
             raise ConfigError(
                 f"{self.name}: aleatoric_samples must be an integer >= 1, got {aleatoric_samples!r}."
@@ -614,8 +582,8 @@ class _MCStrategy:
         self.n_samples = int(n_samples)
         self.fast = bool(fast)
         self.n_stochastic = int(n_stochastic)
-        self.aggregate = check_option(aggregate, AGGREGATES, "aggregate")
-        self.k_frac = float(k_frac)
+        self.aggregate = check_option(aggregate, AGGREGATIONS, f"{self.name} aggregate")
+        self.k_frac = check_k_frac(k_frac)
         self.aleatoric_samples = int(aleatoric_samples)
 
     def _check_model(self, model: nn.Module, task: str) -> None:

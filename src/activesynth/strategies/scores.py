@@ -9,7 +9,8 @@ classification or ``(B,K,H,W)`` for segmentation; uncertainty maps drop the clas
 ``(B,)`` or ``(B,H,W)``. Scores are returned as float64.
 
 Other modules add their own pure functions beside these (e.g. ``predictive_variance`` and
-``bald`` for MC dropout live with the Bayesian strategies).
+``bald`` for MC dropout live with the Bayesian strategies), built on :func:`entropy` and
+:func:`aggregate` from here rather than on copies.
 
 References:
     Settles, "Active Learning Literature Survey", Univ. Wisconsin TR 1648, 2009 (least
@@ -37,14 +38,15 @@ MEASURES = ("least-confidence", "margin", "entropy")
 _BLOCK_ENTRIES = 1 << 22
 
 
-def _probs(probs: np.ndarray, fn: str) -> np.ndarray:
+def _probs(probs: np.ndarray, fn: str, axis: int = 1) -> np.ndarray:
     p = np.asarray(probs)
-    if p.ndim < 2:
+    if p.ndim < 2 or not -p.ndim <= axis < p.ndim:
         raise DataError(
-            f"{fn}: probs must be (B,K) or (B,K,H,W) with classes on axis 1; got shape {p.shape}."
+            f"{fn}: probs must be (B,K) or (B,K,H,W) with classes on axis {axis}; got shape "
+            f"{p.shape}."
         )
-    if p.shape[1] < 1:
-        raise DataError(f"{fn}: probs has no classes on axis 1 (shape {p.shape}).")
+    if p.shape[axis] < 1:
+        raise DataError(f"{fn}: probs has no classes on axis {axis} (shape {p.shape}).")
     if p.dtype.kind != "f":
         p = p.astype(np.float64)
     return p
@@ -89,17 +91,22 @@ def margin(probs: np.ndarray) -> np.ndarray:
     return 1.0 - (part[:, -1] - part[:, -2]).astype(np.float64)
 
 
-def entropy(probs: np.ndarray) -> np.ndarray:
+def entropy(probs: np.ndarray, axis: int = 1) -> np.ndarray:
     """Shannon entropy ``-sum_k p_k log p_k`` in nats (with ``0 log 0 = 0``).
 
+    The one entropy of the strategies: the ``entropy`` measure and BALD's mutual information
+    (``bayesian.py``, on (T,B,K,...) passes with ``axis=2``) both use it.
+
     Args:
-        probs: (B,K) or (B,K,H,W) float probabilities.
+        probs: (B,K) or (B,K,H,W) float probabilities (any shape with classes on ``axis``).
+        axis: the class axis.
 
     Returns:
-        (B,) or (B,H,W) float64 in ``[0, log K]``: ``log K`` for uniform, 0 for one-hot.
+        ``probs``' shape without ``axis``, float64 in ``[0, log K]``: ``log K`` for uniform, 0
+        for one-hot.
     """
-    p = _probs(probs, "entropy")
-    return entr(p.astype(np.float64, copy=False)).sum(axis=1)
+    p = _probs(probs, "entropy", axis)
+    return entr(p.astype(np.float64, copy=False)).sum(axis=axis)
 
 
 _MEASURE_FNS = {"least-confidence": least_confidence, "margin": margin, "entropy": entropy}
@@ -108,8 +115,12 @@ _MEASURE_FNS = {"least-confidence": least_confidence, "margin": margin, "entropy
 def aggregate(pixel_scores: np.ndarray, how: str = "mean", k_frac: float = 0.1) -> np.ndarray:
     """Pool per-pixel scores into one score per image.
 
+    The one pixel aggregation of the strategies (the uncertainty measures here, mc-dropout and
+    BALD in ``bayesian.py``).
+
     Args:
-        pixel_scores: (B,H,W) (or any (B,...)) float per-pixel scores.
+        pixel_scores: (B,H,W) (or any (B,...)) float per-pixel scores; (B,) scores (one value
+            per item, classification) come back unchanged as float64.
         how: "mean" (average over the image), "sum" (total, favours images with more
             uncertain pixels), or "topk" (mean of the ``ceil(k_frac * H * W)`` highest pixels:
             small uncertain structures are not drowned by a confident background).
