@@ -110,9 +110,41 @@ def test_cli_bench_dry_run_and_report(tmp_path: Path, grid: GridConfig) -> None:
     assert res.exit_code != 0 and "Did you mean 'random'" in str(res.exception)
     out = tmp_path / "res"
     run_grid(grid, out, executor=InlineExecutor(), run_fn=fake_run, quiet=True)
-    res = runner.invoke(app, ["report", str(out), "-q"])
+    res = runner.invoke(app, ["report", str(out), "-q", "--n-boot", "150"])
     assert res.exit_code == 0, res.output
     assert (out / "report" / "index.html").is_file()
+    summary = json.loads((out / "report" / "summary.json").read_text())
+    assert summary["bootstrap"]["n_boot"] == 150
+    assert summary["groups"][0]["bootstrap"]["n_boot"] == 150
+    assert "150 resamples, seed 0" in (out / "report" / "index.html").read_text()
+    res = runner.invoke(app, ["report", str(out), "--n-boot", "0"])
+    assert res.exit_code != 0 and "--n-boot" in res.output
+    assert "--n-boot" in runner.invoke(app, ["bench", "--help"]).output
+
+
+def test_report_defines_every_statistic_in_html_and_records_n_boot(
+    tmp_path: Path, grid: GridConfig
+) -> None:
+    from activesynth.bench.report import summarise
+    from activesynth.errors import ConfigError
+
+    out = tmp_path / "res"
+    run_grid(grid, out, executor=InlineExecutor(), run_fn=fake_run, quiet=True)
+    index = write_report(out, n_boot=250)
+    html = index.read_text()
+    section = html[html.index("<h2 id='definitions'>Definitions</h2>") :]
+    assert section.startswith("<h2 id='definitions'>Definitions</h2>\n<dl class='defs'>")
+    for term in ("AULC", "Δ (a − b)", "95% CI", "Wilcoxon p", "paired t p", "Holm"):
+        assert f"<dt>{term}</dt>" in section
+    assert "<dt>Labels to reach p% of full data</dt>" in section
+    assert "hierarchical bootstrap with 250 resamples (seed 0)" in section
+    assert "250 resamples, seed 0, 95% intervals" in html
+    summary = json.loads((index.parent / "summary.json").read_text())
+    assert summary["bootstrap"] == {"n_boot": 250, "seed": 0, "level": 0.95}
+    assert "## Definitions" in (index.parent / "tables.md").read_text()
+    for bad in (0, -5, 2.5, True):
+        with pytest.raises(ConfigError, match="--n-boot must be a whole number"):
+            summarise(out, n_boot=bad)
 
 
 def test_reference_and_compare_pairs_are_tested(tmp_path: Path, grid_doc, registry) -> None:
@@ -147,6 +179,11 @@ def test_reference_and_compare_pairs_are_tested(tmp_path: Path, grid_doc, regist
     assert comps[0]["aulc"]["ttest"]["p"] < 0.05
     md = (index.parent / "tables.md").read_text()
     assert "every strategy vs random" in md and "| good vs random |" in md
+    # Holm-adjusted Wilcoxon p of 0.0625 is not significant, and the table says so in words
+    assert "0.031: no significant difference (p_holm = 0.062)" in md
+    html = index.read_text()
+    assert "no significant difference (p_holm = 0.062)" in html
+    assert "With 6 seeds the smallest possible Wilcoxon p is 0.0312." in html
     with pytest.raises(ConfigError, match="Did you mean 'random'"):
         parse_grid({**doc, "reference": "randm"}, strategies=registry, check_config=None)
     with pytest.raises(ConfigError, match="compare"):

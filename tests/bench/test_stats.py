@@ -333,8 +333,44 @@ def test_a_fixed_gain_on_every_seed_gives_that_delta_and_the_smallest_p() -> Non
         assert q["delta"] == pytest.approx(diff, abs=1e-12)
     md = stats.markdown_comparisons(g)
     assert "| better vs ref | AULC 10%–40% | 5 (30 pt) | +0.0500 | [0.0500, 0.0500] |" in md
-    assert "0.062 (Holm 0.12)" in md
+    assert "0.062: no significant difference (p_holm = 0.12)" in md
     assert "Holm: across the 2 strategies compared with ref" in md
+    # the t-test of an identical gain on every seed has no variance: only the Wilcoxon is
+    # tested, and nothing is significant, which the table says in words
+    assert "**No significant difference**: no comparison is significant after Holm" in md
+
+
+def test_holm_verdicts_and_the_smallest_possible_p_in_words() -> None:
+    assert stats.holm_verdict({"p": 0.31, "p_holm": 0.62}) == (
+        "no significant difference (p_holm = 0.62)"
+    )
+    assert stats.holm_verdict({"p": 0.005, "p_holm": 0.01}) == "significant (p_holm = 0.01 < 0.05)"
+    assert stats.holm_verdict({"p": 0.3}) == "" and stats.holm_verdict({"p_holm": math.nan}) == ""
+    assert stats.smallest_p(5) == 0.0625 and stats.smallest_p(6) == 0.03125
+    assert "no Wilcoxon test can be significant" in stats.smallest_p_text(4)
+    assert stats.smallest_p_text(6) == "With 6 seeds the smallest possible Wilcoxon p is 0.0312."
+    assert "normal approximation" in stats.smallest_p_text(60)
+
+
+def test_significance_text_names_the_significant_comparisons() -> None:
+    rows, pv = _group({"ref": 0.0, "noisy": 0.05 + 0.01 * np.array([1.0, -1.0, 0.5, -0.2, 0.7])})
+    g = _summary(rows, pv)
+    text = stats.significance_text(g)
+    t = g["comparisons"][0]["aulc"]["ttest"]
+    assert t["p_holm"] < stats.ALPHA  # a 0.05 gain with SD 0.008 over 5 seeds
+    assert text.startswith("Significant after Holm correction (α = 0.05): noisy vs ref AULC")
+    assert "t-test p_holm" in text and "Every other comparison" in text
+    assert "significant (p_holm = " in stats.markdown_comparisons(g)
+
+
+def test_definitions_cover_every_statistic_with_the_reports_parameters() -> None:
+    defs = stats.definitions(n_boot=321, boot_seed=7)
+    terms = [d["term"] for d in defs]
+    for t in ("AULC", "Δ (a − b)", "95% CI", "Wilcoxon p", "paired t p", "Holm"):
+        assert t in terms
+    assert "Labels to reach p% of full data" in terms and "Labels (x-axis)" in terms
+    ci = next(d["text"] for d in defs if d["term"] == "95% CI")
+    assert "321 resamples (seed 7)" in ci
 
 
 def test_cis_widen_with_seed_variance_of_the_gain() -> None:

@@ -1,7 +1,8 @@
 """``activesynth bench`` and ``activesynth report`` (registered on the main Typer app).
 
 activesynth bench CONFIG --out DIR [--executor local|ray] [--workers N] [--address ADDR]
-activesynth report DIR
+                  [--n-boot N]
+activesynth report DIR [--n-boot N]
 
 A grid's datasets are registered names, dataset specs or image folders; every unit's dataset is
 checked (``data.datasets.check_dataset``) before anything runs, also with ``--dry-run``.
@@ -16,6 +17,8 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+
+from activesynth.bench.stats import N_BOOT
 
 
 def _setup_logging(quiet: bool) -> None:
@@ -84,6 +87,12 @@ def bench(
             "config) are linked in, not rerun (repeatable).",
         ),
     ] = None,
+    n_boot: Annotated[
+        int,
+        typer.Option(
+            "--n-boot", min=1, help="Bootstrap resamples per confidence interval of the report."
+        ),
+    ] = N_BOOT,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
 ) -> None:
     """Run a benchmark grid (dataset x strategy x seed x schedule); finished runs are skipped.
@@ -130,18 +139,26 @@ def bench(
     if report:
         from activesynth.bench.report import write_report
 
-        typer.echo(f"report: {write_report(out)}")
+        typer.echo(f"report: {write_report(out, n_boot=n_boot)}")
 
 
 def report(
     dir: Annotated[Path, typer.Argument(help="Results directory of `activesynth bench`.")],
+    n_boot: Annotated[
+        int,
+        typer.Option(
+            "--n-boot",
+            min=1,
+            help="Bootstrap resamples per confidence interval (recorded in the report).",
+        ),
+    ] = N_BOOT,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Warnings only.")] = False,
 ) -> None:
     """Write DIR/report/: learning curves (PNG), tables.md, summary.json and index.html."""
     from activesynth.bench.report import write_report
 
     _setup_logging(quiet)
-    typer.echo(str(write_report(dir)))
+    typer.echo(str(write_report(dir, n_boot=n_boot)))
 
 
 def register(app: typer.Typer) -> None:

@@ -12,8 +12,14 @@ Writes ``DIR/report/``:
   (censored runs counted); the seed-paired Wilcoxon and t-tests with hierarchical-bootstrap CIs
   (top two, post hoc; every strategy vs the reference, Holm-adjusted);
 - ``summary.json``: every number above (curves, AULC per seed, tests, CIs), machine-readable;
-- ``index.html``: one self-contained page (PNGs embedded as base64) with all of it, the grid
+- ``index.html``: one self-contained page (PNGs embedded as base64) with all of it, a
+  "Definitions" section (every statistic shown, with this report's bootstrap size), the grid
   config and the exact commands that produced the results.
+
+Holm-adjusted comparisons say in words whether they are significant ("no significant
+difference (p_holm = 0.62)"), and a sentence under each comparison table names the significant
+ones or says that none is. ``n_boot`` (``activesynth report --n-boot``, default 2000) is recorded
+in ``summary.json`` (``bootstrap``) and printed in the report.
 
 A grid that is still running or was stopped can be reported at any time: the report covers the
 finished runs and says how many of the grid's runs that is.
@@ -36,7 +42,7 @@ from typing import Any
 from activesynth.bench import stats
 from activesynth.bench.grid import GridConfig, parse_grid, slug
 from activesynth.bench.store import SCHEMA_VERSION, ResultsStore, collect
-from activesynth.errors import DataError
+from activesynth.errors import ConfigError, DataError
 from activesynth.utils import atomic_write, atomic_write_json, atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -51,6 +57,7 @@ th:first-child,td:first-child{text-align:left} th{background:#f4f4f4}
 .curves{display:flex;flex-wrap:wrap;gap:1em} .curves img{max-width:560px;width:100%;border:1px solid #eee}
 pre{background:#f7f7f7;padding:.8em;overflow:auto;font-size:.85em} .note{color:#666;font-size:.9em}
 .warn{background:#fff4e0;border:1px solid #f0c070;padding:.5em .8em}
+dl.defs dt{font-weight:600;margin-top:.5em} dl.defs dd{margin-left:1.5em}
 """
 
 
@@ -77,6 +84,7 @@ def summarise(
         DataError: not a results directory, another schema, runs of mixed metric conventions,
             or no finished run yet.
     """
+    n_boot = check_n_boot(n_boot)
     store = ResultsStore.open(root)
     grid = _grid_of(store)
     rows = collect(root)
@@ -116,9 +124,21 @@ def summarise(
         "commands": store.manifest.get("commands", []),
         "runs_total": total,
         "runs_finished": finished,
+        "bootstrap": {"n_boot": n_boot, "seed": boot_seed, "level": stats.CI_LEVEL},
+        "definitions": stats.definitions(n_boot, boot_seed, stats.CI_LEVEL),
         "conventions": stats.__doc__,
         "groups": groups,
     }
+
+
+def check_n_boot(n_boot: Any) -> int:
+    """``n_boot`` as an int >= 1, else a one-line ``ConfigError`` naming ``--n-boot``."""
+    if isinstance(n_boot, bool) or not isinstance(n_boot, int) or n_boot < 1:
+        raise ConfigError(
+            f"--n-boot must be a whole number of bootstrap resamples >= 1, got {n_boot!r}; "
+            f"the default is {stats.N_BOOT}."
+        )
+    return n_boot
 
 
 # ------------------------------------------------------------------------------------ plots
@@ -268,10 +288,40 @@ def tables_markdown(summary: Mapping[str, Any]) -> str:
         f"{summary['runs_finished']} of {summary['runs_total']} runs finished. "
         "The unit of replication is the run (seed): every test pairs runs by seed; patients "
         "enter only the confidence intervals (hierarchical bootstrap: seeds, then patients "
-        "within seeds). Definitions: see summary.json `conventions` (AULC over each group's "
-        "common fraction range; labels-to-reach against each seed's own full-data run).",
+        f"within seeds; {_boot_text(summary)}). Definitions: at the end.",
     ]
-    return "\n\n".join(head + [_group_markdown(g) for g in summary["groups"]]) + "\n"
+    defs = ["## Definitions", definitions_markdown(summary)]
+    body = head + [_group_markdown(g) for g in summary["groups"]] + defs
+    return "\n\n".join(body) + "\n"
+
+
+def _boot_text(summary: Mapping[str, Any]) -> str:
+    b = summary.get("bootstrap") or {}
+    return (
+        f"{b.get('n_boot', stats.N_BOOT)} resamples, seed {b.get('seed', stats.BOOT_SEED)}, "
+        f"{b.get('level', stats.CI_LEVEL) * 100:g}% intervals"
+    )
+
+
+def _definitions(summary: Mapping[str, Any]) -> list[dict[str, str]]:
+    b = summary.get("bootstrap") or {}
+    return summary.get("definitions") or stats.definitions(
+        b.get("n_boot", stats.N_BOOT), b.get("seed", stats.BOOT_SEED)
+    )
+
+
+def definitions_markdown(summary: Mapping[str, Any]) -> str:
+    """The definitions of every statistic shown, as a markdown list (``tables.md``)."""
+    return "\n".join(f"- **{d['term']}**: {d['text']}" for d in _definitions(summary))
+
+
+def definitions_html(summary: Mapping[str, Any]) -> str:
+    """The definitions of every statistic shown, as an HTML ``<dl>`` (the report's section)."""
+    items = "".join(
+        f"<dt>{html.escape(d['term'])}</dt><dd>{_md_inline(d['text'])}</dd>"
+        for d in _definitions(summary)
+    )
+    return f"<dl class='defs'>{items}</dl>"
 
 
 def _html_page(summary: Mapping[str, Any], images: Mapping[str, list[Path]], dir_: Path) -> str:
@@ -282,7 +332,8 @@ def _html_page(summary: Mapping[str, Any], images: Mapping[str, list[Path]], dir
         f"<style>{_CSS}</style></head><body>",
         f"<h1>Benchmark {e(summary['grid_name'])}</h1>",
         f"<p>{summary['runs_finished']} of {summary['runs_total']} runs finished · generated "
-        f"{e(summary['generated'])} from <code>{e(str(dir_))}</code>.</p>",
+        f"{e(summary['generated'])} from <code>{e(str(dir_))}</code> · bootstrap: "
+        f"{e(_boot_text(summary))} · <a href='#definitions'>definitions</a>.</p>",
     ]
     if summary["runs_finished"] < summary["runs_total"]:
         parts.append(
@@ -328,8 +379,12 @@ def _html_page(summary: Mapping[str, Any], images: Mapping[str, list[Path]], dir
         for p in images["latent"]:
             data = base64.b64encode(p.read_bytes()).decode("ascii")
             parts.append(f"<img alt='{e(p.stem)}' src='data:image/png;base64,{data}'>")
-    parts.append("<h2>Definitions</h2>")
-    parts.append(f"<pre>{e(summary['conventions'] or '')}</pre>")
+    parts.append("<h2 id='definitions'>Definitions</h2>")
+    parts.append(definitions_html(summary))
+    parts.append(
+        "<details><summary>The conventions in full (<code>activesynth.bench.stats</code>)"
+        f"</summary><pre>{e(summary['conventions'] or '')}</pre></details>"
+    )
     parts.append("<h2>Grid config</h2>")
     parts.append(f"<pre>{e(json.dumps(summary['grid'], indent=2))}</pre>")
     parts.append("<h2>Commands</h2>")

@@ -79,8 +79,13 @@ FULL = "full"
 MIN_TEST_SEEDS = 3
 """Fewer paired seeds than this: no test (a Wilcoxon p of 1 with 2 seeds would say nothing)."""
 N_BOOT = 2000
+"""Bootstrap resamples per confidence interval (``activesynth report --n-boot``)."""
 BOOT_SEED = 0
 CI_LEVEL = 0.95
+ALPHA = 0.05
+"""Significance level of the Holm-adjusted tests: ``p_holm < ALPHA`` is called significant."""
+EXACT_WILCOXON_MAX = 50
+"""scipy's Wilcoxon is exact up to this many pairs (without ties or zero differences)."""
 _LOWER_IS_BETTER = ("hd95", "loss", "mae", "rmse", "error", "ece", "brier")
 _MAX_TABLE_COLUMNS = 6
 
@@ -1308,15 +1313,178 @@ def _p(p: float) -> str:
     return "–" if not math.isfinite(p) else (f"{p:.2g}" if p >= 1e-3 else f"{p:.1e}")
 
 
+def smallest_p(n: int) -> float:
+    """The smallest two-sided p the exact Wilcoxon signed-rank test can give with ``n`` pairs:
+    ``2 / 2**n`` (every difference of one sign), e.g. 0.0625 with 5 seeds."""
+    return 2.0 / 2.0**n
+
+
+def smallest_p_text(n: int) -> str:
+    """One sentence on the smallest possible Wilcoxon p with ``n`` paired seeds, and whether it
+    can fall below :data:`ALPHA` at all (else only the t-test can be significant)."""
+    if n > EXACT_WILCOXON_MAX:
+        return f"With {n} seeds the Wilcoxon p comes from the normal approximation."
+    pmin = smallest_p(n)
+    text = f"With {n} seeds the smallest possible Wilcoxon p is {pmin:.3g}"
+    if pmin >= ALPHA:
+        return text + f", so no Wilcoxon test can be significant at α = {ALPHA:g}."
+    return text + "."
+
+
+def holm_verdict(t: Mapping[str, Any]) -> str:
+    """Words for a Holm-adjusted test: "no significant difference (p_holm = 0.62)" or
+    "significant (p_holm = 0.012 < 0.05)"; "" when the test has no adjusted p."""
+    ph = t.get("p_holm")
+    if ph is None or not math.isfinite(ph):
+        return ""
+    if ph < ALPHA:
+        return f"significant (p_holm = {_p(ph)} < {ALPHA:g})"
+    return f"no significant difference (p_holm = {_p(ph)})"
+
+
 def _test_cell(t: Mapping[str, Any], holm_adj: bool) -> str:
     if not math.isfinite(t["p"]):
         return t.get("note") or "–"
     txt = _p(t["p"])
-    if holm_adj and "p_holm" in t:
-        txt += f" (Holm {_p(t['p_holm'])})"
+    if holm_adj and holm_verdict(t):
+        txt += f": {holm_verdict(t)}"
     if t.get("note"):
         txt += f"; {t['note']}"
     return txt
+
+
+def significance_text(summary: Mapping[str, Any]) -> str:
+    """In words, which Holm-adjusted comparisons are significant at :data:`ALPHA` (either test),
+    or that none is; "" when nothing was tested."""
+    found, tested = [], 0
+    for c in summary.get("comparisons") or []:
+        quantities = [(aulc_header(summary), c["aulc"])] + [
+            (f"at {_pct(q['fraction'])}", q) for q in c["at_fraction"]
+        ]
+        for label, q in quantities:
+            hits = []
+            for test, name in (("wilcoxon", "Wilcoxon"), ("ttest", "t-test")):
+                ph = q[test].get("p_holm")
+                if ph is not None and math.isfinite(ph):
+                    tested += 1
+                    if ph < ALPHA:
+                        hits.append(f"{name} p_holm = {_p(ph)}")
+            if hits:
+                d = _signed(q["delta"], _digits(c["metric"]) + 1)
+                found.append(f"{c['a']} vs {c['b']} {label} (Δ {d}; {', '.join(hits)})")
+    if not tested:
+        return ""
+    if not found:
+        return (
+            f"**No significant difference**: no comparison is significant after Holm "
+            f"correction (α = {ALPHA:g}; AULC and every label percentage, Wilcoxon and t-test)."
+        )
+    return (
+        f"Significant after Holm correction (α = {ALPHA:g}): "
+        + "; ".join(found)
+        + ". Every other comparison: no significant difference."
+    )
+
+
+def definitions(
+    n_boot: int = N_BOOT, boot_seed: int = BOOT_SEED, level: float = CI_LEVEL
+) -> list[dict[str, str]]:
+    """Plain-language definitions of every statistic the report shows, with this report's
+    parameters (a short form of the module docstring, for the report's "Definitions" section).
+
+    Returns:
+        ``[{"term", "text"}]`` in the order the report uses them; ``text`` may hold the
+        markdown subset of the tables (``**bold**``, `` `code` ``).
+    """
+    pct = f"{level * 100:g}%"
+    return [
+        {
+            "term": "Labels (x-axis)",
+            "text": "Expert labels: the real pool items an expert labelled, as a percentage of "
+            "the pool's real items (runs labelled by a computed oracle count its calls on real "
+            "items instead). Synthetic items are never counted; an arm that added some shows "
+            "“+ N synthetic” (per run, by its last round) beside its name.",
+        },
+        {
+            "term": "Learning curve",
+            "text": "Per strategy and round, the mean ± SD (ddof 1) over seeds of the metric, "
+            "at the mean label fraction of that round over seeds.",
+        },
+        {
+            "term": "Value at a label %",
+            "text": "Per run, linear interpolation between the two rounds around the fraction "
+            f"(a fraction within {ROUND_SNAP:g} of the round spacing of a round is that round; "
+            f"more than {FRACTION_TOL:g} outside the run's fractions it is missing). Table "
+            "cells, their tests and CIs use the same value.",
+        },
+        {
+            "term": "AULC",
+            "text": "Area under the learning curve over the group's common fraction range (the "
+            "latest first round and the earliest last round of all runs, stated in the column "
+            "header), trapezoid rule, divided by the range's width: in the metric's units and "
+            "comparable between runs. Mean ± SD over seeds.",
+        },
+        {
+            "term": "Full-data reference",
+            "text": f"Each seed's own `{FULL}` run (same split, network and recipe, the whole "
+            "pool labelled); without one, the grid's external figure, labelled unmatched.",
+        },
+        {
+            "term": "Labels to reach p% of full data",
+            "text": "Per run, the first crossing of p × the seed's full-data figure (full / p "
+            "for lower-is-better metrics), interpolated between rounds. A run that never "
+            "reaches it counts as > max budget: cells give k/n reached and the median over all "
+            "n runs; a mean only when every run reached it.",
+        },
+        {
+            "term": "% of full data",
+            "text": "Each run's value at the end of the common range as a percentage of its "
+            "seed's full-data figure (inverted for lower-is-better metrics); mean ± SD.",
+        },
+        {
+            "term": "Δ (a − b)",
+            "text": "The mean over the seeds both strategies finished of the per-seed "
+            "difference a − b (of the AULC or of the value at a label %). Positive: a is "
+            "higher (better unless the metric is lower-is-better, such as HD95).",
+        },
+        {
+            "term": f"{pct} CI",
+            "text": f"Percentile interval of Δ from a hierarchical bootstrap with {n_boot} "
+            f"resamples (seed {boot_seed}): seeds resampled with replacement, then the test "
+            "patients within each drawn seed, the same draws for a and b (seeds only for "
+            "metrics without per-patient values). With few seeds it is narrower than the tests "
+            "imply: an interval excluding 0 is not a significant test.",
+        },
+        {
+            "term": "Wilcoxon p",
+            "text": "Two-sided Wilcoxon signed-rank test of the per-seed values, paired by seed "
+            f"(exact up to {EXACT_WILCOXON_MAX} pairs; its smallest possible p with n seeds is "
+            f"2 / 2ⁿ, e.g. {smallest_p(5):g} with 5). No test below {MIN_TEST_SEEDS} seeds; "
+            "all differences zero gives p = 1.",
+        },
+        {
+            "term": "paired t p",
+            "text": "Two-sided paired t-test (scipy `ttest_rel`) of the same per-seed values.",
+        },
+        {
+            "term": "Holm",
+            "text": "Holm–Bonferroni step-down adjustment within a family (every strategy vs the "
+            "reference; the extra `compare` pairs form their own), per quantity and per test: "
+            "the i-th smallest of m p-values is multiplied by m − i + 1, made non-decreasing "
+            f"and capped at 1. p_holm < {ALPHA:g} is called significant; otherwise the table "
+            "says “no significant difference (p_holm = …)”.",
+        },
+        {
+            "term": "Top two (post hoc)",
+            "text": "The two strategies with the best mean AULC, tested the same way; chosen by "
+            "the data, so their p-values are descriptive and not Holm-adjusted.",
+        },
+        {
+            "term": "n in a cell",
+            "text": "A cell averaging fewer runs (or patients) than the table's fullest cell "
+            "shows its n.",
+        },
+    ]
 
 
 def _quantity_rows(
@@ -1358,11 +1526,8 @@ def pairing_text(summary: Mapping[str, Any]) -> str:
     )
     if len(seeds) < MIN_TEST_SEEDS:
         text += f" With fewer than {MIN_TEST_SEEDS} seeds no test is possible."
-    elif len(seeds) <= 5:
-        text += (
-            f" With {len(seeds)} seeds the smallest possible Wilcoxon p is "
-            f"{2 / 2 ** len(seeds):.3g}."
-        )
+    else:
+        text += " " + smallest_p_text(len(seeds))
     text += (
         f" 95% CIs of Δ: hierarchical bootstrap ({b['n_boot']} resamples, seed {b['seed']}): "
         "seeds resampled, then "
@@ -1408,7 +1573,8 @@ def markdown_comparisons(summary: Mapping[str, Any]) -> str:
     ]
     for c in comps:
         lines += _quantity_rows(c, summary, holm_adj=True)
-    return "\n".join(lines)
+    verdict = significance_text(summary)
+    return "\n".join(lines + (["", verdict] if verdict else []))
 
 
 def markdown_wilcoxon(summary: Mapping[str, Any]) -> str:
