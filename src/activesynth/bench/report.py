@@ -21,6 +21,13 @@ difference (p_holm = 0.62)"), and a sentence under each comparison table names t
 ones or says that none is. ``n_boot`` (``activesynth report --n-boot``, default 2000) is recorded
 in ``summary.json`` (``bootstrap``) and printed in the report.
 
+**Synthetic items.** Curves and tables count expert labels only (``store.label_axis``); an arm
+that trained on synthetic items is named "entropy + 8 synthetic" in tables and legends, and the
+"Synthetic items" section lists per run and round what synthesis generated, rejected and added.
+That section is the first of the extra sections (:data:`REPORT_SECTIONS`: ``"module:function"``
+paths of :data:`SectionRenderer` functions returning a :class:`ReportSection`), the hook through
+which a gallery or a quality table joins the page and ``tables.md``.
+
 A grid that is still running or was stopped can be reported at any time: the report covers the
 finished runs and says how many of the grid's runs that is.
 """
@@ -30,12 +37,14 @@ from __future__ import annotations
 import base64
 import datetime as _dt
 import html
+import importlib
 import json
 import logging
 import math
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +55,36 @@ from activesynth.errors import ConfigError, DataError
 from activesynth.utils import atomic_write, atomic_write_json, atomic_write_text
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ReportSection:
+    """One extra section of the report, made by a :data:`SectionRenderer`.
+
+    Attributes:
+        id: the HTML anchor (``[a-z0-9-]``), linked from the top of the page.
+        title: the section's heading.
+        html: its body as HTML, inserted as is (escape any text you put in it; embed images as
+            ``data:`` URIs so the page stays self-contained).
+        markdown: the same for ``tables.md``; "" leaves ``tables.md`` without it.
+    """
+
+    id: str
+    title: str
+    html: str
+    markdown: str = ""
+
+
+SectionRenderer = Callable[[Mapping[str, Any], Path, Path], "ReportSection | None"]
+"""``renderer(summary, results_dir, report_dir) -> ReportSection | None``: an extra section of
+the report from ``summary.json``'s content (``summary["groups"][i]["synthetic"]`` lists every
+synthetic round per arm and run), the results directory (``runs/<run_id>/`` holds each run's
+files) and ``DIR/report/`` (where it may write files); None when it has nothing to show."""
+
+REPORT_SECTIONS: tuple[str, ...] = ("activesynth.bench.report:synthetic_items_section",)
+"""The extra sections of every report, in page order, as ``"module:function"`` paths of
+:data:`SectionRenderer` functions (imported when a report is written, so a section's module may
+import heavy libraries). Add a gallery or a quality table by appending its path here."""
 
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1200px;margin:2em auto;
@@ -170,7 +209,14 @@ def plot_curves(
         style = ("-", "--", ":")[(k // len(colours)) % 3]  # more than 10 strategies: new style
         n_seeds = group["n_seeds"][s]
         ax.plot(
-            x, mean, marker="o", ms=3.5, lw=1.6, ls=style, color=colour, label=f"{s} (n={n_seeds})"
+            x,
+            mean,
+            marker="o",
+            ms=3.5,
+            lw=1.6,
+            ls=style,
+            color=colour,
+            label=f"{stats.arm_label(group, s)} (n={n_seeds})",
         )
         ax.fill_between(
             x,
@@ -190,7 +236,7 @@ def plot_curves(
         ax.axhline(
             ref["mean"], ls="--", lw=1, color="0.35", label=f"full data {ref['mean']:.3g} ({what})"
         )
-    ax.set_xlabel("labelled images (% of pool)")
+    ax.set_xlabel("expert-labelled images (% of the pool's real images)")
     ax.set_ylabel(
         stats.metric_label(metric)
         + ("" if stats.higher_is_better(metric) else " (lower is better)")
@@ -202,6 +248,84 @@ def plot_curves(
     fig.savefig(buf, format="png")
     atomic_write(path, lambda fh: fh.write(buf.getvalue()))
     return path
+
+
+# ------------------------------------------------------------------------------------ sections
+def report_sections(paths: Sequence[str] = REPORT_SECTIONS) -> list[SectionRenderer]:
+    """The :data:`SectionRenderer` functions named by ``"module:function"`` paths.
+
+    Raises:
+        ConfigError: a path that is malformed or names nothing importable.
+    """
+    out = []
+    for path in paths:
+        mod, _, fn = path.partition(":")
+        try:
+            out.append(getattr(importlib.import_module(mod), fn))
+        except (ImportError, AttributeError, ValueError) as exc:
+            raise ConfigError(
+                f"report section {path!r} cannot be loaded ({exc}); give it as "
+                "'package.module:function' of an importable function."
+            ) from None
+    return out
+
+
+def synthetic_items_markdown(summary: Mapping[str, Any]) -> str:
+    """Per group, arm, run and round: what synthesis generated, rejected and added (markdown);
+    "" when no run of the report added synthetic items."""
+    parts = []
+    for g in summary["groups"]:
+        syn = g.get("synthetic") or {}
+        if not syn:
+            continue
+        parts.append(f"### {g['dataset']} · schedule {g['schedule']}")
+        lines = [
+            "| Strategy | seed | round | generator | sources | generated | rejected | added | "
+            "synthetic in training set |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
+        unbudgeted = set()
+        for s in g["strategies"]:
+            for r in syn.get(s, {}).get("rounds", []):
+                if r["reads_unbudgeted_labels"]:
+                    unbudgeted.add(s)
+                cells = [s, r["seed"], r["round"], r["generator"], r["sources"]]
+                cells += [r["generated"], r["rejected"], r["added"], r["n_synthetic"]]
+                lines.append("| " + " | ".join("–" if c is None else str(c) for c in cells) + " |")
+        parts.append("\n".join(lines))
+        totals = "; ".join(f"**{stats.arm_label(g, s)}**" for s in g["strategies"] if s in syn)
+        parts.append(f"By each run's last round: {totals} (per run; the range over seeds).")
+        if unbudgeted:
+            parts.append(
+                "_Note_: "
+                + ", ".join(sorted(unbudgeted))
+                + " generated from the pool's manual masks (`pool-masks`, Mahapatra et al.'s "
+                "protocol), which reads labels the budget does not count."
+            )
+    if not parts:
+        return ""
+    intro = (
+        "Synthetic items train the task model but are never counted as labels: the x-axis of "
+        "every curve and table counts expert labels of real pool items only. Per run and "
+        "round: the candidates generated, those rejected (NaN or constant images), those added "
+        "to the training set, and the synthetic items in that round's training set."
+    )
+    return "\n\n".join([intro, *parts])
+
+
+def synthetic_items_section(
+    summary: Mapping[str, Any], results_dir: Path, report_dir: Path
+) -> ReportSection | None:
+    """The built-in "Synthetic items" section (a :data:`SectionRenderer`); None without any."""
+    md = synthetic_items_markdown(summary)
+    if not md:
+        return None
+    body = re.sub(
+        r"^### (.+)$", lambda m: f"\n<h3>{html.escape(m.group(1))}</h3>\n", md, flags=re.M
+    )
+    chunks = re.split(r"(\n<h3>.*?</h3>\n)", body)
+    htm = "\n".join(c if c.startswith("\n<h3>") else markdown_to_html(c) for c in chunks)
+    return ReportSection(id="synthetic-items", title="Synthetic items", html=htm, markdown=md)
 
 
 # ------------------------------------------------------------------------------------ html
@@ -281,8 +405,8 @@ def _group_markdown(g: Mapping[str, Any]) -> str:
     )
 
 
-def tables_markdown(summary: Mapping[str, Any]) -> str:
-    """The content of ``tables.md``."""
+def tables_markdown(summary: Mapping[str, Any], sections: Sequence[ReportSection] = ()) -> str:
+    """The content of ``tables.md`` (with the extra sections that have markdown)."""
     head = [
         f"# Benchmark {summary['grid_name']}",
         f"{summary['runs_finished']} of {summary['runs_total']} runs finished. "
@@ -290,8 +414,9 @@ def tables_markdown(summary: Mapping[str, Any]) -> str:
         "enter only the confidence intervals (hierarchical bootstrap: seeds, then patients "
         f"within seeds; {_boot_text(summary)}). Definitions: at the end.",
     ]
+    extra = [f"## {x.title}\n\n{x.markdown}" for x in sections if x.markdown]
     defs = ["## Definitions", definitions_markdown(summary)]
-    body = head + [_group_markdown(g) for g in summary["groups"]] + defs
+    body = head + [_group_markdown(g) for g in summary["groups"]] + extra + defs
     return "\n\n".join(body) + "\n"
 
 
@@ -324,7 +449,12 @@ def definitions_html(summary: Mapping[str, Any]) -> str:
     return f"<dl class='defs'>{items}</dl>"
 
 
-def _html_page(summary: Mapping[str, Any], images: Mapping[str, list[Path]], dir_: Path) -> str:
+def _html_page(
+    summary: Mapping[str, Any],
+    images: Mapping[str, list[Path]],
+    dir_: Path,
+    sections: Sequence[ReportSection] = (),
+) -> str:
     e = html.escape
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'>",
@@ -333,7 +463,13 @@ def _html_page(summary: Mapping[str, Any], images: Mapping[str, list[Path]], dir
         f"<h1>Benchmark {e(summary['grid_name'])}</h1>",
         f"<p>{summary['runs_finished']} of {summary['runs_total']} runs finished · generated "
         f"{e(summary['generated'])} from <code>{e(str(dir_))}</code> · bootstrap: "
-        f"{e(_boot_text(summary))} · <a href='#definitions'>definitions</a>.</p>",
+        f"{e(_boot_text(summary))}.</p>",
+        "<p>Sections: "
+        + " · ".join(
+            f"<a href='#{e(x.id)}'>{e(x.title)}</a>"
+            for x in [*sections, ReportSection("definitions", "Definitions", "")]
+        )
+        + "</p>",
     ]
     if summary["runs_finished"] < summary["runs_total"]:
         parts.append(
@@ -379,6 +515,9 @@ def _html_page(summary: Mapping[str, Any], images: Mapping[str, list[Path]], dir
         for p in images["latent"]:
             data = base64.b64encode(p.read_bytes()).decode("ascii")
             parts.append(f"<img alt='{e(p.stem)}' src='data:image/png;base64,{data}'>")
+    for x in sections:
+        parts.append(f"<h2 id='{e(x.id)}'>{e(x.title)}</h2>")
+        parts.append(x.html)
     parts.append("<h2 id='definitions'>Definitions</h2>")
     parts.append(definitions_html(summary))
     parts.append(
@@ -398,7 +537,11 @@ def _html_page(summary: Mapping[str, Any], images: Mapping[str, list[Path]], dir
 
 
 def write_report(
-    root: str | os.PathLike, *, n_boot: int = stats.N_BOOT, boot_seed: int = stats.BOOT_SEED
+    root: str | os.PathLike,
+    *,
+    n_boot: int = stats.N_BOOT,
+    boot_seed: int = stats.BOOT_SEED,
+    sections: Sequence[SectionRenderer] | None = None,
 ) -> Path:
     """Write ``root/report/`` (see the module docstring); returns the path of ``index.html``.
 
@@ -406,6 +549,8 @@ def write_report(
         root: the results directory.
         n_boot: bootstrap resamples per confidence interval (default 2000).
         boot_seed: seed of the bootstrap.
+        sections: the extra-section renderers, in page order (default: those named by
+            :data:`REPORT_SECTIONS`, starting with "Synthetic items").
 
     Raises:
         DataError: not a results directory, another schema, runs of mixed metric conventions,
@@ -430,9 +575,11 @@ def write_report(
         old.unlink()
     units = ResultsStore.open(root).manifest.get("units", {})
     images["latent"] = latent_figures(root, units, out)
+    renderers = report_sections() if sections is None else list(sections)
+    extra = [x for x in (fn(summary, root, out) for fn in renderers) if x is not None]
     atomic_write_json(out / "summary.json", to_jsonable(summary, "summary"))
-    atomic_write_text(out / "tables.md", tables_markdown(summary))
-    index = atomic_write_text(out / "index.html", _html_page(summary, images, root))
+    atomic_write_text(out / "tables.md", tables_markdown(summary, extra))
+    index = atomic_write_text(out / "index.html", _html_page(summary, images, root, extra))
     for f in out.iterdir():  # atomic writes create 0600 temp files; a report is for sharing
         if f.is_file():
             f.chmod(0o644)

@@ -11,7 +11,11 @@ the nested bootstrap. Conventions (stated in the report too):
 - **Learning curve**: per strategy and round, the mean and sample SD (ddof=1) over seeds of the
   metric, plotted at the mean labelled fraction of that round over seeds (pool sizes differ a
   little between seeds because splits are by patient). NaN values are left out of a mean;
-  ``n`` says how many values it is over.
+  ``n`` says how many values it is over. The x-axis counts **expert labels** (the pool's real
+  items an expert labelled, as a fraction of its real items; ``store.label_axis``), never
+  synthetic items: an arm that trained on synthetic items is shown as "name + N synthetic"
+  (:func:`arm_label`) and its per-round synthesis (generated, rejected, added) is listed in the
+  report's "Synthetic items" section (:func:`synthetic_summary`).
 - **Value at a label fraction** (table cells, their tests and CIs alike): per run, a linear
   interpolation between the two rounds around the fraction, as one weight vector over the
   run's rounds (:func:`interp_weights`); a fraction within ``ROUND_SNAP`` of the round spacing
@@ -861,7 +865,8 @@ def summarise_group(
         ``{"dataset", "schedule", "task", "metric", "higher_is_better", "strategies",
         "n_seeds", "units", "curves", "aulc", "aulc_range", "ranking", "full_data",
         "labels_to_reach", "pct_of_full", "wilcoxon", "reference", "comparisons", "bootstrap",
-        "table"}``; see the module docstring for the definitions.
+        "table", "synthetic"}``; see the module docstring for the definitions
+        (``synthetic``: :func:`synthetic_summary`).
 
     Raises:
         DataError: no rows, only ``full`` runs, an unknown metric, or mixed metric schemas.
@@ -1062,7 +1067,67 @@ def summarise_group(
         "comparisons": comparisons,
         "bootstrap": {"n_boot": n_boot, "seed": boot_seed, "level": CI_LEVEL},
         "table": {"fractions": fr, "metrics": tmetrics, "cells": cells, "best": best},
+        "synthetic": synthetic_summary(by_strategy),
     }
+
+
+def synthetic_summary(by_strategy: Mapping[str, Sequence[Mapping[str, Any]]]) -> dict[str, Any]:
+    """What synthesis added, per strategy (arm) of a group: only arms that added any.
+
+    Args:
+        by_strategy: strategy -> its rows (:func:`activesynth.bench.store.collect`, with
+            ``n_synthetic`` and ``synthetic`` per round).
+
+    Returns:
+        ``{strategy: {"final": {seed: synthetic items in its last round's training set},
+        "min", "max", "rounds": [{"run_id", "seed", "round", "generator", "sources",
+        "reads_unbudgeted_labels", "generated", "rejected", "added", "n_synthetic"}]}}``; the
+        rounds are those whose record carries a synthesis summary, by seed then round.
+    """
+    out: dict[str, Any] = {}
+    for s, rows in by_strategy.items():
+        final: dict[int, int] = {}
+        last: dict[int, int] = {}
+        rounds = []
+        for r in sorted(rows, key=lambda r: (int(r["seed"]), int(r["round"]))):
+            seed, rnd = int(r["seed"]), int(r["round"])
+            if rnd >= last.get(seed, -1):
+                last[seed] = rnd
+                final[seed] = int(r.get("n_synthetic") or 0)
+            syn = r.get("synthetic")
+            if isinstance(syn, Mapping):
+                rounds.append(
+                    {
+                        "run_id": r["run_id"],
+                        "seed": seed,
+                        "round": rnd,
+                        "generator": syn.get("generator"),
+                        "sources": syn.get("sources"),
+                        "reads_unbudgeted_labels": bool(syn.get("reads_unbudgeted_labels")),
+                        "generated": syn.get("generated"),
+                        "rejected": syn.get("rejected"),
+                        "added": syn.get("added"),
+                        "n_synthetic": int(r.get("n_synthetic") or 0),
+                    }
+                )
+        if rounds or any(final.values()):
+            out[s] = {
+                "final": final,
+                "min": min(final.values()),
+                "max": max(final.values()),
+                "rounds": rounds,
+            }
+    return out
+
+
+def arm_label(summary: Mapping[str, Any], strategy: str) -> str:
+    """A strategy's name with the synthetic items its runs trained on by their last round,
+    "entropy + 8 synthetic" (a range when seeds differ); the bare name without any."""
+    syn = (summary.get("synthetic") or {}).get(strategy)
+    if not syn or not syn["max"]:
+        return strategy
+    lo, hi = syn["min"], syn["max"]
+    return f"{strategy} + {lo if lo == hi else f'{lo}–{hi}'} synthetic"
 
 
 def _holm_family(comps: Sequence[dict[str, Any]]) -> None:
@@ -1184,7 +1249,7 @@ def markdown_table(summary: Mapping[str, Any], metric: str | None = None) -> str
     ]
     bold_aulc = _shown_ties({s: aulcs[s]["mean"] for s in strategies}, best_aulc, digits)
     for s in strategies:
-        cells = [s]
+        cells = [arm_label(summary, s)]
         for j, c in enumerate(t["cells"][s][metric]):
             txt = _fmt(c["mean"], c["sd"], digits)
             txt = f"**{txt}**" if s in bold_cols[j] else txt
@@ -1292,7 +1357,8 @@ def markdown_reach(summary: Mapping[str, Any]) -> str:
     head = ["Strategy"] + [f"{lv}% of full data" for lv in levels] + [f"% of full data at {at}"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for s in summary["strategies"]:
-        cells = [s] + [_reach_cell(summary["labels_to_reach"][s][lv]) for lv in levels]
+        cells = [arm_label(summary, s)]
+        cells += [_reach_cell(summary["labels_to_reach"][s][lv]) for lv in levels]
         p = summary["pct_of_full"][s]
         cells.append(f"{_fmt(p['mean'], p['sd'], 1)}% (n={p['n']})" if p["n"] else "–")
         lines.append("| " + " | ".join(cells) + " |")

@@ -18,10 +18,14 @@ same unit at once. The lock needs a filesystem with working ``flock`` (local dis
 setups); on a Ray cluster the store must be on a filesystem every node shares.
 
 ``collect(DIR)`` flattens the finished runs into rows (a list of dicts; no pandas): one row per
-run and round, with the run's axes, ``round``, ``n_labelled``, ``fraction``, ``val_score``,
-``collapsed``, ``metrics_schema`` (of the round record, else of ``round_XX/record.json``; 1 when
-neither has one) and every numeric headline test metric (``{"mean", ...}`` dicts contribute
-their mean).
+run and round, with the run's axes, ``round``, ``n_labelled`` and ``fraction`` (the
+learning-curve x-axis, :func:`label_axis`: expert labels, never synthetic items),
+``n_real_labelled`` (real items labelled by anyone), ``label_unit`` (``"expert"`` or
+``"oracle"``), ``n_synthetic`` (synthetic items in the round's training set, 0 without
+synthesis) and ``synthetic`` (the round's synthesis summary: generated, rejected, added, ...;
+None), ``val_score``, ``collapsed``, ``metrics_schema`` (of the round record, else of
+``round_XX/record.json``; 1 when neither has one) and every numeric headline test metric
+(``{"mean", ...}`` dicts contribute their mean).
 """
 
 from __future__ import annotations
@@ -61,6 +65,10 @@ ROW_KEYS = (
     "val_score",
     "collapsed",
     "metrics_schema",
+    "n_real_labelled",
+    "label_unit",
+    "n_synthetic",
+    "synthetic",
 )
 
 
@@ -415,6 +423,35 @@ def _metrics_schema(store: ResultsStore, run_id: str, rec: Mapping[str, Any]) ->
     return int(rec.get("metrics_schema") or 1)
 
 
+def label_axis(rec: Mapping[str, Any]) -> tuple[int, float, str]:
+    """The learning-curve x-axis of a round record: ``(labels, fraction, unit)``.
+
+    The axis counts what the labelling budget paid for: **expert labels** (``n_expert_labels``,
+    real pool items an expert labelled), as a fraction of the pool's real items (``n_pool``).
+    Synthetic items (``n_synthetic``) are never counted, whatever their label cost. A run whose
+    real items are all labelled by a computed oracle (``n_expert_labels`` 0, the physics
+    phantoms) counts those oracle calls on real items instead (``unit = "oracle"``). Records
+    from before synthetic items (no ``n_expert_labels``) had expert labels only: their
+    ``n_labelled``.
+
+    Returns:
+        ``(labels, fraction, unit)``; ``fraction`` is ``labels / n_pool``, or the recorded
+        ``fraction`` when the record has no ``n_pool``.
+    """
+    n_real = int(rec["n_labelled"])  # real items labelled, by the expert or an oracle
+    n_exp = rec.get("n_expert_labels")
+    unit = "expert"
+    if n_exp is None:
+        n = n_real
+    elif int(n_exp) == 0 and n_real > 0:
+        n, unit = n_real, "oracle"
+    else:
+        n = int(n_exp)
+    n_pool = rec.get("n_pool")
+    fraction = n / int(n_pool) if n_pool else float(rec["fraction"])
+    return n, fraction, unit
+
+
 def collect(root: str | os.PathLike, *, all_runs: bool = False) -> list[dict[str, Any]]:
     """Flatten the finished runs of a results directory into rows (see the module docstring).
 
@@ -436,6 +473,7 @@ def collect(root: str | os.PathLike, *, all_runs: bool = False) -> list[dict[str
         for rec in store.history(run_id):
             test = rec.get("test") or {}
             task = str(unit.config.get("task") or infer_task(test))
+            n_labels, fraction, label_unit = label_axis(rec)
             row: dict[str, Any] = {
                 "run_id": run_id,
                 "dataset": unit.dataset,
@@ -444,8 +482,12 @@ def collect(root: str | os.PathLike, *, all_runs: bool = False) -> list[dict[str
                 "schedule": unit.schedule,
                 "task": task,
                 "round": int(rec["round"]),
-                "n_labelled": int(rec["n_labelled"]),
-                "fraction": float(rec["fraction"]),
+                "n_labelled": n_labels,
+                "fraction": fraction,
+                "n_real_labelled": int(rec["n_labelled"]),
+                "label_unit": label_unit,
+                "n_synthetic": int(rec.get("n_synthetic") or 0),
+                "synthetic": rec.get("synthetic"),
                 "val_score": _number(rec.get("val_score")),
                 "collapsed": bool(rec.get("collapsed", False)),
                 "metrics_schema": _metrics_schema(store, run_id, rec),
