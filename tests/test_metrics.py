@@ -532,3 +532,26 @@ def test_single_slice_patient_hd95_equals_image_hd95():
     per_patient = rep["per_patient"]["hd95_px"]["fg"]["mean"]
     assert per_image == pytest.approx(3.0)
     assert per_patient == pytest.approx(per_image)
+
+
+def test_accumulators_refuse_groups_given_for_some_batches_only() -> None:
+    seg = SegmentationMetric(2)
+    seg.update(_empty(1), _empty(1), ["a"])
+    seg.update(_empty(1), _empty(1))
+    with pytest.raises(DataError, match="groups was given for some batches but not others"):
+        seg.compute()
+    seg = SegmentationMetric(2)
+    seg.update(_empty(1), _empty(1), spacing=(1.0, 1.0))
+    seg.update(_empty(1), _empty(1))
+    with pytest.raises(DataError, match="spacing was given for some batches but not others"):
+        seg.compute()
+    cls = ClassificationMetric()
+    cls.update(np.array([0.2, 0.8]), np.array([0, 1]), ["a", "b"])
+    cls.update(np.array([0.6]), np.array([1]))
+    with pytest.raises(DataError, match="groups was given for some batches but not others"):
+        cls.compute()
+    reg = RegressionMetric()
+    reg.update(np.array([1.0]), np.array([2.0]))
+    reg.update(np.array([1.0]), np.array([2.0]), ["a"])
+    with pytest.raises(DataError, match="groups was given for some batches but not others"):
+        reg.compute()

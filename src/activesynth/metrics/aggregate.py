@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -90,6 +90,25 @@ def _patient_spacing(
             )
         out[i] = s[0]
     return out
+
+
+def _concat_batches(parts: Sequence[np.ndarray | None], what: str) -> np.ndarray | None:
+    """Concatenate an optional per-batch array of the accumulating metric classes.
+
+    Args:
+        parts: one entry per ``update()`` call: an array, or None where that batch had none.
+        what: the argument's name, for the error.
+
+    Returns:
+        The concatenation, or None when no batch gave ``what``.
+
+    Raises:
+        DataError: some batches gave ``what`` and others did not.
+    """
+    given = [x is not None for x in parts]
+    if any(given) and not all(given):
+        raise DataError(f"{what} was given for some batches but not others")
+    return np.concatenate(parts) if parts and all(given) else None  # type: ignore[arg-type]
 
 
 # --------------------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from activesynth.errors import ConfigError, DataError
-from activesynth.metrics.aggregate import _groups, _patient_slices
+from activesynth.metrics.aggregate import _concat_batches, _groups, _patient_slices
 
 __all__ = ["ClassificationMetric", "auc_bootstrap_ci", "classification_report"]
 
@@ -430,10 +430,7 @@ class ClassificationMetric:
     def compute(self, rng: np.random.Generator | None = None) -> dict[str, Any]:
         if not self._probs:
             raise DataError("ClassificationMetric.compute() called before any update()")
-        given = [g is not None for g in self._groups]
-        if any(given) and not all(given):
-            raise DataError("groups was given for some batches but not others")
-        groups = np.concatenate(self._groups) if all(given) else None  # type: ignore[arg-type]
+        groups = _concat_batches(self._groups, "groups")
         return classification_report(
             np.concatenate(self._probs),
             np.concatenate(self._labels),

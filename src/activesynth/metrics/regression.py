@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from activesynth.errors import DataError
-from activesynth.metrics.aggregate import _groups, _patient_slices
+from activesynth.metrics.aggregate import _concat_batches, _groups, _patient_slices
 
 __all__ = ["RegressionMetric", "regression_report"]
 
@@ -127,8 +127,5 @@ class RegressionMetric:
     def compute(self) -> dict[str, Any]:
         if not self._pred:
             raise DataError("RegressionMetric.compute() called before any update()")
-        given = [g is not None for g in self._groups]
-        if any(given) and not all(given):
-            raise DataError("groups was given for some batches but not others")
-        groups = np.concatenate(self._groups) if all(given) else None  # type: ignore[arg-type]
+        groups = _concat_batches(self._groups, "groups")
         return regression_report(np.concatenate(self._pred), np.concatenate(self._target), groups)

@@ -17,6 +17,7 @@ import numpy as np
 from activesynth.errors import ConfigError, DataError
 from activesynth.metrics.aggregate import (
     METRICS_SCHEMA,
+    _concat_batches,
     _groups,
     _patient_slices,
     _patient_spacing,
@@ -746,18 +747,17 @@ class SegmentationMetric:
         if not self._batches:
             raise DataError("SegmentationMetric.compute() called before any update()")
         cols = list(zip(*self._batches, strict=True))
-        for j, what in ((2, "groups"), (3, "spacing"), (4, "slice_index")):
-            given = [c is not None for c in cols[j]]
-            if any(given) and not all(given):
-                raise DataError(f"{what} was given for some batches but not others")
+        groups = _concat_batches(cols[2], "groups")
+        spacing = _concat_batches(cols[3], "spacing")
+        slice_index = _concat_batches(cols[4], "slice_index")
         return segmentation_report(
             np.concatenate(cols[0]),
             np.concatenate(cols[1]),
-            None if cols[2][0] is None else np.concatenate(cols[2]),
+            groups,
             self.n_classes,
             self.class_names,
-            None if cols[3][0] is None else np.concatenate(cols[3]),
-            slice_index=None if cols[4][0] is None else np.concatenate(cols[4]),
+            spacing,
+            slice_index=slice_index,
             include_background=self.include_background,
             empty_value=self.empty_value,
         )
