@@ -91,6 +91,21 @@ _CT = {
 }
 
 
+class LeaseRequest(BaseModel):
+    """``POST /api/v1/leases``: lease the next image of ``strategy`` to the caller."""
+
+    strategy: str = "random"
+    client_id: str | None = None
+
+
+class UserRequest(BaseModel):
+    """``POST /api/v1/users`` (admin): a new account."""
+
+    name: str
+    password: str
+    role: str = "annotator"
+
+
 # ---- the service object held by the app ----------------------------------------------------
 @dataclass
 class Service:
@@ -324,6 +339,8 @@ async def _multipart(request: Request) -> tuple[dict[str, Any], dict[str, tuple[
         raise RequestError(400, f"expected a multipart/form-data request, got {ctype or 'none'!r}.")
     try:
         form = await request.form(max_files=10, max_fields=20)
+    except _TooLarge:
+        raise
     except Exception as exc:
         raise RequestError(400, f"malformed multipart body ({exc}).") from exc
     params: dict[str, Any] = {}
@@ -953,15 +970,6 @@ def create_app(settings: Settings) -> FastAPI:
             return _task(s.get(TrainRunRow, run_id))
 
     # ---- our API
-    class LeaseRequest(BaseModel):
-        strategy: str = "random"
-        client_id: str | None = None
-
-    class UserRequest(BaseModel):
-        name: str
-        password: str
-        role: str = "annotator"
-
     @app.get(f"{API}/images", tags=["api"])
     def list_images(
         offset: int = 0, limit: int = 100, _w: auth_.Caller = Depends(reader)
