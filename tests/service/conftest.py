@@ -24,6 +24,7 @@ from activesynth.service.settings import Settings
 from tests.toydata import discs
 
 PG_ENV = "ACTIVESYNTH_TEST_PG_URL"
+REPO_SRC = Path(__file__).resolve().parents[2] / "src"
 N_IMAGES, N_LABELLED = 12, 6
 
 #: Tiny model and schedule: a training job takes seconds.
