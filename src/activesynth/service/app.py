@@ -47,6 +47,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
+from starlette.concurrency import run_in_threadpool
 
 from activesynth.errors import ActivesynthError, ConfigError
 from activesynth.service import auth as auth_
@@ -701,7 +702,9 @@ def create_app(settings: Settings) -> FastAPI:
             name, password = form.get("username"), form.get("password")
             if not isinstance(name, str) or not isinstance(password, str):
                 raise RequestError(400, "send username and password as form fields.")
-            token = auth_.issue_token(svc.sessions, name, password, settings.token_hours)
+            token = await run_in_threadpool(
+                auth_.issue_token, svc.sessions, name, password, settings.token_hours
+            )
             with svc.sessions.begin() as s:
                 audit(s, name, "login", client=_client(request))
             return {"access_token": token, "token_type": "Bearer"}
@@ -716,7 +719,9 @@ def create_app(settings: Settings) -> FastAPI:
         strategy: str, request: Request, who: auth_.Caller = Depends(annotator)
     ) -> dict[str, Any]:
         body = await _json_body(request)
-        got = take_next(strategy, who, body.get("client_id"), request, release_previous=True)
+        got = await run_in_threadpool(
+            take_next, strategy, who, body.get("client_id"), request, release_previous=True
+        )
         if got is None:
             return {}
         img: ImageRow = got["image"]
@@ -782,7 +787,8 @@ def create_app(settings: Settings) -> FastAPI:
         filename, data = files["file"]
         base = Path(filename.replace("\\", "/")).name
         image_id = image or base[: len(base) - len(compound_ext(base))]
-        svc.store.add_image(
+        await run_in_threadpool(
+            svc.store.add_image,
             check_id(image_id),
             data,
             base,
@@ -829,7 +835,8 @@ def create_app(settings: Settings) -> FastAPI:
             raise RequestError(400, "multipart field 'label' (the label file) is missing.")
         filename, data = files["label"]
         base = Path(filename.replace("\\", "/")).name
-        row = svc.store.save_label(
+        row = await run_in_threadpool(
+            svc.store.save_label,
             image,
             data,
             base,
@@ -841,7 +848,7 @@ def create_app(settings: Settings) -> FastAPI:
             info={"params": params},
         )
         if tag == FINAL:
-            svc.background.maybe_auto_train()
+            await run_in_threadpool(svc.background.maybe_auto_train)
         return {
             "image": image,
             "label": image,
@@ -871,6 +878,16 @@ def create_app(settings: Settings) -> FastAPI:
             if "multipart" in request.headers.get("content-type", "")
             else ({}, {})
         )
+        return await run_in_threadpool(segment, image, params, files, who, _client(request))
+
+    def segment(
+        image: str | None,
+        params: dict[str, Any],
+        files: dict[str, tuple[str, bytes]],
+        who: auth_.Caller,
+        client: str,
+    ) -> Response:
+        """The infer answer for an image id or an uploaded file (runs in a worker thread)."""
         if "file" in files:
             fname, data = files["file"]
             from activesynth.service.store import decode_image
@@ -899,7 +916,7 @@ def create_app(settings: Settings) -> FastAPI:
                 "infer",
                 image_id=image,
                 client_id=params.get("client_id"),
-                client=_client(request),
+                client=client,
                 model_version=svc.background.model_version(),
             )
         answer = {
@@ -946,7 +963,7 @@ def create_app(settings: Settings) -> FastAPI:
     async def train_all(request: Request, who: auth_.Caller = Depends(reviewer)) -> dict[str, Any]:
         await _json_body(request)
         try:
-            return {MODEL: {"result": start(request, who), "detail": None}}
+            return {MODEL: {"result": await run_in_threadpool(start, request, who), "detail": None}}
         except RequestError as exc:
             return {MODEL: {"result": None, "detail": str(exc)}}
 
@@ -957,7 +974,7 @@ def create_app(settings: Settings) -> FastAPI:
         if model != MODEL:
             raise RequestError(404, f"unknown trainer {model!r}; this server has {MODEL!r}.")
         await _json_body(request)
-        return start(request, who)
+        return await run_in_threadpool(start, request, who)
 
     @app.delete("/train/", tags=["monailabel"])
     @app.delete("/train", include_in_schema=False)

@@ -50,6 +50,8 @@ log = logging.getLogger(__name__)
 
 MODEL_FREE = ("random", "first")
 _STEP = re.compile(r"training: step (\d+)/(\d+)")
+GROUP = r"^(p\d+)__"
+"""Patient of a snapshot file ``p<k>__<id>.png``."""
 
 
 @dataclass(frozen=True)
@@ -191,7 +193,13 @@ class Background:
 
     # ---- snapshots and jobs
     def _snapshot(self) -> tuple[Path, list[str], list[str]]:
-        """Images as PNG and final labels as masks in a fresh folder; (folder, labelled, unlabelled)."""
+        """Images as PNG and final labels as masks in a fresh folder; (folder, labelled, unlabelled).
+
+        Files are named ``p<k>__<id>.png`` where ``k`` numbers the image's patient, so the
+        training job's held-out validation set is made of whole patients (``GROUP``).
+        """
+        from activesynth.service.store import decode_label
+
         snap = self.work_dir / f"snap-{uuid.uuid4().hex[:12]}"
         (snap / "images").mkdir(parents=True)
         (snap / "masks").mkdir()
@@ -205,13 +213,15 @@ class Background:
                     select(LabelRow).where(LabelRow.tag == FINAL).order_by(LabelRow.version)
                 )
             }
+        patients = {p: k for k, p in enumerate(sorted({i.patient or i.id for i in images}))}
         labelled, unlabelled = [], []
         for img in images:
             cached = png_cache / f"{img.sha256}.png"
             if not cached.is_file():
                 data = _png_bytes(self.store.pixels(img))
                 atomic_write(cached, lambda fh, d=data: fh.write(d))
-            target = snap / "images" / f"{img.id}.png"
+            stem = f"p{patients[img.patient or img.id]:05d}__{img.id}"
+            target = snap / "images" / f"{stem}.png"
             try:
                 os.link(cached, target)
             except OSError:
@@ -220,10 +230,8 @@ class Background:
             if lab is None:
                 unlabelled.append(img.id)
                 continue
-            from activesynth.service.store import decode_label
-
             mask = class_ids(decode_label(self.store.label_bytes(lab), lab.ext, lab.path))
-            (snap / "masks" / f"{img.id}_mask.png").write_bytes(_png_bytes(mask))
+            (snap / "masks" / f"{stem}_mask.png").write_bytes(_png_bytes(mask))
             labelled.append(img.id)
         return snap, labelled, unlabelled
 
@@ -244,6 +252,7 @@ class Background:
             "patience": st.patience,
             "threads": st.threads,
             "model_dir": str(self.models_dir / "cache"),
+            "data_options": {"group": {"regex": GROUP}},
         }
 
     def _launch(self, job: dict[str, Any], name: str) -> tuple[subprocess.Popen[bytes], Path, Path]:
@@ -267,7 +276,10 @@ class Background:
 
     @staticmethod
     def _read_scores(result: dict[str, Any]) -> dict[str, float]:
-        return {Path(it["source_path"]).stem: float(it["score"]) for it in result["items"]}
+        return {
+            Path(it["source_path"]).stem.split("__", 1)[1]: float(it["score"])
+            for it in result["items"]
+        }
 
     # ---- scores
     def scores(self, strategy: str) -> ScoreSet | None:
@@ -365,14 +377,14 @@ class Background:
         return s if s in STRATEGIES and needs_model(STRATEGIES.get(s)) else "entropy"
 
     def running(self) -> bool:
-        proc = self._train_proc
-        return (proc is not None and proc.poll() is None) or (
-            self._train_thread is not None and self._train_thread.is_alive()
-        )
+        t = self._train_thread
+        return t is not None and t.is_alive()
 
-    def n_final(self) -> int:
+    def counts(self) -> tuple[int, int]:
+        """(images with a final label, images without)."""
         with self.sessions() as s:
-            return int(
+            total = int(s.scalar(select(func.count()).select_from(ImageRow)) or 0)
+            done = int(
                 s.scalar(
                     select(func.count(func.distinct(LabelRow.image_id))).where(
                         LabelRow.tag == FINAL
@@ -380,6 +392,7 @@ class Background:
                 )
                 or 0
             )
+        return done, total - done
 
     def maybe_auto_train(self) -> None:
         """Start a run when ``train_every`` final labels were added since the last run."""
@@ -388,15 +401,14 @@ class Background:
             return
         with self.sessions() as s:
             last = s.scalar(select(TrainRunRow.n_labels).order_by(TrainRunRow.id.desc()).limit(1))
-        n = self.n_final()
-        if n - (last or 0) >= every:
+        if self.counts()[0] - (last or 0) >= every:
             try:
                 self.start_training("auto", "system")
             except RequestError as exc:
                 log.info("automatic training not started: %s", exc)
 
     def start_training(self, trigger: str, user: str) -> TrainRunRow:
-        """Start a training run in a separate process.
+        """Start a training run; returns at once (the snapshot and the process come after).
 
         Raises:
             RequestError: 429 when a run is going; 400 when fewer than 2 images are labelled
@@ -409,118 +421,135 @@ class Background:
                 raise RequestError(
                     429, "a training run is going already; stop it first (DELETE /train/) or wait."
                 )
-            snap, labelled, unlabelled = self._snapshot()
-            if len(labelled) < MIN_LABELLED or not unlabelled:
-                shutil.rmtree(snap, ignore_errors=True)
+            n_done, n_left = self.counts()
+            if n_done < MIN_LABELLED or not n_left:
                 why = (
-                    f"{len(labelled)} image(s) have a final label; label at least {MIN_LABELLED}"
-                    if len(labelled) < MIN_LABELLED
-                    else "every image is labelled; training runs with the next unlabelled image"
+                    f"{n_done} image(s) have a final label; label at least {MIN_LABELLED}"
+                    if n_done < MIN_LABELLED
+                    else "every image is labelled; upload an unlabelled image first (the run "
+                    "also scores the unlabelled images)"
                 )
                 raise RequestError(400, f"cannot train: {why}.")
             with self.sessions.begin() as s:
                 run = TrainRunRow(
-                    status="RUNNING",
+                    status="SUBMITTED",
                     trigger=trigger,
                     user=user,
-                    n_labels=len(labelled),
+                    n_labels=n_done,
                     total_steps=self.settings.max_steps,
-                    details=[f"training on {len(labelled)} labelled images"],
+                    details=[f"training on {n_done} labelled images"],
                     start_ts=utcnow(),
                 )
                 s.add(run)
-            strategy = self.training_strategy()
-            job = {
-                "kwargs": self._job_kwargs(
-                    snap, strategy, len(unlabelled), self.scores_dir / strategy / f"run{run.id}"
-                ),
-                "publish": str(self.pointer),
-                "result": str(snap / "result.json"),
-                "run": run.id,
-            }
-            proc, _, log_path = self._launch(job, f"train-{run.id}")
-            self._train_proc = proc
             t = threading.Thread(
-                target=self._watch_training,
-                args=(run.id, proc, snap, log_path, strategy),
-                name=f"activesynth-train-{run.id}",
-                daemon=True,
+                target=self._train, args=(run.id,), name=f"activesynth-train-{run.id}", daemon=True
             )
             self._train_thread = t
             t.start()
             return run
 
+    def _set_run(self, run_id: int, **fields: Any) -> str | None:
+        """Update a run unless it was stopped; returns its status after the update."""
+        with self.sessions.begin() as s:
+            run = s.get(TrainRunRow, run_id)
+            if run is None:
+                return None
+            if run.status not in ("STOPPED", "DONE", "ERROR"):
+                for k, v in fields.items():
+                    setattr(run, k, v)
+            return run.status
+
+    def _train(self, run_id: int) -> None:
+        snap: Path | None = None
+        try:
+            strategy = self.training_strategy()
+            snap, _labelled, unlabelled = self._snapshot()
+            job = {
+                "kwargs": self._job_kwargs(
+                    snap, strategy, len(unlabelled), self.scores_dir / strategy / f"run{run_id}"
+                ),
+                "publish": str(self.pointer),
+                "result": str(snap / "result.json"),
+                "run": run_id,
+            }
+            with self._lock:  # a stop between the row and the launch wins
+                if self._set_run(run_id, status="RUNNING") != "RUNNING":
+                    return
+                proc, _, log_path = self._launch(job, f"train-{run_id}")
+                self._train_proc = proc
+            self._watch_training(run_id, proc, snap, log_path, strategy)
+        except Exception as exc:  # never kill the service thread silently
+            log.exception("training run %s failed: %s", run_id, exc)
+            self._set_run(run_id, status="ERROR", end_ts=utcnow(), details=[str(exc)])
+        finally:
+            if snap is not None:
+                shutil.rmtree(snap, ignore_errors=True)
+
     def _watch_training(
         self, run_id: int, proc: subprocess.Popen[bytes], snap: Path, log_path: Path, strategy: str
     ) -> None:
-        try:
-            while proc.poll() is None:
-                steps = _last_step(log_path)
-                if steps is not None:
-                    with self.sessions.begin() as s:
-                        run = s.get(TrainRunRow, run_id)
-                        if run is not None and run.status == "RUNNING":
-                            run.steps = steps
-                self._stop.wait(0.3)
-            result_path = snap / "result.json"
-            result = json.loads(result_path.read_text()) if result_path.is_file() else {}
-            with self.sessions.begin() as s:
-                run = s.get(TrainRunRow, run_id)
-                if run is None:
-                    return
-                tail = _tail_lines(log_path)
-                if run.status == "STOPPED":
-                    pass
-                elif result.get("status") == "DONE":
-                    model = result["model"]
-                    run.status = "DONE"
-                    run.steps = model.get("steps")
-                    run.val_score = model.get("val_score")
-                    run.checkpoint = result.get("published", {}).get("checkpoint")
-                    run.details = [*tail, f"published model {model.get('key')}"]
-                else:
-                    run.status = "ERROR"
-                    run.details = [*tail, result.get("error") or f"exit code {proc.returncode}"]
-                run.end_ts = run.end_ts or utcnow()
-                done = run.status == "DONE"
-            if done:
-                version = self.model_version()
-                if version is not None and result.get("items") is not None:
-                    self._set_scores(
-                        ScoreSet(strategy, version, time.time(), self._read_scores(result))
-                    )
-                self._on_published()
-        except Exception as exc:  # never kill the service thread silently
-            log.exception("watching training run %s failed: %s", run_id, exc)
-        finally:
-            shutil.rmtree(snap, ignore_errors=True)
+        while proc.poll() is None:
+            steps = _last_step(log_path)
+            if steps is not None:
+                self._set_run(run_id, steps=steps)
+            self._stop.wait(0.3)
+        result_path = snap / "result.json"
+        result = json.loads(result_path.read_text()) if result_path.is_file() else {}
+        tail = _tail_lines(log_path)
+        if result.get("status") == "DONE":
+            model = result["model"]
+            status = self._set_run(
+                run_id,
+                status="DONE",
+                steps=model.get("steps"),
+                val_score=model.get("val_score"),
+                checkpoint=result.get("published", {}).get("checkpoint"),
+                details=[*tail, f"published model {model.get('key')}"],
+                end_ts=utcnow(),
+            )
+        else:
+            status = self._set_run(
+                run_id,
+                status="ERROR",
+                details=[*tail, result.get("error") or f"exit code {proc.returncode}"],
+                end_ts=utcnow(),
+            )
+        if status == "DONE":
+            version = self.model_version()
+            if version is not None and result.get("items") is not None:
+                self._set_scores(
+                    ScoreSet(strategy, version, time.time(), self._read_scores(result))
+                )
+            self._on_published()
 
     def stop_training(self) -> int | None:
-        """Terminate the running training process; returns its run id (None if idle)."""
+        """Stop the current run (its process is terminated); returns its id, None if idle."""
         with self._lock:
-            proc = self._train_proc
-            if proc is None or proc.poll() is not None:
+            t = self._train_thread
+            if t is None or not t.is_alive():
                 return None
             with self.sessions.begin() as s:
                 run = s.scalars(
                     select(TrainRunRow)
-                    .where(TrainRunRow.status == "RUNNING")
+                    .where(TrainRunRow.status.in_(("SUBMITTED", "RUNNING")))
                     .order_by(TrainRunRow.id.desc())
                     .limit(1)
                 ).first()
-                if run is not None:
-                    run.status = "STOPPED"
-                    run.end_ts = utcnow()
-                    run.details = [*run.details, "stopped on request"]
-                run_id = None if run is None else run.id
-            proc.terminate()
+                if run is None:
+                    return None
+                run.status = "STOPPED"
+                run.end_ts = utcnow()
+                run.details = [*run.details, "stopped on request"]
+                run_id = run.id
+            proc = self._train_proc
+            if proc is not None and proc.poll() is None:
+                proc.terminate()
+        if proc is not None:
             try:
                 proc.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 proc.kill()
-            t = self._train_thread
-        if t is not None:
-            t.join(timeout=30)
+        t.join(timeout=60)
         return run_id
 
 
