@@ -14,7 +14,7 @@ from PIL import Image
 from activesynth.service.app import create_app
 from activesynth.service.store import RequestError
 from tests.service.conftest import LiveServer, png_bytes, settings_for, wait_for
-from tests.service.test_api import mask, multipart, save
+from tests.service.test_api import mask, save
 
 
 def _infer_version(h: httpx.Client, image: str) -> tuple[str, np.ndarray]:
