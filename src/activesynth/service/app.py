@@ -638,13 +638,13 @@ def create_app(settings: Settings) -> FastAPI:
             "name": settings.name,
             "description": "activesynth annotation service (active learning, 2D segmentation)",
             "version": "1",
-            "labels": {"foreground": 1},
+            "labels": svc.background.label_names(),
             "models": {
                 MODEL: {
                     "type": "segmentation",
                     "description": "activesynth task model, retrained as labels come in"
                     + ("" if ptr else " (not trained yet)"),
-                    "labels": {"foreground": 1},
+                    "labels": svc.background.label_names(),
                     "dimension": 2,
                     "config": {},
                 }
@@ -920,7 +920,7 @@ def create_app(settings: Settings) -> FastAPI:
                 model_version=svc.background.model_version(),
             )
         answer = {
-            "label_names": {"foreground": 1},
+            "label_names": svc.background.label_names(),
             "model_version": svc.background.model_version(),
             "shape": list(pred.shape),
         }

@@ -36,8 +36,12 @@ def run(job: dict[str, Any]) -> dict[str, Any]:
         folder = doc["model"].get("folder")
         if not folder or not (Path(folder) / "best.pt").is_file():
             raise RuntimeError("training kept no checkpoint to publish")
+        from activesynth.train import load_checkpoint
+
+        _, info = load_checkpoint(Path(folder) / "best.pt")
         pointer = {
             "checkpoint": str(Path(folder) / "best.pt"),
+            "class_names": list(info.get("meta", {}).get("class_names", [])),
             "version": doc["model"]["key"],
             "val_score": doc["model"].get("val_score"),
             "val_metric": doc["model"].get("val_metric"),

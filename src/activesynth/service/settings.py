@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from activesynth.errors import ConfigError
@@ -62,7 +62,6 @@ class Settings:
     threads: int | None = None
     background: bool = True
     name: str = "activesynth"
-    extra: dict[str, str] = field(default_factory=dict)
 
     def resolved_data_dir(self) -> Path:
         if self.data_dir is not None:

@@ -42,7 +42,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from activesynth.errors import ActivesynthError
+from activesynth.errors import ActivesynthError, ConfigError, DataError
 from activesynth.service.db import AuditRow, ImageRow, LabelRow, LeaseRow, utcnow
 from activesynth.utils import atomic_write
 
@@ -198,7 +198,7 @@ def class_ids(label: np.ndarray) -> np.ndarray:
     if values.size and values.max() == 255 and set(values.tolist()) <= {0, 255}:
         return (label > 0).astype(np.uint8)
     if values.size and values.max() > 255:
-        raise RequestError(400, f"label values up to {values.max()}; at most 255 classes.")
+        raise RequestError(400, f"label values up to {values.max()}; labels hold class ids 0..255.")
     return label.astype(np.uint8)
 
 
@@ -376,6 +376,7 @@ class Store:
         ext = compound_ext(filename)
         name = Path(filename).name
         label = decode_label(data, ext, f"label {name!r}")
+        class_ids(label)  # values must be class ids 0..255 (0/255 masks are read as 0/1)
         digest = sha256(data)
         for _attempt in range(5):
             with self.sessions() as s:
@@ -492,12 +493,25 @@ class Store:
             if labels is not None:
                 rule["folder"] = str(Path(labels).resolve())
             over.setdefault("masks", rule)
-        plan = plan_spec(read_spec(images, over))
+        try:
+            try:
+                items = plan_spec(read_spec(images, over)).items
+            except DataError as exc:  # a folder without any mask yet: images only
+                if "matches no file" not in str(exc) or not over.get("masks"):
+                    raise
+                log.info("import: %s", exc)
+                items = plan_spec(read_spec(images, {**over, "masks": None})).items
+        except ConfigError:
+            if not images.is_dir():
+                raise
+            # the spec reads NIfTI as volumes in case folders; a flat folder of one-slice
+            # NIfTI files (what the service serves) is scanned here with the same mask rule
+            items = _nifti_slices(images, labels, mask_pattern)
         new_images = new_labels = 0
         skipped: list[tuple[str, str]] = []
         with self.sessions() as s:
             known = set(s.scalars(select(ImageRow.id)))
-        for it in plan.items:
+        for it in items:
             path = Path(it.path).resolve()
             if not path.is_file():
                 skipped.append((str(path), "not a single file (a case folder or a series)"))
@@ -609,6 +623,54 @@ class Store:
                 if not self.file_of(p).is_file():
                     found.append(Orphan("row without file", p, f"{table}:{key}"))
         return found
+
+
+@dataclass
+class _SliceItem:
+    path: Path
+    rel_image: Path
+    mask: Path | None
+    group: str
+
+
+def _nifti_slices(images: Path, labels: Path | None, pattern: str) -> list[_SliceItem]:
+    """NIfTI files under ``images`` (not hidden, natural order) with their masks, if any.
+
+    The mask of ``x.nii.gz`` is ``pattern.format(stem="x", ext=".nii.gz")`` in ``labels`` (same
+    sub-folder, then directly) or beside it; files that are some image's mask are not images.
+    """
+    from activesynth.data.sources.folder import natural_key
+
+    files = sorted(
+        (
+            p
+            for p in images.rglob("*")
+            if p.is_file()
+            and compound_ext(p.name) in (".nii", ".nii.gz")
+            and not any(part.startswith(".") for part in p.relative_to(images).parts)
+        ),
+        key=lambda p: natural_key(p.relative_to(images).as_posix()),
+    )
+
+    def mask_of(p: Path) -> Path:
+        ext = compound_ext(p.name)
+        name = pattern.format(stem=p.name[: -len(ext)], ext=ext)
+        rel = p.relative_to(images)
+        for d in [labels / rel.parent, labels] if labels is not None else [p.parent]:
+            if (d / name).is_file():
+                return d / name
+        return p.parent / name
+
+    masks = {mask_of(p).resolve() for p in files}
+    out = []
+    for p in files:
+        if p.resolve() in masks:
+            continue
+        m = mask_of(p)
+        rel = p.relative_to(images)
+        group = rel.parts[0] if len(rel.parts) > 1 else p.name[: -len(compound_ext(p.name))]
+        out.append(_SliceItem(p, rel, m if m.is_file() else None, group))
+    return out
 
 
 def expiry(seconds: float) -> dt.datetime:

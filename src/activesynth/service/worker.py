@@ -143,6 +143,12 @@ class Background:
         p = self.published()
         return None if p is None else str(p["version"])
 
+    def label_names(self) -> dict[str, int]:
+        """``{name: value}`` of the current model's classes (background left out)."""
+        p = self.published()
+        names = (p or {}).get("class_names") or ["background", "foreground"]
+        return {str(n): i for i, n in enumerate(names) if i > 0}
+
     def predict(self, pixels: np.ndarray) -> np.ndarray:
         """The current model's segmentation of one image.
 
@@ -351,6 +357,8 @@ class Background:
             if result.get("status") != "DONE":
                 raise RuntimeError(result.get("error") or _tail(log_path))
             self._set_scores(ScoreSet(strategy, version, time.time(), self._read_scores(result)))
+            for p in (log_path, log_path.parent / f"{log_path.stem}.job.json"):
+                p.unlink(missing_ok=True)  # a failed job's files are kept for its log
             log.info(
                 "scores of %s for model %s: %d images", strategy, version, len(result["items"])
             )
