@@ -345,3 +345,22 @@ def test_restart_and_orphans(folder: Path, db_url: str | None) -> None:
         assert any(
             o["kind"] == "row without file" and o["row"].startswith("labels:case_7") for o in now
         )
+
+
+def test_openapi_page_and_cors_when_asked(folder: Path) -> None:
+    settings = settings_for(folder, background=False, cors_origins=("http://ui.example",))
+    with TestClient(create_app(settings)) as c:
+        doc = c.get("/openapi.json").json()
+        paths = set(doc["paths"])
+        assert {"/api/v1/leases", "/api/v1/suggestions", "/api/v1/export", "/info/"} <= paths
+        assert c.get("/docs").status_code == 200
+        r = c.options(
+            "/info/",
+            headers={"Origin": "http://ui.example", "Access-Control-Request-Method": "GET"},
+        )
+        assert r.headers["access-control-allow-origin"] == "http://ui.example"
+        r = c.options(
+            "/info/",
+            headers={"Origin": "http://evil.example", "Access-Control-Request-Method": "GET"},
+        )
+        assert r.headers.get("access-control-allow-origin") != "http://evil.example"
