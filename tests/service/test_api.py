@@ -364,3 +364,18 @@ def test_openapi_page_and_cors_when_asked(folder: Path) -> None:
             headers={"Origin": "http://evil.example", "Access-Control-Request-Method": "GET"},
         )
         assert r.headers.get("access-control-allow-origin") != "http://evil.example"
+
+
+def test_next_sample_gives_another_image(folder: Path, tmp_path: Path) -> None:
+    """MONAI's next sample gives the caller's earlier image back and hands out another one."""
+    ui = tmp_path / "ui"
+    ui.mkdir()
+    (ui / "index.html").write_text("<h1>queue</h1>")
+    with TestClient(create_app(settings_for(folder, background=False, ui_dir=ui))) as c:
+        a = c.post("/activelearning/first", json={"client_id": "s1"}).json()["id"]
+        b = c.post("/activelearning/first", json={"client_id": "s1"}).json()["id"]
+        assert (a, b) == ("case_6", "case_7")
+        leases = {le["image_id"]: le["holder"] for le in c.get("/api/v1/leases").json()}
+        assert leases == {"case_7": "s1"}
+        assert c.post("/activelearning/first", json={"client_id": "s2"}).json()["id"] == "case_6"
+        assert c.get("/ui/").text == "<h1>queue</h1>"  # the mount point of a browser UI

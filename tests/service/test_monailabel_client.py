@@ -98,7 +98,7 @@ def test_monai_label_client_workflow(folder: Path, tmp_path: Path) -> None:
 
         # next sample by scores: the strategies' scores arrive in the background
         for strategy in ("entropy", "margin"):
-            c.next_sample(strategy, {})
+            prev = c.next_sample(strategy, {})["id"]
             wait_for(
                 lambda s=strategy: (
                     (srv.service.background.scores(s) or None)
@@ -107,12 +107,16 @@ def test_monai_label_client_workflow(folder: Path, tmp_path: Path) -> None:
                 what=f"{strategy} scores",
             )
             scores = srv.service.background.scores(strategy).scores
-            got = c.next_sample(strategy, {})  # releases this client's earlier lease
-            free = _unlabelled(c) - {
-                le["image_id"]
-                for le in json.load(urllib.request.urlopen(f"{srv.url}/api/v1/leases"))
-                if le["holder"] != "slicer-1"
-            }
+            got = c.next_sample(strategy, {})  # gives back this client's earlier image (prev)
+            free = (
+                _unlabelled(c)
+                - {
+                    le["image_id"]
+                    for le in json.load(urllib.request.urlopen(f"{srv.url}/api/v1/leases"))
+                    if le["holder"] != "slicer-1"
+                }
+                - {prev}
+            )
             best = max(free, key=lambda k: (scores.get(k, -np.inf), k))
             assert got["id"] == best and got["score"] == pytest.approx(scores[best])
 

@@ -20,7 +20,7 @@ Startup (in ``create_app``): the data folder must be writable; a SQLite database
 this process (a second server on the same file is refused); the database must be reachable
 (its URL is named otherwise); migrations run (``upgrade head``); the folder is imported; orphans
 are reported. The background threads start with the app's lifespan and stop with it.
-A static web UI can later be mounted at ``/ui`` (not in this landing).
+A static web UI is served at ``/ui/`` from ``Settings.ui_dir`` (no UI ships in this landing).
 """
 
 from __future__ import annotations
@@ -484,6 +484,13 @@ def create_app(settings: Settings) -> FastAPI:
             allow_headers=["*"],
         )
 
+    if settings.ui_dir is not None:
+        from fastapi.staticfiles import StaticFiles
+
+        if not Path(settings.ui_dir).is_dir():
+            raise ConfigError(f"--ui-dir {settings.ui_dir} is not a folder.")
+        app.mount("/ui", StaticFiles(directory=settings.ui_dir, html=True), name="ui")
+
     @app.exception_handler(RequestError)
     async def _request_error(_r: Request, exc: RequestError) -> JSONResponse:
         headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
@@ -564,13 +571,19 @@ def create_app(settings: Settings) -> FastAPI:
                 with svc.sessions.begin() as s:
                     now = utcnow()
                     s.execute(delete(LeaseRow).where(LeaseRow.expires_at <= now))
+                    released: set[str] = set()
                     if release_previous and me != "anonymous":
+                        released = set(
+                            s.scalars(select(LeaseRow.image_id).where(LeaseRow.holder == me))
+                        )
                         s.execute(delete(LeaseRow).where(LeaseRow.holder == me))
                     done = set(
                         s.scalars(select(LabelRow.image_id).where(LabelRow.tag == FINAL).distinct())
                     )
                     leased = set(s.scalars(select(LeaseRow.image_id)))
-                    pick = next((i for i in order if i not in done and i not in leased), None)
+                    free = [i for i in order if i not in done and i not in leased]
+                    # "Next Sample" means another image: the one just given back comes last
+                    pick = next((i for i in free if i not in released), free[0] if free else None)
                     if pick is None:
                         return None
                     lease = LeaseRow(

@@ -64,6 +64,9 @@ def register(app: typer.Typer) -> None:
         size: Annotated[int, typer.Option(help="Side the model sees (pixels).")] = 64,
         max_steps: Annotated[int, typer.Option(help="Training steps per run.")] = 400,
         threads: Annotated[int | None, typer.Option(help="Torch threads of a job.")] = None,
+        ui_dir: Annotated[
+            Path | None, typer.Option(help="Static files served at /ui/ (a browser UI).")
+        ] = None,
         quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Warnings only.")] = False,
     ) -> None:
         """Serve a folder to annotators: MONAI Label's REST API (3D Slicer) and /api/v1 (docs at
@@ -93,6 +96,7 @@ def register(app: typer.Typer) -> None:
             size=size,
             max_steps=max_steps,
             threads=threads,
+            ui_dir=ui_dir,
         )
         app_: Any = create_app(settings)
         uvicorn.run(app_, host=host, port=port, log_level="warning" if quiet else "info")

@@ -37,6 +37,7 @@ class Settings:
         size, channels, max_steps, batch_size, patience, threads: the model and its training.
         background: run the suggestion and training threads (off in unit tests of the store).
         name: app name shown in 3D Slicer.
+        ui_dir: a folder of static files served at ``/ui/`` (the place of a browser UI).
     """
 
     images: Path | None = None
@@ -62,6 +63,7 @@ class Settings:
     threads: int | None = None
     background: bool = True
     name: str = "activesynth"
+    ui_dir: Path | None = None
 
     def resolved_data_dir(self) -> Path:
         if self.data_dir is not None:
