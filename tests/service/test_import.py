@@ -59,6 +59,15 @@ def test_nifti_slices_folder(tmp_path: Path) -> None:
         _nifti(mask()[..., None], lab)
         r = save(c, "case2", lab.read_bytes(), "a", name=str(lab))
         assert r.status_code == 400 and "40 x 32" in r.json()["detail"]
+        # a truncated file, and a tiny .gz declaring a huge volume (refused from its header)
+        r = save(c, "case2", lab.read_bytes()[:60], "a", name=str(lab))
+        assert r.status_code == 400 and "NIfTI" in r.json()["detail"]
+        header = nib.Nifti1Header()
+        header.set_data_shape((30000, 30000, 1))
+        header.set_data_dtype(np.uint8)
+        bomb = gzip.compress(header.binaryblock + b"\0" * 4)
+        r = save(c, "case2", bomb, "a", name="bomb.nii.gz")
+        assert r.status_code == 400 and "at most" in r.json()["detail"]
         # the imported masks are final v1, byte for byte
         got = c.get("/datastore/label", params={"label": "case0", "tag": "final"})
         assert got.content == (segs / "case0_seg.nii.gz").read_bytes()

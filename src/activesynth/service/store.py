@@ -3,7 +3,7 @@
 Layout of the data folder (``Settings.data_dir``)::
 
     service.db                      the SQLite database (unless --db names another one)
-    images/<id><ext>                uploaded images (imported ones stay where they are)
+    images/<id>.<rand><ext>         uploaded images (imported ones stay where they are)
     labels/<tag>/<id>/v<k>-<rand><ext>   every label version, never overwritten
     models/                         trained checkpoints and the published-model pointer
     scores/                         suggestion scores per strategy and model
@@ -53,6 +53,8 @@ LABEL_EXTS = (".png", ".tif", ".tiff", ".nii", ".nii.gz")
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,159}$")
 _TAG = re.compile(r"^[A-Za-z0-9_-]{1,40}$")
 FINAL = "final"
+MAX_SIDE = 16384
+"""Largest image side (pixels) the service decodes."""
 
 
 class RequestError(ActivesynthError):
@@ -112,15 +114,26 @@ def _nifti_2d(data: bytes, ext: str, what: str) -> np.ndarray:
         fh.write(data)
         fh.flush()
         try:
-            arr = np.asarray(nib.load(fh.name).dataobj)
+            img = nib.load(fh.name)
+            shape = tuple(int(n) for n in img.shape)
         except Exception as exc:
             raise RequestError(400, f"{what} is not a readable NIfTI file ({exc}).") from exc
-    while arr.ndim > 2 and arr.shape[-1] == 1:
-        arr = arr[..., 0]
-    if arr.ndim != 2:
-        raise RequestError(
-            400, f"{what} has shape {arr.shape}; the service takes 2D images (one slice)."
-        )
+        plane = shape
+        while len(plane) > 2 and plane[-1] == 1:
+            plane = plane[:-1]
+        # checked from the header before any voxel is read (a small .gz can declare GBs)
+        if len(plane) != 2:
+            raise RequestError(
+                400, f"{what} has shape {shape}; the service takes 2D images (one slice)."
+            )
+        if max(plane) > MAX_SIDE:
+            raise RequestError(
+                400, f"{what} is {plane[0]} x {plane[1]}; at most {MAX_SIDE} a side."
+            )
+        try:
+            arr = np.asarray(img.dataobj).reshape(plane)
+        except Exception as exc:
+            raise RequestError(400, f"{what} is not a readable NIfTI file ({exc}).") from exc
     return np.ascontiguousarray(arr.T)
 
 
@@ -293,7 +306,8 @@ class Store:
         check_id(image_id)
         ext = compound_ext(filename)
         arr = decode_image(data, ext, f"upload {Path(filename).name!r}")
-        path = self.inside(self.images_dir / f"{image_id}{ext}")
+        # a random part: a concurrent upload of the same id can never replace this file
+        path = self.inside(self.images_dir / f"{image_id}.{secrets.token_hex(4)}{ext}")
         with self.sessions() as s:
             if s.get(ImageRow, image_id) is not None:
                 raise RequestError(
