@@ -130,3 +130,28 @@ def test_dicom_folder_and_upload(tmp_path: Path) -> None:
         assert r.status_code == 200 and r.json() == {"image": "upload_c"}
         assert c.get("/datastore/image?image=upload_c").content == extra.read_bytes()
         assert save(c, "upload_c", png_bytes(mask()), "a").status_code == 200
+
+
+def test_real_lgg_folder(shared_data: Path, tmp_path: Path) -> None:
+    """The shared LGG subset (per-patient folders, masks beside): every image with its mask,
+    patients from the folders, image bytes served unchanged, masks exported as class ids."""
+    src = shared_data / "lgg_mri_seg" / "png256"
+    images = sorted(p for p in src.rglob("*.png") if not p.stem.endswith("_mask"))
+    settings = settings_for(src, None, background=False, data_dir=tmp_path / "svc")
+    with TestClient(create_app(settings)) as c:
+        report = c.app.state.service.import_report
+        assert (report["images"], report["labels"], report["skipped"]) == (
+            len(images),
+            len(images),
+            [],
+        )
+        listed = c.get("/api/v1/images", params={"limit": 1000}).json()["items"]
+        assert {i["patient"] for i in listed} == {p.name for p in src.iterdir() if p.is_dir()}
+        first = images[0]
+        image_id = f"{first.parent.name}__{first.stem}"
+        assert c.get(f"/datastore/image?image={image_id}").content == first.read_bytes()
+        assert c.post("/activelearning/random", json={}).json() == {}  # all labelled
+        zf = zipfile.ZipFile(io.BytesIO(c.get("/api/v1/export?format=png").content))
+        got = np.asarray(Image.open(io.BytesIO(zf.read(f"{image_id}.png"))))
+        want = np.asarray(Image.open(first.with_name(f"{first.stem}_mask.png")).convert("L")) > 0
+        np.testing.assert_array_equal(got, want.astype(np.uint8))
