@@ -155,3 +155,16 @@ def test_real_lgg_folder(shared_data: Path, tmp_path: Path) -> None:
         got = np.asarray(Image.open(io.BytesIO(zf.read(f"{image_id}.png"))))
         want = np.asarray(Image.open(first.with_name(f"{first.stem}_mask.png")).convert("L")) > 0
         np.testing.assert_array_equal(got, want.astype(np.uint8))
+
+
+def test_folder_whose_masks_are_elsewhere_and_absent(folder: Path, tmp_path: Path) -> None:
+    """--labels names an empty folder: no mask matches, and the files beside the images that are
+    named like masks are still not imported as images."""
+    empty = tmp_path / "no_masks"
+    empty.mkdir()
+    settings = settings_for(folder, None, background=False, labels=empty)
+    with TestClient(create_app(settings)) as c:
+        report = c.app.state.service.import_report
+        assert (report["images"], report["labels"]) == (12, 0)
+        ids = [i["id"] for i in c.get("/api/v1/images").json()["items"]]
+        assert not [i for i in ids if i.endswith("_mask")]

@@ -514,7 +514,12 @@ class Store:
                 if "matches no file" not in str(exc) or not over.get("masks"):
                     raise
                 log.info("import: %s", exc)
-                items = plan_spec(read_spec(images, {**over, "masks": None})).items
+                # files named like masks stay out of the images even when no mask matches yet
+                like_mask = mask_pattern.replace("{stem}", "*").replace("{ext}", ".*")
+                exclude = [*over.get("exclude", []), like_mask]
+                items = plan_spec(
+                    read_spec(images, {**over, "masks": None, "exclude": exclude})
+                ).items
         except ConfigError:
             if not images.is_dir():
                 raise
