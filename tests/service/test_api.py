@@ -379,3 +379,36 @@ def test_next_sample_gives_another_image(folder: Path, tmp_path: Path) -> None:
         assert leases == {"case_7": "s1"}
         assert c.post("/activelearning/first", json={"client_id": "s2"}).json()["id"] == "case_6"
         assert c.get("/ui/").text == "<h1>queue</h1>"  # the mount point of a browser UI
+
+
+def test_other_forms(folder: Path) -> None:
+    """Datastore stats / train forms, releasing a lease, train ALL and the run list."""
+    with TestClient(create_app(settings_for(folder, background=False))) as c:
+        assert c.get("/datastore/").json() == {
+            "total": N_IMAGES,
+            "completed": N_LABELLED,
+            "label_tags": {"final": N_LABELLED},
+        }
+        train = c.get("/datastore/?output=train").json()
+        assert len(train) == N_LABELLED and all(Path(t["label"]).is_file() for t in train)
+        assert c.get("/datastore/?output=nonsense").status_code == 400
+        got = lease(c, "ann").json()["image"]["id"]
+        r = c.delete(f"/api/v1/leases/{got}", params={"client_id": "other"})
+        assert r.status_code == 403 and "'ann'" in r.json()["detail"]
+        assert c.delete(f"/api/v1/leases/{got}", params={"client_id": "ann"}).status_code == 200
+        assert c.delete(f"/api/v1/leases/{got}").status_code == 404  # already released
+        assert c.get("/api/v1/leases").json() == []
+        assert c.get("/train/").status_code == 404  # never trained
+        assert c.get("/train/?all=true").json() == []
+        assert c.delete("/train/").json() is None
+        # ALL: one entry per trainer; too few labels would be a detail, here it starts
+        out = c.post("/train/", json={"client_id": "x"}).json()
+        assert set(out) == {"segmentation"}
+        assert out["segmentation"]["result"]["status"] == "SUBMITTED"
+        again = c.post("/train/segmentation", json={})
+        assert again.status_code == 429
+        assert c.post("/train/", json={}).json()["segmentation"]["detail"].startswith("a training")
+        stopped = c.delete("/train/").json()
+        assert stopped["status"] == "STOPPED" and stopped["details"][-1] == "stopped on request"
+        runs = c.get("/train/?all=true").json()
+        assert [r["status"] for r in runs] == ["STOPPED"]
