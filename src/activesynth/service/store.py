@@ -26,6 +26,7 @@ single-frame DICOM). A 3D volume is skipped at import with a warning and refused
 from __future__ import annotations
 
 import datetime as dt
+import fnmatch
 import hashlib
 import io
 import logging
@@ -516,7 +517,11 @@ class Store:
                 log.info("import: %s", exc)
                 # files named like masks stay out of the images even when no mask matches yet
                 like_mask = mask_pattern.replace("{stem}", "*").replace("{ext}", ".*")
-                exclude = [*over.get("exclude", []), like_mask]
+                exclude = list(over.get("exclude", []))
+                if images.is_dir() and any(  # the spec refuses a glob that matches nothing
+                    fnmatch.fnmatch(p.name, like_mask) for p in images.rglob("*") if p.is_file()
+                ):
+                    exclude.append(like_mask)
                 items = plan_spec(
                     read_spec(images, {**over, "masks": None, "exclude": exclude})
                 ).items
