@@ -45,7 +45,7 @@ import numpy as np
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, select, text
 from sqlalchemy.exc import IntegrityError
 from starlette.concurrency import run_in_threadpool
 
@@ -81,6 +81,7 @@ from activesynth.service.worker import Background, iso
 log = logging.getLogger(__name__)
 
 MODEL = "segmentation"
+LEASE_LOCK = 0x61637476  # PostgreSQL advisory lock key of lease allocation
 API = "/api/v1"
 _CT = {
     ".png": "image/png",
@@ -569,6 +570,10 @@ def create_app(settings: Settings) -> FastAPI:
         for _attempt in range(5):
             try:
                 with svc.sessions.begin() as s:
+                    if s.get_bind().dialect.name == "postgresql":
+                        # hand out images one request at a time, across every server on this
+                        # database (SQLite serialises writers already: the DELETE comes first)
+                        s.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": LEASE_LOCK})
                     now = utcnow()
                     s.execute(delete(LeaseRow).where(LeaseRow.expires_at <= now))
                     released: set[str] = set()
