@@ -57,6 +57,8 @@ EXAMPLES: dict[str, str] = {
     "bench": "activesynth bench experiments/grid.json --out runs/grid --dry-run",
     "report": "activesynth report runs/grid",
     "vae": "activesynth vae --dataset phantom --task seg --out runs/vae",
+    "serve": "activesynth serve --images scans/ --labels masks/ --port 8000\n"
+    "activesynth serve --images scans/ --db postgresql://me:pw@127.0.0.1/labels --auth",
 }
 
 DataRoot = Annotated[
@@ -333,7 +335,12 @@ def _register_subcommands() -> None:
     """
     import importlib
 
-    for mod in ("activesynth.loop_cli", "activesynth.bench.cli", "activesynth.generative.cli"):
+    for mod in (
+        "activesynth.loop_cli",
+        "activesynth.bench.cli",
+        "activesynth.generative.cli",
+        "activesynth.service.cli",
+    ):
         importlib.import_module(mod).register(app)
     for info in app.registered_commands:
         name = info.name or (info.callback.__name__ if info.callback else "")

@@ -18,11 +18,15 @@ import numpy as np
 log = logging.getLogger("activesynth")
 
 
-def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) -> Path:
+def atomic_write(
+    path: str | os.PathLike, write: Callable[[IO[bytes]], None], *, durable: bool = False
+) -> Path:
     """Write a file so that readers see either the old content or the whole new one.
 
     ``write`` receives a binary file object in the same directory; it is fsynced and renamed over
     ``path`` only after ``write`` returns, so a crash never leaves a half-written file behind.
+    With ``durable`` the folder is fsynced after the rename too, so the new name itself survives
+    a power loss (the annotation service acknowledges a label only after this).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -36,7 +40,18 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) ->
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    if durable:
+        fsync_dir(path.parent)
     return path
+
+
+def fsync_dir(folder: str | os.PathLike) -> None:
+    """fsync a folder, so that renames and new names in it are on disk."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:

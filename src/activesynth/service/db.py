@@ -1,0 +1,229 @@
+"""The service's database: SQLAlchemy 2 models, the engine factory and Alembic migrations.
+
+Tables (every timestamp is UTC):
+
+- ``images``: one row per image the service hands out (imported from a folder or uploaded);
+  ``path`` is where its file is (absolute for imported files left in place, else relative to the
+  data folder).
+- ``labels``: every saved label *version*; a save adds a row (``version`` = previous + 1 for the
+  same image and tag) and never overwrites an earlier row or file.
+- ``leases``: at most one live lease per image (the primary key is the image id, so two
+  annotators can never hold the same image, whatever the database); an expired lease is deleted
+  by the next lease request and the image returns to the queue.
+- ``users`` / ``tokens``: accounts with a role (annotator < reviewer < admin) and bearer tokens
+  (only their SHA-256 is stored).
+- ``audit``: who did what, when, from which client.
+- ``train_runs``: background training runs and their status, steps and validation score.
+
+The schema is created and upgraded by Alembic (``migrations/``, run with ``upgrade head`` on every
+start); ``tests/service`` checks that the migrations create exactly the schema of these models.
+SQLite gets WAL, foreign keys, ``synchronous=FULL`` and a busy timeout; PostgreSQL is used by URL.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    DateTime,
+    Float,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    create_engine,
+    event,
+    text,
+)
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
+
+from activesynth.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+ROLES = ("annotator", "reviewer", "admin")
+
+
+def utcnow() -> dt.datetime:
+    """Timezone-naive UTC now (stored the same way on SQLite and PostgreSQL)."""
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class ImageRow(Base):
+    __tablename__ = "images"
+
+    id: Mapped[str] = mapped_column(String(160), primary_key=True)
+    name: Mapped[str] = mapped_column(String(300))  # file name with extension, as handed out
+    ext: Mapped[str] = mapped_column(String(16))
+    path: Mapped[str] = mapped_column(Text)
+    sha256: Mapped[str] = mapped_column(String(64))
+    height: Mapped[int] = mapped_column(Integer)
+    width: Mapped[int] = mapped_column(Integer)
+    patient: Mapped[str] = mapped_column(String(160), default="")
+    source: Mapped[str] = mapped_column(String(16))  # "import" | "upload"
+    info: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class LabelRow(Base):
+    __tablename__ = "labels"
+    __table_args__ = (UniqueConstraint("image_id", "tag", "version", name="uq_label_version"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    image_id: Mapped[str] = mapped_column(ForeignKey("images.id"), index=True)
+    tag: Mapped[str] = mapped_column(String(40))
+    version: Mapped[int] = mapped_column(Integer)
+    ext: Mapped[str] = mapped_column(String(16))
+    path: Mapped[str] = mapped_column(Text)
+    sha256: Mapped[str] = mapped_column(String(64))
+    user: Mapped[str] = mapped_column(String(80))
+    client_id: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    info: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class LeaseRow(Base):
+    __tablename__ = "leases"
+
+    image_id: Mapped[str] = mapped_column(ForeignKey("images.id"), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(80))
+    client_id: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    strategy: Mapped[str] = mapped_column(String(60))
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    expires_at: Mapped[dt.datetime] = mapped_column(DateTime, index=True)
+
+
+class UserRow(Base):
+    __tablename__ = "users"
+
+    name: Mapped[str] = mapped_column(String(80), primary_key=True)
+    role: Mapped[str] = mapped_column(String(16))
+    password_hash: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class TokenRow(Base):
+    __tablename__ = "tokens"
+
+    token_sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user: Mapped[str] = mapped_column(ForeignKey("users.name"), index=True)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    expires_at: Mapped[dt.datetime] = mapped_column(DateTime)
+
+
+class AuditRow(Base):
+    __tablename__ = "audit"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    ts: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow, index=True)
+    user: Mapped[str] = mapped_column(String(80))
+    client_id: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    client: Mapped[str | None] = mapped_column(String(200), nullable=True)  # address + agent
+    action: Mapped[str] = mapped_column(String(40))
+    image_id: Mapped[str | None] = mapped_column(String(160), nullable=True)
+    detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class TrainRunRow(Base):
+    __tablename__ = "train_runs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    status: Mapped[str] = mapped_column(String(16))  # SUBMITTED RUNNING DONE ERROR STOPPED
+    trigger: Mapped[str] = mapped_column(String(40))
+    user: Mapped[str] = mapped_column(String(80))
+    n_labels: Mapped[int] = mapped_column(Integer)
+    steps: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    total_steps: Mapped[int] = mapped_column(Integer)
+    val_score: Mapped[float | None] = mapped_column(Float, nullable=True)
+    checkpoint: Mapped[str | None] = mapped_column(Text, nullable=True)
+    details: Mapped[list[str]] = mapped_column(JSON, default=list)
+    start_ts: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    end_ts: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
+
+
+# ---- engine ---------------------------------------------------------------------------------
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute("PRAGMA synchronous=FULL")  # an acknowledged commit survives a crash
+    cur.execute("PRAGMA busy_timeout=10000")
+    cur.close()
+
+
+def safe_url(url: str) -> str:
+    """The URL with its password hidden, for messages and logs."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return url
+
+
+def make_engine(url: str) -> Engine:
+    """An engine for ``url`` (``sqlite:///FILE`` or ``postgresql+psycopg://...``), checked.
+
+    Raises:
+        ConfigError: an unknown URL scheme or a database that cannot be reached (names the URL).
+    """
+    try:
+        parsed = make_url(url)
+    except Exception as exc:
+        raise ConfigError(f"--db {url!r} is not a database URL ({exc}).") from exc
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 10})
+        event.listen(engine, "connect", _sqlite_pragmas)
+    elif backend == "postgresql":
+        if parsed.drivername == "postgresql":  # plain URL: use psycopg 3, the driver we ship
+            parsed = parsed.set(drivername="postgresql+psycopg")
+        engine = create_engine(
+            parsed, pool_pre_ping=True, pool_size=10, connect_args={"connect_timeout": 5}
+        )
+    else:
+        raise ConfigError(
+            f"--db {safe_url(url)}: unsupported database {backend!r}; use sqlite:///FILE or "
+            "postgresql://USER:PASSWORD@HOST/DB."
+        )
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+    except Exception as exc:
+        engine.dispose()
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(
+            f"Cannot reach the database {safe_url(url)}: {first}. Start it or pass another --db."
+        ) from exc
+    return engine
+
+
+def alembic_config(connection: Any) -> Any:
+    """An Alembic config on the package's migration scripts, bound to ``connection``."""
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    cfg.attributes["connection"] = connection
+    return cfg
+
+
+def upgrade(engine: Engine) -> None:
+    """``alembic upgrade head`` on ``engine`` (idempotent)."""
+    from alembic import command
+
+    with engine.begin() as conn:
+        command.upgrade(alembic_config(conn), "head")
+
+
+def session_factory(engine: Engine) -> sessionmaker:
+    return sessionmaker(engine, expire_on_commit=False)
