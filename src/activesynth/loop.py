@@ -984,6 +984,20 @@ class _Run:
             and str(r) not in pool.info.get("synthesis", {})
         )
 
+    def make_generator(self) -> Any:
+        """The run's generator; one that trains (takes ``cache_dir`` / ``quiet``) gets the run's
+        content-addressed cache (``manifold_cache``) and quietness unless its params set them."""
+        import inspect
+
+        syn = self.cfg.synthesis
+        params = dict(syn["params"])
+        accepts = inspect.signature(GENERATORS.get(syn["generator"])).parameters
+        if "cache_dir" in accepts and "cache_dir" not in params:
+            params["cache_dir"] = manifold_cache(self.out)
+        if "quiet" in accepts and "quiet" not in params:
+            params["quiet"] = self.quiet
+        return make_generator(syn["generator"], **params)
+
     def synthesis_sources(self, pool: Pool, rng: np.random.Generator) -> ImageSet:
         """The real items candidates are made from, with the targets the generator may read."""
         syn = self.cfg.synthesis
@@ -1011,7 +1025,7 @@ class _Run:
         t0 = time.perf_counter()
         seed_material = [int(self.cfg.seed), int(r), 2]
         rng = np.random.default_rng(seed_material)
-        gen = make_generator(syn["generator"], **syn["params"])
+        gen = self.make_generator()
         sources = self.synthesis_sources(pool, rng)
         gen.fit(sources, rng=rng)
         cands = gen.propose(sources, syn["per_source"], rng=rng)

@@ -281,3 +281,100 @@ def test_sigkilled_synthetic_run_resumes_to_the_same_history(reference, tmp_path
     np.testing.assert_array_equal(
         Pool.load(out).synthetic_images, Pool.load(ref_out).synthetic_images
     )
+
+
+# ---- the cGAN in the loop (Mahapatra et al.: cGAN candidates ranked by MC dropout) ---------------
+#: A cGAN small enough that a whole run takes seconds (quality is not the point here).
+TINY_CGAN: dict[str, Any] = {
+    "features": 8,
+    "n_res_blocks": 1,
+    "latent_dim": 4,
+    "ae_channels": [4, 8],
+    "ae_epochs": 1,
+    "feat_channels": [4, 4, 8, 8],
+    "feat_epochs": 1,
+    "disc_channels": [4, 4, 8, 8, 8, 8, 16, 16],
+    "disc_dense": 16,
+    "epochs": 1,
+    "batch_size": 4,
+    "lr": 1e-3,
+}
+CGAN_SYN = {
+    "generator": "cgan",
+    "params": TINY_CGAN,
+    "per_source": 8,
+    "top_k": {"lumen": 4},
+    "score": "mc-dropout",
+}
+
+
+def cgan_cfg() -> LoopConfig:
+    return syn_cfg(schedule=[3], max_steps=3, dropout=0.2, synthesis=CGAN_SYN)
+
+
+@pytest.fixture(scope="module")
+def cgan_reference(tmp_path_factory) -> tuple[LoopConfig, History, Path]:
+    cfg = cgan_cfg()
+    out = tmp_path_factory.mktemp("cgan-ref")
+    return cfg, run_loop(cfg, out, quiet=True), out
+
+
+def test_cgan_candidates_ranked_by_mc_dropout_join_the_pool(cgan_reference) -> None:
+    from activesynth.synthesis.cgan import load_cgan
+
+    _cfg, hist, out = cgan_reference
+    assert hist.column("n_expert_labels").tolist() == [4, 7]  # synthetic items are no labels
+    assert hist.column("n_synthetic").tolist() == [0, 4]
+    s = hist.records[1]["synthetic"]
+    assert s["generator"] == "cgan" and s["score"] == "mc-dropout"
+    assert s["generated"] == 7 * 8 and s["added"] == 4 and s["per_class"] == {"lumen": 4}
+    assert s["checkpoint"].startswith("cgan:")
+    pool = Pool.load(out)
+    assert pool.n_expert_labels == 7 and (pool.label_cost[pool.synthetic] == "inherited").all()
+    split = json.loads((out / "split.json").read_text())
+    syn_ids = set(pool.ids[pool.synthetic])
+    assert not syn_ids & (set(split["val"]) | set(split["test"]))
+    # the cGAN was trained on the expert-labelled items only, cached under the run, and every
+    # added item replays from its source pair and the perturbation record in its provenance
+    model = load_cgan(out / "cache" / f"cgan-{s['checkpoint'].split(':')[1]}")
+    assert model.fingerprint["n"] == 7
+    index = {str(i): k for k, i in enumerate(pool.ids)}
+    for j, i in enumerate(pool.synthetic):
+        prov = pool.provenance_of(int(i))
+        src = index[prov["source_id"]]
+        assert pool.labelled_round[src] >= 0 and not pool.is_synthetic[src]
+        img, mk = model.replay(
+            _pool_image(out, prov["source_id"]), pool.masks[src], prov["perturbation"]
+        )
+        np.testing.assert_array_equal(img, pool.synthetic_images[j])
+        np.testing.assert_array_equal(mk, pool.masks[i])
+
+
+def _pool_image(out: Path, item_id: str) -> np.ndarray:
+    """The phantom image of ``item_id`` as the run loaded it."""
+    from activesynth.data.phantoms import make_phantoms
+
+    data = make_phantoms(28, size=32, seed=0)
+    return data.images[int(np.flatnonzero(data.ids == item_id)[0])]
+
+
+@pytest.mark.parametrize(
+    "stop_at", [("synthesized", 1), pytest.param(("labelled", 1), marks=pytest.mark.slow)]
+)
+def test_interrupted_cgan_run_resumes_to_the_same_history(
+    cgan_reference, tmp_path, stop_at
+) -> None:
+    cfg, ref, ref_out = cgan_reference
+
+    def interrupt(event: str, payload: dict[str, Any]) -> None:
+        if (event, payload.get("round")) == stop_at:
+            raise _Stop
+
+    with pytest.raises(_Stop):
+        run_loop(cfg, tmp_path, quiet=True, on_event=interrupt)
+    resumed = run_loop(cfg, tmp_path, quiet=True)
+    assert resumed.without_timing() == ref.without_timing()
+    a, b = Pool.load(tmp_path), Pool.load(ref_out)
+    for name in ("ids", "labelled_round", "masks", "label_cost", "synthetic_images"):
+        np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
+    assert a.provenance == b.provenance
