@@ -107,6 +107,7 @@ from activesynth.registry import check_option, did_you_mean
 from activesynth.strategies import STRATEGIES, BudgetError, Query, QueryContext, make_strategy
 from activesynth.strategies.base import strategy_model_options
 from activesynth.synthesis.candidates import Candidates, LabelCost
+from activesynth.synthesis.report import normalise_quality
 from activesynth.train import TrainConfig, fit, load_checkpoint, model_config_for, seed_for
 from activesynth.utils import atomic_write, atomic_write_json, progress_enabled
 
@@ -162,8 +163,10 @@ class LoopConfig:
             "per_source": n <= 200, "top_k": k or {class name or id: k}, "score": strategy
             name (default: ``strategy``), "score_params": {...} (default: ``strategy_params``
             when ``score`` is the run's strategy), "sources": "labelled" | "pool-masks",
-            "max_sources": cap on source items per round (a seeded random subset) or None}``;
-            see the module docstring. Stored with every default filled in. Cost per round:
+            "max_sources": cap on source items per round (a seeded random subset) or None,
+            "quality": quality figures and gallery of each added batch (``synthesis.report.
+            QUALITY_DEFAULTS``: ``enabled``, ``max_items``, ``max_real``, ``gallery`` rows,
+            ``reference`` checkpoint; false turns them off)}``; see the module docstring. Stored with every default filled in. Cost per round:
             ``per_source`` x sources candidates are generated, held in memory at once (uint8
             images + masks) and scored in one strategy call; ``max_sources`` bounds both.
     """
@@ -412,6 +415,7 @@ SYNTHESIS_KEYS = (
     "score_params",
     "sources",
     "max_sources",
+    "quality",
 )
 SYNTHESIS_SOURCES = ("labelled", "pool-masks")
 MAX_PER_SOURCE = 200
@@ -484,6 +488,7 @@ def normalise_synthesis(s: Any, cfg: LoopConfig) -> dict[str, Any] | None:
         "score_params": score_params,
         "sources": sources,
         "max_sources": None if cap is None else int(cap),
+        "quality": normalise_quality(s.get("quality")),
     }
 
 
@@ -1036,6 +1041,7 @@ class _Run:
         valid, n_rejected = cands.filter_valid()
         pick, scores, per_class = self.rank_candidates(valid, r)
         added = valid.subset(pick)
+        quality = self.synthesis_quality(added, sources, pool, r, scores)
         pool = pool.append_synthetic(added, r)
         summary = to_jsonable(
             {
@@ -1053,6 +1059,7 @@ class _Run:
                 "scores": np.asarray(scores, np.float64).tolist(),
                 "ids": pool.ids[len(pool) - len(added) :].tolist(),
                 "per_class": per_class,
+                "quality": quality,
                 "seconds": time.perf_counter() - t0,
             }
         )
@@ -1062,6 +1069,63 @@ class _Run:
         self._set_state("synthesized", r)
         self._emit("synthesized", round=r, synthetic=summary)
         return pool
+
+    def synthesis_quality(
+        self, added: Candidates, sources: ImageSet, pool: Pool, r: int, scores: np.ndarray
+    ) -> dict[str, Any] | None:
+        """Quality figures of round ``r``'s added batch and its gallery (``round_XX/
+        synthesis_gallery.png``); None when turned off or nothing was added.
+
+        The reference for features and label fidelity is ``quality["reference"]`` (a
+        checkpoint) or else round ``r - 1``'s task model, named so in the figures: a run has no
+        full-data model. Subsamples come from ``default_rng([seed, r, 4])``.
+        """
+        from activesynth.synthesis.report import GALLERY_NAME, batch_quality, write_gallery
+
+        q = self.cfg.synthesis["quality"]
+        if not q["enabled"] or len(added) == 0:
+            return None
+        t0 = time.perf_counter()
+        if q["reference"]:
+            model, _ = load_checkpoint(q["reference"], self.pool_data)
+            name = f"reference checkpoint {q['reference']}"
+        else:
+            model = self.model(r - 1)
+            n_exp = int((pool.label_cost[pool.labelled_round <= r - 1] == "expert").sum())
+            name = (
+                f"task model of round {r - 1} ({n_exp} expert labels; the run's own model, "
+                "not a full-data reference)"
+            )
+        index = {str(i): k for k, i in enumerate(self.pool_data.ids)}
+        fitted_on = np.array([index[str(i)] for i in sources.ids], np.int64)
+        real_unlabelled = pool.unlabelled[pool.unlabelled < len(self.pool_data)]
+        holdout = np.setdiff1d(real_unlabelled, fitted_on)
+        figs, per_item = batch_quality(
+            added,
+            pool_data=self.pool_data,
+            fitted_on=fitted_on,
+            holdout=holdout,
+            task=self.cfg.task,
+            model=model,
+            model_name=name,
+            rng=np.random.default_rng([self.cfg.seed, r, 4]),
+            max_items=q["max_items"],
+            max_real=q["max_real"],
+        )
+        rows = min(q["gallery"], len(added))
+        if rows:
+            src = np.array([index[p.source_id] for p in added.provenance[:rows]], np.int64)
+            write_gallery(
+                _round_dir(self.out, r) / GALLERY_NAME,
+                self.pool_data.images[src],
+                None if added.masks is None else added.masks[:rows],
+                added.images[:rows],
+                scores=np.asarray(scores)[:rows],
+                fidelity=per_item[:rows],
+                title=f"round {r}: {self.cfg.synthesis['generator']}, top {rows} of {len(added)}",
+            )
+        figs["quality_seconds"] = time.perf_counter() - t0
+        return figs
 
     def candidate_classes(self, cands: Candidates) -> tuple[np.ndarray, tuple[str, ...]]:
         """(N,) int64 class of each candidate and the class names: the inherited image label

@@ -23,6 +23,12 @@ from activesynth.loop import History, LoopConfig, run_loop
 from activesynth.pool import Pool
 from activesynth.synthesis.candidates import Candidates
 from activesynth.synthesis.classic import ClassicAugmentation
+from activesynth.synthesis.report import (
+    GALLERY_NAME,
+    QUALITY_DEFAULTS,
+    collect_synthesis,
+    quality_table,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -74,6 +80,7 @@ def test_synthesis_config_defaults_and_checks() -> None:
         "score_params": {},
         "sources": "labelled",
         "max_sources": None,
+        "quality": QUALITY_DEFAULTS,
     }
     assert LoopConfig.from_dict(cfg.as_dict()) == cfg
     assert syn_cfg(synthesis=None).synthesis is None
@@ -87,6 +94,8 @@ def test_synthesis_config_defaults_and_checks() -> None:
         ({"sources": "pool"}, "Unknown synthesis sources"),
         ({"per_sorce": 2}, "Did you mean 'per_source'"),
         ({"max_sources": 0}, "max_sources"),
+        ({"quality": {"max_item": 9}}, "Did you mean 'max_items'"),
+        ({"quality": {"gallery": -1}}, "gallery must be an integer >= 0"),
     ]
     for over, msg in bad:
         with pytest.raises(ConfigError, match=msg):
@@ -329,6 +338,20 @@ def test_cgan_candidates_ranked_by_mc_dropout_join_the_pool(cgan_reference) -> N
     assert s["generator"] == "cgan" and s["score"] == "mc-dropout"
     assert s["generated"] == 7 * 8 and s["added"] == 4 and s["per_class"] == {"lumen": 4}
     assert s["checkpoint"].startswith("cgan:")
+    # the batch's quality figures, against the round-0 task model, named as such
+    q = s["quality"]
+    assert q["n"] == 4 == q["n_measured"] and q["rejected"] == {"nan": 0, "constant": 0}
+    assert 0 <= q["ssim"]["mean"] <= 1 and q["psnr_db"]["mean"] > 0
+    assert q["label_fidelity"]["model"].startswith("task model of round 0 (4 expert labels")
+    assert 0 <= q["label_fidelity"]["mask_dice_mean"] <= 1
+    assert q["n_fitted_on"] == 7 and q["memorisation"]["ratio"] > 0
+    assert "realism" in q["skipped"][0]  # 4 items are too few for 5-fold realism
+    assert (out / "round_01" / GALLERY_NAME).stat().st_size > 1000
+    rows = collect_synthesis(out)
+    assert [r["round"] for r in rows] == [1] and rows[0]["gallery"] is not None
+    assert rows[0]["fidelity"] == q["label_fidelity"]["mask_dice_mean"]
+    table = quality_table(rows)
+    assert "| 1 | 7 | cgan | 4 / 56 |" in table and "not Inception" in table
     pool = Pool.load(out)
     assert pool.n_expert_labels == 7 and (pool.label_cost[pool.synthetic] == "inherited").all()
     split = json.loads((out / "split.json").read_text())
