@@ -1176,6 +1176,8 @@ class CGANGenerator:
             raise ConfigError(f"Bad cgan perturb options: {exc}.") from exc
         self.cache_dir, self.checkpoint, self.quiet = cache_dir, checkpoint, quiet
         self.model: CGAN | None = None
+        #: called as (stage, epochs done, figures) after each training epoch (progress)
+        self.on_epoch: OnEpoch | None = None
 
     def fit(self, data: ImageSet, *, rng: np.random.Generator) -> None:
         """Train (or find in the cache) the cGAN of ``data``; the seed is drawn from ``rng``.
@@ -1192,7 +1194,9 @@ class CGANGenerator:
         if not self._size_given:
             cfg = replace(cfg, image_size=int(data.shape[0]))
         seed = int(rng.integers(0, 2**31 - 1))
-        self.model = train_cgan(data, cfg, self.cache_dir, seed=seed, quiet=self.quiet)
+        self.model = train_cgan(
+            data, cfg, self.cache_dir, seed=seed, quiet=self.quiet, on_epoch=self.on_epoch
+        )
 
     def _trained(self) -> CGAN:
         if self.model is None:
