@@ -58,7 +58,10 @@ query's items are labelled, a registered generator (``generative.base.GENERATORS
 ``per_source`` candidates from each source item (``"labelled"``: the expert-labelled real items
 and their oracle masks/labels, the honest default; ``"pool-masks"``: every real pool item with
 the dataset's manual masks/labels, Mahapatra et al.'s protocol, which reads labels the budget
-does not count and is recorded as such in the history). NaN/constant images are rejected and
+does not count and is recorded as such in the history; ``"labelled-dataset-masks"``: the
+expert-labelled items with their expert labels but the dataset's own masks, for a
+mask-conditioned generator in a classification run, where the expert gives a class and the
+masks (JSRT's lung fields) are extra labels the budget does not count, also recorded as such). NaN/constant images are rejected and
 counted; the rest are scored by a registered strategy (``score``, default the run's) through a
 :class:`QueryContext` over the candidates (every candidate unlabelled, ground-truth extras =
 their inherited targets) with the previous round's model, and the top ``top_k`` (or ``top_k[c]``
@@ -162,7 +165,8 @@ class LoopConfig:
         synthesis: None (no synthetic items) or ``{"generator": name, "params": {...},
             "per_source": n <= 200, "top_k": k or {class name or id: k}, "score": strategy
             name (default: ``strategy``), "score_params": {...} (default: ``strategy_params``
-            when ``score`` is the run's strategy), "sources": "labelled" | "pool-masks",
+            when ``score`` is the run's strategy), "sources": "labelled" |
+            "labelled-dataset-masks" | "pool-masks",
             "max_sources": cap on source items per round (a seeded random subset) or None,
             "quality": quality figures and gallery of each added batch (``synthesis.report.
             QUALITY_DEFAULTS``: ``enabled``, ``max_items``, ``max_real``, ``gallery`` rows,
@@ -417,7 +421,7 @@ SYNTHESIS_KEYS = (
     "max_sources",
     "quality",
 )
-SYNTHESIS_SOURCES = ("labelled", "pool-masks")
+SYNTHESIS_SOURCES = ("labelled", "labelled-dataset-masks", "pool-masks")
 MAX_PER_SOURCE = 200
 """Mahapatra et al. generate up to 200 synthetic images per source image."""
 
@@ -1006,11 +1010,19 @@ class _Run:
     def synthesis_sources(self, pool: Pool, rng: np.random.Generator) -> ImageSet:
         """The real items candidates are made from, with the targets the generator may read."""
         syn = self.cfg.synthesis
-        if syn["sources"] == "labelled":
+        if syn["sources"] in ("labelled", "labelled-dataset-masks"):
             idx = pool.labelled
+            masks = None if pool.masks is None else pool.masks[idx]
+            if syn["sources"] == "labelled-dataset-masks":
+                if self.pool_data.masks is None:
+                    raise ConfigError(
+                        f"synthesis sources 'labelled-dataset-masks' reads the dataset's masks "
+                        f"and {self.pool_data.name} has none; use sources 'labelled'."
+                    )
+                masks = self.pool_data.masks[idx]
             src = replace(
                 self.pool_data.subset(idx),
-                masks=None if pool.masks is None else pool.masks[idx],
+                masks=masks,
                 labels=None if pool.labels is None else pool.labels[idx],
                 check_finite=False,
             )
@@ -1049,7 +1061,7 @@ class _Run:
                 "checkpoint": gen.checkpoint_hash,
                 "sources": syn["sources"],
                 # Mahapatra's protocol reads manual masks of items the budget never paid for
-                "reads_unbudgeted_labels": syn["sources"] == "pool-masks",
+                "reads_unbudgeted_labels": syn["sources"] != "labelled",
                 "n_sources": len(sources),
                 "per_source": syn["per_source"],
                 "generated": len(cands),
