@@ -257,6 +257,12 @@ def test_generation_is_deterministic_for_a_seed(trained, pool) -> None:
         model.generate(np.zeros((1, 16, 16, 1), np.uint8), np.zeros((1, 16, 16), np.uint8))
     with pytest.raises(DataError, match="no 'record' key"):
         model.replay(src.images[0], src.masks[0], {"flip": []})
+    # a source without foreground (an LGG slice without tumour) gets geometry-only candidates
+    empty = replace(src, masks=np.zeros_like(src.masks))
+    e = model.propose(empty, 2, rng=np.random.default_rng(0))
+    assert not e.masks.any() and "no_foreground" in e.provenance[0].perturbation
+    img, _ = model.replay(empty.images[0], empty.masks[0], e.provenance[0].perturbation)
+    assert np.array_equal(img, e.images[0])
     three = replace(src, masks=src.masks * 2, class_names=("bg", "a", "b"))  # not binary
     with pytest.raises(DataError, match="binary"):
         model.propose(three, 2, rng=np.random.default_rng(0))

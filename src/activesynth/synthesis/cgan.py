@@ -88,7 +88,7 @@ from activesynth.models.feature_net import (
 )
 from activesynth.registry import check_option, did_you_mean
 from activesynth.synthesis.candidates import Candidates, LabelCost, Provenance
-from activesynth.synthesis.perturb import PerturbConfig
+from activesynth.synthesis.perturb import ChainRecord, PerturbConfig, draw_spatial
 from activesynth.synthesis.perturb import apply as perturb_apply
 from activesynth.synthesis.perturb import draw as perturb_draw
 from activesynth.utils import file_lock as _locked  # one lock for every cache
@@ -685,9 +685,11 @@ class CGAN:
     ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
         """Draw and apply one perturbation (``synthesis.perturb``) to a source pair.
 
-        The boundary step is tried first; when the mask cannot be displaced (no component with
-        an interior stretch of ``n_points``, e.g. a small structure at 32 px) the chain is drawn
-        again from the same seed without it, and the record says why (``boundary_refused``).
+        An empty mask (no structure to displace or recolour) gets a spatial-only chain
+        (``no_foreground`` in the record). Otherwise the boundary step is tried first; when the
+        mask cannot be displaced (no component with an interior stretch of ``n_points``, e.g. a
+        small structure at 32 px) the chain is drawn again from the same seed without it, and the
+        record says why (``boundary_refused``).
 
         Args:
             image: (H, W, C) source image; mask: (H, W) binary source mask.
@@ -699,6 +701,12 @@ class CGAN:
             provenance ``perturbation`` dict ``{"record": chain dict[, "boundary_refused"]}``).
         """
         rec_doc: dict[str, Any] = {}
+        if not mask.any():  # e.g. an LGG slice without tumour: only the geometry can change
+            spatial = draw_spatial(mask.shape, np.random.default_rng(seed), **config.spatial)
+            rec = ChainRecord(steps=(spatial,))
+            rec_doc["no_foreground"] = "boundary and intensity steps need a structure: spatial only"
+            img, mk = perturb_apply(rec, image, mask.astype(np.uint8))
+            return img, (mk > 0).astype(np.uint8), {"record": rec.to_dict(), **rec_doc}
         try:
             rec = perturb_draw(mask, np.random.default_rng(seed), config)
         except DataError as exc:
