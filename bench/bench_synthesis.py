@@ -3,7 +3,8 @@
 Prints, on one dataset (JSRT lungs at 64 px when the shared data is there, else the phantoms):
 
 1. cGAN training seconds per epoch, per stage (mask autoencoder, feature network, G + D), on
-   the whole pool, with the config given (default: the experiments' 64 px cGAN).
+   the whole pool, with the cGAN params of a grid config (default: the synthesis arm of
+   experiments/jsrt_lung_synthesis.json).
 2. Candidate generation throughput per source at ``--candidates`` (200) candidates: perturbation
    (synthesis.perturb chains) + G, then MC-dropout scoring (the paper's Eq. 6, ``mc-dropout``
    with ``fast``), against one deterministic forward pass of the task model over the same number
@@ -28,19 +29,23 @@ import resource
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-#: The 64 px cGAN of experiments/jsrt_*_synthesis.json.
-CGAN_64: dict[str, Any] = {
-    "features": 64,
-    "n_res_blocks": 4,
-    "latent_dim": 16,
-    "ae_channels": [16, 32, 64],
-    "feat_channels": [32, 64, 128, 256],
-    "batch_size": 8,
-}
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+GRID = os.path.join(REPO, "experiments", "jsrt_lung_synthesis.json")
+
+
+def grid_cgan(path: str) -> dict[str, Any]:
+    """The cGAN params of the first arm with synthesis in a grid config (the experiments')."""
+    doc = json.loads(Path(path).read_text())
+    for st in doc["strategies"]:
+        syn = st.get("config", {}).get("synthesis") if isinstance(st, dict) else None
+        if syn and syn["generator"] == "cgan":
+            return dict(syn["params"])
+    raise SystemExit(f"{path} has no cgan synthesis arm")
 
 
 def load(args: argparse.Namespace) -> Any:
@@ -59,7 +64,8 @@ def task_model(data: Any) -> Any:
     from activesynth.models.config import build_model
     from activesynth.train import model_config_for
 
-    model = build_model(model_config_for(data, "seg", channels=(8, 16, 32, 64), dropout=0.1))
+    cfg = model_config_for(data, "seg", channels=(8, 16, 32, 64), dropout=0.1, aleatoric=True)
+    model = build_model(cfg)
     return model.eval()
 
 
@@ -88,21 +94,18 @@ def score(data: Any, model: Any, cands: Any, k: int) -> None:
 def fit_cgan(data: Any, args: argparse.Namespace, epochs: int) -> Any:
     from activesynth.synthesis.cgan import CGANConfig, train_cgan
 
-    cfg = CGANConfig(
-        **{**CGAN_64, "image_size": data.shape[0]},
-        epochs=epochs,
-        ae_epochs=epochs,
-        feat_epochs=epochs,
-    )
-    return train_cgan(data, cfg, None, quiet=True)
+    params = {**grid_cgan(args.grid), "image_size": data.shape[0]}
+    params.update(epochs=epochs, ae_epochs=epochs, feat_epochs=epochs)
+    return train_cgan(data, CGANConfig(**params), None, quiet=True)
 
 
 def memory_child(args: argparse.Namespace) -> None:
-    """The round's synthesis step alone; prints RSS before and the peak after (KiB)."""
+    """The round's synthesis step alone; prints RSS before and the peak after (KiB). The cGAN is
+    fitted for one epoch on the sources only (its weights do not change the memory)."""
     data = load(args)
     model = task_model(data)
-    gan = fit_cgan(data, args, 1)
     sources = data.subset(np.arange(args.sources))
+    gan = fit_cgan(sources, args, 1)
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     cands = gan.propose(sources, args.candidates, rng=np.random.default_rng(0))
     score(data, model, cands, 16)
@@ -112,6 +115,7 @@ def memory_child(args: argparse.Namespace) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--grid", default=GRID, help="grid config whose cGAN params are timed")
     p.add_argument("--dataset", default="jsrt")
     p.add_argument("--size", type=int, default=64)
     p.add_argument("--pool", type=int, default=174, help="pool images (JSRT's train split: 174)")
@@ -131,6 +135,9 @@ def main() -> None:
 
     data = load(args)
     print(f"# {data.name}: {len(data)} images {data.shape}, threads {args.threads}")
+    print(
+        f"# cGAN params of {os.path.relpath(args.grid, REPO)}: {json.dumps(grid_cgan(args.grid))}"
+    )
     t0 = time.perf_counter()
     gan = fit_cgan(data, args, args.epochs)
     fit_s = time.perf_counter() - t0

@@ -4,6 +4,7 @@ dataclass; every subcommand's help ends with an example (``EXAMPLES``).
 activesynth datasets [--check SPEC]  list datasets (a plain table; JSON when piped), or check a spec
 activesynth train --dataset lgg ...  train on a fraction of the training split, evaluate
 activesynth demo                     the README's main job on the embedded phantom data
+activesynth synthesise --data D --n N --out O   synthetic image/mask pairs (synthesis.synthesise)
 
 Wherever a dataset is taken (``train``, ``loop``, ``bench`` grid configs, ``suggest``), a
 registered name, the path of a dataset spec (``.json`` / ``.yaml``) or an image folder is
