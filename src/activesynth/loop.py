@@ -167,12 +167,14 @@ class LoopConfig:
             name (default: ``strategy``), "score_params": {...} (default: ``strategy_params``
             when ``score`` is the run's strategy), "sources": "labelled" |
             "labelled-dataset-masks" | "pool-masks",
-            "max_sources": cap on source items per round (a seeded random subset) or None,
+            "max_sources": cap on source items per round (a seeded random subset; a trained
+            generator still learns from all items it may read) or None,
             "quality": quality figures and gallery of each added batch (``synthesis.report.
             QUALITY_DEFAULTS``: ``enabled``, ``max_items``, ``max_real``, ``gallery`` rows,
-            ``reference`` checkpoint; false turns them off)}``; see the module docstring. Stored with every default filled in. Cost per round:
-            ``per_source`` x sources candidates are generated, held in memory at once (uint8
-            images + masks) and scored in one strategy call; ``max_sources`` bounds both.
+            ``reference`` checkpoint; false turns them off)}``; see the module docstring.
+            Stored with every default filled in. Cost per round: ``per_source`` x sources
+            candidates are generated, held in memory at once (uint8 images + masks) and scored
+            in one strategy call; ``max_sources`` bounds both.
     """
 
     dataset: str
@@ -1007,8 +1009,9 @@ class _Run:
             params["quiet"] = self.quiet
         return make_generator(syn["generator"], **params)
 
-    def synthesis_sources(self, pool: Pool, rng: np.random.Generator) -> ImageSet:
-        """The real items candidates are made from, with the targets the generator may read."""
+    def synthesis_sources(self, pool: Pool, rng: np.random.Generator) -> tuple[ImageSet, ImageSet]:
+        """The real items the generator may learn from, with the targets it may read, and the
+        sources candidates are made from (a seeded subset of at most ``max_sources`` of them)."""
         syn = self.cfg.synthesis
         if syn["sources"] in ("labelled", "labelled-dataset-masks"):
             idx = pool.labelled
@@ -1031,8 +1034,8 @@ class _Run:
             src = self.pool_data
         cap = syn["max_sources"]
         if cap is not None and len(idx) > cap:
-            src = src.subset(np.sort(rng.choice(len(idx), size=cap, replace=False)))
-        return src
+            return src, src.subset(np.sort(rng.choice(len(idx), size=cap, replace=False)))
+        return src, src
 
     def synthesize(self, pool: Pool, r: int) -> Pool:
         """Generate, validate, score and add round ``r``'s synthetic items; save the pool."""
@@ -1043,8 +1046,8 @@ class _Run:
         seed_material = [int(self.cfg.seed), int(r), 2]
         rng = np.random.default_rng(seed_material)
         gen = self.make_generator()
-        sources = self.synthesis_sources(pool, rng)
-        gen.fit(sources, rng=rng)
+        fit_set, sources = self.synthesis_sources(pool, rng)
+        gen.fit(fit_set, rng=rng)  # a trained generator learns from every item it may read
         cands = gen.propose(sources, syn["per_source"], rng=rng)
         check_proposal(cands, sources, syn["per_source"], syn["generator"])
         cands = replace(
@@ -1053,7 +1056,7 @@ class _Run:
         valid, n_rejected = cands.filter_valid()
         pick, scores, per_class = self.rank_candidates(valid, r)
         added = valid.subset(pick)
-        quality = self.synthesis_quality(added, sources, pool, r, scores)
+        quality = self.synthesis_quality(added, fit_set, pool, r, scores)
         pool = pool.append_synthetic(added, r)
         summary = to_jsonable(
             {
@@ -1083,7 +1086,7 @@ class _Run:
         return pool
 
     def synthesis_quality(
-        self, added: Candidates, sources: ImageSet, pool: Pool, r: int, scores: np.ndarray
+        self, added: Candidates, fit_set: ImageSet, pool: Pool, r: int, scores: np.ndarray
     ) -> dict[str, Any] | None:
         """Quality figures of round ``r``'s added batch and its gallery (``round_XX/
         synthesis_gallery.png``); None when turned off or nothing was added.
@@ -1109,7 +1112,7 @@ class _Run:
                 "not a full-data reference)"
             )
         index = {str(i): k for k, i in enumerate(self.pool_data.ids)}
-        fitted_on = np.array([index[str(i)] for i in sources.ids], np.int64)
+        fitted_on = np.array([index[str(i)] for i in fit_set.ids], np.int64)
         real_unlabelled = pool.unlabelled[pool.unlabelled < len(self.pool_data)]
         holdout = np.setdiff1d(real_unlabelled, fitted_on)
         figs, per_item = batch_quality(

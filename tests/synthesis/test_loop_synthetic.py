@@ -314,6 +314,7 @@ CGAN_SYN = {
     "per_source": 8,
     "top_k": {"lumen": 4},
     "score": "mc-dropout",
+    "max_sources": 4,
 }
 
 
@@ -336,7 +337,9 @@ def test_cgan_candidates_ranked_by_mc_dropout_join_the_pool(cgan_reference) -> N
     assert hist.column("n_synthetic").tolist() == [0, 4]
     s = hist.records[1]["synthetic"]
     assert s["generator"] == "cgan" and s["score"] == "mc-dropout"
-    assert s["generated"] == 7 * 8 and s["added"] == 4 and s["per_class"] == {"lumen": 4}
+    # candidates from 4 of the 7 labelled items (max_sources); the cGAN learns from all 7
+    assert s["n_sources"] == 4 and s["generated"] == 4 * 8
+    assert s["added"] == 4 and s["per_class"] == {"lumen": 4}
     assert s["checkpoint"].startswith("cgan:")
     # the batch's quality figures, against the round-0 task model, named as such
     q = s["quality"]
@@ -351,7 +354,7 @@ def test_cgan_candidates_ranked_by_mc_dropout_join_the_pool(cgan_reference) -> N
     assert [r["round"] for r in rows] == [1] and rows[0]["gallery"] is not None
     assert rows[0]["fidelity"] == q["label_fidelity"]["mask_dice_mean"]
     table = quality_table(rows)
-    assert "| 1 | 7 | cgan | 4 / 56 |" in table and "not Inception" in table
+    assert "| 1 | 7 | cgan | 4 / 32 |" in table and "not Inception" in table
     pool = Pool.load(out)
     assert pool.n_expert_labels == 7 and (pool.label_cost[pool.synthetic] == "inherited").all()
     split = json.loads((out / "split.json").read_text())
