@@ -95,8 +95,15 @@ def fit_cgan(data: Any, args: argparse.Namespace, epochs: int) -> Any:
     from activesynth.synthesis.cgan import CGANConfig, train_cgan
 
     params = {**grid_cgan(args.grid), "image_size": data.shape[0]}
+    params.pop("perturb", None)  # the generator's option, not the network's (see perturb_config)
     params.update(epochs=epochs, ae_epochs=epochs, feat_epochs=epochs)
     return train_cgan(data, CGANConfig(**params), None, quiet=True)
+
+
+def perturb_config(args: argparse.Namespace) -> Any:
+    from activesynth.synthesis.perturb import PerturbConfig
+
+    return PerturbConfig(**grid_cgan(args.grid).get("perturb", {}))
 
 
 def memory_child(args: argparse.Namespace) -> None:
@@ -107,7 +114,9 @@ def memory_child(args: argparse.Namespace) -> None:
     sources = data.subset(np.arange(args.sources))
     gan = fit_cgan(sources, args, 1)
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    cands = gan.propose(sources, args.candidates, rng=np.random.default_rng(0))
+    cands = gan.propose(
+        sources, args.candidates, rng=np.random.default_rng(0), perturb=perturb_config(args)
+    )
     score(data, model, cands, 16)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     print(json.dumps({"rss_before_kib": before, "rss_peak_kib": peak, "n": len(cands)}))
@@ -150,7 +159,9 @@ def main() -> None:
     model = task_model(data)
     src = data.subset([0])
     t0 = time.perf_counter()
-    cands = gan.propose(src, args.candidates, rng=np.random.default_rng(0))
+    cands = gan.propose(
+        src, args.candidates, rng=np.random.default_rng(0), perturb=perturb_config(args)
+    )
     gen_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     score(data, model, cands, 16)
