@@ -404,3 +404,38 @@ def test_interrupted_cgan_run_resumes_to_the_same_history(
     for name in ("ids", "labelled_round", "masks", "label_cost", "synthetic_images"):
         np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
     assert a.provenance == b.provenance
+
+
+def test_labelled_dataset_masks_sources_for_a_mask_conditioned_generator_in_classification(
+    tmp_path,
+) -> None:
+    """A classification pool holds no masks; 'labelled-dataset-masks' gives the generator the
+    expert-labelled items with their expert labels and the dataset's own masks (flagged as
+    unbudgeted labels), and max_sources caps the sources but not what the generator learns from."""
+    from activesynth.loop import _Run
+
+    synth = {
+        "generator": "classic",
+        "per_source": 2,
+        "top_k": 2,
+        "sources": "labelled-dataset-masks",
+        "max_sources": 3,
+    }
+    cfg = syn_cfg(task="cls", channels=[4, 4, 8, 8], synthesis=synth)
+    run = _Run(cfg, tmp_path, None, True, None)
+    data = run.pool_data
+    idx = np.array([1, 4, 6, 9, 12])
+    pool = Pool.empty(data, "cls").label(idx, 0, "oracle", labels=data.labels[idx])
+    fit_set, sources = run.synthesis_sources(pool, np.random.default_rng(0))
+    assert fit_set.ids.tolist() == data.ids[idx].tolist()
+    np.testing.assert_array_equal(fit_set.masks, data.masks[idx])  # the dataset's masks
+    np.testing.assert_array_equal(fit_set.labels, pool.labels[idx])  # the expert's labels
+    assert len(sources) == 3 and set(sources.ids) <= set(fit_set.ids)
+    plain = _Run(
+        syn_cfg(task="cls", channels=[4, 4, 8, 8], synthesis={**synth, "sources": "labelled"}),
+        tmp_path / "b",
+        None,
+        True,
+        None,
+    )
+    assert plain.synthesis_sources(pool, np.random.default_rng(0))[0].masks is None
