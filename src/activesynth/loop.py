@@ -58,7 +58,10 @@ query's items are labelled, a registered generator (``generative.base.GENERATORS
 ``per_source`` candidates from each source item (``"labelled"``: the expert-labelled real items
 and their oracle masks/labels, the honest default; ``"pool-masks"``: every real pool item with
 the dataset's manual masks/labels, Mahapatra et al.'s protocol, which reads labels the budget
-does not count and is recorded as such in the history). NaN/constant images are rejected and
+does not count and is recorded as such in the history; ``"labelled-dataset-masks"``: the
+expert-labelled items with their expert labels but the dataset's own masks, for a
+mask-conditioned generator in a classification run, where the expert gives a class and the
+masks (JSRT's lung fields) are extra labels the budget does not count, also recorded as such). NaN/constant images are rejected and
 counted; the rest are scored by a registered strategy (``score``, default the run's) through a
 :class:`QueryContext` over the candidates (every candidate unlabelled, ground-truth extras =
 their inherited targets) with the previous round's model, and the top ``top_k`` (or ``top_k[c]``
@@ -107,6 +110,7 @@ from activesynth.registry import check_option, did_you_mean
 from activesynth.strategies import STRATEGIES, BudgetError, Query, QueryContext, make_strategy
 from activesynth.strategies.base import strategy_model_options
 from activesynth.synthesis.candidates import Candidates, LabelCost
+from activesynth.synthesis.report import normalise_quality
 from activesynth.train import TrainConfig, fit, load_checkpoint, model_config_for, seed_for
 from activesynth.utils import atomic_write, atomic_write_json, progress_enabled
 
@@ -161,11 +165,16 @@ class LoopConfig:
         synthesis: None (no synthetic items) or ``{"generator": name, "params": {...},
             "per_source": n <= 200, "top_k": k or {class name or id: k}, "score": strategy
             name (default: ``strategy``), "score_params": {...} (default: ``strategy_params``
-            when ``score`` is the run's strategy), "sources": "labelled" | "pool-masks",
-            "max_sources": cap on source items per round (a seeded random subset) or None}``;
-            see the module docstring. Stored with every default filled in. Cost per round:
-            ``per_source`` x sources candidates are generated, held in memory at once (uint8
-            images + masks) and scored in one strategy call; ``max_sources`` bounds both.
+            when ``score`` is the run's strategy), "sources": "labelled" |
+            "labelled-dataset-masks" | "pool-masks",
+            "max_sources": cap on source items per round (a seeded random subset; a trained
+            generator still learns from all items it may read) or None,
+            "quality": quality figures and gallery of each added batch (``synthesis.report.
+            QUALITY_DEFAULTS``: ``enabled``, ``max_items``, ``max_real``, ``gallery`` rows,
+            ``reference`` checkpoint; false turns them off)}``; see the module docstring.
+            Stored with every default filled in. Cost per round: ``per_source`` x sources
+            candidates are generated, held in memory at once (uint8 images + masks) and scored
+            in one strategy call; ``max_sources`` bounds both.
     """
 
     dataset: str
@@ -412,8 +421,9 @@ SYNTHESIS_KEYS = (
     "score_params",
     "sources",
     "max_sources",
+    "quality",
 )
-SYNTHESIS_SOURCES = ("labelled", "pool-masks")
+SYNTHESIS_SOURCES = ("labelled", "labelled-dataset-masks", "pool-masks")
 MAX_PER_SOURCE = 200
 """Mahapatra et al. generate up to 200 synthetic images per source image."""
 
@@ -484,6 +494,7 @@ def normalise_synthesis(s: Any, cfg: LoopConfig) -> dict[str, Any] | None:
         "score_params": score_params,
         "sources": sources,
         "max_sources": None if cap is None else int(cap),
+        "quality": normalise_quality(s.get("quality")),
     }
 
 
@@ -984,14 +995,37 @@ class _Run:
             and str(r) not in pool.info.get("synthesis", {})
         )
 
-    def synthesis_sources(self, pool: Pool, rng: np.random.Generator) -> ImageSet:
-        """The real items candidates are made from, with the targets the generator may read."""
+    def make_generator(self) -> Any:
+        """The run's generator; one that trains (takes ``cache_dir`` / ``quiet``) gets the run's
+        content-addressed cache (``manifold_cache``) and quietness unless its params set them."""
+        import inspect
+
         syn = self.cfg.synthesis
-        if syn["sources"] == "labelled":
+        params = dict(syn["params"])
+        accepts = inspect.signature(GENERATORS.get(syn["generator"])).parameters
+        if "cache_dir" in accepts and "cache_dir" not in params:
+            params["cache_dir"] = manifold_cache(self.out)
+        if "quiet" in accepts and "quiet" not in params:
+            params["quiet"] = self.quiet
+        return make_generator(syn["generator"], **params)
+
+    def synthesis_sources(self, pool: Pool, rng: np.random.Generator) -> tuple[ImageSet, ImageSet]:
+        """The real items the generator may learn from, with the targets it may read, and the
+        sources candidates are made from (a seeded subset of at most ``max_sources`` of them)."""
+        syn = self.cfg.synthesis
+        if syn["sources"] in ("labelled", "labelled-dataset-masks"):
             idx = pool.labelled
+            masks = None if pool.masks is None else pool.masks[idx]
+            if syn["sources"] == "labelled-dataset-masks":
+                if self.pool_data.masks is None:
+                    raise ConfigError(
+                        f"synthesis sources 'labelled-dataset-masks' reads the dataset's masks "
+                        f"and {self.pool_data.name} has none; use sources 'labelled'."
+                    )
+                masks = self.pool_data.masks[idx]
             src = replace(
                 self.pool_data.subset(idx),
-                masks=None if pool.masks is None else pool.masks[idx],
+                masks=masks,
                 labels=None if pool.labels is None else pool.labels[idx],
                 check_finite=False,
             )
@@ -1000,8 +1034,8 @@ class _Run:
             src = self.pool_data
         cap = syn["max_sources"]
         if cap is not None and len(idx) > cap:
-            src = src.subset(np.sort(rng.choice(len(idx), size=cap, replace=False)))
-        return src
+            return src, src.subset(np.sort(rng.choice(len(idx), size=cap, replace=False)))
+        return src, src
 
     def synthesize(self, pool: Pool, r: int) -> Pool:
         """Generate, validate, score and add round ``r``'s synthetic items; save the pool."""
@@ -1011,9 +1045,9 @@ class _Run:
         t0 = time.perf_counter()
         seed_material = [int(self.cfg.seed), int(r), 2]
         rng = np.random.default_rng(seed_material)
-        gen = make_generator(syn["generator"], **syn["params"])
-        sources = self.synthesis_sources(pool, rng)
-        gen.fit(sources, rng=rng)
+        gen = self.make_generator()
+        fit_set, sources = self.synthesis_sources(pool, rng)
+        gen.fit(fit_set, rng=rng)  # a trained generator learns from every item it may read
         cands = gen.propose(sources, syn["per_source"], rng=rng)
         check_proposal(cands, sources, syn["per_source"], syn["generator"])
         cands = replace(
@@ -1022,6 +1056,7 @@ class _Run:
         valid, n_rejected = cands.filter_valid()
         pick, scores, per_class = self.rank_candidates(valid, r)
         added = valid.subset(pick)
+        quality = self.synthesis_quality(added, fit_set, pool, r, scores)
         pool = pool.append_synthetic(added, r)
         summary = to_jsonable(
             {
@@ -1029,7 +1064,7 @@ class _Run:
                 "checkpoint": gen.checkpoint_hash,
                 "sources": syn["sources"],
                 # Mahapatra's protocol reads manual masks of items the budget never paid for
-                "reads_unbudgeted_labels": syn["sources"] == "pool-masks",
+                "reads_unbudgeted_labels": syn["sources"] != "labelled",
                 "n_sources": len(sources),
                 "per_source": syn["per_source"],
                 "generated": len(cands),
@@ -1039,6 +1074,7 @@ class _Run:
                 "scores": np.asarray(scores, np.float64).tolist(),
                 "ids": pool.ids[len(pool) - len(added) :].tolist(),
                 "per_class": per_class,
+                "quality": quality,
                 "seconds": time.perf_counter() - t0,
             }
         )
@@ -1048,6 +1084,63 @@ class _Run:
         self._set_state("synthesized", r)
         self._emit("synthesized", round=r, synthetic=summary)
         return pool
+
+    def synthesis_quality(
+        self, added: Candidates, fit_set: ImageSet, pool: Pool, r: int, scores: np.ndarray
+    ) -> dict[str, Any] | None:
+        """Quality figures of round ``r``'s added batch and its gallery (``round_XX/
+        synthesis_gallery.png``); None when turned off or nothing was added.
+
+        The reference for features and label fidelity is ``quality["reference"]`` (a
+        checkpoint) or else round ``r - 1``'s task model, named so in the figures: a run has no
+        full-data model. Subsamples come from ``default_rng([seed, r, 4])``.
+        """
+        from activesynth.synthesis.report import GALLERY_NAME, batch_quality, write_gallery
+
+        q = self.cfg.synthesis["quality"]
+        if not q["enabled"] or len(added) == 0:
+            return None
+        t0 = time.perf_counter()
+        if q["reference"]:
+            model, _ = load_checkpoint(q["reference"], self.pool_data)
+            name = f"reference checkpoint {q['reference']}"
+        else:
+            model = self.model(r - 1)
+            n_exp = int((pool.label_cost[pool.labelled_round <= r - 1] == "expert").sum())
+            name = (
+                f"task model of round {r - 1} ({n_exp} expert labels; the run's own model, "
+                "not a full-data reference)"
+            )
+        index = {str(i): k for k, i in enumerate(self.pool_data.ids)}
+        fitted_on = np.array([index[str(i)] for i in fit_set.ids], np.int64)
+        real_unlabelled = pool.unlabelled[pool.unlabelled < len(self.pool_data)]
+        holdout = np.setdiff1d(real_unlabelled, fitted_on)
+        figs, per_item = batch_quality(
+            added,
+            pool_data=self.pool_data,
+            fitted_on=fitted_on,
+            holdout=holdout,
+            task=self.cfg.task,
+            model=model,
+            model_name=name,
+            rng=np.random.default_rng([self.cfg.seed, r, 4]),
+            max_items=q["max_items"],
+            max_real=q["max_real"],
+        )
+        rows = min(q["gallery"], len(added))
+        if rows:
+            src = np.array([index[p.source_id] for p in added.provenance[:rows]], np.int64)
+            write_gallery(
+                _round_dir(self.out, r) / GALLERY_NAME,
+                self.pool_data.images[src],
+                None if added.masks is None else added.masks[:rows],
+                added.images[:rows],
+                scores=np.asarray(scores)[:rows],
+                fidelity=per_item[:rows],
+                title=f"round {r}: {self.cfg.synthesis['generator']}, top {rows} of {len(added)}",
+            )
+        figs["quality_seconds"] = time.perf_counter() - t0
+        return figs
 
     def candidate_classes(self, cands: Candidates) -> tuple[np.ndarray, tuple[str, ...]]:
         """(N,) int64 class of each candidate and the class names: the inherited image label

@@ -208,3 +208,31 @@ def test_full_run_is_a_valid_loop_config(tmp_path: Path) -> None:
     grid = parse_grid(doc)
     (full,) = [u for u in grid.units() if u.strategy == "full"]
     assert full.config["strategy"] == "random"
+
+
+def test_a_strategy_entry_may_set_loop_config_fields_such_as_synthesis(tmp_path: Path) -> None:
+    synthesis = {"generator": "classic", "per_source": 4, "top_k": 2, "score": "random"}
+    doc = {
+        "datasets": [{"name": "phantom", "config": {"dataset": "phantom", "task": "seg"}}],
+        "strategies": [
+            "entropy",
+            {"name": "entropy", "label": "entropy+classic", "config": {"synthesis": synthesis}},
+        ],
+        "seeds": 1,
+        "schedules": {"s": {"initial": 4, "schedule": [4]}},
+        "full": True,
+    }
+    units = {u.strategy: u for u in parse_grid(doc).units()}  # LoopConfig checks every unit
+    assert units["entropy+classic"].config["synthesis"] == synthesis
+    assert "synthesis" not in units["entropy"].config and "synthesis" not in units["full"].config
+    # an entry without config keeps the id it had before entries could carry one
+    plain = parse_grid({**doc, "strategies": ["entropy"]}).units()
+    assert {u.run_id for u in plain} <= {u.run_id for u in units.values()}
+    bad = {"name": "entropy", "label": "x", "config": {"seed": 3}}
+    with pytest.raises(ConfigError, match=r"strategies\[0\]\.config sets 'seed'"):
+        parse_grid({**doc, "strategies": [bad]})
+    with pytest.raises(ConfigError, match='give it a "label"'):
+        parse_grid({**doc, "strategies": [{"name": "entropy", "config": {"synthesis": None}}]})
+    typo = {"name": "entropy", "label": "x", "config": {"synthesis": {**synthesis, "top": 1}}}
+    with pytest.raises(ConfigError, match="Unknown synthesis key"):
+        parse_grid({**doc, "strategies": [typo]})

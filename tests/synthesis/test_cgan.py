@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -9,6 +11,7 @@ from torch import nn
 
 from activesynth.data.phantoms import make_phantoms
 from activesynth.errors import CheckpointError, ConfigError, DataError
+from activesynth.generative.base import GENERATORS, Generator, check_proposal, make_generator
 from activesynth.models.cgan_nets import (
     PAPER_DISC_CHANNELS,
     MaskAutoencoder,
@@ -20,6 +23,7 @@ from activesynth.models.cgan_nets import (
 )
 from activesynth.models.feature_net import FeatureNet, feature_distance
 from activesynth.synthesis import cgan as C
+from activesynth.synthesis.candidates import LabelCost
 
 #: Small and short enough for tests (seconds on one core).
 TINY = {
@@ -132,7 +136,6 @@ def test_config_is_validated(pool) -> None:
         C.CGANConfig(pairing="patient")
     with pytest.raises(ConfigError, match="image_size is 64 but phantom's images are 32x32"):
         C.train_cgan(pool, C.CGANConfig(**{**TINY, "image_size": 64}))
-    from dataclasses import replace
 
     with pytest.raises(DataError, match="masks"):
         C.train_cgan(replace(pool, masks=None), C.CGANConfig(**TINY))
@@ -149,17 +152,6 @@ def test_source_pairs_stay_within_the_patient() -> None:
     rand = C.source_pairs(groups, "random", 3, 0)
     assert (rand != np.arange(10)).all()
     assert np.array_equal(C.source_pairs(groups, "self", 3, 0), np.arange(10))
-
-
-def test_perturb_mask_is_seeded_and_keeps_class_ids(pool) -> None:
-    m = pool.masks[int(np.argmax(pool.masks.sum((1, 2))))]  # the largest lumen
-    assert m.sum() > 20
-    a, pa = C.perturb_mask(m, np.random.default_rng(5))
-    b, pb = C.perturb_mask(m, np.random.default_rng(5))
-    c, _ = C.perturb_mask(m, np.random.default_rng(6))
-    assert np.array_equal(a, b) and pa == pb and not np.array_equal(a, c)
-    assert a.dtype == np.uint8 and set(np.unique(a)) <= {0, 1} and a.any()
-    assert not np.array_equal(a, m)
 
 
 # ---- training -----------------------------------------------------------------------------------
@@ -225,7 +217,6 @@ def test_resume_after_interruption_is_bit_identical(pool, trained, tmp_path) -> 
 
 
 def test_checkpoint_from_another_pool_or_size_is_refused(trained, pool) -> None:
-    from dataclasses import replace
 
     model, _ = trained
     small = replace(pool, images=pool.images[:, ::2, ::2], masks=pool.masks[:, ::2, ::2])
@@ -251,19 +242,59 @@ def test_generation_is_deterministic_for_a_seed(trained, pool) -> None:
     assert len(a) == 6 and a.images.shape == (6, 32, 32, 1) and a.images.dtype == np.uint8
     assert np.array_equal(a.images, b.images) and np.array_equal(a.masks, b.masks)
     assert a.provenance == b.provenance and not np.array_equal(a.masks, c.masks)
-    assert a.source_ids.tolist() == ["phantom_00000"] * 3 + ["phantom_00005"] * 3
-    assert a.provenance[0]["checkpoint"] == model.key and (a.label_cost == 0).all()
-    # generate() replays a candidate from its mask
-    one = model.generate(src.images[:1], a.masks[None, :1])
-    assert np.array_equal(one[0, 0], a.images[0])
+    assert [p.source_id for p in a.provenance] == ["phantom_00000"] * 3 + ["phantom_00005"] * 3
+    assert a.provenance[0].checkpoint == f"cgan:{model.key}" and a.cost == LabelCost.INHERITED
+    assert set(np.unique(a.masks)) <= {0, 1} and a.masks.reshape(6, -1).any(axis=1).all()
+    # each candidate replays from its source pair and the perturbation record in provenance
+    for k in (0, 4):
+        i = k // 3
+        img, mk = model.replay(src.images[i], src.masks[i], a.provenance[k].perturbation)
+        assert np.array_equal(img, a.images[k]) and np.array_equal(mk, a.masks[k])
+    check_proposal(a, src, 3, "cgan")
     with pytest.raises(ConfigError, match=r"1\.\.200"):
         model.propose(src, 201, rng=np.random.default_rng(0))
     with pytest.raises(DataError, match=r"\(B, 32, 32, 1\)"):
         model.generate(np.zeros((1, 16, 16, 1), np.uint8), np.zeros((1, 16, 16), np.uint8))
+    with pytest.raises(DataError, match="no 'record' key"):
+        model.replay(src.images[0], src.masks[0], {"flip": []})
+    # a source without foreground (an LGG slice without tumour) gets geometry-only candidates
+    empty = replace(src, masks=np.zeros_like(src.masks))
+    e = model.propose(empty, 2, rng=np.random.default_rng(0))
+    assert not e.masks.any() and "no_foreground" in e.provenance[0].perturbation
+    img, _ = model.replay(empty.images[0], empty.masks[0], e.provenance[0].perturbation)
+    assert np.array_equal(img, e.images[0])
+    three = replace(src, masks=src.masks * 2, class_names=("bg", "a", "b"))  # not binary
+    with pytest.raises(DataError, match="binary"):
+        model.propose(three, 2, rng=np.random.default_rng(0))
+
+
+def test_registered_generator_follows_the_protocol(trained, pool) -> None:
+    model, cache = trained
+    assert "cgan" in GENERATORS and isinstance(make_generator("cgan"), Generator)
+    with pytest.raises(ConfigError, match="Unknown cgan option 'epoch'"):
+        make_generator("cgan", epoch=3)
+    with pytest.raises(ConfigError, match="perturb"):
+        make_generator("cgan", perturb={"p_boundry": 1})
+    gen = make_generator("cgan", checkpoint=model.path, perturb={"p_spatial": 0.0})
+    assert gen.checkpoint_hash == "cgan:unfitted"
+    with pytest.raises(ConfigError, match="not trained yet"):
+        gen.propose(pool.subset([0]), 1, rng=np.random.default_rng(0))
+    gen.fit(pool, rng=np.random.default_rng(0))
+    src = pool.subset([1, 2, 3])
+    cands = gen.propose(src, 2, rng=np.random.default_rng(1))
+    check_proposal(cands, src, 2, "cgan")
+    assert gen.checkpoint_hash == f"cgan:{model.key}"
+    for p in cands.provenance:
+        kinds = [s["kind"] for s in p.perturbation["record"]["steps"]]
+        assert "spatial" not in kinds
+    # fit trains through the cache: options given flat, image_size from the data
+    flat = {k: v for k, v in TINY.items() if k != "image_size"}
+    again = make_generator("cgan", cache_dir=cache, quiet=True, **flat)
+    again.fit(pool, rng=np.random.default_rng(0))
+    assert again.model is not None and again.model.config.image_size == 32
 
 
 def test_float_pool_generation_has_no_nan(pool) -> None:
-    from dataclasses import replace
 
     data = replace(pool, images=(pool.images.astype(np.float32) * 0.01 - 1.0))
     gen = C.CGANGenerator({**TINY, "epochs": 1, "ae_epochs": 1, "feat_epochs": 1}, quiet=True)

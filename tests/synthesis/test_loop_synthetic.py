@@ -23,6 +23,12 @@ from activesynth.loop import History, LoopConfig, run_loop
 from activesynth.pool import Pool
 from activesynth.synthesis.candidates import Candidates
 from activesynth.synthesis.classic import ClassicAugmentation
+from activesynth.synthesis.report import (
+    GALLERY_NAME,
+    QUALITY_DEFAULTS,
+    collect_synthesis,
+    quality_table,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -74,6 +80,7 @@ def test_synthesis_config_defaults_and_checks() -> None:
         "score_params": {},
         "sources": "labelled",
         "max_sources": None,
+        "quality": QUALITY_DEFAULTS,
     }
     assert LoopConfig.from_dict(cfg.as_dict()) == cfg
     assert syn_cfg(synthesis=None).synthesis is None
@@ -87,6 +94,8 @@ def test_synthesis_config_defaults_and_checks() -> None:
         ({"sources": "pool"}, "Unknown synthesis sources"),
         ({"per_sorce": 2}, "Did you mean 'per_source'"),
         ({"max_sources": 0}, "max_sources"),
+        ({"quality": {"max_item": 9}}, "Did you mean 'max_items'"),
+        ({"quality": {"gallery": -1}}, "gallery must be an integer >= 0"),
     ]
     for over, msg in bad:
         with pytest.raises(ConfigError, match=msg):
@@ -281,3 +290,152 @@ def test_sigkilled_synthetic_run_resumes_to_the_same_history(reference, tmp_path
     np.testing.assert_array_equal(
         Pool.load(out).synthetic_images, Pool.load(ref_out).synthetic_images
     )
+
+
+# ---- the cGAN in the loop (Mahapatra et al.: cGAN candidates ranked by MC dropout) ---------------
+#: A cGAN small enough that a whole run takes seconds (quality is not the point here).
+TINY_CGAN: dict[str, Any] = {
+    "features": 8,
+    "n_res_blocks": 1,
+    "latent_dim": 4,
+    "ae_channels": [4, 8],
+    "ae_epochs": 1,
+    "feat_channels": [4, 4, 8, 8],
+    "feat_epochs": 1,
+    "disc_channels": [4, 4, 8, 8, 8, 8, 16, 16],
+    "disc_dense": 16,
+    "epochs": 1,
+    "batch_size": 4,
+    "lr": 1e-3,
+}
+CGAN_SYN = {
+    "generator": "cgan",
+    "params": TINY_CGAN,
+    "per_source": 8,
+    "top_k": {"lumen": 4},
+    "score": "mc-dropout",
+    "max_sources": 4,
+}
+
+
+def cgan_cfg() -> LoopConfig:
+    return syn_cfg(schedule=[3], max_steps=3, dropout=0.2, synthesis=CGAN_SYN)
+
+
+@pytest.fixture(scope="module")
+def cgan_reference(tmp_path_factory) -> tuple[LoopConfig, History, Path]:
+    cfg = cgan_cfg()
+    out = tmp_path_factory.mktemp("cgan-ref")
+    return cfg, run_loop(cfg, out, quiet=True), out
+
+
+def test_cgan_candidates_ranked_by_mc_dropout_join_the_pool(cgan_reference) -> None:
+    from activesynth.synthesis.cgan import load_cgan
+
+    _cfg, hist, out = cgan_reference
+    assert hist.column("n_expert_labels").tolist() == [4, 7]  # synthetic items are no labels
+    assert hist.column("n_synthetic").tolist() == [0, 4]
+    s = hist.records[1]["synthetic"]
+    assert s["generator"] == "cgan" and s["score"] == "mc-dropout"
+    # candidates from 4 of the 7 labelled items (max_sources); the cGAN learns from all 7
+    assert s["n_sources"] == 4 and s["generated"] == 4 * 8
+    assert s["added"] == 4 and s["per_class"] == {"lumen": 4}
+    assert s["checkpoint"].startswith("cgan:")
+    # the batch's quality figures, against the round-0 task model, named as such
+    q = s["quality"]
+    assert q["n"] == 4 == q["n_measured"] and q["rejected"] == {"nan": 0, "constant": 0}
+    assert 0 <= q["ssim"]["mean"] <= 1 and q["psnr_db"]["mean"] > 0
+    assert q["label_fidelity"]["model"].startswith("task model of round 0 (4 expert labels")
+    assert 0 <= q["label_fidelity"]["mask_dice_mean"] <= 1
+    assert q["n_fitted_on"] == 7 and q["memorisation"]["ratio"] > 0
+    assert "realism" in q["skipped"][0]  # 4 items are too few for 5-fold realism
+    assert (out / "round_01" / GALLERY_NAME).stat().st_size > 1000
+    rows = collect_synthesis(out)
+    assert [r["round"] for r in rows] == [1] and rows[0]["gallery"] is not None
+    assert rows[0]["fidelity"] == q["label_fidelity"]["mask_dice_mean"]
+    table = quality_table(rows)
+    assert "| 1 | 7 | cgan | 4 / 32 |" in table and "not Inception" in table
+    pool = Pool.load(out)
+    assert pool.n_expert_labels == 7 and (pool.label_cost[pool.synthetic] == "inherited").all()
+    split = json.loads((out / "split.json").read_text())
+    syn_ids = set(pool.ids[pool.synthetic])
+    assert not syn_ids & (set(split["val"]) | set(split["test"]))
+    # the cGAN was trained on the expert-labelled items only, cached under the run, and every
+    # added item replays from its source pair and the perturbation record in its provenance
+    model = load_cgan(out / "cache" / f"cgan-{s['checkpoint'].split(':')[1]}")
+    assert model.fingerprint["n"] == 7
+    index = {str(i): k for k, i in enumerate(pool.ids)}
+    for j, i in enumerate(pool.synthetic):
+        prov = pool.provenance_of(int(i))
+        src = index[prov["source_id"]]
+        assert pool.labelled_round[src] >= 0 and not pool.is_synthetic[src]
+        img, mk = model.replay(
+            _pool_image(out, prov["source_id"]), pool.masks[src], prov["perturbation"]
+        )
+        np.testing.assert_array_equal(img, pool.synthetic_images[j])
+        np.testing.assert_array_equal(mk, pool.masks[i])
+
+
+def _pool_image(out: Path, item_id: str) -> np.ndarray:
+    """The phantom image of ``item_id`` as the run loaded it."""
+    from activesynth.data.phantoms import make_phantoms
+
+    data = make_phantoms(28, size=32, seed=0)
+    return data.images[int(np.flatnonzero(data.ids == item_id)[0])]
+
+
+@pytest.mark.parametrize(
+    "stop_at", [("synthesized", 1), pytest.param(("labelled", 1), marks=pytest.mark.slow)]
+)
+def test_interrupted_cgan_run_resumes_to_the_same_history(
+    cgan_reference, tmp_path, stop_at
+) -> None:
+    cfg, ref, ref_out = cgan_reference
+
+    def interrupt(event: str, payload: dict[str, Any]) -> None:
+        if (event, payload.get("round")) == stop_at:
+            raise _Stop
+
+    with pytest.raises(_Stop):
+        run_loop(cfg, tmp_path, quiet=True, on_event=interrupt)
+    resumed = run_loop(cfg, tmp_path, quiet=True)
+    assert resumed.without_timing() == ref.without_timing()
+    a, b = Pool.load(tmp_path), Pool.load(ref_out)
+    for name in ("ids", "labelled_round", "masks", "label_cost", "synthetic_images"):
+        np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
+    assert a.provenance == b.provenance
+
+
+def test_labelled_dataset_masks_sources_for_a_mask_conditioned_generator_in_classification(
+    tmp_path,
+) -> None:
+    """A classification pool holds no masks; 'labelled-dataset-masks' gives the generator the
+    expert-labelled items with their expert labels and the dataset's own masks (flagged as
+    unbudgeted labels), and max_sources caps the sources but not what the generator learns from."""
+    from activesynth.loop import _Run
+
+    synth = {
+        "generator": "classic",
+        "per_source": 2,
+        "top_k": 2,
+        "sources": "labelled-dataset-masks",
+        "max_sources": 3,
+    }
+    cfg = syn_cfg(task="cls", channels=[4, 4, 8, 8], synthesis=synth)
+    run = _Run(cfg, tmp_path, None, True, None)
+    data = run.pool_data
+    idx = np.array([1, 4, 6, 9, 12])
+    pool = Pool.empty(data, "cls").label(idx, 0, "oracle", labels=data.labels[idx])
+    fit_set, sources = run.synthesis_sources(pool, np.random.default_rng(0))
+    assert fit_set.ids.tolist() == data.ids[idx].tolist()
+    np.testing.assert_array_equal(fit_set.masks, data.masks[idx])  # the dataset's masks
+    np.testing.assert_array_equal(fit_set.labels, pool.labels[idx])  # the expert's labels
+    assert len(sources) == 3 and set(sources.ids) <= set(fit_set.ids)
+    plain = _Run(
+        syn_cfg(task="cls", channels=[4, 4, 8, 8], synthesis={**synth, "sources": "labelled"}),
+        tmp_path / "b",
+        None,
+        True,
+        None,
+    )
+    assert plain.synthesis_sources(pool, np.random.default_rng(0))[0].masks is None

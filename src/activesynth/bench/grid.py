@@ -7,7 +7,9 @@ A grid config (JSON; YAML when PyYAML happens to be installed) names the axes of
       "description": "optional free text",
       "datasets": ["lgg", {"name": "jsrt-nodules", "config": {"dataset": "jsrt", "task": "cls"}}],
       "strategies": ["random", {"name": "entropy", "params": {"aggregate": "topk"},
-                                "label": "entropy-topk"}],
+                                "label": "entropy-topk"},
+                     {"name": "entropy", "label": "entropy+classic",
+                      "config": {"synthesis": {"generator": "classic", ...}}}],
       "seeds": [0, 1, 2, 3, 4],            # or an int n, meaning 0..n-1
       "schedules": {"5pct": {"initial": 0.05, "per_round": 0.05, "rounds": 6}},
       "base": {"task": "seg", "size": 64, "max_steps": 200},
@@ -21,8 +23,10 @@ A grid config (JSON; YAML when PyYAML happens to be installed) names the axes of
     }
 
 Each unit's loop config is ``base``, then the dataset's ``config`` (a plain dataset name ``d``
-means ``{"dataset": d}``), then the schedule's fields, then ``strategy``, ``strategy_params``
-(only when given) and ``seed``: every key must be a ``LoopConfig`` field, which
+means ``{"dataset": d}``), then the schedule's fields, then the strategy entry's ``config`` (an
+arm's further loop-config fields, e.g. ``synthesis``; such an entry needs a ``label``; matched
+full-data runs never take it), then ``strategy``, ``strategy_params`` (only when given) and
+``seed``: every key must be a ``LoopConfig`` field, which
 ``LoopConfig.from_dict`` checks for every unit before anything runs. A schedule is a mapping of
 ``LoopConfig`` fields (how many to label first, per round, how many rounds, ...), so the harness
 never has to know how the loop spells its budget.
@@ -84,7 +88,7 @@ FULL_LABEL = "full"
 #: Loop-config keys a ``full`` entry sets itself (they make the run a full-data run).
 _FULL_FIXED = {"initial": 1.0, "schedule": [], "strategy": "random"}
 _DATASET_KEYS = ("name", "config")
-_STRATEGY_KEYS = ("name", "params", "label")
+_STRATEGY_KEYS = ("name", "params", "label", "config")
 
 ConfigCheck = Callable[[dict[str, Any]], Any]
 
@@ -99,11 +103,13 @@ class DatasetSpec:
 
 @dataclass(frozen=True)
 class StrategySpec:
-    """One strategy axis entry: registered ``name``, its ``params`` and a unique display label."""
+    """One strategy axis entry: registered ``name``, its ``params``, a unique display label and
+    the loop-config fields this arm sets besides the strategy (``config``, e.g. ``synthesis``)."""
 
     label: str
     name: str
     params: dict[str, Any]
+    config: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -387,6 +393,7 @@ def _parse_strategies(v: Any, registry: Registry[Any] | None) -> tuple[StrategyS
         raise ConfigError('"strategies" must be a non-empty list of names or {"name", "params"}.')
     out = []
     for i, s in enumerate(v):
+        config: dict[str, Any] = {}
         if isinstance(s, str):
             name, params, label = s, {}, s
         else:
@@ -397,6 +404,13 @@ def _parse_strategies(v: Any, registry: Registry[Any] | None) -> tuple[StrategyS
             name = str(s["name"])
             params = _mapping(s.get("params"), f"strategies[{i}].params")
             label = str(s.get("label") or _params_label(name, params))
+            config = _mapping(s.get("config"), f"strategies[{i}].config")
+            _check_axis_keys(config, f"strategies[{i}].config")
+            if config and "label" not in s:
+                raise ConfigError(
+                    f'strategies[{i}] sets "config"; give it a "label" that says what the arm '
+                    "adds (e.g. 'mc-dropout+cgan')."
+                )
         if registry is not None:
             cls = registry.get(name)  # did-you-mean on unknown names
             if params:
@@ -406,7 +420,7 @@ def _parse_strategies(v: Any, registry: Registry[Any] | None) -> tuple[StrategyS
                     raise ConfigError(
                         f"Bad params for strategy {name!r} in strategies[{i}]: {exc}"
                     ) from exc
-        out.append(StrategySpec(label, name, params))
+        out.append(StrategySpec(label, name, params, config))
     _names_unique([s.label for s in out], "Strategy label")
     return tuple(out)
 
@@ -624,7 +638,7 @@ def expand_grid(grid: GridConfig) -> list[RunUnit]:
                 if grid.full is not None:
                     units.append(_full_unit(grid, d, sch, seed))
                 for st in grid.strategies:
-                    cfg: dict[str, Any] = {**grid.base, **d.config, **sch.config}
+                    cfg: dict[str, Any] = {**grid.base, **d.config, **sch.config, **st.config}
                     cfg[STRATEGY_KEY] = st.name
                     if st.params:
                         cfg[STRATEGY_PARAMS_KEY] = dict(st.params)

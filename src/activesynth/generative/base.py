@@ -99,7 +99,7 @@ class _GeneratorRegistry(Registry[type]):
         return super().__contains__(name)
 
 
-BUILTIN_MODULES: tuple[str, ...] = ("activesynth.synthesis.classic",)
+BUILTIN_MODULES: tuple[str, ...] = ("activesynth.synthesis.classic", "activesynth.synthesis.cgan")
 """Modules whose import registers the built-in generators."""
 
 GENERATORS: Registry[type] = _GeneratorRegistry("generator")

@@ -41,11 +41,14 @@ of (seed, epoch) alone, and the networks have no dropout or noise):
   fingerprint, intensity range and history. Written last: its presence means complete, and it is
   all generation needs (:func:`load_cgan`).
 
-Generator protocol: :class:`CGANGenerator` has the ``name`` / ``fit(data, *, rng)`` /
-``encode(images)`` / ``propose(sources, n, *, rng)`` shape of the shared ``Generator`` protocol
-(``generative/base.py``, written in parallel); :class:`Candidates` and :func:`perturb_mask` here are
-the minimal local versions of ``synthesis/candidates.py`` and ``synthesis/perturb.py`` and will be
-replaced by them at merge (``propose`` already takes any ``perturb`` callable).
+Generator protocol: :class:`CGANGenerator` is registered as ``"cgan"`` in
+``generative.base.GENERATORS``. Its candidates are ``synthesis.candidates.Candidates``: each
+source pair is perturbed by ``synthesis.perturb`` (a chain drawn from one seed per candidate,
+applied to image and mask alike), G(perturbed x, z(perturbed mask)) is the synthetic image, the
+perturbed mask its inherited label (cost ``INHERITED``), and the provenance stores the chain's
+record, so :meth:`CGAN.replay` rebuilds a candidate from its source and record alone. Masks the
+boundary step cannot displace (e.g. too small at 32 px) get a chain without it, and the record
+says why (``boundary_refused``).
 """
 
 from __future__ import annotations
@@ -66,6 +69,7 @@ from torch import nn
 
 from activesynth.data.imageset import ImageSet
 from activesynth.errors import CheckpointError, ConfigError, DataError
+from activesynth.generative.base import GENERATORS
 from activesynth.models.cgan_nets import (
     PAPER_DISC_CHANNELS,
     MaskAutoencoder,
@@ -83,6 +87,10 @@ from activesynth.models.feature_net import (
     train_feature_net_epoch,
 )
 from activesynth.registry import check_option, did_you_mean
+from activesynth.synthesis.candidates import Candidates, LabelCost, Provenance
+from activesynth.synthesis.perturb import ChainRecord, PerturbConfig, draw_spatial
+from activesynth.synthesis.perturb import apply as perturb_apply
+from activesynth.synthesis.perturb import draw as perturb_draw
 from activesynth.utils import file_lock as _locked  # one lock for every cache
 
 log = logging.getLogger(__name__)
@@ -572,92 +580,6 @@ def train_feature_net(
 
 
 # ---- the trained cGAN ---------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Candidates:
-    """Synthetic candidates with their provenance (minimal local form of synthesis/candidates.py).
-
-    Attributes:
-        images: (M, H, W, C) synthetic images, the pool's dtype (uint8 or float32).
-        masks: (M, H, W) uint8: the perturbed masks they were generated from (their labels).
-        source_index: (M,) int64 index of each candidate's source in the ``sources`` given.
-        source_ids: (M,) str id of each candidate's source.
-        provenance: per candidate: generator, checkpoint key, source id, seed and perturbation
-            parameters (enough to replay it).
-        label_cost: (M,) float expert labels each costs (0: the mask is inherited).
-    """
-
-    images: np.ndarray
-    masks: np.ndarray
-    source_index: np.ndarray
-    source_ids: np.ndarray
-    provenance: list[dict[str, Any]]
-    label_cost: np.ndarray
-
-    def __len__(self) -> int:
-        return int(self.images.shape[0])
-
-
-@dataclass(frozen=True)
-class PerturbConfig:
-    """Mask perturbations of :func:`perturb_mask` (the paper's Sec. 2.1 steps 1 and 3).
-
-    Attributes:
-        max_displacement: largest boundary displacement, as a fraction of the side (the paper's
-            15 px at 512 px is 0.03; the default allows a little more at 64 px).
-        grid: control points per side of the smooth displacement field.
-        max_rotation: largest rotation in degrees.
-        max_translation: largest shift as a fraction of the side.
-        flip: allow a left-right flip.
-    """
-
-    max_displacement: float = 0.06
-    grid: int = 5
-    max_rotation: float = 10.0
-    max_translation: float = 0.05
-    flip: bool = False
-
-
-def perturb_mask(
-    mask: np.ndarray, rng: np.random.Generator, cfg: PerturbConfig = PerturbConfig()
-) -> tuple[np.ndarray, dict[str, Any]]:
-    """Perturb one (H, W) mask: smooth boundary displacement, rotation, translation (flip).
-
-    A minimal stand-in for ``synthesis/perturb.py`` (which owns the paper's b-spline boundary
-    displacement and intensity changes); replaced by it at merge. All randomness is drawn first
-    into the returned parameters, then applied deterministically (nearest-neighbour resampling,
-    so class ids are preserved).
-
-    Returns:
-        The perturbed (H, W) uint8 mask and its parameters (JSON-serialisable).
-    """
-    from scipy.ndimage import map_coordinates, zoom
-
-    h, w = mask.shape
-    amp = float(rng.uniform(1.0, max(1.0, cfg.max_displacement * max(h, w))))
-    ctrl = rng.uniform(-1.0, 1.0, size=(2, cfg.grid, cfg.grid))
-    angle = float(rng.uniform(-cfg.max_rotation, cfg.max_rotation))
-    shift = rng.uniform(-cfg.max_translation, cfg.max_translation, size=2) * np.array([h, w])
-    flip = bool(cfg.flip and rng.random() < 0.5)
-    params = {
-        "displacement_px": amp,
-        "control_points": ctrl.round(6).tolist(),
-        "rotation_deg": angle,
-        "translation_px": shift.round(4).tolist(),
-        "flip": flip,
-    }
-    disp = np.stack([zoom(c, (h / cfg.grid, w / cfg.grid), order=3)[:h, :w] for c in ctrl]) * amp
-    yy, xx = np.meshgrid(
-        np.arange(h, dtype=np.float64), np.arange(w, dtype=np.float64), indexing="ij"
-    )
-    cy, cx = (h - 1) / 2, (w - 1) / 2
-    t = math.radians(angle)
-    ry = math.cos(t) * (yy - cy) - math.sin(t) * (xx - cx) + cy - shift[0] + disp[0]
-    rx = math.sin(t) * (yy - cy) + math.cos(t) * (xx - cx) + cx - shift[1] + disp[1]
-    src = mask[:, ::-1] if flip else mask
-    out = map_coordinates(src, [ry, rx], order=0, mode="constant", cval=0)
-    return out.astype(np.uint8), params
-
-
 @dataclass
 class CGAN:
     """A trained cGAN: G, D, the mask autoencoder and the feature network, in eval mode.
@@ -753,60 +675,145 @@ class CGAN:
     def _forward(self, x: torch.Tensor, masks: np.ndarray) -> torch.Tensor:
         return self.generator(x, mask_condition(self.mask_ae, masks, self.n_classes))
 
+    @property
+    def checkpoint_hash(self) -> str:
+        """``cgan:<key>``: the content address of the weights (pool fingerprint + config)."""
+        return f"cgan:{self.key}"
+
+    def perturb_pair(
+        self, image: np.ndarray, mask: np.ndarray, seed: int, config: PerturbConfig
+    ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+        """Draw and apply one perturbation (``synthesis.perturb``) to a source pair.
+
+        An empty mask (no structure to displace or recolour) gets a spatial-only chain
+        (``no_foreground`` in the record). Otherwise the boundary step is tried first; when the
+        mask cannot be displaced (no component with an interior stretch of ``n_points``, e.g. a
+        small structure at 32 px) the chain is drawn again from the same seed without it, and the
+        record says why (``boundary_refused``).
+
+        Args:
+            image: (H, W, C) source image; mask: (H, W) binary source mask.
+            seed: the candidate's seed (its only randomness).
+            config: the perturbation configuration.
+
+        Returns:
+            (perturbed image (H, W, C) the source's dtype, perturbed mask (H, W) uint8, the
+            provenance ``perturbation`` dict ``{"record": chain dict[, "boundary_refused"]}``).
+        """
+        rec_doc: dict[str, Any] = {}
+        if not mask.any():  # e.g. an LGG slice without tumour: only the geometry can change
+            spatial = draw_spatial(mask.shape, np.random.default_rng(seed), **config.spatial)
+            rec = ChainRecord(steps=(spatial,))
+            rec_doc["no_foreground"] = "boundary and intensity steps need a structure: spatial only"
+            img, mk = perturb_apply(rec, image, mask.astype(np.uint8))
+            return img, (mk > 0).astype(np.uint8), {"record": rec.to_dict(), **rec_doc}
+        try:
+            rec = perturb_draw(mask, np.random.default_rng(seed), config)
+        except DataError as exc:
+            if config.p_boundary == 0 or not (config.p_intensity or config.p_spatial):
+                raise
+            rec = perturb_draw(mask, np.random.default_rng(seed), replace(config, p_boundary=0.0))
+            rec_doc["boundary_refused"] = str(exc)
+        img, mk = perturb_apply(rec, image, mask.astype(np.uint8))
+        return img, (mk > 0).astype(np.uint8), {"record": rec.to_dict(), **rec_doc}
+
+    def replay(
+        self, image: np.ndarray, mask: np.ndarray, perturbation: dict[str, Any]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Rebuild one candidate from its source pair and provenance ``perturbation`` dict.
+
+        Args:
+            image: (H, W, C) source image; mask: (H, W) source mask.
+            perturbation: ``Provenance.perturbation`` of a candidate of this cGAN.
+
+        Returns:
+            (synthetic image (H, W, C), perturbed mask (H, W) uint8).
+
+        Raises:
+            DataError: the record does not replay on this source (names the record).
+        """
+        if "record" not in perturbation:
+            raise DataError(
+                f"Not a cGAN perturbation (no 'record' key): {str(perturbation)[:80]!r}."
+            )
+        img, mk = perturb_apply(perturbation["record"], image, mask.astype(np.uint8))
+        mk = (mk > 0).astype(np.uint8)
+        return self.generate(img[None], mk[None])[0], mk
+
     def propose(
         self,
         sources: ImageSet,
         n: int,
         *,
         rng: np.random.Generator,
-        perturb: Callable[[np.ndarray, np.random.Generator], tuple[np.ndarray, dict[str, Any]]]
-        | None = None,
+        perturb: PerturbConfig | None = None,
     ) -> Candidates:
-        """``n`` synthetic candidates per source: perturb its mask ``n`` times, then generate.
+        """``n`` synthetic candidates per source: perturb its pair ``n`` times, then generate.
+
+        Each candidate draws a seed from ``rng``; its perturbation chain (``synthesis.perturb``:
+        boundary displacement, intensity change, flip / rotation / translation) is drawn from
+        that seed and applied to the source image and mask; G gets the perturbed image as x
+        and the code of the perturbed mask as z (so a rotated mask meets a rotated image).
 
         Args:
-            sources: images with masks (pool items, e.g. unlabelled ones with predicted masks).
+            sources: images with binary masks (the labelled items' expert masks, or the
+                pool's manual masks under Mahapatra's protocol).
             n: candidates per source, 1..200 (the paper's "up to 200").
-            rng: draws one seed per candidate; the candidate's perturbation comes from it alone.
-            perturb: ``(mask (H, W), rng) -> (mask, params)``; default :func:`perturb_mask`.
+            rng: the only randomness (one seed per candidate).
+            perturb: the perturbation configuration (default ``PerturbConfig()``).
 
         Returns:
-            ``len(sources) * n`` candidates, source-major; each inherits its perturbed mask as
-            its label (cost 0).
+            ``len(sources) * n`` Candidates, source-major: images (M, H, W, C) of the pool's
+            dtype, the perturbed masks (M, H, W) uint8 as inherited labels (cost
+            ``INHERITED``), image labels copied from the sources when they have them, one
+            Provenance each (perturbation record, seed, checkpoint ``cgan:<key>``).
+
+        Raises:
+            ConfigError: ``n`` outside 1..200. DataError: sources without masks, multi-class
+            masks (the perturbations are binary) or masks nothing can perturb.
         """
-        if not 1 <= int(n) <= MAX_CANDIDATES:
+        if int(n) != n or not 1 <= int(n) <= MAX_CANDIDATES:
             raise ConfigError(
                 f"cgan candidates per source must be in 1..{MAX_CANDIDATES}, got {n}."
             )
+        n = int(n)
         if sources.masks is None:
             raise DataError(f"{sources.name}: cGAN sources need masks (original or predicted).")
-        perturb = perturb or perturb_mask
+        if sources.masks.size and int(sources.masks.max()) > 1:
+            raise DataError(
+                f"{sources.name}: the mask perturbations are binary and these masks hold class "
+                f"ids up to {int(sources.masks.max())}; use a binary segmentation dataset."
+            )
+        cfg = perturb or PerturbConfig()
         b = len(sources)
         seeds = rng.integers(0, 2**63 - 1, size=(b, n), dtype=np.int64)
-        masks = np.empty((b, n, *sources.masks.shape[1:]), dtype=np.uint8)
-        prov: list[dict[str, Any]] = []
+        xs = np.empty((b * n, *sources.images.shape[1:]), dtype=sources.images.dtype)
+        masks = np.empty((b * n, *sources.masks.shape[1:]), dtype=np.uint8)
+        prov: list[Provenance] = []
         for i in range(b):
             for j in range(n):
-                mk, params = perturb(sources.masks[i], np.random.default_rng(int(seeds[i, j])))
-                masks[i, j] = mk
-                prov.append(
-                    {
-                        "generator": self.name,
-                        "checkpoint": self.key,
-                        "source_id": str(sources.ids[i]),
-                        "seed": int(seeds[i, j]),
-                        "perturbation": params,
-                    }
+                x, mk, doc = self.perturb_pair(
+                    sources.images[i], sources.masks[i], int(seeds[i, j]), cfg
                 )
-        images = self.generate(sources.images, masks)
-        m = b * n
+                xs[i * n + j], masks[i * n + j] = x, mk
+                prov.append(
+                    Provenance(
+                        source_id=str(sources.ids[i]),
+                        source_group=str(sources.groups[i]),
+                        generator=self.name,
+                        checkpoint=self.checkpoint_hash,
+                        perturbation=doc,
+                        seed=int(seeds[i, j]),
+                    )
+                )
+        images = self.generate(xs, masks) if len(xs) else xs
         return Candidates(
-            images=images.reshape(m, *images.shape[2:]),
-            masks=masks.reshape(m, *masks.shape[2:]),
-            source_index=np.repeat(np.arange(b, dtype=np.int64), n),
-            source_ids=np.repeat(sources.ids, n),
-            provenance=prov,
-            label_cost=np.zeros(m, dtype=np.float64),
+            images=images,
+            provenance=tuple(prov),
+            masks=masks,
+            labels=None if sources.labels is None else np.repeat(sources.labels, n),
+            cost=LabelCost.INHERITED,
+            info={"cgan": self.config.as_dict(), "key": self.key},
         )
 
     @torch.inference_mode()
@@ -1130,14 +1137,24 @@ def load_cgan(path: str | Path, data: ImageSet | None = None) -> CGAN:
 
 
 # ---- the Generator-protocol face ----------------------------------------------------------------
+@GENERATORS.register("cgan")
 class CGANGenerator:
-    """The cGAN behind the shared ``Generator`` protocol (``name``, ``fit``, ``encode``, ``propose``).
+    """The cGAN as the registered generator ``"cgan"`` (the shared ``Generator`` protocol).
+
+    ``fit`` trains the cGAN on the data it is given (in the loop: the round's sources, i.e. the
+    expert-labelled items by default) or loads it from the content-addressed cache; ``propose``
+    perturbs each source pair and generates (see :meth:`CGAN.propose`).
 
     Args:
-        cfg: the cGAN configuration (its ``seed`` is replaced by one drawn in :meth:`fit`).
-        cache_dir: where trained cGANs are cached (None = in memory).
+        cfg: a :class:`CGANConfig` or its dict (its ``seed`` is replaced by one drawn in
+            :meth:`fit`); the same keys may also be given as keyword ``options`` (the loop's
+            ``synthesis.params``), which override ``cfg``. ``image_size`` defaults to the
+            data's side when neither gives it.
+        cache_dir: where trained cGANs are cached (None = in memory; the loop passes its
+            ``$ACTIVESYNTH_CACHE`` or ``<out>/cache``).
         checkpoint: a trained ``cgan-<key>`` folder to use instead of training; :meth:`fit`
             refuses it when it was trained on another pool or image size.
+        perturb: ``PerturbConfig`` keyword arguments (``p_boundary``, ``boundary``, ...).
         quiet: no progress bars.
     """
 
@@ -1149,19 +1166,45 @@ class CGANGenerator:
         *,
         cache_dir: str | Path | None = None,
         checkpoint: str | Path | None = None,
+        perturb: dict[str, Any] | None = None,
         quiet: bool = False,
+        **options: Any,
     ) -> None:
-        self.cfg = cfg if isinstance(cfg, CGANConfig) else CGANConfig.from_dict(cfg)
+        base = cfg.as_dict() if isinstance(cfg, CGANConfig) else dict(cfg or {})
+        self.options = {**base, **options}
+        self._size_given = "image_size" in self.options
+        self.cfg = CGANConfig.from_dict(self.options)  # bad options fail here, not in fit
+        if perturb is not None and not isinstance(perturb, dict):
+            raise ConfigError(
+                f"cgan perturb must be a mapping of PerturbConfig options, got {perturb!r}."
+            )
+        try:
+            self.perturb = PerturbConfig(**(perturb or {}))
+        except TypeError as exc:
+            raise ConfigError(f"Bad cgan perturb options: {exc}.") from exc
         self.cache_dir, self.checkpoint, self.quiet = cache_dir, checkpoint, quiet
         self.model: CGAN | None = None
+        #: called as (stage, epochs done, figures) after each training epoch (progress)
+        self.on_epoch: OnEpoch | None = None
 
     def fit(self, data: ImageSet, *, rng: np.random.Generator) -> None:
-        """Train (or find in the cache) the cGAN of ``data``; the seed is drawn from ``rng``."""
+        """Train (or find in the cache) the cGAN of ``data``; the seed is drawn from ``rng``.
+
+        Raises:
+            CheckpointError: ``checkpoint`` was trained on another pool or image size (the
+                message names what differs).
+            ConfigError / DataError: see :func:`train_cgan`.
+        """
         if self.checkpoint is not None:
             self.model = load_cgan(self.checkpoint, data)
             return
+        cfg = self.cfg
+        if not self._size_given:
+            cfg = replace(cfg, image_size=int(data.shape[0]))
         seed = int(rng.integers(0, 2**31 - 1))
-        self.model = train_cgan(data, self.cfg, self.cache_dir, seed=seed, quiet=self.quiet)
+        self.model = train_cgan(
+            data, cfg, self.cache_dir, seed=seed, quiet=self.quiet, on_epoch=self.on_epoch
+        )
 
     def _trained(self) -> CGAN:
         if self.model is None:
@@ -1170,10 +1213,15 @@ class CGANGenerator:
             )
         return self.model
 
+    @property
+    def checkpoint_hash(self) -> str:
+        """``cgan:<key>`` of the fitted model (``cgan:unfitted`` before :meth:`fit`)."""
+        return "cgan:unfitted" if self.model is None else self.model.checkpoint_hash
+
     def encode(self, images: np.ndarray) -> np.ndarray:
         """(B, H, W, C) -> (B, F) feature-network embeddings (see :meth:`CGAN.encode`)."""
         return self._trained().encode(images)
 
     def propose(self, sources: ImageSet, n: int, *, rng: np.random.Generator) -> Candidates:
-        """``n`` candidates per source (see :meth:`CGAN.propose`)."""
-        return self._trained().propose(sources, n, rng=rng)
+        """``n`` candidates per source, source-major (see :meth:`CGAN.propose`)."""
+        return self._trained().propose(sources, n, rng=rng, perturb=self.perturb)

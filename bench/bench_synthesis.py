@@ -1,0 +1,204 @@
+"""Synthesis cost, measured in one run: cGAN candidates + MC-dropout ranking vs the task model.
+
+Prints, on one dataset (JSRT lungs at 64 px when the shared data is there, else the phantoms):
+
+1. cGAN training seconds per epoch, per stage (mask autoencoder, feature network, G + D), on
+   the whole pool, with the cGAN params of a grid config (default: the synthesis arm of
+   experiments/jsrt_lung_synthesis.json).
+2. Candidate generation throughput per source at ``--candidates`` (200) candidates: perturbation
+   (synthesis.perturb chains) + G, then MC-dropout scoring (the paper's Eq. 6, ``mc-dropout``
+   with ``fast``), against one deterministic forward pass of the task model over the same number
+   of images, as ratios.
+3. Peak memory (max RSS, ``resource``) of a round's synthesis step: ``--sources`` (16) x
+   ``--candidates`` (200) candidates generated and scored, in a fresh subprocess, against the
+   same subprocess's RSS after loading the data and models.
+
+The task model is an untrained U-Net of the experiments' size (speed does not depend on the
+weights). Timing is wall time on whatever the machine is doing; compare the ratios, not the
+seconds, between machines.
+
+    OMP_NUM_THREADS=1 python bench/bench_synthesis.py --threads 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+GRID = os.path.join(REPO, "experiments", "jsrt_lung_synthesis.json")
+
+
+def grid_cgan(path: str) -> dict[str, Any]:
+    """The cGAN params of the first arm with synthesis in a grid config (the experiments')."""
+    doc = json.loads(Path(path).read_text())
+    for st in doc["strategies"]:
+        syn = st.get("config", {}).get("synthesis") if isinstance(st, dict) else None
+        if syn and syn["generator"] == "cgan":
+            return dict(syn["params"])
+    raise SystemExit(f"{path} has no cgan synthesis arm")
+
+
+def load(args: argparse.Namespace) -> Any:
+    from activesynth.data.datasets import load_dataset
+    from activesynth.errors import ActivesynthError
+
+    try:
+        data = load_dataset(args.dataset, None, size=args.size)
+    except ActivesynthError as exc:  # no shared data here: the embedded phantoms, said so
+        print(f"# {args.dataset} unavailable ({exc}); using phantoms", file=sys.stderr)
+        data = load_dataset("phantom", None, size=args.size, n=174)
+    return data.subset(np.arange(min(len(data), args.pool)))
+
+
+def task_model(data: Any) -> Any:
+    from activesynth.models.config import build_model
+    from activesynth.train import model_config_for
+
+    cfg = model_config_for(data, "seg", channels=(8, 16, 32, 64), dropout=0.1, aleatoric=True)
+    model = build_model(cfg)
+    return model.eval()
+
+
+def cand_set(data: Any, cands: Any) -> Any:
+    from activesynth.data.imageset import ImageSet
+
+    return ImageSet(
+        images=cands.images,
+        groups=np.array([f"c{i}" for i in range(len(cands))]),
+        ids=np.array([f"cand{i:06d}" for i in range(len(cands))]),
+        masks=cands.masks,
+        class_names=data.class_names,
+        check_finite=False,
+    )
+
+
+def score(data: Any, model: Any, cands: Any, k: int) -> None:
+    from activesynth.pool import Pool
+    from activesynth.strategies import QueryContext, make_strategy
+
+    cs = cand_set(data, cands)
+    ctx = QueryContext(data=cs, pool=Pool.empty(cs, "seg"), task="seg", model=model, quiet=True)
+    make_strategy("mc-dropout", fast=True).select(ctx, k, rng=np.random.default_rng(0))
+
+
+def fit_cgan(data: Any, args: argparse.Namespace, epochs: int) -> Any:
+    from activesynth.synthesis.cgan import CGANConfig, train_cgan
+
+    params = {**grid_cgan(args.grid), "image_size": data.shape[0]}
+    params.pop("perturb", None)  # the generator's option, not the network's (see perturb_config)
+    params.update(epochs=epochs, ae_epochs=epochs, feat_epochs=epochs)
+    return train_cgan(data, CGANConfig(**params), None, quiet=True)
+
+
+def perturb_config(args: argparse.Namespace) -> Any:
+    from activesynth.synthesis.perturb import PerturbConfig
+
+    return PerturbConfig(**grid_cgan(args.grid).get("perturb", {}))
+
+
+def memory_child(args: argparse.Namespace) -> None:
+    """The round's synthesis step alone; prints RSS before and the peak after (KiB). The cGAN is
+    fitted for one epoch on the sources only (its weights do not change the memory)."""
+    data = load(args)
+    model = task_model(data)
+    sources = data.subset(np.arange(args.sources))
+    gan = fit_cgan(sources, args, 1)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    cands = gan.propose(
+        sources, args.candidates, rng=np.random.default_rng(0), perturb=perturb_config(args)
+    )
+    score(data, model, cands, 16)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(json.dumps({"rss_before_kib": before, "rss_peak_kib": peak, "n": len(cands)}))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--grid", default=GRID, help="grid config whose cGAN params are timed")
+    p.add_argument("--dataset", default="jsrt")
+    p.add_argument("--size", type=int, default=64)
+    p.add_argument("--pool", type=int, default=174, help="pool images (JSRT's train split: 174)")
+    p.add_argument("--candidates", type=int, default=200)
+    p.add_argument("--sources", type=int, default=16)
+    p.add_argument("--epochs", type=int, default=1, help="cGAN epochs timed per stage")
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--memory-child", action="store_true", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    from activesynth.utils import set_torch_threads
+
+    set_torch_threads(args.threads)
+    if args.memory_child:
+        memory_child(args)
+        return
+    from activesynth.train import predict
+
+    data = load(args)
+    print(f"# {data.name}: {len(data)} images {data.shape}, threads {args.threads}")
+    print(
+        f"# cGAN params of {os.path.relpath(args.grid, REPO)}: {json.dumps(grid_cgan(args.grid))}"
+    )
+    t0 = time.perf_counter()
+    gan = fit_cgan(data, args, args.epochs)
+    fit_s = time.perf_counter() - t0
+    per_epoch = {s: float(np.mean([e["seconds"] for e in h])) for s, h in gan.history.items()}
+    print(
+        "cgan s/epoch on the pool: "
+        + ", ".join(f"{s} {v:.2f}" for s, v in per_epoch.items())
+        + f" (total fit {fit_s:.1f} s for {args.epochs} epoch(s) per stage)"
+    )
+    model = task_model(data)
+    src = data.subset([0])
+    t0 = time.perf_counter()
+    cands = gan.propose(
+        src, args.candidates, rng=np.random.default_rng(0), perturb=perturb_config(args)
+    )
+    gen_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    score(data, model, cands, 16)
+    score_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    predict(model, cand_set(data, cands), "seg")
+    fwd_s = time.perf_counter() - t0
+    # split generation into perturbation and G: time G alone on the perturbed pairs
+    t0 = time.perf_counter()
+    gan.generate(np.repeat(src.images, len(cands), axis=0), cands.masks)
+    g_s = time.perf_counter() - t0
+    n = len(cands)
+    print(
+        f"per source, {n} candidates: generate {gen_s:.2f} s ({n / gen_s:.0f} img/s; G alone "
+        f"{g_s:.2f} s, perturbation ~{gen_s - g_s:.2f} s), mc-dropout score {score_s:.2f} s, "
+        f"task-model forward {fwd_s:.3f} s"
+    )
+    print(
+        f"ratios vs one task-model forward pass over {n} images: generate {gen_s / fwd_s:.1f}x, "
+        f"score {score_s / fwd_s:.1f}x, generate+score {(gen_s + score_s) / fwd_s:.1f}x "
+        f"({n / (gen_s + score_s):.1f} candidates/s)"
+    )
+    child = subprocess.run(
+        [sys.executable, __file__, "--memory-child", *sys.argv[1:]],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=os.environ,
+    )
+    mem = json.loads(child.stdout.strip().splitlines()[-1])
+    extra = (mem["rss_peak_kib"] - mem["rss_before_kib"]) / 1024
+    print(
+        f"round with {args.sources} sources x {args.candidates} = {mem['n']} candidates: peak RSS "
+        f"{mem['rss_peak_kib'] / 1024:.0f} MiB, {extra:.0f} MiB above the loaded models "
+        f"({extra * 1024 * 1024 / mem['n'] / 1024:.1f} KiB per candidate)"
+    )
+
+
+if __name__ == "__main__":
+    main()

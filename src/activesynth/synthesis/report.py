@@ -1,0 +1,393 @@
+"""Quality figures and a gallery for each synthetic batch, and the readers a report calls.
+
+The loop (``LoopConfig.synthesis["quality"]``) calls :func:`batch_quality` on the items each
+round adds and :func:`write_gallery` for a picture of them; ``activesynth synthesise`` calls both
+on what it writes. :func:`collect_synthesis` and :func:`quality_table` read a finished run back
+for the benchmark report.
+
+What is measured (``synthesis.quality.quality_report`` on a seeded subsample of at most
+``max_items`` synthetic and ``max_real`` real images, so the cost is bounded):
+
+- ``ssim`` / ``psnr_db``: each synthetic image against its (unperturbed) source image.
+- ``realism_auc``, ``frechet_distance``, ``mmd``: against real pool images. The features are the
+  reference model's pooled bottleneck (``quality.model_features``), **not Inception**: values are
+  comparable only between batches scored with the same network. Skipped (and said so in
+  ``skipped``) when the batch or the real set has fewer than 5 images.
+- ``memorisation``: nearest-neighbour distance of synthetic images to the images the generator
+  was fitted on, against real images it never saw (the unlabelled pool).
+- ``label_fidelity``: Dice between each inherited (perturbed) mask and the reference model's
+  prediction on the synthetic image (segmentation), or its agreement with the inherited class
+  (classification). ``label_fidelity["model"]`` names the reference. **In a run the only honest
+  reference is the task model of the previous round** (trained on the expert labels so far,
+  not on the full data), so that is the default and it is named so; a full-data checkpoint can
+  be given as ``reference`` (a ``best.pt`` path), which the run then reads.
+
+The gallery (``synthesis_gallery.png``) shows one row per item: the source image, the
+perturbed mask's contour on the source, and the synthetic image, titled with its rank score and
+label fidelity. Matplotlib's Agg canvas, no pyplot state; written atomically.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from activesynth.data.imageset import ImageSet
+from activesynth.errors import ConfigError, DataError
+from activesynth.synthesis.candidates import Candidates
+
+__all__ = [
+    "GALLERY_NAME",
+    "QUALITY_DEFAULTS",
+    "batch_quality",
+    "collect_synthesis",
+    "normalise_quality",
+    "quality_table",
+    "write_gallery",
+]
+
+GALLERY_NAME = "synthesis_gallery.png"
+QUALITY_DEFAULTS: dict[str, Any] = {
+    "enabled": True,
+    "max_items": 64,
+    "max_real": 64,
+    "gallery": 8,
+    "reference": None,
+}
+"""``synthesis["quality"]``: on/off, the subsample caps, gallery rows (0 = none) and an optional
+reference model checkpoint for features and label fidelity (None = the round's task model)."""
+_MIN_REALISM = 5  # quality.realism_auc's default folds
+
+
+def normalise_quality(q: Any) -> dict[str, Any]:
+    """Validate ``synthesis["quality"]`` (None / True / False / a partial mapping) with defaults.
+
+    Raises:
+        ConfigError: unknown keys (did-you-mean) or out-of-range values.
+    """
+    from activesynth.registry import did_you_mean
+
+    if q is None or q is True:
+        return dict(QUALITY_DEFAULTS)
+    if q is False:
+        return {**QUALITY_DEFAULTS, "enabled": False}
+    if not isinstance(q, dict):
+        raise ConfigError(f"synthesis quality must be a mapping, true/false or null, got {q!r}.")
+    for k in q:
+        if k not in QUALITY_DEFAULTS:
+            raise ConfigError(
+                f"Unknown synthesis quality option {k!r}; known: {', '.join(QUALITY_DEFAULTS)}."
+                + did_you_mean(str(k), list(QUALITY_DEFAULTS))
+            )
+    out = {**QUALITY_DEFAULTS, **q}
+    out["enabled"] = bool(out["enabled"])
+    for k, lo in (("max_items", _MIN_REALISM), ("max_real", _MIN_REALISM), ("gallery", 0)):
+        v = out[k]
+        if isinstance(v, bool) or not isinstance(v, int) or v < lo:
+            raise ConfigError(f"synthesis quality {k} must be an integer >= {lo}, got {v!r}.")
+    ref = out["reference"]
+    if ref is not None and not isinstance(ref, str):
+        raise ConfigError(f"synthesis quality reference must be a checkpoint path, got {ref!r}.")
+    return out
+
+
+def _subsample(n: int, cap: int, rng: np.random.Generator) -> np.ndarray:
+    """Sorted indices of at most ``cap`` of ``n`` items (all of them when n <= cap)."""
+    if n <= cap:
+        return np.arange(n)
+    return np.sort(rng.choice(n, size=cap, replace=False))
+
+
+def _predictor(model: Any, task: str) -> Callable[[np.ndarray], np.ndarray]:
+    """``fn(images (N, H, W, C)) -> (N, H, W) class ids (seg) or (N,) classes (cls)``."""
+    import torch
+
+    from activesynth.data.transforms import to_float_batch
+
+    def fn(images: np.ndarray) -> np.ndarray:
+        model.eval()
+        out = []
+        with torch.inference_mode():
+            for s in range(0, len(images), 64):
+                logits, _ = model.forward_with_features(to_float_batch(images[s : s + 64]))
+                out.append(logits.float().argmax(1).numpy())
+        return np.concatenate(out).astype(np.int64)
+
+    return fn
+
+
+def batch_quality(
+    batch: Candidates,
+    *,
+    pool_data: ImageSet,
+    fitted_on: np.ndarray,
+    holdout: np.ndarray,
+    task: str,
+    model: Any | None,
+    model_name: str,
+    rng: np.random.Generator,
+    max_items: int = 64,
+    max_real: int = 64,
+) -> tuple[dict[str, Any], np.ndarray]:
+    """Quality and label fidelity of one synthetic batch (see the module docstring).
+
+    Args:
+        batch: the synthetic items (M of them; images (M, H, W, C), masks or labels inherited).
+        pool_data: the real pool; every ``Provenance.source_id`` of ``batch`` is one of its ids.
+        fitted_on: (A,) int64 indices into ``pool_data`` of the images the generator was fitted
+            on (for memorisation).
+        holdout: (B,) int64 indices of real images the generator never saw (may be empty).
+        task: "seg" or "cls" (what fidelity is measured against).
+        model: the reference network (features and fidelity), or None (raw-pixel realism and
+            memorisation; no fidelity, Frechet or MMD).
+        model_name: what ``model`` is, recorded as ``label_fidelity["model"]``.
+        rng: draws the subsamples and seeds the realism folds / MMD.
+        max_items: synthetic images measured at most.
+        max_real: real images (and generator-training images) used at most.
+
+    Returns:
+        (the JSON-ready figures, (M,) float per-item label fidelity (NaN where not measured)).
+
+    Raises:
+        DataError: a source id that is not in ``pool_data``, or no valid synthetic image.
+    """
+    from activesynth.metrics import to_jsonable
+    from activesynth.synthesis.quality import (
+        class_fidelity,
+        mask_fidelity,
+        model_features,
+        quality_report,
+    )
+
+    index = {str(i): k for k, i in enumerate(pool_data.ids)}
+    try:
+        src = np.array([index[p.source_id] for p in batch.provenance], np.int64)
+    except KeyError as exc:
+        raise DataError(
+            f"synthetic item from source {exc} that is not in {pool_data.name}."
+        ) from exc
+    pick = _subsample(len(batch), max_items, rng)
+    real = _subsample(len(pool_data), max_real, rng)
+    train = np.asarray(fitted_on, np.int64)[_subsample(len(fitted_on), max_real, rng)]
+    hold = np.asarray(holdout, np.int64)
+    hold = hold[_subsample(len(hold), max_real, rng)]
+    seed = int(rng.integers(0, 2**31 - 1))
+    syn = batch.images[pick]
+    features = model_features(model) if model is not None and hasattr(model, "embed") else None
+    enough = min(len(pick), len(real)) >= _MIN_REALISM
+    rep = quality_report(
+        syn,
+        sources=pool_data.images[src[pick]],
+        real=pool_data.images[real] if enough else None,
+        train=pool_data.images[train] if len(train) >= 2 else None,
+        real_holdout=pool_data.images[hold] if len(hold) else None,
+        features=features,
+        seed=seed,
+    )
+    rep.pop("valid", None)
+    skipped = []
+    if not enough:
+        skipped.append(
+            f"realism AUC, Frechet and MMD need >= {_MIN_REALISM} synthetic and real images "
+            f"(have {len(pick)} and {len(real)})"
+        )
+    if len(train) < 2:
+        skipped.append("memorisation needs >= 2 generator-training images")
+    per_item = np.full(len(batch), np.nan)
+    if model is None:
+        skipped.append("label fidelity needs a reference model")
+    else:
+        predict = _predictor(model, task)
+        fid: dict[str, Any] = {"model": model_name, "n": len(pick)}
+        if task == "seg" and batch.masks is not None:
+            dice = mask_fidelity(predict, syn, batch.masks[pick])
+            per_item[pick] = dice
+            fid["mask_dice_mean"] = float(np.mean(dice))
+            fid["mask_dice_median"] = float(np.median(dice))
+        elif task == "cls" and batch.labels is not None:
+            pred = predict(syn)
+            per_item[pick] = (pred == batch.labels[pick]).astype(float)
+            fid["class_agreement"] = class_fidelity(predict, syn, batch.labels[pick])
+        else:
+            skipped.append(f"label fidelity: task {task!r} with no inherited masks or labels")
+        rep["label_fidelity"] = fid
+    rep["features"] = (
+        f"pooled bottleneck of {model_name} (not Inception)" if features else "raw pixels"
+    )
+    rep["n_measured"], rep["n_real"] = len(pick), len(real)
+    rep["n_fitted_on"], rep["n_holdout"] = len(train), len(hold)
+    if skipped:
+        rep["skipped"] = skipped
+    return to_jsonable(rep), per_item
+
+
+# ---- gallery -----------------------------------------------------------------------------------
+def _display(img: np.ndarray) -> tuple[np.ndarray, str | None]:
+    """(H, W, C) -> an array imshow can draw and its colour map (first channel unless RGB)."""
+    a = np.asarray(img, np.float64)
+    a = a if a.shape[-1] == 3 else a[..., 0]
+    lo, hi = float(np.nanmin(a)), float(np.nanmax(a))
+    a = (a - lo) / (hi - lo) if hi > lo else np.zeros_like(a)
+    return a, (None if a.ndim == 3 else "gray")
+
+
+def write_gallery(
+    path: str | Path,
+    sources: np.ndarray,
+    masks: np.ndarray | None,
+    synthetic: np.ndarray,
+    *,
+    scores: Sequence[float] | None = None,
+    fidelity: Sequence[float] | None = None,
+    title: str = "",
+) -> Path:
+    """Write a PNG: per row the source, the perturbed mask on it, and the synthetic image.
+
+    Args:
+        path: the PNG to write (atomically).
+        sources: (R, H, W, C) source images.
+        masks: (R, H, W) the masks the synthetic images inherit (contoured on the source), or
+            None (classification: the middle column shows the source alone).
+        synthetic: (R, H, W, C) synthetic images.
+        scores: (R,) rank scores, or None.
+        fidelity: (R,) label fidelity (Dice or 1/0 agreement; NaN = not measured), or None.
+        title: the figure title.
+
+    Returns:
+        ``path``.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from activesynth.utils import atomic_write
+
+    rows = len(synthetic)
+    if rows == 0 or len(sources) != rows or (masks is not None and len(masks) != rows):
+        raise DataError(
+            f"a gallery needs as many sources and masks as synthetic images (>= 1), got "
+            f"{len(sources)}, {None if masks is None else len(masks)} and {rows}."
+        )
+    fig = Figure(figsize=(6.0, 2.1 * rows + 0.4), dpi=80)
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(rows, 3, squeeze=False)
+    for i in range(rows):
+        s, cmap = _display(sources[i])
+        y, cmap_y = _display(synthetic[i])
+        axes[i, 0].imshow(s, cmap=cmap, vmin=0, vmax=1)
+        axes[i, 1].imshow(s, cmap=cmap, vmin=0, vmax=1)
+        if masks is not None and masks[i].any():
+            axes[i, 1].contour(masks[i] > 0, levels=[0.5], colors="r", linewidths=1)
+        axes[i, 2].imshow(y, cmap=cmap_y, vmin=0, vmax=1)
+        bits = []
+        if scores is not None:
+            bits.append(f"score {scores[i]:.3g}")
+        if fidelity is not None and np.isfinite(fidelity[i]):
+            bits.append(f"fidelity {fidelity[i]:.2f}")
+        for j, name in enumerate(("source", "perturbed mask", "synthetic")):
+            axes[i, j].set_title(
+                name if j < 2 or not bits else f"{name}\n{', '.join(bits)}", fontsize=8
+            )
+            axes[i, j].axis("off")
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return atomic_write(path, lambda fh: fh.write(buf.getvalue()))
+
+
+# ---- readers for the benchmark report ----------------------------------------------------------
+def collect_synthesis(run_dir: str | Path) -> list[dict[str, Any]]:
+    """One flat row per round that added synthetic items, read from a loop's output folder.
+
+    Reads ``<run_dir>/history.json`` (each record's ``synthetic`` summary, its ``quality``) and
+    looks for ``<run_dir>/round_XX/synthesis_gallery.png``.
+
+    Returns:
+        Rows with ``round``, ``n_expert_labels``, ``generator``, ``checkpoint``, ``sources``,
+        ``reads_unbudgeted_labels``, ``generated``, ``rejected``, ``added``, ``ssim``,
+        ``psnr_db``, ``realism_auc``, ``frechet_distance``, ``mmd``, ``memorisation_ratio``,
+        ``fidelity`` (mean mask Dice or class agreement), ``fidelity_model`` and ``gallery``
+        (path or None); figures a batch did not measure are None.
+
+    Raises:
+        DataError: no ``history.json`` in ``run_dir``.
+    """
+    run = Path(run_dir)
+    path = run / "history.json"
+    if not path.is_file():
+        raise DataError(f"{run} has no history.json; give a loop's --out folder.")
+    records = json.loads(path.read_text())["rounds"]
+    rows = []
+    for rec in records:
+        s = rec.get("synthetic")
+        if not s:
+            continue
+        q = s.get("quality") or {}
+        fid = q.get("label_fidelity") or {}
+        mem = q.get("memorisation") or {}
+        gallery = run / f"round_{int(rec['round']):02d}" / GALLERY_NAME
+        rows.append(
+            {
+                "round": rec["round"],
+                "n_expert_labels": rec.get("n_expert_labels"),
+                "generator": s.get("generator"),
+                "checkpoint": s.get("checkpoint"),
+                "sources": s.get("sources"),
+                "reads_unbudgeted_labels": s.get("reads_unbudgeted_labels"),
+                "generated": s.get("generated"),
+                "rejected": s.get("rejected"),
+                "added": s.get("added"),
+                "ssim": (q.get("ssim") or {}).get("mean"),
+                "psnr_db": (q.get("psnr_db") or {}).get("mean"),
+                "realism_auc": q.get("realism_auc"),
+                "frechet_distance": q.get("frechet_distance"),
+                "mmd": q.get("mmd"),
+                "memorisation_ratio": mem.get("ratio"),
+                "fidelity": fid.get("mask_dice_mean", fid.get("class_agreement")),
+                "fidelity_model": fid.get("model"),
+                "gallery": str(gallery) if gallery.is_file() else None,
+            }
+        )
+    return rows
+
+
+_TABLE_COLUMNS = (
+    ("round", "round", "{}"),
+    ("labels", "n_expert_labels", "{}"),
+    ("generator", "generator", "{}"),
+    ("added / generated", None, ""),
+    ("SSIM", "ssim", "{:.3f}"),
+    ("PSNR dB", "psnr_db", "{:.1f}"),
+    ("realism AUC", "realism_auc", "{:.3f}"),
+    ("Frechet*", "frechet_distance", "{:.3g}"),
+    ("MMD*", "mmd", "{:.3g}"),
+    ("memorisation", "memorisation_ratio", "{:.2f}"),
+    ("fidelity", "fidelity", "{:.3f}"),
+)
+
+
+def quality_table(rows: Sequence[dict[str, Any]]) -> str:
+    """A markdown table of :func:`collect_synthesis` rows (``-`` where not measured), with a note
+    naming the feature network and the fidelity reference."""
+    head = "| " + " | ".join(c[0] for c in _TABLE_COLUMNS) + " |"
+    lines = [head, "|" + "---|" * len(_TABLE_COLUMNS)]
+    for r in rows:
+        cells = []
+        for _, key, fmt in _TABLE_COLUMNS:
+            if key is None:
+                cells.append(f"{r.get('added')} / {r.get('generated')}")
+                continue
+            v = r.get(key)
+            cells.append("-" if v is None else fmt.format(v))
+        lines.append("| " + " | ".join(cells) + " |")
+    refs = sorted({str(r["fidelity_model"]) for r in rows if r.get("fidelity_model")})
+    note = "\n\n*Frechet distance and MMD on our own network's features, not Inception."
+    if refs:
+        note += " Fidelity measured by: " + "; ".join(refs) + "."
+    return "\n".join(lines) + note + "\n"
