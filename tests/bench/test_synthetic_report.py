@@ -22,6 +22,7 @@ from activesynth.bench.report import (
 from activesynth.bench.stats import arm_label
 from activesynth.bench.store import collect, label_axis
 from activesynth.errors import ConfigError
+from activesynth.synthesis.report import quality_section
 from tests.bench.fakes import fake_run
 from tests.synthesis.test_loop_synthetic import SYN
 
@@ -109,6 +110,15 @@ def test_report_names_synthetic_items_per_arm_and_lists_them(syn_results: Path) 
     assert "<a href='#synthetic-items'>Synthetic items</a>" in html
     assert "<h2 id='synthetic-items'>Synthetic items</h2>" in html
     assert "never counted as labels" in html and "entropy + 8 synthetic" in html
+    # the quality section: one row per seed and round, the first seed's last gallery embedded
+    assert "<a href='#synthetic-quality'>Synthetic quality</a>" in html
+    assert "<h2 id='synthetic-quality'>Synthetic quality</h2>" in html
+    assert html.count('src="data:image/png;base64,') >= 1 and "round_02" in html
+    quality = md.split("## Synthetic quality", 1)[1]
+    assert "### phantom · schedule syn · entropy" in quality
+    rows = [ln for ln in quality.splitlines() if ln.startswith("| 1 |") or ln.startswith("| 2 |")]
+    assert [r.split(" | ")[3] for r in rows] == ["4 / 21", "4 / 30"]  # added / generated
+    assert "not Inception" in quality and "task model of round" in quality
 
 
 def test_a_report_without_synthetic_items_has_no_such_section(
@@ -137,7 +147,7 @@ def test_extra_sections_hook(tmp_path: Path, grid: GridConfig) -> None:
     assert "<a href='#gallery'>Gallery</a>" in html
     assert "<h2 id='gallery'>Gallery</h2>\n<p>three images</p>" in html
     assert "## Gallery\n\nthree images" in (out / "report" / "tables.md").read_text()
-    assert report_sections() == [synthetic_items_section]
+    assert report_sections() == [synthetic_items_section, quality_section]
     assert REPORT_SECTIONS[0] == "activesynth.bench.report:synthetic_items_section"
     with pytest.raises(ConfigError, match=r"'activesynth\.bench\.report:nope' cannot be loaded"):
         report_sections(["activesynth.bench.report:nope"])

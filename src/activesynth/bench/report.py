@@ -81,7 +81,10 @@ the report from ``summary.json``'s content (``summary["groups"][i]["synthetic"]`
 synthetic round per arm and run), the results directory (``runs/<run_id>/`` holds each run's
 files) and ``DIR/report/`` (where it may write files); None when it has nothing to show."""
 
-REPORT_SECTIONS: tuple[str, ...] = ("activesynth.bench.report:synthetic_items_section",)
+REPORT_SECTIONS: tuple[str, ...] = (
+    "activesynth.bench.report:synthetic_items_section",
+    "activesynth.synthesis.report:quality_section",
+)
 """The extra sections of every report, in page order, as ``"module:function"`` paths of
 :data:`SectionRenderer` functions (imported when a report is written, so a section's module may
 import heavy libraries). Add a gallery or a quality table by appending its path here."""

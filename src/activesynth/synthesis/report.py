@@ -47,6 +47,7 @@ __all__ = [
     "batch_quality",
     "collect_synthesis",
     "normalise_quality",
+    "quality_section",
     "quality_table",
     "write_gallery",
 ]
@@ -391,3 +392,75 @@ def quality_table(rows: Sequence[dict[str, Any]]) -> str:
     if refs:
         note += " Fidelity measured by: " + "; ".join(refs) + "."
     return "\n".join(lines) + note + "\n"
+
+
+def quality_section(summary: Any, results_dir: Path, report_dir: Path) -> Any:
+    """The benchmark report's "Synthetic quality" section (a ``bench.report.SectionRenderer``).
+
+    Per group and arm that added synthetic items: the :func:`quality_table` of every run (rows
+    are rounds; the seed is a column) and, for the first seed's last synthesis round, its
+    gallery embedded as a ``data:`` URI (one picture per arm keeps the page light; every round's
+    gallery stays in its run folder). Runs whose folder has no ``history.json`` (a committed
+    JSON archive keeps it; a run still at round 0 has none) are skipped. None when no run of the
+    report added synthetic items.
+    """
+    import base64
+    import html
+
+    from activesynth.bench.report import ReportSection, markdown_to_html
+
+    md_parts: list[str] = []
+    html_parts: list[str] = []
+    for g in summary["groups"]:
+        syn = g.get("synthetic") or {}
+        for arm in g["strategies"]:
+            run_ids = list(dict.fromkeys(r["run_id"] for r in syn.get(arm, {}).get("rounds", [])))
+            rows: list[dict[str, Any]] = []
+            first_gallery: str | None = None
+            for rid in run_ids:
+                run = Path(results_dir) / "runs" / rid
+                if not (run / "history.json").is_file():
+                    continue
+                got = collect_synthesis(run)
+                seed = next((r["seed"] for r in syn[arm]["rounds"] if r["run_id"] == rid), None)
+                rows += [{**r, "seed": seed} for r in got]
+                if first_gallery is None:
+                    galleries = [r["gallery"] for r in got if r["gallery"]]
+                    first_gallery = galleries[-1] if galleries else None
+            if not rows:
+                continue
+            title = f"{g['dataset']} · schedule {g['schedule']} · {arm}"
+            seeds = sorted({r["seed"] for r in rows if r["seed"] is not None})
+            table = quality_table(rows)
+            md_parts += [f"### {title}", f"Seeds {seeds}; one row per seed and round.", table]
+            html_parts.append(f"<h3>{html.escape(title)}</h3>")
+            html_parts.append(markdown_to_html(f"Seeds {seeds}; one row per seed and round."))
+            html_parts.append(markdown_to_html(table))
+            if first_gallery is not None:
+                data = base64.b64encode(Path(first_gallery).read_bytes()).decode("ascii")
+                cap = html.escape(
+                    f"{Path(first_gallery).parent.parent.name}, {Path(first_gallery).parent.name}"
+                )
+                html_parts.append(
+                    f'<figure><img alt="synthesis gallery" style="max-width:100%" '
+                    f'src="data:image/png;base64,{data}"><figcaption>Gallery of {cap}: '
+                    f"source, perturbed mask, synthetic image, rank score, label fidelity."
+                    f"</figcaption></figure>"
+                )
+    if not md_parts:
+        return None
+    intro = (
+        "Quality and label fidelity of every synthetic batch, as measured when the run added it "
+        "(SSIM / PSNR to the source; realism AUC of a real-vs-synthetic classifier, 0.5 = "
+        "indistinguishable; Frechet distance and MMD on our own task network's features, not "
+        "Inception; memorisation = nearest-neighbour distance to the generator's training images "
+        "over that of unseen real images; fidelity = Dice of the inherited mask against the "
+        "reference model's prediction, or class agreement, with the reference named below "
+        "each table)."
+    )
+    return ReportSection(
+        id="synthetic-quality",
+        title="Synthetic quality",
+        html=markdown_to_html(intro) + "\n" + "\n".join(html_parts),
+        markdown="\n\n".join([intro, *md_parts]),
+    )
