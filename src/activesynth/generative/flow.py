@@ -68,6 +68,7 @@ class FlowConfig(LatentConfig):
     clamp: float = 1.5
     temperature: float = 0.7
     lr: float = 1e-3
+    epochs: int = 20
 
     def __post_init__(self) -> None:
         super().__post_init__()

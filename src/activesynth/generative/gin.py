@@ -64,7 +64,7 @@ class GINConfig(LatentConfig):
     info_to_generator: bool = True
     criterion: str = "least_squares"
     lr_d: float = 2e-4
-    epochs: int = 40
+    epochs: int = 30
 
     def __post_init__(self) -> None:
         super().__post_init__()

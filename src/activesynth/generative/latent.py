@@ -556,9 +556,10 @@ class VAELatentConfig(LatentConfig):
         kl_weight: weight of the KL term (1 = the ELBO).
     """
 
-    channels: tuple[int, ...] = (16, 32, 64, 64)
+    channels: tuple[int, ...] = (8, 16, 32, 32)
     kl_weight: float = 1.0
     lr: float = 1e-3
+    epochs: int = 20
 
 
 @LATENT_GENERATORS.register("vae")
