@@ -51,7 +51,7 @@ class FlowConfig(LatentConfig):
     """The flow's architecture and training (ours).
 
     ``latent_dim`` is not free for a flow: it is ``(C + 1) * size^2``, set when the flow is
-    built (the value given is ignored and recorded as 0).
+    built (the value given is ignored).
 
     Attributes:
         size: side the pair is downsampled to (a multiple of 4).
