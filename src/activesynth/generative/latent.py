@@ -655,8 +655,8 @@ def lumen_validity(
        ``min_area`` pixels. Specks smaller than that are dropped first (``cleaned``): the real
        phantoms' own masks hold such 1-5 px fragments at 64 px (a calcium nodule or a valve slit
        cut by the pixel grid; 9 of the first 64 at seed 0), and they carry no flow to speak of;
-    2. it does not touch the image border (checked before cleaning) (a lumen leaving the field of view is cropped, and the
-       solver would treat the border as wall);
+    2. after cleaning, it does not touch the image border (a lumen leaving the field of view
+       is cropped, and the solver would treat the border as wall);
     3. it lies *inside the vessel wall*, judged from the image: a contrast-filled lumen in a
        CT angiogram is enclosed by darker wall / plaque / leaflet tissue, so the median
        intensity of the ring of pixels within ``ring_px`` (4-connected dilation steps) outside
@@ -689,7 +689,6 @@ def lumen_validity(
     four = ndimage.generate_binary_structure(2, 1)
     comps = np.zeros(n, np.int64)
     area = m.reshape(n, -1).sum(1).astype(np.int64)
-    border = m[:, 0].any(1) | m[:, -1].any(1) | m[:, :, 0].any(1) | m[:, :, -1].any(1)
     inside = np.ones(n, bool)
     cleaned = m.copy()
     for i in range(n):  # one labelling per mask: scipy has no batched connected components
@@ -706,6 +705,8 @@ def lumen_validity(
             ring = ndimage.binary_dilation(c, four, iterations=ring_px) & ~m[i]
             if ring.any():
                 inside[i] = np.median(img[i][c]) - np.median(img[i][ring]) >= contrast
+    c = cleaned
+    border = c[:, 0].any(1) | c[:, -1].any(1) | c[:, :, 0].any(1) | c[:, :, -1].any(1)
     one = comps == 1
     valid = one & ~border & inside
     reasons = {
