@@ -153,3 +153,14 @@ def test_gin_info_flag_changes_training(phantoms):
     )
     assert on.checkpoint_hash != off.checkpoint_hash
     assert torch.is_tensor(next(iter(on.modules["F"].parameters())))
+
+
+def test_unknown_names_and_options_get_a_did_you_mean():
+    from activesynth.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="Did you mean 'flow'"):
+        make_latent_generator("flwo")
+    with pytest.raises(ConfigError, match="Did you mean 'latent_dim'"):
+        make_latent_generator("gin", latent_dims=4)
+    with pytest.raises(ConfigError, match="not trained"):
+        make_latent_generator("vae").decode(np.zeros((1, 8), np.float32))
