@@ -20,8 +20,8 @@
   The 512 maps are averaged over space (so D works at any image size; the paper flattens, which
   at 64 px would put 8 M weights into the first dense layer), then two dense layers (1024 units,
   leaky ReLU; 1 unit) and a sigmoid. D sees the pair (x, y) stacked on channels, as in Eq. 1.
-  ``forward`` returns the logit, because MONAI's ``PatchAdversarialLoss(criterion="bce")`` applies
-  the sigmoid itself; :meth:`PairDiscriminator.probability` applies it for inspection.
+  ``forward`` returns the logit, because the cGAN's log loss applies the sigmoid itself
+  (``binary_cross_entropy_with_logits``, exact where D is confident); :meth:`PairDiscriminator.probability` applies it for inspection.
 
 All convolutions are MONAI ``Convolution`` blocks (``spatial_dims`` = 2).
 """
