@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from activesynth.data.imageset import ImageSet
-from activesynth.errors import ConfigError
+from activesynth.errors import ConfigError, DataError
 from activesynth.generative.latent import LatentConfig, LatentGenerator
 from activesynth.synthesis.aisel import (
     AISELConfig,
@@ -259,3 +259,35 @@ def test_a_round_records_failed_solves_and_goes_on(disc_setup):
     assert len(res.failed) == 2 and "mesh failure" in res.failed[0]["error"]
     assert res.candidates is not None and len(res.candidates) == 2
     assert res.oracle["failed"] == 2 and res.oracle["solves"] == 4
+
+
+def test_codes_on_a_repelling_point_never_win_and_ties_follow_the_rng():
+    # product: a candidate equal to a labelled code has d = 0, so u^a * 0 = 0 loses to any
+    # candidate with u > 0 and d > 0, however large its own u (review finding)
+    z = np.array([[0.0, 0.0], [3.0, 0.0], [0.0, 4.0]])
+    u = np.array([1e30, 1.0, 1.0])
+    for method in ("product", "med", "maximin"):
+        sel = greedy_select(z, u, z[:1], 2, method, rng=np.random.default_rng(0), alpha=0.5)
+        assert 0 not in sel.index.tolist(), method
+    # every candidate on a labelled point: picks are still distinct, and score -inf
+    sel = greedy_select(
+        z[:1].repeat(3, 0), np.ones(3), z[:1], 3, "med", rng=np.random.default_rng(0)
+    )
+    assert sorted(sel.index.tolist()) == [0, 1, 2] and np.isneginf(sel.scores).all()
+    # exact ties are broken by the seeded rank, not by the array order
+    firsts = {
+        int(
+            greedy_select(
+                np.zeros((8, 2)),
+                np.ones(8),
+                np.empty((0, 2)),
+                1,
+                "uncertainty",
+                rng=np.random.default_rng(s),
+            ).index[0]
+        )
+        for s in range(20)
+    }
+    assert len(firsts) > 1
+    with pytest.raises(DataError, match="labelled_u must be finite"):
+        greedy_select(z, u, z[:1], 1, "med", rng=np.random.default_rng(0), labelled_u=[np.nan])

@@ -182,10 +182,11 @@ def greedy_select(
         u = np.asarray(u, np.float64)
         if u.shape != (n,) or not np.isfinite(u).all() or (u < 0).any():
             raise DataError(f"u must be ({n},) finite variances >= 0, got {u.shape}.")
-    # ties: a seeded jitter far below any real difference decides, never the array order
-    jitter = torch.as_tensor(rng.permutation(n) * 1e-12 / max(n, 1))
+    # ties: a seeded random rank decides, never the array order
+    rank = rng.permutation(n)
+    rank_t = torch.as_tensor(rank)
     if method == "uncertainty":
-        order = np.lexsort((-jitter.numpy(), -u))[:budget]
+        order = np.lexsort((rank, -u))[:budget]
         return Selection(order.astype(np.int64), u[order])
 
     zt, lt = torch.as_tensor(z), torch.as_tensor(labelled)
@@ -193,8 +194,11 @@ def greedy_select(
     if method == "med":
         logq = torch.as_tensor(np.log(med_charge(u, p)))
         lu = np.full(len(labelled), np.median(u)) if labelled_u is None else labelled_u
+        lu = np.asarray(lu, np.float64).reshape(-1)
         if len(lu) != len(labelled):
             raise DataError(f"labelled_u has {len(lu)} values for {len(labelled)} labelled codes.")
+        if not np.isfinite(lu).all() or (lu < 0).any():
+            raise DataError("labelled_u must be finite variances >= 0 (one per labelled code).")
         ref_logq = torch.as_tensor(np.log(med_charge(lu, p)))
     else:
         logq = torch.zeros(n, dtype=torch.float64)
@@ -205,19 +209,24 @@ def greedy_select(
     scores: list[float] = []
     taken = torch.zeros(n, dtype=torch.bool)
     for _ in range(budget):
+        # nothing to repel from yet (no labelled code, no pick): distances are +inf everywhere
+        empty = len(labelled) == 0 and not picked
         if method == "med":
-            # empty labelled set: energy -inf everywhere; start at the smallest charge (max u)
-            score = -(logq + emax) if torch.isfinite(emax).any() else -logq
+            # empty: start at the smallest charge (max u); a code on a repelling point scores -inf
+            score = -logq if empty else -(logq + emax)
         elif method == "product":
-            finite = torch.isfinite(dmin).any()
-            logd = torch.log(dmin.clamp_min(EPS)) if finite else torch.zeros_like(dmin)
+            # log d = -inf at a repelling point (u^a * 0 = 0 never wins), unless alpha = 1
+            logd = torch.zeros_like(dmin) if empty or alpha >= 1.0 else torch.log(dmin)
             score = alpha * logu + (1.0 - alpha) * logd  # type: ignore[operator]
         else:  # maximin
-            score = dmin.clone() if torch.isfinite(dmin).any() else torch.zeros(n, dtype=dmin.dtype)
-        score = torch.where(taken, torch.tensor(-math.inf, dtype=score.dtype), score) + jitter
-        k = int(torch.argmax(score))
+            score = torch.zeros(n, dtype=dmin.dtype) if empty else dmin.clone()
+        score = torch.where(taken, torch.tensor(-math.inf, dtype=score.dtype), score)
+        free = ~taken
+        best = score[free].max()
+        ties = torch.nonzero(free & (score == best)).flatten()
+        k = int(ties[torch.argmin(rank_t[ties])])
         picked.append(k)
-        scores.append(float(score[k] - jitter[k]))
+        scores.append(float(score[k]))
         taken[k] = True
         # the pick joins the labelled set: update distances / energies in O(N D)
         d = torch.linalg.vector_norm(zt - zt[k], dim=1)
