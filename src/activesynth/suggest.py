@@ -95,25 +95,9 @@ FULL = Preset(
 
 # ---- the data ---------------------------------------------------------------------------------
 def _read_label_table(path: Path) -> dict[str, str]:
-    if not path.is_file():
-        raise DataError(f"--labels-csv {path} does not exist.")
-    table: dict[str, str] = {}
-    with open(path, newline="", encoding="utf-8-sig") as fh:
-        reader = csv.DictReader(fh)
-        cols = {c.strip().lower(): c for c in reader.fieldnames or []}
-        if "filename" not in cols or "label" not in cols:
-            raise DataError(
-                f"--labels-csv {path} needs columns 'filename' and 'label'; it has "
-                f"{reader.fieldnames}."
-            )
-        for line, row in enumerate(reader, start=2):
-            key = (row[cols["filename"]] or "").strip()
-            value = (row[cols["label"]] or "").strip()
-            if key and value:
-                if key in table:
-                    raise DataError(f"--labels-csv {path} line {line}: {key!r} is listed twice.")
-                table[key] = value
-    return table
+    from activesynth.data.sources.folder import read_label_table
+
+    return read_label_table(path, "--labels-csv", skip_empty=True)
 
 
 def _spec_for(

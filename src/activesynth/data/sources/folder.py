@@ -400,31 +400,50 @@ def _groups(images: list[Path], images_dir: Path, group_pattern: str | None) -> 
     return np.array(out)
 
 
-def _read_labels_csv(
-    csv_path: Path, images: list[Path], images_dir: Path
-) -> tuple[np.ndarray, tuple[str, ...]]:
-    """Image-level labels from a ``filename,label`` CSV, aligned with ``images``."""
+def read_label_table(
+    csv_path: Path, what: str = "labels_csv", *, skip_empty: bool = False
+) -> dict[str, str]:
+    """The ``filename -> label`` rows of a ``filename,label`` CSV (header case-insensitive).
+
+    Args:
+        csv_path: the CSV file.
+        what: how errors name the file's option (``labels_csv``, ``--labels-csv``).
+        skip_empty: leave out rows with an empty label (a partly labelled folder) instead of
+            refusing them.
+
+    Raises:
+        DataError: the file is missing, lacks a column, lists a name twice or (unless
+            ``skip_empty``) has an empty label.
+    """
     if not csv_path.is_file():
-        raise DataError(f"labels_csv {csv_path} does not exist.")
+        raise DataError(f"{what} {csv_path} does not exist.")
     table: dict[str, str] = {}
     with open(csv_path, newline="", encoding="utf-8-sig") as fh:
         reader = csv.DictReader(fh)
         fields = {f.strip().lower(): f for f in reader.fieldnames or []}
         if "filename" not in fields or "label" not in fields:
             raise DataError(
-                f"labels_csv {csv_path} needs columns 'filename' and 'label'; it has "
+                f"{what} {csv_path} needs columns 'filename' and 'label'; it has "
                 f"{reader.fieldnames}."
             )
         for line, row in enumerate(reader, start=2):
             key = (row[fields["filename"]] or "").strip()
             value = (row[fields["label"]] or "").strip()
-            if not key:
+            if not key or (skip_empty and not value):
                 continue
             if not value:
-                raise DataError(f"labels_csv {csv_path} line {line}: empty label for {key!r}.")
+                raise DataError(f"{what} {csv_path} line {line}: empty label for {key!r}.")
             if key in table:
-                raise DataError(f"labels_csv {csv_path} line {line}: {key!r} is listed twice.")
+                raise DataError(f"{what} {csv_path} line {line}: {key!r} is listed twice.")
             table[key] = value
+    return table
+
+
+def _read_labels_csv(
+    csv_path: Path, images: list[Path], images_dir: Path
+) -> tuple[np.ndarray, tuple[str, ...]]:
+    """Image-level labels from a ``filename,label`` CSV, aligned with ``images``."""
+    table = read_label_table(csv_path)
     rels = [p.relative_to(images_dir) for p in images]
     name_counts: dict[str, int] = {}
     for r in rels:
