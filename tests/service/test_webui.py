@@ -25,10 +25,6 @@ def pixels(c: TestClient, image_id: str) -> tuple[np.ndarray, Any]:
     return arr.reshape(shape), r.headers
 
 
-def ids_by_name(c: TestClient) -> dict[str, str]:
-    return {i["name"]: i["id"] for i in c.get("/api/v1/images").json()["items"]}
-
-
 def test_ui_served_by_default_and_replaceable(tmp_path: Path) -> None:
     folder = tmp_path / "imgs"
     folder.mkdir()
