@@ -23,6 +23,16 @@ const state = {
 };
 window.__activesynth = state;
 
+// Opened on a label page: ask for the image's pixels at once, in parallel with the rest of the
+// start (the time to first image is mostly waiting); showLabel takes the answer over.
+const early = location.hash.match(/^#\/label\/(.+)$/);
+if (early) {
+  const id = decodeURIComponent(early[1]);
+  const promise = api.pixels(id);
+  promise.catch(() => {}); // a 401 before login is handled by the route itself
+  state.prefetch = { id, promise };
+}
+
 // ---- messages
 function showError(err) {
   const box = $("#error");
@@ -85,6 +95,7 @@ function strategy() {
 const pages = ["login", "queue", "label", "progress", "help"];
 
 async function route() {
+  performance.mark("activesynth:route");
   const [, page = "queue", arg] = location.hash.match(/^#\/([^/]*)\/?(.*)$/) || [];
   const name = pages.includes(page) ? page : "queue";
   if (state.auth && !api.token() && name !== "login" && name !== "help") {
@@ -248,6 +259,12 @@ function buildClasses(labels) {
 }
 
 async function showLabel(imageId) {
+  performance.mark("activesynth:label-page");
+  if (imageId && !(state.prefetch && state.prefetch.id === imageId) && imageId !== state.imageId) {
+    const promise = api.pixels(imageId); // before the viewer's first layout
+    promise.catch(() => {});
+    state.prefetch = { id: imageId, promise };
+  }
   const v = viewer();
   if (!imageId) {
     if (state.imageId) {
@@ -263,10 +280,14 @@ async function showLabel(imageId) {
   $("#image-name").textContent = `${imageId} (loading...)`;
   $("#prelabel-info").textContent = "";
   // the image first: nothing else waits on the network before it is painted
-  const px = await api.pixels(imageId);
+  const pf = state.prefetch;
+  state.prefetch = null;
+  const px = await (pf && pf.id === imageId ? pf.promise : api.pixels(imageId));
   if (seq !== state.loadSeq) return;
+  performance.mark("activesynth:pixels");
   state.imageId = imageId;
   v.setImage(px);
+  performance.mark("activesynth:drawn");
   $("#image-name").textContent = `${imageId} (${px.width} x ${px.height}${px.dtype === "uint8" ? "" : ", " + px.dtype})`;
   syncControls(v);
   const [inf, meta] = await Promise.all([info(), api.getJSON(`/api/v1/images/${encodeURIComponent(imageId)}`, `read image ${imageId}`)]);

@@ -181,12 +181,27 @@ export class Viewer {
     const out = ctx.createImageData(width, height);
     const d = out.data;
     const n = width * height;
-    for (let i = 0; i < n; i++) {
-      for (let c = 0; c < 3; c++) {
-        const v = (data[channels === 1 ? i : 3 * i + c] - lo) * k;
-        d[4 * i + c] = v < 0 ? 0 : v > 255 ? 255 : v;
+    const grey = (v) => {
+      const g = v < 0 ? 0 : v > 255 ? 255 : v | 0;
+      return (0xff000000 | (g << 16) | (g << 8) | g) >>> 0; // RGBA bytes, little endian
+    };
+    if (channels === 1) {
+      const px32 = new Uint32Array(d.buffer);
+      if (data instanceof Uint8Array) {
+        const lut = new Uint32Array(256); // 8-bit images: one table lookup a pixel
+        for (let v = 0; v < 256; v++) lut[v] = grey((v - lo) * k);
+        for (let i = 0; i < n; i++) px32[i] = lut[data[i]];
+      } else {
+        for (let i = 0; i < n; i++) px32[i] = grey((data[i] - lo) * k);
       }
-      d[4 * i + 3] = 255;
+    } else {
+      for (let i = 0; i < n; i++) {
+        for (let c = 0; c < 3; c++) {
+          const v = (data[3 * i + c] - lo) * k;
+          d[4 * i + c] = v < 0 ? 0 : v > 255 ? 255 : v;
+        }
+        d[4 * i + 3] = 255;
+      }
     }
     ctx.putImageData(out, 0, 0);
   }
