@@ -116,21 +116,25 @@ def raw_pixels(data: bytes, ext: str, what: str) -> np.ndarray:
     Raises:
         RequestError: 400 when the file does not decode as a 2D image.
     """
-    u8 = decode_image(data, ext, what)  # validates the file (type, 2D, size) once
     if ext in (".nii", ".nii.gz"):
-        arr = _nifti_2d(data, ext, what)
+        arr = _nifti_2d(data, ext, what)  # checks the header (2D, size) before reading voxels
     elif ext == ".dcm":
         import pydicom
 
-        ds = pydicom.dcmread(io.BytesIO(data))
+        try:
+            ds = pydicom.dcmread(io.BytesIO(data))
+            stored = np.asarray(ds.pixel_array)
+        except Exception as exc:
+            raise RequestError(400, f"{what} is not a readable DICOM file ({exc}).") from exc
+        if stored.ndim != 2:
+            raise RequestError(400, f"{what} has shape {stored.shape}; one 2D frame is needed.")
         slope = float(getattr(ds, "RescaleSlope", 1) or 1)
         intercept = float(getattr(ds, "RescaleIntercept", 0) or 0)
-        arr = np.asarray(ds.pixel_array).astype(np.float64) * slope + intercept
+        arr = stored.astype(np.float64) * slope + intercept
     else:
+        u8 = decode_image(data, ext, what)  # validates the file (type, 2D, size)
         deep = _deep_grey(data, ext)
         arr = u8 if deep is None or deep.shape != u8.shape[:2] else deep
-    if arr.shape[:2] != u8.shape[:2]:
-        raise RequestError(400, f"{what}: pixel array {arr.shape} differs from {u8.shape}.")
     if arr.dtype == np.uint8:
         return np.ascontiguousarray(arr)
     if arr.dtype == np.bool_:
