@@ -452,7 +452,7 @@ async function showProgress() {
   const runs = p.runs.filter((r) => r.status === "DONE" && r.val_score != null);
   const met = runs.map((r) => ({ x: r.n_labels, y: +r.val_score.toFixed(4), label: `run ${r.run}: ${r.n_labels} labels, Dice ${r.val_score.toFixed(4)}` }));
   $("#plot-metric").replaceChildren(
-    linePlot(met, { title: "Validation Dice after each retraining", xLabel: "labels the model was trained on", yLabel: "Dice", yMin: 0, yMax: 1, empty: "no finished training run yet" }),
+    linePlot(met, { title: "Validation Dice after each retraining", xLabel: "labels the model was trained on", yLabel: "Dice", yMin: 0, yMax: 1, empty: "no training run with a validation score yet" }),
   );
   const body = $("#run-table tbody");
   body.replaceChildren();

@@ -75,7 +75,11 @@ export function fillPolygon(mask, width, height, pts, value) {
   }
 }
 
-function colourise(target, mask, width, height) {
+/**
+ * Class colours of `mask` into the image-sized canvas `target`. With `outline`, a region's
+ * border pixels are opaque and its inside faint (the pre-label, told apart from the mask).
+ */
+function colourise(target, mask, width, height, outline = false) {
   const ctx = target.getContext("2d");
   const out = ctx.createImageData(width, height);
   const d = out.data;
@@ -86,7 +90,18 @@ function colourise(target, mask, width, height) {
     d[4 * i] = c[0];
     d[4 * i + 1] = c[1];
     d[4 * i + 2] = c[2];
-    d[4 * i + 3] = 255;
+    let alpha = 255;
+    if (outline) {
+      const x = i % width;
+      const y = (i - x) / width;
+      const border =
+        (x > 0 && mask[i - 1] !== v) ||
+        (x < width - 1 && mask[i + 1] !== v) ||
+        (y > 0 && mask[i - width] !== v) ||
+        (y < height - 1 && mask[i + width] !== v);
+      alpha = border ? 255 : 70;
+    }
+    d[4 * i + 3] = alpha;
   }
   ctx.putImageData(out, 0, 0);
 }
@@ -104,7 +119,7 @@ export class Viewer {
     this.brushSize = 8;
     this.cls = 1;
     this.maskOpacity = 0.5;
-    this.preOpacity = 0.35;
+    this.preOpacity = 0.8;
     this.showPre = true;
     this.view = { s: 1, tx: 0, ty: 0 };
     this.px = null;
@@ -145,7 +160,7 @@ export class Viewer {
 
   setPrelabel(mask) {
     this.pre = mask;
-    if (mask) colourise(this.preCanvas, mask, this.px.width, this.px.height);
+    if (mask) colourise(this.preCanvas, mask, this.px.width, this.px.height, true);
     this.draw();
   }
 
