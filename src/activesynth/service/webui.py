@@ -133,7 +133,10 @@ def raw_pixels(data: bytes, ext: str, what: str) -> np.ndarray:
         arr = stored.astype(np.float64) * slope + intercept
     else:
         u8 = decode_image(data, ext, what)  # validates the file (type, 2D, size)
-        deep = _deep_grey(data, ext)
+        try:
+            deep = _deep_grey(data, ext)
+        except Exception:  # readable as 8-bit (checked above) but not as deep grey: use that
+            deep = None
         arr = u8 if deep is None or deep.shape != u8.shape[:2] else deep
     if arr.dtype == np.uint8:
         return np.ascontiguousarray(arr)
