@@ -1,7 +1,8 @@
 """The browser UI end to end in headless Chromium (Debian's, driven by Selenium through
 /usr/bin/chromedriver; nothing downloads a browser): log in, take the next image, paint with the
 brush (real pointer events on the canvas), submit, and find the label in the datastore with
-exactly the painted pixels; polygon + undo/redo; a 409 shown in the page.
+exactly the painted pixels; polygon + undo/redo; a 409 shown in the page; without accounts,
+window/level of a float (MR-like) image rendered exactly.
 
 The expected regions are recomputed here from the pointer positions with the viewer's own rules
 (a brush stroke covers the pixels whose centre lies within size/2 of the stroke's segment; a
@@ -306,3 +307,42 @@ def test_polygon_undo_redo_and_409(browser: Any, server: LiveServer) -> None:
     assert "NOT SAVED (HTTP 409)" in text and "'admin'" in text, text
     versions = httpx.get(f"{server.url}/api/v1/images/{other}/labels", headers=admin).json()
     assert [v for v in versions if v["tag"] == "final"] == []
+
+
+def test_no_auth_window_level_of_a_float_image(browser: Any, tmp_path: Path) -> None:
+    """Without accounts, on an MR-like float NIfTI: the default window is the 0.5-99.5th
+    percentile, the window/level inputs re-render exactly, and a save carries the page's
+    client id (the lease holder when auth is off)."""
+    import nibabel as nib
+
+    folder = tmp_path / "mr"
+    folder.mkdir()
+    vol = np.random.default_rng(3).normal(300.0, 120.0, (SIZE, SIZE)).astype(np.float32)  # (x, y)
+    nib.save(nib.Nifti1Image(vol, np.eye(4)), folder / "mr.nii.gz")
+    pixels = vol.T.astype(np.float64)  # (y, x): the stored orientation
+    with LiveServer(settings_for(folder, None, background=False)) as srv:
+        browser.get(f"{srv.url}/ui/#/label/mr")
+        page = Page(browser)
+        assert "no accounts" in browser.find_element("id", "who").text
+        lo, hi = browser.execute_script("return window.__activesynth.viewer.window")
+        assert np.isclose(lo, np.percentile(pixels, 0.5), rtol=1e-4)
+        assert np.isclose(hi, np.percentile(pixels, 99.5), rtol=1e-4)
+        for field, value in (("wl-window", "200"), ("wl-level", "250")):
+            box = browser.find_element("id", field)
+            box.clear()
+            box.send_keys(value + "\t")
+        wait(browser, "return window.__activesynth.viewer.window[0] === 150", what="W/L 200/250")
+        shown = browser.execute_script(
+            "const v = window.__activesynth.viewer;"
+            "const d = v.imgCanvas.getContext('2d').getImageData(0, 0, v.px.width, v.px.height);"
+            "return Array.from(d.data.filter((_, i) => i % 4 === 0));"
+        )
+        shown = np.asarray(shown, np.int64).reshape(SIZE, SIZE)
+        expected = np.clip((pixels - 150.0) * (255.0 / 200.0), 0, 255).astype(np.int64)
+        assert np.abs(shown - expected).max() <= 1
+        assert (shown == 0).any() and (shown == 255).any()  # the window clips on both sides
+        page.stroke((5.5, 5.5), (20.5, 5.5))
+        submit(browser, page)
+        client = browser.execute_script("return localStorage.getItem('activesynth.client_id')")
+        versions = httpx.get(f"{srv.url}/api/v1/images/mr/labels").json()
+        assert [(v["tag"], v["client_id"]) for v in versions] == [("final", client)]
