@@ -284,6 +284,10 @@ def test_polygon_undo_redo_and_409(browser: Any, server: LiveServer) -> None:
     page.key("y")
     np.testing.assert_array_equal(page.mask(), both.astype(np.uint8))
     page.key("z")
+    page.key("n")  # unsaved work: "next" warns first instead of dropping it
+    wait(browser, "return !document.querySelector('#error').hidden", what="the unsaved warning")
+    assert "unsaved" in browser.find_element("id", "error").text
+    assert browser.execute_script("return window.__activesynth.imageId") == page.image_id
     submit(browser, page)
     label, _ = saved_label(server.url, page.image_id)
     np.testing.assert_array_equal(label, poly.astype(np.uint8))

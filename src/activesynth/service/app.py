@@ -9,7 +9,8 @@ Two APIs on one app:
   Content-Disposition, the infer answer as ``multipart/form-data`` with a Content-Length, and no
   body read on GET/DELETE (the client sends stale Content-Length headers there).
 - **Our own API** under ``/api/v1`` (documented at ``/docs``): images, suggestions with scores,
-  leases, label versions, the audit log, export of final labels, users, orphans, train runs.
+  leases, label versions, the audit log, export of final labels, users, orphans, train runs,
+  and for the browser UI an image's raw pixels and the progress data.
 
 Every image handed out (MONAI next sample or ``POST /api/v1/leases``) is leased to its annotator
 for ``lease_seconds``; a label for an image leased to someone else is a 409 naming them. When

@@ -19,6 +19,7 @@ const state = {
   firstImageMs: null,
   loaded: null, // id of the image whose page (lease, classes, pre-label) is complete
   lastSave: null,
+  savedEdits: 0, // viewer.edits at the last successful submit
   busy: false,
 };
 window.__activesynth = state;
@@ -194,6 +195,13 @@ async function refreshQueue() {
   if (!leases.length) lb.append(el("tr", {}, el("td", { colspan: 4 }, "No image is leased.")));
 }
 
+// leases come and go: the queue refreshes itself while it is on screen
+setInterval(() => {
+  if (!$("#page-queue").hidden && document.visibilityState === "visible" && state.ready) {
+    refreshQueue().catch(showError);
+  }
+}, 15000);
+
 $("#strategy").addEventListener("change", () => {
   localStorage.setItem(STRATEGY_KEY, $("#strategy").value);
   refreshQueue().catch(showError);
@@ -203,6 +211,15 @@ $("#take-next").addEventListener("click", () => takeNext().catch(showError));
 
 /** Lease the next image of the current strategy and open it. */
 async function takeNext() {
+  const v = state.viewer;
+  const unsaved = !$("#page-label").hidden && v && v.px && v.edits !== state.savedEdits;
+  if (unsaved && !state.discardArmed) {
+    state.discardArmed = true;
+    setTimeout(() => (state.discardArmed = false), 5000);
+    showError(new Error("This image has unsaved changes: press s to submit them, or n again to drop them."));
+    return;
+  }
+  state.discardArmed = false;
   await info();
   const got = await api.sendJSON("POST", "/api/v1/leases", { strategy: strategy(), client_id: api.clientId() }, "take the next image");
   if (!got.image) {
@@ -287,6 +304,7 @@ async function showLabel(imageId) {
   performance.mark("activesynth:pixels");
   state.imageId = imageId;
   v.setImage(px);
+  state.savedEdits = 0;
   performance.mark("activesynth:drawn");
   $("#image-name").textContent = `${imageId} (${px.width} x ${px.height}${px.dtype === "uint8" ? "" : ", " + px.dtype})`;
   syncControls(v);
@@ -334,6 +352,7 @@ async function submit() {
     const png = await encodeGreyPng(v.mask, v.px.width, v.px.height);
     const got = await api.saveLabel(state.imageId, png);
     state.lastSave = got;
+    state.savedEdits = v.edits;
     notice(`Saved ${got.image}: final label version ${got.version} (${v.foregroundPixels()} labelled pixels). Press n for the next image.`);
     $("#lease-info").textContent = "label saved; lease released";
   } catch (err) {

@@ -122,6 +122,7 @@ export class Viewer {
     this.preOpacity = 0.8;
     this.showPre = true;
     this.view = { s: 1, tx: 0, ty: 0 };
+    this.edits = 0;
     this.px = null;
     this.mask = null;
     this.pre = null;
@@ -153,6 +154,7 @@ export class Viewer {
     this.undoStack = [];
     this.redoStack = [];
     this.polygon = [];
+    this.edits = 0; // changes of the mask since the image was opened (undo/redo count too)
     this.renderImage();
     this.renderMask();
     this.fit();
@@ -312,6 +314,7 @@ export class Viewer {
 
   // ---- editing
   _snapshot() {
+    this.edits++;
     this.undoStack.push(this.mask.slice());
     if (this.undoStack.length > MAX_UNDO) this.undoStack.shift();
     this.redoStack = [];
@@ -330,6 +333,7 @@ export class Viewer {
       return true;
     }
     if (!this.undoStack.length) return false;
+    this.edits++;
     this.redoStack.push(this.mask);
     this.mask = this.undoStack.pop();
     this._edited();
@@ -338,6 +342,7 @@ export class Viewer {
 
   redo() {
     if (!this.redoStack.length) return false;
+    this.edits++;
     this.undoStack.push(this.mask);
     this.mask = this.redoStack.pop();
     this._edited();
