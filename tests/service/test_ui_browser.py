@@ -228,6 +228,13 @@ def submit(driver: Any, page: Page) -> None:
 
 
 def test_login_lease_paint_submit(browser: Any, server: LiveServer) -> None:
+    browser.get(f"{server.url}/ui/#/queue")  # no token yet: sent to the login page
+    wait(browser, "return !document.querySelector('#page-login').hidden", what="the login page")
+    browser.find_element("id", "login-user").send_keys(USER)
+    browser.find_element("id", "login-password").send_keys("not-the-password")
+    browser.find_element("id", "login-submit").click()
+    wait(browser, "return !document.querySelector('#error').hidden", what="the login error")
+    assert "wrong user name or password" in browser.find_element("id", "error").text
     login(browser, server.url)
     # the queue shows suggestions; take the next image (a lease for alice)
     browser.find_element("id", "take-next").click()
