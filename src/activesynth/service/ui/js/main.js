@@ -299,7 +299,13 @@ async function showLabel(imageId) {
   // the image first: nothing else waits on the network before it is painted
   const pf = state.prefetch;
   state.prefetch = null;
-  const px = await (pf && pf.id === imageId ? pf.promise : api.pixels(imageId));
+  let px;
+  try {
+    px = await (pf && pf.id === imageId ? pf.promise : api.pixels(imageId));
+  } catch (err) {
+    if (seq === state.loadSeq) $("#image-name").textContent = `${imageId}: not loaded (see above)`;
+    throw err;
+  }
   if (seq !== state.loadSeq) return;
   performance.mark("activesynth:pixels");
   state.imageId = imageId;
