@@ -9,7 +9,8 @@ Two APIs on one app:
   Content-Disposition, the infer answer as ``multipart/form-data`` with a Content-Length, and no
   body read on GET/DELETE (the client sends stale Content-Length headers there).
 - **Our own API** under ``/api/v1`` (documented at ``/docs``): images, suggestions with scores,
-  leases, label versions, the audit log, export of final labels, users, orphans, train runs.
+  leases, label versions, the audit log, export of final labels, users, orphans, train runs,
+  and for the browser UI an image's raw pixels and the progress data.
 
 Every image handed out (MONAI next sample or ``POST /api/v1/leases``) is leased to its annotator
 for ``lease_seconds``; a label for an image leased to someone else is a 409 naming them. When
@@ -20,7 +21,8 @@ Startup (in ``create_app``): the data folder must be writable; a SQLite database
 this process (a second server on the same file is refused); the database must be reachable
 (its URL is named otherwise); migrations run (``upgrade head``); the folder is imported; orphans
 are reported. The background threads start with the app's lifespan and stop with it.
-A static web UI is served at ``/ui/`` from ``Settings.ui_dir`` (no UI ships in this landing).
+The browser UI (``service/ui/``, see :mod:`activesynth.service.webui`) is served at ``/ui/``
+(``Settings.ui_dir`` replaces it with another folder of static files).
 """
 
 from __future__ import annotations
@@ -485,12 +487,14 @@ def create_app(settings: Settings) -> FastAPI:
             allow_headers=["*"],
         )
 
-    if settings.ui_dir is not None:
-        from fastapi.staticfiles import StaticFiles
+    from fastapi.staticfiles import StaticFiles
 
-        if not Path(settings.ui_dir).is_dir():
-            raise ConfigError(f"--ui-dir {settings.ui_dir} is not a folder.")
-        app.mount("/ui", StaticFiles(directory=settings.ui_dir, html=True), name="ui")
+    from activesynth.service import webui
+
+    if settings.ui_dir is not None and not Path(settings.ui_dir).is_dir():
+        raise ConfigError(f"--ui-dir {settings.ui_dir} is not a folder.")
+    ui_dir = settings.ui_dir if settings.ui_dir is not None else webui.default_ui_dir()
+    app.mount("/ui", StaticFiles(directory=ui_dir, html=True), name="ui")
 
     @app.exception_handler(RequestError)
     async def _request_error(_r: Request, exc: RequestError) -> JSONResponse:
@@ -1253,6 +1257,20 @@ def create_app(settings: Settings) -> FastAPI:
     def train_runs(_w: auth_.Caller = Depends(reader)) -> list[dict[str, Any]]:
         with svc.sessions() as s:
             return [_task(r) for r in s.scalars(select(TrainRunRow).order_by(TrainRunRow.id))]
+
+    @app.get(f"{API}/images/{{image_id}}/pixels", tags=["api"])
+    def get_image_pixels(image_id: str, _w: auth_.Caller = Depends(reader)) -> Response:
+        """The image's intensities as a raw array (layout in X-Shape / X-Dtype headers)."""
+        with svc.sessions() as s:
+            row = svc.store.image(s, image_id)
+        arr = webui.raw_pixels(svc.store.image_bytes(row), row.ext, f"image {row.id!r}")
+        return webui.pixels_response(arr)
+
+    @app.get(f"{API}/progress", tags=["api"])
+    def get_progress(_w: auth_.Caller = Depends(reader)) -> dict[str, Any]:
+        """Labelled count over time and the validation metric of each training run."""
+        with svc.sessions() as s:
+            return webui.progress(s)
 
     @app.get(f"{API}/status", tags=["api"])
     def status(_w: auth_.Caller = Depends(reader)) -> dict[str, Any]:

@@ -65,7 +65,7 @@ def register(app: typer.Typer) -> None:
         max_steps: Annotated[int, typer.Option(help="Training steps per run.")] = 400,
         threads: Annotated[int | None, typer.Option(help="Torch threads of a job.")] = None,
         ui_dir: Annotated[
-            Path | None, typer.Option(help="Static files served at /ui/ (a browser UI).")
+            Path | None, typer.Option(help="Serve this folder at /ui/ instead of the built-in UI.")
         ] = None,
         quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Warnings only.")] = False,
     ) -> None:

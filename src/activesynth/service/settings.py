@@ -37,7 +37,7 @@ class Settings:
         size, channels, max_steps, batch_size, patience, threads: the model and its training.
         background: run the suggestion and training threads (off in unit tests of the store).
         name: app name shown in 3D Slicer.
-        ui_dir: a folder of static files served at ``/ui/`` (the place of a browser UI).
+        ui_dir: a folder of static files served at ``/ui/`` instead of the packaged browser UI.
     """
 
     images: Path | None = None
