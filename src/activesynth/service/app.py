@@ -744,6 +744,9 @@ def create_app(settings: Settings) -> FastAPI:
                         strategy=strategy,
                         holder=me,
                         score=scores.get(pick),
+                        # the audit log alone replays who held what when (bench/load_service.py)
+                        expires_at=lease.expires_at.isoformat(),
+                        released=sorted(released),
                     )
                     return {
                         "image": img,
