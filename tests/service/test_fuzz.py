@@ -613,3 +613,30 @@ def test_validation_message_names_the_parameter() -> None:
     )
     assert validation_message([]) == "the request is not valid."
     assert json.dumps(validation_message([{"loc": (), "msg": "m"}]))
+
+
+def test_auth_bad_requests_get_clear_4xx(folder: Path, db_url: str | None) -> None:
+    """With ``--auth``: malformed logins and tokens are 400/401, never a 5xx."""
+    settings = settings_for(folder, db_url, background=False, auth=True, admin_password="a" * 8)
+    multi = f"multipart/form-data; boundary={BOUNDARY}"
+    form = "application/x-www-form-urlencoded"
+    logins: list[tuple[dict[str, Any], int]] = [
+        ({"content": b"\xff" * 50, "headers": {"Content-Type": multi}}, 400),
+        ({"content": b"a=b", "headers": {"Content-Type": "multipart/form-data"}}, 400),
+        ({"json": {"username": "admin", "password": "x"}}, 400),
+        ({"data": {"username": "ad\x00min", "password": "a" * 8}}, 401),  # a PostgreSQL 500
+        ({"data": {"username": "x" * 5000, "password": "a" * 8}}, 401),
+        ({"data": {"username": "admin", "password": "x" * 100_000}}, 401),
+        ({"content": b"username=\xff&password=\xfe", "headers": {"Content-Type": form}}, 401),
+        ({"files": {"username": ("a.txt", b"x")}, "data": {"password": "a" * 8}}, 400),
+    ]
+    with LiveServer(settings) as server, httpx.Client(base_url=server.url, timeout=60) as c:
+        for kw, status in logins:
+            r = c.post("/auth/token", **kw)
+            assert r.status_code == status, (kw.keys(), r.text)
+            assert _detail(r), r.text
+        for header in ("Bearer \x01", "Bearer " + "a" * 10_000, "Basic eHl6", "Bearer"):
+            r = c.get("/info/", headers={"Authorization": header})
+            assert r.status_code == 401 and "token" in (_detail(r) or ""), r.text
+        token = c.post("/auth/token", data={"username": "admin", "password": "a" * 8})
+        assert token.status_code == 200
