@@ -545,6 +545,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--host", default="127.0.0.1", help="only the loopback address is accepted")
     ap.add_argument("--pg", default=None, help="PostgreSQL server URL (a fresh database is used)")
     ap.add_argument("--json", type=Path, default=None, help="write the figures here")
+    ap.add_argument("--server-log", type=Path, default=None, help="keep the server's log here")
     args = ap.parse_args(argv)
     if args.host not in LOOPBACK:
         print(f"error: --host {args.host}: this script only sends traffic to 127.0.0.1.")
@@ -561,7 +562,8 @@ def main(argv: list[str] | None = None) -> int:
             f"database {'PostgreSQL' if db else 'SQLite'}",
             flush=True,
         )
-        with serve(folder, data_dir, db, args.lease_seconds, root / "server.log") as url:
+        log = args.server_log or root / "server.log"
+        with serve(folder, data_dir, db, args.lease_seconds, log) as url:
             print(prepare_model(url, args.strategy), flush=True)
             load = run_load(
                 url,
@@ -589,6 +591,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         print("answers:", summary["codes"])
         print("client-side errors:", len(load.errors), load.errors[:5])
+        crashes = [ln for ln in log.read_text(errors="replace").splitlines() if "Error" in ln]
+        print(f"server log: {len(crashes)} error line(s)", Counter(crashes).most_common(3))
         for name, bad in report.items():
             print(f"{name:20s} {len(bad)}", bad[:3] if bad else "")
         if args.json:

@@ -48,13 +48,14 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 from sqlalchemy import delete, func, select, text
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from activesynth.errors import ActivesynthError, ConfigError
 from activesynth.service import auth as auth_
 from activesynth.service.db import (
+    DatabaseBusy,
     ImageRow,
     LabelRow,
     LeaseRow,
@@ -612,6 +613,21 @@ def create_app(settings: Settings) -> FastAPI:
     async def _user_error(_r: Request, exc: ActivesynthError) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=400)
 
+    @app.exception_handler(DatabaseBusy)
+    @app.exception_handler(OperationalError)
+    async def _db_busy(_r: Request, exc: Exception) -> JSONResponse:
+        # the database is locked or gone for longer than a request waits: say so, retryable
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        log.error("database unavailable: %s", first)
+        return JSONResponse(
+            {
+                "detail": f"the database {safe_url(svc.settings.db_url())} is busy or unreachable "
+                f"({first}); retry in a few seconds."
+            },
+            status_code=503,
+            headers={"Retry-After": "5"},
+        )
+
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         detail = exc.detail
@@ -1073,6 +1089,7 @@ def create_app(settings: Settings) -> FastAPI:
         pred = svc.background.predict(pixels)
         out_ext = ".nii.gz" if ext in (".nii", ".nii.gz") else ".png"
         out_file = f"{check_id(out_name, 'result name')}{out_ext}"
+        version = svc.background.model_version()  # not inside the write: it takes a lock
         with svc.sessions.begin() as s:
             audit(
                 s,
@@ -1081,7 +1098,7 @@ def create_app(settings: Settings) -> FastAPI:
                 image_id=image,
                 client_id=client_id_of(params.get("client_id")),
                 client=client,
-                model_version=svc.background.model_version(),
+                model_version=version,
             )
         answer = {
             "label_names": svc.background.label_names(),
