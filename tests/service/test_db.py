@@ -134,8 +134,10 @@ def sessionmaker_without_turns(engine: Any) -> Any:
     return sessionmaker(engine, expire_on_commit=False)
 
 
-def test_a_busy_database_is_a_503_naming_it(folder: Path) -> None:
+@pytest.mark.parametrize("pool", [False, True])
+def test_a_busy_database_is_a_503_naming_it(folder: Path, pool: bool) -> None:
     from fastapi.testclient import TestClient
+    from sqlalchemy.exc import TimeoutError as PoolTimeout
 
     from activesynth.service.db import DatabaseBusy
 
@@ -143,10 +145,13 @@ def test_a_busy_database_is_a_503_naming_it(folder: Path) -> None:
     svc = app.state.service
 
     def busy() -> None:
+        if pool:
+            raise PoolTimeout("QueuePool limit of size 10 overflow 10 reached")
         raise DatabaseBusy("no turn to write within 120 s")
 
     svc.sessions.begin = busy
     with TestClient(app) as c:
         r = c.post("/api/v1/leases", json={"strategy": "first", "client_id": "a"})
     assert r.status_code == 503 and r.headers["retry-after"] == "5"
-    assert "service.db is busy or unreachable (no turn to write" in r.json()["detail"]
+    why = "QueuePool limit" if pool else "no turn to write"
+    assert f"service.db is busy or unreachable ({why}" in r.json()["detail"]

@@ -49,6 +49,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 from sqlalchemy import delete, func, select, text
 from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -615,6 +616,7 @@ def create_app(settings: Settings) -> FastAPI:
 
     @app.exception_handler(DatabaseBusy)
     @app.exception_handler(OperationalError)
+    @app.exception_handler(PoolTimeout)  # every pooled PostgreSQL connection busy for 30 s
     async def _db_busy(_r: Request, exc: Exception) -> JSONResponse:
         # the database is locked or gone for longer than a request waits: say so, retryable
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
