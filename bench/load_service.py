@@ -6,7 +6,7 @@ ranking are real), then runs ``--annotators`` threads for ``--minutes``. Each an
 
     next sample (POST /activelearning/{strategy}, which leases the image to it)
     -> infer (POST /infer/segmentation?image=ID)
-    -> think (``--think-ms``, uniform 0..2x)
+    -> think (``--think-ms``, uniform 0..2x; each annotator also starts after such a pause)
     -> save label (PUT /datastore/label, a random mask of the image's size)
     [-> sometimes a second save of the same image: a new version]
 
@@ -221,6 +221,7 @@ def _annotator(
 
     with httpx.Client(base_url=url, timeout=120) as c:
         n = 0
+        stop.wait(rng.uniform(0, 2 * think_ms) / 1000)  # people do not all start at once
         while not stop.is_set():
             n += 1
             try:
@@ -522,6 +523,7 @@ def prepare_model(url: str, strategy: str) -> str:
             time.sleep(1)
         if run["status"] != "DONE":
             return f"training {run['status']}: {run['details'][-1:]}"
+        h.post("/infer/segmentation?image=case_0")  # the server loads the model once
         h.get("/api/v1/suggestions", params={"strategy": strategy})  # asks for the scores
         while time.monotonic() < deadline:
             sug = h.get("/api/v1/suggestions", params={"strategy": strategy, "limit": 1}).json()
