@@ -5,6 +5,7 @@ another server holds."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 from alembic.autogenerate import compare_metadata
@@ -66,3 +67,91 @@ def test_second_server_on_the_same_sqlite_file_is_refused(folder: Path) -> None:
         first.state.service.close()
     again = create_app(settings)  # the lock goes with the first server
     again.state.service.close()
+
+
+def test_sqlite_writers_take_turns_instead_of_failing(tmp_path: Path) -> None:
+    """8 threads whose write transactions overlap: with a 1 ms busy timeout SQLite alone fails
+    them ("database is locked"); the sessions' write turns (``db.Sessions``) queue them."""
+    import threading
+    import time
+
+    from sqlalchemy import event, func, select
+
+    from activesynth.service.db import AuditRow, session_factory, utcnow
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'turns.db'}")
+    upgrade(engine)
+    event.listen(engine, "connect", lambda c, _r: c.execute("PRAGMA busy_timeout=1"))
+    engine.dispose()  # new connections get the 1 ms timeout
+    sessions = session_factory(engine)
+    errors: list[BaseException] = []
+
+    def writer(k: int) -> None:
+        try:
+            for i in range(3):
+                with sessions.begin() as s:
+                    s.add(AuditRow(ts=utcnow(), user=f"w{k}", action="test", detail={"i": i}))
+                    s.flush()  # holds SQLite's write lock from here to the commit
+                    time.sleep(0.02)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(k,)) for k in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    with sessions() as s:
+        assert s.scalar(select(func.count()).select_from(AuditRow)) == 24
+    # without the turns, the same load fails: the check above can fail
+    raw = sessionmaker_without_turns(engine)
+    failed: list[BaseException] = []
+
+    def raw_writer(k: int) -> None:
+        try:
+            for _ in range(3):
+                with raw.begin() as s:
+                    s.add(AuditRow(ts=utcnow(), user=f"r{k}", action="test", detail={}))
+                    s.flush()
+                    time.sleep(0.02)
+        except Exception as exc:
+            failed.append(exc)
+
+    threads = [threading.Thread(target=raw_writer, args=(k,)) for k in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert failed and "database is locked" in str(failed[0])
+    engine.dispose()
+
+
+def sessionmaker_without_turns(engine: Any) -> Any:
+    """A plain sessionmaker: SQLite's own busy handler is all a writer has."""
+    from sqlalchemy.orm import sessionmaker
+
+    return sessionmaker(engine, expire_on_commit=False)
+
+
+@pytest.mark.parametrize("pool", [False, True])
+def test_a_busy_database_is_a_503_naming_it(folder: Path, pool: bool) -> None:
+    from fastapi.testclient import TestClient
+    from sqlalchemy.exc import TimeoutError as PoolTimeout
+
+    from activesynth.service.db import DatabaseBusy
+
+    app = create_app(settings_for(folder, background=False))
+    svc = app.state.service
+
+    def busy() -> None:
+        if pool:
+            raise PoolTimeout("QueuePool limit of size 10 overflow 10 reached")
+        raise DatabaseBusy("no turn to write within 120 s")
+
+    svc.sessions.begin = busy
+    with TestClient(app) as c:
+        r = c.post("/api/v1/leases", json={"strategy": "first", "client_id": "a"})
+    assert r.status_code == 503 and r.headers["retry-after"] == "5"
+    why = "QueuePool limit" if pool else "no turn to write"
+    assert f"service.db is busy or unreachable ({why}" in r.json()["detail"]

@@ -40,20 +40,25 @@ import zipfile
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import quote
 
 import numpy as np
-from fastapi import Depends, FastAPI, Request
+from fastapi import Depends, FastAPI, Query, Request
+from fastapi import Path as PathParam
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 from sqlalchemy import delete, func, select, text
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from activesynth.errors import ActivesynthError, ConfigError
 from activesynth.service import auth as auth_
 from activesynth.service.db import (
+    DatabaseBusy,
     ImageRow,
     LabelRow,
     LeaseRow,
@@ -85,6 +90,7 @@ log = logging.getLogger(__name__)
 MODEL = "segmentation"
 LEASE_LOCK = 0x61637476  # PostgreSQL advisory lock key of lease allocation
 API = "/api/v1"
+MAX_INT = 2**31 - 1  # integers in queries and paths stay in a database INTEGER's range
 _CT = {
     ".png": "image/png",
     ".jpg": "image/jpeg",
@@ -314,6 +320,70 @@ async def _send_413(send: Any, size: int, limit: int) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
+_WHERE = {"query": "query parameter", "path": "path parameter", "header": "header"}
+
+
+def validation_message(errors: Any) -> str:
+    """One line naming the first invalid parameter, its value and the rule it breaks.
+
+    Args:
+        errors: FastAPI's ``RequestValidationError.errors()`` list.
+    """
+    errors = list(errors)
+    if not errors:
+        return "the request is not valid."
+    first = errors[0]
+    loc = [str(x) for x in first.get("loc", ())]
+    if loc and loc[0] == "body":
+        name = "request body" + ("" if len(loc) < 2 else f" field {'.'.join(loc[1:])!r}")
+    elif loc:
+        name = f"{_WHERE.get(loc[0], loc[0])} {'.'.join(loc[1:])!r}"
+    else:
+        name = "the request"
+    got = first.get("input")
+    shown = "" if got is None or isinstance(got, dict) else f" (got {str(got)[:60]!r})"
+    more = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
+    return f"{name}: {first.get('msg', 'invalid')}{shown}{more}."
+
+
+def jsonable(errors: Any) -> list[dict[str, Any]]:
+    """FastAPI's validation errors with only JSON-safe values (inputs can be bytes)."""
+    out = []
+    for e in errors:
+        out.append(
+            {
+                "loc": [str(x) for x in e.get("loc", ())],
+                "msg": str(e.get("msg", "")),
+                "type": str(e.get("type", "")),
+            }
+        )
+    return out
+
+
+def check_text(value: str, what: str, max_len: int = 200) -> str:
+    """A free-text value (client id, user name filter) stored or compared in the database.
+
+    Raises:
+        RequestError: 400 when it holds control characters (PostgreSQL text refuses NUL; the
+            audit log should not hold terminal escapes) or is longer than ``max_len``.
+    """
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in value) or len(value) > max_len:
+        raise RequestError(
+            400,
+            f"{what} {value[:60]!r} is not allowed: use at most {max_len} printable characters.",
+        )
+    return value
+
+
+def client_id_of(value: Any) -> str | None:
+    """The ``client_id`` a client sent (any JSON scalar), as checked text, or None."""
+    if value is None:
+        return None
+    if isinstance(value, dict | list):
+        raise RequestError(400, f"client_id {str(value)[:60]!r} must be a string.")
+    return check_text(str(value), "client_id")
+
+
 def _ts(when: dt.datetime) -> int:
     """Unix seconds of a stored (naive UTC) timestamp."""
     return int(when.replace(tzinfo=dt.UTC).timestamp())
@@ -322,6 +392,49 @@ def _ts(when: dt.datetime) -> int:
 def _client(request: Request) -> str:
     host = request.client.host if request.client else "?"
     return f"{host} {request.headers.get('user-agent', '')}".strip()[:200]
+
+
+def _multipart_doc(field: str, what: str) -> dict[str, Any]:
+    """OpenAPI request body of a MONAI Label multipart upload (read by hand, so declared here)."""
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {
+                "multipart/form-data": {
+                    "schema": {
+                        "type": "object",
+                        "required": [field],
+                        "properties": {
+                            "params": {
+                                "type": "string",
+                                "description": 'a JSON object, e.g. {"client_id": "alice"}',
+                            },
+                            field: {"type": "string", "format": "binary", "description": what},
+                        },
+                    }
+                }
+            },
+        }
+    }
+
+
+def _json_doc(**props: str) -> dict[str, Any]:
+    """OpenAPI request body of a route that reads an optional JSON object by hand."""
+    return {
+        "requestBody": {
+            "required": False,
+            "content": {
+                "application/json": {
+                    "schema": {
+                        "type": "object",
+                        "properties": {
+                            k: {"type": "string", "description": v} for k, v in props.items()
+                        },
+                    }
+                }
+            },
+        }
+    }
 
 
 def _file_response(data: bytes, filename: str) -> Response:
@@ -369,7 +482,7 @@ async def _json_body(request: Request) -> dict[str, Any]:
         return {}
     try:
         body = json.loads(raw)
-    except json.JSONDecodeError as exc:
+    except ValueError as exc:  # JSONDecodeError, or UnicodeDecodeError of bytes not in UTF-8
         raise RequestError(400, f"request body is not JSON ({exc}).") from exc
     if not isinstance(body, dict):
         raise RequestError(400, "request body must be a JSON object.")
@@ -505,6 +618,41 @@ def create_app(settings: Settings) -> FastAPI:
     async def _user_error(_r: Request, exc: ActivesynthError) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=400)
 
+    @app.exception_handler(DatabaseBusy)
+    @app.exception_handler(OperationalError)
+    @app.exception_handler(PoolTimeout)  # every pooled PostgreSQL connection busy for 30 s
+    async def _db_busy(_r: Request, exc: Exception) -> JSONResponse:
+        # the database is locked or gone for longer than a request waits: say so, retryable
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        log.error("database unavailable: %s", first)
+        return JSONResponse(
+            {
+                "detail": f"the database {safe_url(svc.settings.db_url())} is busy or unreachable "
+                f"({first}); retry in a few seconds."
+            },
+            status_code=503,
+            headers={"Retry-After": "5"},
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        detail = exc.detail
+        if exc.status_code == 404 and detail == "Not Found":  # no route matched
+            detail = (
+                f"nothing at {request.method} {request.url.path}; the routes are listed at /docs."
+            )
+        elif exc.status_code == 405:
+            detail = f"{request.method} is not served at {request.url.path}; see /docs."
+        return JSONResponse({"detail": detail}, status_code=exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_r: Request, exc: RequestValidationError) -> JSONResponse:
+        # one line naming the parameter (FastAPI's own list stays under "errors")
+        return JSONResponse(
+            {"detail": validation_message(exc.errors()), "errors": jsonable(exc.errors())},
+            status_code=422,
+        )
+
     # auth
     def caller(role: str | None = None, *, open_read: bool = False) -> Callable[..., auth_.Caller]:
         def dep(request: Request) -> auth_.Caller:
@@ -527,9 +675,10 @@ def create_app(settings: Settings) -> FastAPI:
     admin = caller("admin")
 
     def holder(who: auth_.Caller, client_id: Any) -> str:
+        client_id = client_id_of(client_id)
         if who.authenticated:
             return who.user
-        return str(client_id)[:80] if client_id else "anonymous"
+        return client_id[:80] if client_id else "anonymous"
 
     # ---- next sample and leases
     def ranking(strategy: str) -> tuple[list[str], dict[str, float], str, Any]:
@@ -598,7 +747,7 @@ def create_app(settings: Settings) -> FastAPI:
                     lease = LeaseRow(
                         image_id=pick,
                         holder=me,
-                        client_id=None if client_id is None else str(client_id)[:200],
+                        client_id=client_id_of(client_id),
                         strategy=strategy,
                         created_at=now,
                         expires_at=expiry(settings.lease_seconds),
@@ -617,6 +766,9 @@ def create_app(settings: Settings) -> FastAPI:
                         strategy=strategy,
                         holder=me,
                         score=scores.get(pick),
+                        # the audit log alone replays who held what when (bench/load_service.py)
+                        expires_at=lease.expires_at.isoformat(),
+                        released=sorted(released),
                     )
                     return {
                         "image": img,
@@ -736,7 +888,11 @@ def create_app(settings: Settings) -> FastAPI:
             return {"valid": True, "user": who.user, "role": who.role}
 
     # ---- MONAI Label: next sample
-    @app.post("/activelearning/{strategy}", tags=["monailabel"])
+    @app.post(
+        "/activelearning/{strategy}",
+        tags=["monailabel"],
+        openapi_extra=_json_doc(client_id="who asks (the lease holder when auth is off)"),
+    )
     async def activelearning(
         strategy: str, request: Request, who: auth_.Caller = Depends(annotator)
     ) -> dict[str, Any]:
@@ -815,20 +971,22 @@ def create_app(settings: Settings) -> FastAPI:
             data,
             base,
             user=who.user,
-            client_id=params.get("client_id"),
+            client_id=client_id_of(params.get("client_id")),
             client=_client(request),
             info={"params": params},
         )
         return {"image": image_id}
 
-    @app.put("/datastore/", tags=["monailabel"])
+    @app.put("/datastore/", tags=["monailabel"], openapi_extra=_multipart_doc("file", "the image"))
     @app.put("/datastore", include_in_schema=False)
     async def upload_image(
         request: Request, image: str | None = None, who: auth_.Caller = Depends(annotator)
     ) -> dict[str, Any]:
         return await upload(request, image, who)
 
-    @app.put("/datastore/image", tags=["monailabel"])
+    @app.put(
+        "/datastore/image", tags=["monailabel"], openapi_extra=_multipart_doc("file", "the image")
+    )
     async def upload_image2(
         request: Request, image: str | None = None, who: auth_.Caller = Depends(annotator)
     ) -> dict[str, Any]:
@@ -865,7 +1023,7 @@ def create_app(settings: Settings) -> FastAPI:
             tag=tag,
             user=who.user,
             holder=holder(who, params.get("client_id")),
-            client_id=None if params.get("client_id") is None else str(params["client_id"]),
+            client_id=client_id_of(params.get("client_id")),
             client=_client(request),
             info={"params": params},
         )
@@ -879,14 +1037,20 @@ def create_app(settings: Settings) -> FastAPI:
             "sha256": row.sha256,
         }
 
-    @app.put("/datastore/label", tags=["monailabel"])
+    @app.put(
+        "/datastore/label", tags=["monailabel"], openapi_extra=_multipart_doc("label", "the label")
+    )
     async def save_label(
         request: Request, image: str, tag: str | None = None, who: auth_.Caller = Depends(annotator)
     ) -> dict[str, Any]:
         return await save(request, image, tag or FINAL, who)
 
     # ---- MONAI Label: infer
-    @app.post("/infer/{model}", tags=["monailabel"])
+    @app.post(
+        "/infer/{model}",
+        tags=["monailabel"],
+        openapi_extra=_multipart_doc("file", "an image to segment (or give ?image=ID)"),
+    )
     async def infer(
         model: str,
         request: Request,
@@ -931,15 +1095,16 @@ def create_app(settings: Settings) -> FastAPI:
         pred = svc.background.predict(pixels)
         out_ext = ".nii.gz" if ext in (".nii", ".nii.gz") else ".png"
         out_file = f"{check_id(out_name, 'result name')}{out_ext}"
+        version = svc.background.model_version()  # not inside the write: it takes a lock
         with svc.sessions.begin() as s:
             audit(
                 s,
                 who.user,
                 "infer",
                 image_id=image,
-                client_id=params.get("client_id"),
+                client_id=client_id_of(params.get("client_id")),
                 client=client,
-                model_version=svc.background.model_version(),
+                model_version=version,
             )
         answer = {
             "label_names": svc.background.label_names(),
@@ -980,7 +1145,7 @@ def create_app(settings: Settings) -> FastAPI:
             audit(s, who.user, "train_start", client=_client(request), run=run.id)
         return _task(run) or {}
 
-    @app.post("/train/", tags=["monailabel"])
+    @app.post("/train/", tags=["monailabel"], openapi_extra=_json_doc())
     @app.post("/train", include_in_schema=False)
     async def train_all(request: Request, who: auth_.Caller = Depends(reviewer)) -> dict[str, Any]:
         await _json_body(request)
@@ -989,7 +1154,7 @@ def create_app(settings: Settings) -> FastAPI:
         except RequestError as exc:
             return {MODEL: {"result": None, "detail": str(exc)}}
 
-    @app.post("/train/{model}", tags=["monailabel"])
+    @app.post("/train/{model}", tags=["monailabel"], openapi_extra=_json_doc())
     async def train_model(
         model: str, request: Request, who: auth_.Caller = Depends(reviewer)
     ) -> dict[str, Any]:
@@ -1011,7 +1176,9 @@ def create_app(settings: Settings) -> FastAPI:
     # ---- our API
     @app.get(f"{API}/images", tags=["api"])
     def list_images(
-        offset: int = 0, limit: int = 100, _w: auth_.Caller = Depends(reader)
+        offset: Annotated[int, Query(ge=0, le=MAX_INT)] = 0,
+        limit: int = 100,
+        _w: auth_.Caller = Depends(reader),
     ) -> dict[str, Any]:
         limit = max(1, min(limit, 1000))
         with svc.sessions() as s:
@@ -1086,14 +1253,21 @@ def create_app(settings: Settings) -> FastAPI:
 
     @app.get(f"{API}/images/{{image_id}}/labels/{{tag}}/{{version}}", tags=["api"])
     def label_version_file(
-        image_id: str, tag: str, version: int, _w: auth_.Caller = Depends(reader)
+        image_id: str,
+        tag: str,
+        version: Annotated[int, PathParam(ge=1, le=MAX_INT)],
+        _w: auth_.Caller = Depends(reader),
     ) -> Response:
         with svc.sessions() as s:
             svc.store.image(s, image_id)
             row = svc.store.label(s, image_id, check_tag(tag), version)
         return _file_response(svc.store.label_bytes(row), f"{image_id}.v{version}{row.ext}")
 
-    @app.put(f"{API}/images/{{image_id}}/labels/{{tag}}", tags=["api"])
+    @app.put(
+        f"{API}/images/{{image_id}}/labels/{{tag}}",
+        tags=["api"],
+        openapi_extra=_multipart_doc("label", "the label"),
+    )
     async def put_label(
         image_id: str, tag: str, request: Request, who: auth_.Caller = Depends(annotator)
     ) -> dict[str, Any]:
@@ -1193,9 +1367,9 @@ def create_app(settings: Settings) -> FastAPI:
         with svc.sessions() as s:
             q = select(AuditRow)
             if image_id is not None:
-                q = q.where(AuditRow.image_id == image_id)
+                q = q.where(AuditRow.image_id == check_id(image_id))
             if user is not None:
-                q = q.where(AuditRow.user == user)
+                q = q.where(AuditRow.user == check_text(user, "user"))
             rows = s.scalars(q.order_by(AuditRow.id.desc()).limit(max(1, min(limit, 10000))))
             return [
                 {

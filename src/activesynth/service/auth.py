@@ -69,6 +69,12 @@ def create_user(s: Session, name: str, password: str, role: str) -> UserRow:
 
 def issue_token(sessions: sessionmaker, name: str, password: str, hours: float) -> str:
     """A new token for ``name`` (401 on a wrong name or password, without saying which)."""
+    from activesynth.service.store import check_id
+
+    try:
+        check_id(name, "user name")  # never a lookup of a NUL or an overlong name
+    except RequestError:
+        raise RequestError(401, "wrong user name or password.") from None
     with sessions.begin() as s:
         user = s.get(UserRow, name)
         if user is None or not check_password(password, user.password_hash):

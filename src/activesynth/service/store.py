@@ -349,8 +349,8 @@ class Store:
         return row
 
     def image(self, s: Session, image_id: str) -> ImageRow:
-        """The row of ``image_id`` or a 404."""
-        row = s.get(ImageRow, image_id)
+        """The row of ``image_id``; a 400 for an id no image can have, else a 404 if unknown."""
+        row = s.get(ImageRow, check_id(image_id))
         if row is None:
             raise RequestError(404, f"no image with id {image_id!r}; GET /datastore/ lists them.")
         return row
