@@ -5,6 +5,8 @@ activesynth datasets [--check SPEC]  list datasets (a plain table; JSON when pip
 activesynth train --dataset lgg ...  train on a fraction of the training split, evaluate
 activesynth demo                     the README's main job on the embedded phantom data
 activesynth synthesise --data D --n N --out O   synthetic image/mask pairs (synthesis.synthesise)
+activesynth synthesise --method aisel --images I --masks M --oracle mod:fn --out O
+                                                physics-labelled virtual images (AISEL)
 
 Wherever a dataset is taken (``train``, ``loop``, ``bench`` grid configs, ``suggest``), a
 registered name, the path of a dataset spec (``.json`` / ``.yaml``) or an image folder is
@@ -21,7 +23,7 @@ from typing import Annotated, Any
 
 import typer
 
-from activesynth.errors import ActivesynthError
+from activesynth.errors import ActivesynthError, ConfigError
 
 
 def _app_help() -> str:
@@ -62,7 +64,9 @@ EXAMPLES: dict[str, str] = {
     "activesynth serve --images scans/ --db postgresql://me:pw@127.0.0.1/labels --auth",
     "synthesise": "activesynth synthesise --data my_data.yaml --n 200 --out synthetic\n"
     "activesynth synthesise --data jsrt --n 50 --out syn --split train "
-    "--param epochs=20 --format nifti",
+    "--param epochs=20 --format nifti\n"
+    "activesynth synthesise --method aisel --images imgs --masks masks "
+    "--oracle examples/lumen_oracle.py:lumen_area_mm2 --calls 20 --out virtual",
 }
 
 DataRoot = Annotated[
@@ -334,13 +338,50 @@ def demo(
 
 @app.command()
 def synthesise(
-    data: Annotated[
-        str, typer.Option(help="Dataset name (activesynth datasets), dataset spec or folder.")
-    ],
-    n: Annotated[int, typer.Option("--n", help="Synthetic image/mask pairs to write.")],
     out: Annotated[
         Path, typer.Option(help="New folder: images/, masks/, provenance.json, quality.json.")
     ],
+    data: Annotated[
+        str | None,
+        typer.Option(help="Dataset name (activesynth datasets), dataset spec or folder."),
+    ] = None,
+    n: Annotated[
+        int | None, typer.Option("--n", help="Synthetic image/mask pairs to write.")
+    ] = None,
+    method: Annotated[
+        str,
+        typer.Option(
+            help="'candidates' (a registered generator perturbs your labelled images) or "
+            "'aisel' (latent codes labelled by your --oracle)."
+        ),
+    ] = "candidates",
+    images: Annotated[Path | None, typer.Option(help="AISEL: folder of your images.")] = None,
+    masks: Annotated[
+        Path | None, typer.Option(help="AISEL: folder of lumen masks (same file names).")
+    ] = None,
+    oracle: Annotated[
+        str | None,
+        typer.Option(help="AISEL: module:function or file.py:function, f(mask, image) -> float."),
+    ] = None,
+    calls: Annotated[int, typer.Option(help="AISEL: oracle calls to spend.")] = 20,
+    latent: Annotated[str, typer.Option(help="AISEL: latent generator gin, flow or vae.")] = "gin",
+    checkpoint: Annotated[
+        Path | None,
+        typer.Option(help="AISEL: a fitted latent generator's model.pt (else one is trained)."),
+    ] = None,
+    acquisition: Annotated[
+        str | None,
+        typer.Option(
+            help="AISEL: med, product, uncertainty (need --model), maximin or random "
+            "[default: med with --model, else maximin]."
+        ),
+    ] = None,
+    model: Annotated[
+        Path | None, typer.Option(help="AISEL: a trained regressor best.pt (uncertainty).")
+    ] = None,
+    timeout: Annotated[
+        float | None, typer.Option(help="AISEL: seconds per oracle call before it fails.")
+    ] = 60.0,
     generator: Annotated[str, typer.Option(help="Registered generator: cgan or classic.")] = (
         "cgan"
     ),
@@ -379,9 +420,42 @@ def synthesise(
     OUT/quality.json, OUT/gallery.png and, last, OUT/provenance.json. Progress goes to stderr.
     """
     from activesynth.loop_cli import parse_pairs
+    from activesynth.registry import check_option
     from activesynth.synthesis.synthesise import synthesise as run
 
     setup_logging(quiet)
+    method = check_option(method, ("candidates", "aisel"), "--method")
+    if method == "aisel":
+        from activesynth.synthesis.aisel_user import synthesise_aisel
+
+        if images is None or oracle is None:
+            raise ConfigError("--method aisel needs --images DIR and --oracle module:function.")
+        doc = synthesise_aisel(
+            images,
+            out,
+            oracle,
+            masks=masks,
+            calls=calls,
+            latent=latent,
+            latent_params=parse_pairs(param, "--param"),
+            checkpoint=checkpoint,
+            acquisition=acquisition,
+            model=model,
+            timeout_s=timeout,
+            size=size,
+            seed=seed,
+            cache_dir=cache_dir,
+            quiet=quiet,
+        )
+        r = doc["report"]
+        typer.echo(
+            f"{r['written']} labelled virtual pairs from {r['calls']} oracle calls "
+            f"({r['failed']} failed, {r['rejected']} of {r['candidates']} candidates rejected "
+            f"as lumens) by {doc['generator']} {doc['checkpoint']} -> {out}"
+        )
+        return
+    if data is None or n is None:
+        raise ConfigError("synthesise needs --data and --n (or --method aisel with --images).")
     doc = run(
         data,
         out,

@@ -162,6 +162,7 @@ def summarise(
         "schema": SCHEMA_VERSION,
         "generated": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "grid_name": grid.name,
+        "x_axis": grid.x_axis,
         "grid": store.manifest.get("grid"),
         "commands": store.manifest.get("commands", []),
         "runs_total": total,
@@ -185,7 +186,11 @@ def check_n_boot(n_boot: Any) -> int:
 
 # ------------------------------------------------------------------------------------ plots
 def plot_curves(
-    group: Mapping[str, Any], metric: str, path: Path, strategies: Sequence[str]
+    group: Mapping[str, Any],
+    metric: str,
+    path: Path,
+    strategies: Sequence[str],
+    x_axis: str = "labels",
 ) -> Path:
     """Learning curves (mean ± SD band over seeds) of one group and metric, as a PNG.
 
@@ -194,6 +199,8 @@ def plot_curves(
         metric: a table metric of the group.
         path: the PNG to write (atomically).
         strategies: every strategy of the grid, in order (fixes each one's colour).
+        x_axis: ``"labels"`` (% of the pool's real images) or ``"oracle_calls"`` (physics
+            calls, absolute: the curves' mean ``n_labelled``).
     """
     import io
 
@@ -204,7 +211,8 @@ def plot_curves(
     colours = [f"C{i}" for i in range(10)]
     for s in group["strategies"]:
         c = group["curves"][metric][s]
-        x = [f * 100 for f in c["fraction"]]
+        calls = x_axis == "oracle_calls"
+        x = list(c["n_labelled"]) if calls else [f * 100 for f in c["fraction"]]
         mean = [math.nan if m is None else m for m in c["mean"]]
         sd = [0.0 if (v is None or not math.isfinite(v)) else v for v in c["sd"]]
         k = strategies.index(s) if s in strategies else 0
@@ -239,7 +247,11 @@ def plot_curves(
         ax.axhline(
             ref["mean"], ls="--", lw=1, color="0.35", label=f"full data {ref['mean']:.3g} ({what})"
         )
-    ax.set_xlabel("expert-labelled images (% of the pool's real images)")
+    ax.set_xlabel(
+        "physics calls (real labels + synthetic solves, failures included)"
+        if x_axis == "oracle_calls"
+        else "expert-labelled images (% of the pool's real images)"
+    )
     ax.set_ylabel(
         stats.metric_label(metric)
         + ("" if stats.higher_is_better(metric) else " (lower is better)")
@@ -413,7 +425,15 @@ def tables_markdown(summary: Mapping[str, Any], sections: Sequence[ReportSection
     head = [
         f"# Benchmark {summary['grid_name']}",
         f"{summary['runs_finished']} of {summary['runs_total']} runs finished. "
-        "The unit of replication is the run (seed): every test pairs runs by seed; patients "
+        + (
+            "**x-axis: physics calls** (`x_axis: oracle_calls`: real items labelled by the "
+            "physics oracle plus solves spent on synthetic items, failed solves included; "
+            "'labels' / 'fraction' in the tables count these calls, fraction = calls / pool "
+            "size). "
+            if summary.get("x_axis") == "oracle_calls"
+            else ""
+        )
+        + "The unit of replication is the run (seed): every test pairs runs by seed; patients "
         "enter only the confidence intervals (hierarchical bootstrap: seeds, then patients "
         f"within seeds; {_boot_text(summary)}). Definitions: at the end.",
     ]
@@ -570,7 +590,9 @@ def write_report(
     for i, g in enumerate(summary["groups"]):
         for m in g["table"]["metrics"]:
             name = f"curves_{slug(g['dataset'])}_{slug(g['schedule'])}_{slug(m)}.png"
-            images.setdefault(str(i), []).append(plot_curves(g, m, out / name, all_strategies))
+            images.setdefault(str(i), []).append(
+                plot_curves(g, m, out / name, all_strategies, summary.get("x_axis", "labels"))
+            )
     from activesynth.bench.latent_figure import latent_figures
     from activesynth.metrics import to_jsonable
 
