@@ -317,3 +317,54 @@ def test_sigkilled_aisel_run_resumes_to_the_same_history(reference, tmp_path) ->
     assert Pool.load(out).n_synthetic == 3
     resumed = run_loop(LoopConfig.from_file(cfg_path), out, quiet=True)
     assert resumed.without_timing() == ref.without_timing()
+
+
+# ---- the harness: a grid over physics calls, the report's AISEL section, the demo's grid --------
+def test_demo_aisel_grid_is_a_valid_grid() -> None:
+    from activesynth.bench.grid import parse_grid
+    from activesynth.cli import DEMO_AISEL_GRID
+
+    grid = parse_grid(DEMO_AISEL_GRID, source="activesynth demo")
+    assert grid.x_axis == "oracle_calls" and len(grid.units()) == 3
+    acq = [(u.config.get("synthesis") or {}).get("acquisition") for u in grid.units()]
+    assert acq == [None, "random", "med"]
+
+
+@pytest.mark.slow
+def test_a_grid_over_physics_calls_reports_curves_traversal_and_gallery(tmp_path) -> None:
+    from activesynth.bench.executors import InlineExecutor, run_grid
+    from activesynth.bench.grid import parse_grid
+    from activesynth.bench.report import write_report
+    from activesynth.bench.store import collect
+
+    base = {k: v for k, v in BASE.items() if k not in ("strategy", "schedule", "synthesis")}
+    doc = {
+        "name": "tiny-aisel",
+        "datasets": [{"name": "ph", "config": {"dataset": "phantom"}}],
+        "strategies": [
+            {"name": "random", "label": "real-only"},
+            {
+                "name": "random",
+                "label": "disc-med",
+                "config": {"schedule": {"per_round": 0, "rounds": 2}, "synthesis": AISEL},
+            },
+        ],
+        "seeds": [0],
+        "schedules": {"s": {"schedule": [3, 3]}},
+        "base": base,
+        "metric": "rmse",
+        "x_axis": "oracle_calls",
+    }
+    out = tmp_path / "res"
+    run_grid(parse_grid(doc), out, executor=InlineExecutor(), quiet=True, command="t")
+    rows = collect(out)
+    real = [r["n_labelled"] for r in rows if r["strategy"] == "real-only"]
+    syn = [r for r in rows if r["strategy"] == "disc-med"]
+    assert real == [6, 9, 12]
+    assert [r["n_labelled"] for r in syn] == [r["n_oracle_calls"] for r in syn]
+    assert syn[0]["n_labelled"] == 6 and syn[-1]["n_labelled"] > 6
+    index = write_report(out)
+    page = index.read_text()
+    assert "x-axis: physics calls" in page and "AISEL" in page
+    assert "disc-med" in page and "test-disc: gallery" in page and "test-disc: traversal" in page
+    assert (out / "report" / "aisel_test-disc_gallery.png").is_file()

@@ -84,6 +84,7 @@ files) and ``DIR/report/`` (where it may write files); None when it has nothing 
 REPORT_SECTIONS: tuple[str, ...] = (
     "activesynth.bench.report:synthetic_items_section",
     "activesynth.synthesis.report:quality_section",
+    "activesynth.synthesis.aisel_report:aisel_section",
 )
 """The extra sections of every report, in page order, as ``"module:function"`` paths of
 :data:`SectionRenderer` functions (imported when a report is written, so a section's module may
@@ -494,6 +495,13 @@ def _html_page(
         )
         + "</p>",
     ]
+    if summary.get("x_axis") == "oracle_calls":
+        parts.append(
+            "<p><b>x-axis: physics calls</b> (grid option <code>x_axis: oracle_calls</code>): "
+            "real items labelled by the physics oracle plus the solves spent on synthetic items, "
+            "failed solves included. In the tables, 'labels' count these calls and 'fraction' is "
+            "calls / the pool's real images.</p>"
+        )
     if summary["runs_finished"] < summary["runs_total"]:
         parts.append(
             "<p class='warn'>The grid is incomplete: run the same <code>activesynth bench</code> "

@@ -31,9 +31,12 @@ counted, timed, cached by mask hash; a solve that raises, returns NaN/inf or tim
 as failed and the round goes on) and returned as :class:`~activesynth.synthesis.candidates.Candidates`
 with provenance (generator, checkpoint hash, latent code, seed) and ``LabelCost.ORACLE``.
 
-Loop integration (issue 11 items 4-6) is not here: a round calls :func:`aisel_round` with the
-current regressor(s), appends ``result.candidates`` with ``Pool.append_synthetic`` and keeps
-``result.codes`` for the next round's ``extra_labelled_codes``.
+Loop integration (issue 11 items 4-6, ours): ``LoopConfig.synthesis = {"method": "aisel", ...}``
+(:meth:`activesynth.loop._Run.synthesize_aisel`) calls :func:`aisel_round` each round with the
+previous round's regressor, appends ``result.candidates`` with ``Pool.append_synthetic`` and
+reads the earlier synthetic codes back from the pool's provenance as ``extra_labelled_codes``;
+:mod:`activesynth.synthesis.aisel_user` runs one round on a user's images with a user oracle
+(``CachedOracle(user=f)``).
 
 Cost: acquisition is O(N (L + B) D) for N candidates, L labelled codes, B picks, D latent
 dimensions, in chunked ``torch.cdist`` blocks (no Python loop over pairs); decoding and the
