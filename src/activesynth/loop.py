@@ -77,6 +77,20 @@ learning-curve x-axis: expert labels, never synthetic items), ``n_oracle_calls``
 ``n_synthetic`` (synthetic items in the round's training set) and ``synthetic`` (the round's
 summary: generated, rejected, added, scores, ids; None without synthesis).
 
+AISEL (``LoopConfig.synthesis = {"method": "aisel", ...}``, :func:`normalise_aisel`; issue 11,
+Chen et al. arXiv 1902.01522 as reconstructed in ``synthesis/aisel.py``). Each round r >= 1
+spends ``calls_per_round`` physics calls on latent candidates of a latent generator
+(``generative/latent.py``; fitted once per run on the real pool images and their lumen masks,
+``fit_on``, no label read; cached content-addressed in ``manifold_cache``), chosen with round
+r - 1's model by the arm's acquisition, decoded, validity-filtered and labelled by
+:class:`~activesynth.synthesis.aisel.CachedOracle`; successes join the pool with
+``LabelCost.ORACLE`` and their latent code in the provenance, failures are recorded in the
+round summary and never retried. The real schedule may then hold budgets of 0 (rounds that
+label no real item). ``n_oracle_calls`` counts physics calls (real items labelled by the
+physics oracle + synthetic solves, failed ones included, cache hits free) and
+``n_oracle_failed`` the failed ones; the round summary keeps every solve's answer by mask hash,
+from which a resumed run rebuilds the oracle cache (so it counts the same calls).
+
 Cut for now (later issues): oracles answering asynchronously
 (people through the annotation service).
 """
