@@ -71,7 +71,8 @@ def main(argv: list[str] | None = None) -> dict:
         for seed, (x, y) in sorted(curves[arm].items()):
             if seed in curves.get(args.passive, {}):
                 px, py = curves[args.passive][seed]
-                reach = first_reach(x, y, py[-1])
+                # undefined when passive synthesis ended no better than the shared real start
+                reach = first_reach(x, y, py[-1]) if py[-1] < py[0] else float("nan")
                 a_all.append(reach / px[-1])
                 a_syn.append((reach - args.start) / (px[-1] - args.start))
             if seed in curves.get(args.real, {}):
