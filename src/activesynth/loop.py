@@ -583,9 +583,27 @@ def normalise_aisel(s: dict[str, Any], cfg: LoopConfig) -> dict[str, Any]:
     calls = s.get("calls_per_round")
     if not _is_int(calls) or calls < 1:
         raise ConfigError(f"AISEL calls_per_round must be an integer >= 1, got {calls!r}.")
+    for key in ("n_prior", "n_perturb", "mc_samples"):
+        if key in s and (not _is_int(s[key]) or s[key] < 0):
+            raise ConfigError(f"AISEL {key} must be an integer >= 0, got {s[key]!r}.")
+    med_p = s.get("med_p")
+    if med_p is not None and (not _is_int(med_p) or med_p < 1):
+        raise ConfigError(f"AISEL med_p must be an integer >= 1 or null, got {med_p!r}.")
+    for key in ("sigma", "alpha"):
+        if key in s and not isinstance(s[key], int | float):
+            raise ConfigError(f"AISEL {key} must be a number, got {s[key]!r}.")
     validity = s.get("validity") or {}
     if not isinstance(validity, dict):
         raise ConfigError("synthesis validity must be a mapping of lumen_validity options.")
+    known = ("min_area", "ring_px", "contrast")
+    for key, v in validity.items():
+        if key not in known:
+            raise ConfigError(
+                f"Unknown AISEL validity option {key!r}{did_you_mean(str(key), list(known))}; "
+                f"known: {', '.join(known)}."
+            )
+        if not isinstance(v, int | float) or isinstance(v, bool) or v < 0:
+            raise ConfigError(f"AISEL validity {key} must be a number >= 0, got {v!r}.")
     acfg = AISELConfig(
         method=s.get("acquisition", "med"),
         n_prior=int(s.get("n_prior", 500)),

@@ -116,6 +116,10 @@ def test_aisel_config_defaults_and_checks() -> None:
         ({"fit_on": "everything"}, "fit_on"),
         ({"timeout_s": 0}, "timeout_s"),
         ({"latent_params": {"latent_dimm": 3}}, "latent_dim"),
+        ({"n_prior": "many"}, "n_prior must be an integer"),
+        ({"med_p": 0}, "med_p must be an integer >= 1"),
+        ({"sigma": "wide"}, "sigma must be a number"),
+        ({"validity": {"contrast": 10, "ring": 2}}, "ring"),
     ]
     for over, msg in bad:
         with pytest.raises(ConfigError, match=msg):
