@@ -5,6 +5,8 @@ activesynth datasets [--check SPEC]  list datasets (a plain table; JSON when pip
 activesynth train --dataset lgg ...  train on a fraction of the training split, evaluate
 activesynth demo                     the README's main job on the embedded phantom data
 activesynth synthesise --data D --n N --out O   synthetic image/mask pairs (synthesis.synthesise)
+activesynth synthesise --method aisel --images I --masks M --oracle mod:fn --out O
+                                                physics-labelled virtual images (AISEL)
 
 Wherever a dataset is taken (``train``, ``loop``, ``bench`` grid configs, ``suggest``), a
 registered name, the path of a dataset spec (``.json`` / ``.yaml``) or an image folder is
@@ -16,12 +18,13 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import time
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from activesynth.errors import ActivesynthError
+from activesynth.errors import ActivesynthError, ConfigError
 
 
 def _app_help() -> str:
@@ -62,7 +65,9 @@ EXAMPLES: dict[str, str] = {
     "activesynth serve --images scans/ --db postgresql://me:pw@127.0.0.1/labels --auth",
     "synthesise": "activesynth synthesise --data my_data.yaml --n 200 --out synthetic\n"
     "activesynth synthesise --data jsrt --n 50 --out syn --split train "
-    "--param epochs=20 --format nifti",
+    "--param epochs=20 --format nifti\n"
+    "activesynth synthesise --method aisel --images imgs --masks masks "
+    "--oracle examples/lumen_oracle.py:lumen_area_mm2 --calls 20 --out virtual",
 }
 
 DataRoot = Annotated[
@@ -294,6 +299,66 @@ DEMO_GRID: dict = {
 }
 
 
+def _demo_aisel_arm(acquisition: str) -> dict:
+    return {
+        "schedule": {"per_round": 0, "rounds": 3},
+        "synthesis": {
+            "method": "aisel",
+            "latent": "gin",
+            "latent_params": {"epochs": 20},
+            "acquisition": acquisition,
+            "calls_per_round": 8,
+            "n_prior": 200,
+            "n_perturb": 200,
+            "mc_samples": 5,
+            "validity": {"contrast": 10},
+        },
+    }
+
+
+#: The demo's AISEL comparison (issue 11): physics-labelled virtual images against real ones,
+#: error against physics calls, one seed, 48 px. GIN is fitted once on the pool's images and
+#: lumen masks (cached in OUT/aisel/cache, shared by both AISEL arms).
+DEMO_AISEL_GRID: dict = {
+    "name": "demo-aisel",
+    "description": "AISEL on the phantoms: log10 hydraulic resistance regressed from the image; "
+    "every arm starts from 24 real phantoms labelled by the physics oracle and spends 8 physics "
+    "calls per round for 3 rounds, on random real phantoms (real-only) or on GIN latent codes "
+    "chosen at random (passive synthesis) or by minimum energy design (AISEL). One seed: a "
+    "demonstration, not evidence (experiments/aisel_phantom.json is the experiment).",
+    "datasets": [
+        {
+            "name": "phantom-reg",
+            "config": {
+                "dataset": "phantom",
+                "task": "reg",
+                "oracle": "physics",
+                "dataset_kwargs": {"n": 128, "target": "log-resistance"},
+            },
+        }
+    ],
+    "strategies": [
+        {"name": "random", "label": "real-only"},
+        {"name": "random", "label": "gin-passive", "config": _demo_aisel_arm("random")},
+        {"name": "random", "label": "gin-med", "config": _demo_aisel_arm("med")},
+    ],
+    "seeds": 1,
+    "schedules": {"24+3x8": {"initial": 24, "schedule": {"per_round": 8, "rounds": 3}}},
+    "base": {
+        "size": 48,
+        "channels": [8, 16, 32, 64],
+        "max_steps": 60,
+        "eval_every": 20,
+        "patience": 0,
+        "batch_size": 8,
+        "warm_start": True,
+        "threads": 1,
+    },
+    "metric": "rmse",
+    "x_axis": "oracle_calls",
+}
+
+
 @app.command()
 def demo(
     out: Annotated[Path, typer.Option(help="Results folder (a rerun continues it).")] = Path(
@@ -301,6 +366,9 @@ def demo(
     ),
     seeds: Annotated[int, typer.Option(help="Seeds per strategy.")] = 2,
     workers: Annotated[int | None, typer.Option(help="Parallel runs (default: CPUs).")] = None,
+    aisel: Annotated[
+        bool, typer.Option(help="Also run the small AISEL comparison (OUT/aisel/report).")
+    ] = True,
     quiet: Quiet = False,
 ) -> None:
     """The main job on the embedded phantom data (no download needed).
@@ -310,37 +378,85 @@ def demo(
     entropy, BALD with fast MC dropout, core-set) for lumen segmentation over several seeds:
     each run starts from 8 labelled images and asks the ground-truth oracle for 8 more per
     round. Writes the learning curves, tables and an HTML report to OUT/report/index.html.
+
+    Then (``--aisel``, the default) a small AISEL comparison on the same phantoms: regress the
+    log10 hydraulic resistance from the image, spending 8 physics calls per round on real
+    phantoms, on random GIN latent codes or on codes chosen by minimum energy design; its
+    report (OUT/aisel/report/index.html) shows error against physics calls, a latent traversal
+    and a gallery of the synthesised, physics-labelled images.
     """
     from activesynth.bench.executors import make_executor, run_grid
     from activesynth.bench.grid import parse_grid
     from activesynth.bench.report import write_report
 
     setup_logging(quiet)
-    grid = parse_grid({**DEMO_GRID, "seeds": seeds}, source="activesynth demo")
-    result = run_grid(
-        grid,
-        out,
-        executor=make_executor("local", workers=workers),
-        quiet=quiet,
-        command="activesynth demo",
-    )
-    if not result.complete:
-        for o in result.failed:
-            typer.echo(f"  {o.run_id}: {o.status} {o.error}", err=True)
-        typer.echo("Run `activesynth demo` again to complete the comparison.", err=True)
-        raise typer.Exit(1)
-    typer.echo(f"report: {write_report(out)}")
+    t0 = time.perf_counter()
+    grids = [(parse_grid({**DEMO_GRID, "seeds": seeds}, source="activesynth demo"), out)]
+    if aisel:
+        grids.append((parse_grid(DEMO_AISEL_GRID, source="activesynth demo"), out / "aisel"))
+    for grid, where in grids:
+        result = run_grid(
+            grid,
+            where,
+            executor=make_executor("local", workers=workers),
+            quiet=quiet,
+            command="activesynth demo",
+        )
+        if not result.complete:
+            for o in result.failed:
+                typer.echo(f"  {o.run_id}: {o.status} {o.error}", err=True)
+            typer.echo("Run `activesynth demo` again to complete the comparison.", err=True)
+            raise typer.Exit(1)
+        typer.echo(f"report: {write_report(where)}")
+    typer.echo(f"demo: {time.perf_counter() - t0:.0f} s")
 
 
 @app.command()
 def synthesise(
-    data: Annotated[
-        str, typer.Option(help="Dataset name (activesynth datasets), dataset spec or folder.")
-    ],
-    n: Annotated[int, typer.Option("--n", help="Synthetic image/mask pairs to write.")],
     out: Annotated[
         Path, typer.Option(help="New folder: images/, masks/, provenance.json, quality.json.")
     ],
+    data: Annotated[
+        str | None,
+        typer.Option(help="Dataset name (activesynth datasets), dataset spec or folder."),
+    ] = None,
+    n: Annotated[
+        int | None, typer.Option("--n", help="Synthetic image/mask pairs to write.")
+    ] = None,
+    method: Annotated[
+        str,
+        typer.Option(
+            help="'candidates' (a registered generator perturbs your labelled images) or "
+            "'aisel' (latent codes labelled by your --oracle)."
+        ),
+    ] = "candidates",
+    images: Annotated[Path | None, typer.Option(help="AISEL: folder of your images.")] = None,
+    masks: Annotated[
+        Path | None, typer.Option(help="AISEL: folder of lumen masks (same file names).")
+    ] = None,
+    oracle: Annotated[
+        str | None,
+        typer.Option(help="AISEL: module:function or file.py:function, f(mask, image) -> float."),
+    ] = None,
+    calls: Annotated[int, typer.Option(help="AISEL: oracle calls to spend.")] = 20,
+    latent: Annotated[str, typer.Option(help="AISEL: latent generator gin, flow or vae.")] = "gin",
+    checkpoint: Annotated[
+        Path | None,
+        typer.Option(help="AISEL: a fitted latent generator's model.pt (else one is trained)."),
+    ] = None,
+    acquisition: Annotated[
+        str | None,
+        typer.Option(
+            help="AISEL: med, product, uncertainty (need --model), maximin or random "
+            "[default: med with --model, else maximin]."
+        ),
+    ] = None,
+    model: Annotated[
+        Path | None, typer.Option(help="AISEL: a trained regressor best.pt (uncertainty).")
+    ] = None,
+    timeout: Annotated[
+        float | None, typer.Option(help="AISEL: seconds per oracle call before it fails.")
+    ] = 60.0,
     generator: Annotated[str, typer.Option(help="Registered generator: cgan or classic.")] = (
         "cgan"
     ),
@@ -379,9 +495,42 @@ def synthesise(
     OUT/quality.json, OUT/gallery.png and, last, OUT/provenance.json. Progress goes to stderr.
     """
     from activesynth.loop_cli import parse_pairs
+    from activesynth.registry import check_option
     from activesynth.synthesis.synthesise import synthesise as run
 
     setup_logging(quiet)
+    method = check_option(method, ("candidates", "aisel"), "--method")
+    if method == "aisel":
+        from activesynth.synthesis.aisel_user import synthesise_aisel
+
+        if images is None or oracle is None:
+            raise ConfigError("--method aisel needs --images DIR and --oracle module:function.")
+        doc = synthesise_aisel(
+            images,
+            out,
+            oracle,
+            masks=masks,
+            calls=calls,
+            latent=latent,
+            latent_params=parse_pairs(param, "--param"),
+            checkpoint=checkpoint,
+            acquisition=acquisition,
+            model=model,
+            timeout_s=timeout,
+            size=size,
+            seed=seed,
+            cache_dir=cache_dir,
+            quiet=quiet,
+        )
+        r = doc["report"]
+        typer.echo(
+            f"{r['written']} labelled virtual pairs from {r['calls']} oracle calls "
+            f"({r['failed']} failed, {r['rejected']} of {r['candidates']} candidates rejected "
+            f"as lumens) by {doc['generator']} {doc['checkpoint']} -> {out}"
+        )
+        return
+    if data is None or n is None:
+        raise ConfigError("synthesise needs --data and --n (or --method aisel with --images).")
     doc = run(
         data,
         out,

@@ -77,6 +77,20 @@ learning-curve x-axis: expert labels, never synthetic items), ``n_oracle_calls``
 ``n_synthetic`` (synthetic items in the round's training set) and ``synthetic`` (the round's
 summary: generated, rejected, added, scores, ids; None without synthesis).
 
+AISEL (``LoopConfig.synthesis = {"method": "aisel", ...}``, :func:`normalise_aisel`; issue 11,
+Chen et al. arXiv 1902.01522 as reconstructed in ``synthesis/aisel.py``). Each round r >= 1
+spends ``calls_per_round`` physics calls on latent candidates of a latent generator
+(``generative/latent.py``; fitted once per run on the real pool images and their lumen masks,
+``fit_on``, no label read; cached content-addressed in ``manifold_cache``), chosen with round
+r - 1's model by the arm's acquisition, decoded, validity-filtered and labelled by
+:class:`~activesynth.synthesis.aisel.CachedOracle`; successes join the pool with
+``LabelCost.ORACLE`` and their latent code in the provenance, failures are recorded in the
+round summary and never retried. The real schedule may then hold budgets of 0 (rounds that
+label no real item). ``n_oracle_calls`` counts physics calls (real items labelled by the
+physics oracle + synthetic solves, failed ones included, cache hits free) and
+``n_oracle_failed`` the failed ones; the round summary keeps every solve's answer by mask hash,
+from which a resumed run rebuilds the oracle cache (so it counts the same calls).
+
 Cut for now (later issues): oracles answering asynchronously
 (people through the annotation service).
 """
@@ -233,7 +247,8 @@ class LoopConfig:
         )
         set_(self, "channels", tuple(int(c) for c in self.channels))
         _check_amount(self.initial, "initial")
-        set_(self, "schedule", _normalise_schedule(self.schedule))
+        aisel = isinstance(self.synthesis, dict) and self.synthesis.get("method") == "aisel"
+        set_(self, "schedule", _normalise_schedule(self.schedule, allow_zero=aisel))
         for name in ("plateau_rounds", "patience", "min_steps"):
             if not _is_int(getattr(self, name)) or getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be an integer >= 0, got {getattr(self, name)!r}.")
@@ -370,10 +385,10 @@ def _is_int(x: Any) -> bool:
     return isinstance(x, (int, np.integer)) and not isinstance(x, bool)
 
 
-def _check_amount(x: Any, what: str) -> None:
-    """A count (int >= 1) or a fraction (float in (0, 1])."""
+def _check_amount(x: Any, what: str, allow_zero: bool = False) -> None:
+    """A count (int >= 1; >= 0 with ``allow_zero``) or a fraction (float in (0, 1])."""
     if _is_int(x):
-        if x < 1:
+        if x < (0 if allow_zero else 1):
             raise BudgetError(f"{what} is {x}: every budget must label at least one item.")
         return
     if isinstance(x, float) and not isinstance(x, bool):
@@ -388,7 +403,11 @@ def _check_amount(x: Any, what: str) -> None:
     raise ConfigError(f"{what} must be a count (int) or a fraction of the pool (float), got {x!r}.")
 
 
-def _normalise_schedule(s: Any) -> tuple[int | float, ...] | dict[str, Any]:
+def _normalise_schedule(
+    s: Any, allow_zero: bool = False
+) -> tuple[int | float, ...] | dict[str, Any]:
+    """Validate ``schedule``; ``allow_zero``: real budgets of 0 (AISEL rounds that spend their
+    physics calls on synthetic items only)."""
     if isinstance(s, dict):
         unknown = [k for k in s if k not in ("per_round", "rounds")]
         if unknown:
@@ -398,14 +417,16 @@ def _normalise_schedule(s: Any) -> tuple[int | float, ...] | dict[str, Any]:
             )
         if "per_round" not in s:
             raise ConfigError("schedule needs 'per_round' (a count or a fraction of the pool).")
-        _check_amount(s["per_round"], "schedule per_round")
+        _check_amount(s["per_round"], "schedule per_round", allow_zero)
         rounds = s.get("rounds")
         if rounds is not None and (not _is_int(rounds) or rounds < 1):
             raise ConfigError(f"schedule rounds must be an integer >= 1 or null, got {rounds!r}.")
+        if rounds is None and s["per_round"] == 0:
+            raise ConfigError("schedule per_round 0 needs a number of rounds.")
         return {"per_round": s["per_round"], "rounds": rounds}
     if isinstance(s, (list, tuple)):
         for i, b in enumerate(s):
-            _check_amount(b, f"schedule[{i}] (budget of round {i + 1})")
+            _check_amount(b, f"schedule[{i}] (budget of round {i + 1})", allow_zero)
         return tuple(s)
     raise ConfigError(
         f"schedule must be a list of budgets or {{'per_round': x, 'rounds': n}}, got {s!r}."
@@ -413,6 +434,7 @@ def _normalise_schedule(s: Any) -> tuple[int | float, ...] | dict[str, Any]:
 
 
 SYNTHESIS_KEYS = (
+    "method",
     "generator",
     "params",
     "per_source",
@@ -439,6 +461,10 @@ def normalise_synthesis(s: Any, cfg: LoopConfig) -> dict[str, Any] | None:
         return None
     if not isinstance(s, dict):
         raise ConfigError(f"synthesis must be a mapping or null, got {s!r}.")
+    method = check_option(s.get("method", "candidates"), SYNTHESIS_METHODS, "synthesis method")
+    if method == "aisel":
+        return normalise_aisel(s, cfg)
+    s = {k: v for k, v in s.items() if k != "method"}  # "candidates" is the default: not stored
     unknown = [k for k in s if k not in SYNTHESIS_KEYS]
     if unknown:
         raise ConfigError(
@@ -498,8 +524,128 @@ def normalise_synthesis(s: Any, cfg: LoopConfig) -> dict[str, Any] | None:
     }
 
 
+SYNTHESIS_METHODS = ("candidates", "aisel")
+AISEL_KEYS = (
+    "method",
+    "latent",
+    "latent_params",
+    "acquisition",
+    "calls_per_round",
+    "n_prior",
+    "n_perturb",
+    "sigma",
+    "alpha",
+    "med_p",
+    "mc_samples",
+    "validity",
+    "fit_on",
+    "timeout_s",
+)
+AISEL_FIT_ON = ("pool", "labelled")
+
+
+def normalise_aisel(s: dict[str, Any], cfg: LoopConfig) -> dict[str, Any]:
+    """Validate an AISEL ``synthesis`` mapping (``method: "aisel"``) and fill its defaults.
+
+    Keys (all ours; the paper's settings are unknown): ``latent`` (``gin`` / ``flow`` /
+    ``vae``), ``latent_params`` (its config), ``acquisition`` (``med`` / ``product`` /
+    ``uncertainty`` / ``maximin`` / ``random``), ``calls_per_round`` (physics calls spent on
+    synthetic items per round, >= 1), the candidate settings of
+    :class:`~activesynth.synthesis.aisel.AISELConfig` (``n_prior``, ``n_perturb``, ``sigma``,
+    ``alpha``, ``med_p``, ``mc_samples``, ``validity``), ``fit_on`` (``"pool"``: every real
+    pool image with its lumen mask, no labels; ``"labelled"``: the labelled real items only)
+    and ``timeout_s`` (per physics solve, None = wait).
+    """
+    from activesynth.generative.latent import make_latent_generator
+    from activesynth.synthesis.aisel import AISELConfig
+
+    unknown = [k for k in s if k not in AISEL_KEYS]
+    if unknown:
+        raise ConfigError(
+            f"Unknown AISEL synthesis key(s) {unknown}; known: {', '.join(AISEL_KEYS)}."
+            + did_you_mean(str(unknown[0]), list(AISEL_KEYS))
+        )
+    if cfg.task not in ("reg", "cls"):
+        raise ConfigError(
+            f"AISEL synthesis labels images with a physics oracle (tasks 'reg', 'cls'), not "
+            f"{cfg.task!r}."
+        )
+    if cfg.aleatoric:
+        raise ConfigError(
+            "AISEL synthesis scores candidates by MC-dropout variance of a plain regressor; "
+            "set aleatoric false."
+        )
+    params = s.get("latent_params") or {}
+    if not isinstance(params, dict):
+        raise ConfigError("synthesis latent_params must be a mapping of generator options.")
+    latent = str(s.get("latent", "gin"))
+    make_latent_generator(latent, **params)  # unknown names / options fail now
+    calls = s.get("calls_per_round")
+    if not _is_int(calls) or calls < 1:
+        raise ConfigError(f"AISEL calls_per_round must be an integer >= 1, got {calls!r}.")
+    for key in ("n_prior", "n_perturb", "mc_samples"):
+        if key in s and (not _is_int(s[key]) or s[key] < 0):
+            raise ConfigError(f"AISEL {key} must be an integer >= 0, got {s[key]!r}.")
+    med_p = s.get("med_p")
+    if med_p is not None and (not _is_int(med_p) or med_p < 1):
+        raise ConfigError(f"AISEL med_p must be an integer >= 1 or null, got {med_p!r}.")
+    for key in ("sigma", "alpha"):
+        if key in s and not isinstance(s[key], int | float):
+            raise ConfigError(f"AISEL {key} must be a number, got {s[key]!r}.")
+    validity = s.get("validity") or {}
+    if not isinstance(validity, dict):
+        raise ConfigError("synthesis validity must be a mapping of lumen_validity options.")
+    known = ("min_area", "ring_px", "contrast")
+    for key, v in validity.items():
+        if key not in known:
+            raise ConfigError(
+                f"Unknown AISEL validity option {key!r}{did_you_mean(str(key), list(known))}; "
+                f"known: {', '.join(known)}."
+            )
+        if not isinstance(v, int | float) or isinstance(v, bool) or v < 0:
+            raise ConfigError(f"AISEL validity {key} must be a number >= 0, got {v!r}.")
+    acfg = AISELConfig(
+        method=s.get("acquisition", "med"),
+        n_prior=int(s.get("n_prior", 500)),
+        n_perturb=int(s.get("n_perturb", 500)),
+        sigma=float(s.get("sigma", 0.3)),
+        alpha=float(s.get("alpha", 0.5)),
+        med_p=s.get("med_p"),
+        mc_samples=int(s.get("mc_samples", 10)),
+        validity=validity,
+    )
+    if acfg.method in ("med", "product", "uncertainty") and cfg.dropout <= 0:
+        raise ConfigError(
+            f"AISEL acquisition {acfg.method!r} needs MC-dropout uncertainty: set dropout > 0."
+        )
+    timeout = s.get("timeout_s")
+    if timeout is not None and not (isinstance(timeout, int | float) and timeout > 0):
+        raise ConfigError(f"AISEL timeout_s must be > 0 seconds or null, got {timeout!r}.")
+    return {
+        "method": "aisel",
+        "latent": latent,
+        "latent_params": params,
+        "acquisition": acfg.method,
+        "calls_per_round": int(calls),
+        "n_prior": acfg.n_prior,
+        "n_perturb": acfg.n_perturb,
+        "sigma": acfg.sigma,
+        "alpha": acfg.alpha,
+        "med_p": acfg.med_p,
+        "mc_samples": acfg.mc_samples,
+        "validity": validity,
+        "fit_on": check_option(s.get("fit_on", "pool"), AISEL_FIT_ON, "AISEL fit_on"),
+        "timeout_s": None if timeout is None else float(timeout),
+    }
+
+
 def _count(x: int | float, pool_size: int) -> int:
     return int(x) if _is_int(x) else max(1, round(float(x) * pool_size))
+
+
+def is_aisel(cfg: LoopConfig) -> bool:
+    """Whether ``cfg`` runs AISEL synthesis (physics-labelled latent candidates)."""
+    return cfg.synthesis is not None and cfg.synthesis.get("method") == "aisel"
 
 
 def resolve_schedule(cfg: LoopConfig, pool_size: int) -> tuple[int, list[int]]:
@@ -520,7 +666,7 @@ def resolve_schedule(cfg: LoopConfig, pool_size: int) -> tuple[int, list[int]]:
     s = cfg.schedule
     if isinstance(s, dict):
         per = _count(s["per_round"], pool_size)
-        if s["rounds"] is None:
+        if s["rounds"] is None:  # per_round >= 1 here (the config refuses 0 without rounds)
             left = pool_size - n0
             budgets = [per] * (left // per) + ([left % per] if left % per else [])
         else:
@@ -778,7 +924,9 @@ class _Run:
         self.model_cfg = replace(cfg.model_config(data), **self.model_options)
         syn = cfg.synthesis
         self.score_strategy = (
-            None if syn is None else make_strategy(syn["score"], **syn["score_params"])
+            None
+            if syn is None or is_aisel(cfg)
+            else make_strategy(syn["score"], **syn["score_params"])
         )
         build_model(self.model_cfg)  # bad channels/dropout fail now, not after the first round
         if self.state is None:
@@ -922,6 +1070,12 @@ class _Run:
     def query(self, pool: Pool, r: int, budget: int) -> dict[str, Any]:
         """Ask the strategy for round ``r + 1``'s items; writes ``round_XX/query.json``."""
         cfg = self.cfg
+        if budget == 0:  # an AISEL round that spends its physics calls on synthetic items only
+            doc = {"budget": 0, "index": [], "ids": [], "scores": [], "info": {}, "seconds": 0.0}
+            atomic_write_json(_round_dir(self.out, r) / "query.json", doc)
+            self._set_state("queried", r)
+            self._emit("queried", round=r, query=doc)
+            return doc
         left = len(pool.unlabelled)
         if budget > left:
             raise BudgetError(
@@ -1041,6 +1195,8 @@ class _Run:
         """Generate, validate, score and add round ``r``'s synthetic items; save the pool."""
         from activesynth.metrics import to_jsonable
 
+        if is_aisel(self.cfg):
+            return self.synthesize_aisel(pool, r)
         syn = self.cfg.synthesis
         t0 = time.perf_counter()
         seed_material = [int(self.cfg.seed), int(r), 2]
@@ -1075,6 +1231,149 @@ class _Run:
                 "ids": pool.ids[len(pool) - len(added) :].tolist(),
                 "per_class": per_class,
                 "quality": quality,
+                "seconds": time.perf_counter() - t0,
+            }
+        )
+        done = {**pool.info.get("synthesis", {}), str(r): summary}
+        pool = replace(pool, info={**pool.info, "synthesis": done})
+        self._save_pool(pool)
+        self._set_state("synthesized", r)
+        self._emit("synthesized", round=r, synthetic=summary)
+        return pool
+
+    # -- AISEL (synthesis method "aisel"; see the module docstring) --
+    def latent_generator(self, pool: Pool) -> Any:
+        """The run's fitted latent generator (content-addressed in ``manifold_cache``).
+
+        Fitted on ``fit_on``'s real images with the dataset's lumen masks (the masks are part of
+        the phantom geometry, not the physics label; no label is read). Its training seed comes
+        from ``default_rng([seed, 0, 7])`` whatever the round and the arm, so every arm of a
+        grid with the same seed, latent config and fit set shares one checkpoint.
+        """
+        from activesynth.generative.latent import make_latent_generator
+
+        syn = self.cfg.synthesis
+        if self.pool_data.masks is None:
+            raise DataError(
+                f"{self.pool_data.name}: AISEL's latent generators model (image, lumen mask) "
+                "pairs and this dataset has no masks."
+            )
+        fit_set = self.pool_data if syn["fit_on"] == "pool" else self.pool_data.subset(
+            pool.labelled
+        )  # fmt: skip
+        key = tuple(fit_set.ids.tolist())
+        cached = getattr(self, "_latent", None)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        gen = make_latent_generator(syn["latent"], **syn["latent_params"])
+        gen.fit(
+            fit_set,
+            rng=np.random.default_rng([self.cfg.seed, 0, 7]),
+            cache_dir=manifold_cache(self.out),
+            quiet=self.quiet,
+        )
+        self._latent = (key, gen)
+        return gen
+
+    def synthesize_aisel(self, pool: Pool, r: int) -> Pool:
+        """Round ``r``'s AISEL items: ``calls_per_round`` physics calls on latent candidates.
+
+        Candidates come from the prior and around ``encode`` of the labelled real images; the
+        arm's acquisition picks codes with round ``r - 1``'s model (MC dropout); their decoded
+        lumens are solved by the physics oracle (:class:`~activesynth.synthesis.aisel.
+        CachedOracle`; a failed solve is recorded and counted, never retried) and the
+        successes join the pool with ``LabelCost.ORACLE`` and their latent code in the
+        provenance. The oracle cache (mask hash -> answer) is rebuilt from the earlier
+        rounds' summaries, so a resumed run counts the same calls. Randomness:
+        ``default_rng([seed, r, 2])`` and torch seeded from ``seed_for(seed, 6, r)``.
+        """
+        from activesynth.metrics import to_jsonable
+        from activesynth.synthesis.aisel import AISELConfig, CachedOracle, OracleAnswer, aisel_round
+
+        syn = self.cfg.synthesis
+        t0 = time.perf_counter()
+        gen = self.latent_generator(pool)
+        sp = self.pool_data.spacing
+        spacing = (1.0, 1.0) if sp is None else (float(sp[0][0]), float(sp[0][1]))
+        if sp is not None and not np.allclose(sp, sp[0]):
+            raise DataError(
+                f"{self.pool_data.name}: AISEL needs one pixel spacing for generated images; "
+                "the pool's spacing varies (resample the dataset to one spacing)."
+            )
+        oracle = CachedOracle(spacing, timeout_s=syn["timeout_s"])
+        for q in range(1, r):
+            for e in (pool.info.get("synthesis", {}).get(str(q)) or {}).get("solved", []):
+                oracle.cache[e["key"]] = OracleAnswer(
+                    math.nan if e["value"] is None else float(e["value"]),
+                    int(e["severity"]),
+                    0.0,
+                    e["error"],
+                )
+        known = set(oracle.cache)
+        codes = [
+            p["perturbation"]["z"]
+            for p in pool.provenance
+            if p.get("generator") == gen.name and "z" in (p.get("perturbation") or {})
+        ]
+        extra = np.asarray(codes, np.float32).reshape(-1, gen.latent_dim)
+        idx = pool.labelled
+        labelled = self.pool_data.subset(idx)  # images + lumen masks (to encode); no labels read
+        acfg = AISELConfig(
+            method=syn["acquisition"],
+            n_prior=syn["n_prior"],
+            n_perturb=syn["n_perturb"],
+            sigma=syn["sigma"],
+            alpha=syn["alpha"],
+            med_p=syn["med_p"],
+            mc_samples=syn["mc_samples"],
+            validity=syn["validity"],
+        )
+        uses_u = syn["acquisition"] in ("med", "product", "uncertainty")
+        model = self.model(r - 1) if uses_u else None
+        rng = np.random.default_rng([self.cfg.seed, r, 2])
+        with torch.random.fork_rng():
+            torch.manual_seed(seed_for(self.cfg.seed, 6, r))
+            res = aisel_round(
+                gen, [] if model is None else [model], labelled, oracle,
+                syn["calls_per_round"], rng=rng, config=acfg, extra_labelled_codes=extra,
+                round_=r,
+            )  # fmt: skip
+        cands = res.candidates
+        if cands is not None and self.cfg.task == "cls":
+            cands = replace(cands, labels=res.severity)
+        n_before = len(pool)
+        if cands is not None:
+            pool = pool.append_synthetic(cands, r)
+        solved = [
+            {"key": k, "value": a.value if a.ok else None, "severity": a.severity,
+             "error": a.error}
+            for k, a in oracle.cache.items()
+            if k not in known
+        ]  # fmt: skip
+        summary = to_jsonable(
+            {
+                "method": "aisel",
+                "generator": gen.name,
+                "checkpoint": gen.checkpoint_hash,
+                "latent": syn["latent"],
+                "acquisition": syn["acquisition"],
+                "fit_on": syn["fit_on"],
+                "n_sources": len(idx),
+                "generated": res.n_candidates,
+                "valid": res.n_valid,
+                "rejected": res.n_candidates - res.n_valid,
+                "rejected_reasons": res.validity.reasons,
+                "calls": res.oracle["solves"],
+                "failed": res.oracle["failed"],
+                "cached": res.oracle["cached"],
+                "failures": [{k: v for k, v in f.items() if k != "z"} for f in res.failed],
+                "added": len(pool) - n_before,
+                "severity": np.bincount(res.severity, minlength=3).tolist(),
+                "scores": np.asarray(res.scores, np.float64).tolist(),
+                "ids": pool.ids[n_before:].tolist(),
+                "solved": solved,
+                "oracle_seconds": res.oracle["seconds"],
+                "phase_seconds": {f"{k}_seconds": v for k, v in res.timings.items()},
                 "seconds": time.perf_counter() - t0,
             }
         )
@@ -1256,9 +1555,19 @@ class _Run:
         (a resumed run may hold a later pool, so later items are left out)."""
         upto = (pool.labelled_round >= 0) & (pool.labelled_round <= r)
         cost = pool.label_cost
+        oracle = upto & (cost == LabelCost.ORACLE.value)
+        calls, failed = int((oracle & ~pool.is_synthetic).sum()), 0
+        if is_aisel(self.cfg):  # physics calls actually made (cache hits free, failures paid)
+            for q, s in pool.info.get("synthesis", {}).items():
+                if int(q) <= r:
+                    calls += int(s["calls"])
+                    failed += int(s["failed"])
+        else:
+            calls += int((oracle & pool.is_synthetic).sum())
         return {
             "n_expert_labels": int((upto & (cost == LabelCost.EXPERT.value)).sum()),
-            "n_oracle_calls": int((upto & (cost == LabelCost.ORACLE.value)).sum()),
+            "n_oracle_calls": calls,
+            "n_oracle_failed": failed,
             "n_synthetic": int((upto & pool.is_synthetic).sum()),
             "synthetic": pool.info.get("synthesis", {}).get(str(r)),
         }

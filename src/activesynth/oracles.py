@@ -115,15 +115,18 @@ class GroundTruthOracle:
 
 
 class PhysicsLabelOracle:
-    """Severity labels from Poiseuille flow in the items' ground-truth lumen masks.
+    """Severity classes or log resistances from Poiseuille flow in the items' lumen masks.
 
     Adapter from :class:`~activesynth.data.physics.PhysicsOracle` (which labels *masks*) to the
-    pool-index interface. Only classification is answered: the masks it reads are the ground
-    truth of ``pool_data``, so a segmentation run should use :class:`GroundTruthOracle`.
+    pool-index interface. Classification gets the severity class, regression ``log10`` of the
+    resistance (Pa·s/mm^4, the phantoms' ``target="log-resistance"`` label); segmentation is
+    not answered: the masks it reads are the ground truth of ``pool_data``, so a segmentation
+    run should use :class:`GroundTruthOracle`. Each item is one physics call (label cost
+    ``oracle``).
 
     Args:
         pool_data: the pool's items with lumen masks (and ``meta["spacing"]`` in mm when known).
-        task: must be "cls".
+        task: "cls" or "reg".
         **physics_kwargs: passed to ``PhysicsOracle`` (``spacing``, ``thresholds``,
             ``lumen_class``, ``on_empty``, ...).
 
@@ -137,10 +140,11 @@ class PhysicsLabelOracle:
     def __init__(self, pool_data: ImageSet, task: str = "cls", **physics_kwargs: Any) -> None:
         from activesynth.data.physics import PhysicsOracle
 
-        if task != "cls":
+        if task not in ("cls", "reg"):
             raise ConfigError(
-                f"The physics oracle answers image-level severity (task 'cls'), not {task!r}; "
-                "use oracle 'ground-truth' for segmentation."
+                f"The physics oracle answers image-level severity (task 'cls') or log10 "
+                f"resistance (task 'reg'), not {task!r}; use oracle 'ground-truth' for "
+                "segmentation."
             )
         if pool_data.masks is None:
             raise DataError(
@@ -157,12 +161,15 @@ class PhysicsLabelOracle:
         return float(self.physics.total_seconds)
 
     def __call__(self, index: np.ndarray) -> Answers:
-        """Severity class ids ((B,) int64) of pool items ``index``."""
+        """Severity class ids ((B,) int64) or log10 resistances ((B,) float32) of ``index``."""
         index = _check_index(index, len(self.data), self.name)
         before_s, before_n = self.physics.total_seconds, self.physics.n_items
         spacing = None if self.data.spacing is None else self.data.spacing[index]
         if len(index) == 0:
-            labels = np.zeros(0, np.int64)
+            labels = np.zeros(0, np.int64 if self.task == "cls" else np.float32)
+        elif self.task == "reg":
+            res = self.physics.resistance(self.data.masks[index], spacing)
+            labels = np.log10(res).astype(np.float32)
         else:
             labels = np.asarray(self.physics(self.data.masks[index], spacing), np.int64)
         return Answers(

@@ -62,6 +62,9 @@ def fake_run(
             "round": r,
             "n_labelled": round(fraction * pool),
             "fraction": fraction,
+            # physics calls (x_axis "oracle_calls"): 30 per round for "good", 20 otherwise
+            "n_oracle_calls": (30 if strategy == "good" else 20) * (r + 1),
+            "n_oracle_failed": r,
             "test": {
                 "dice_patient_tumour": {"mean": dice, "sd": 0.05, "n": len(PATIENTS)},
                 "hd95_px_patient_tumour": {"mean": 20 * (1 - dice), "sd": 1.0, "n": 8},

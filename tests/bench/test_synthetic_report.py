@@ -22,6 +22,7 @@ from activesynth.bench.report import (
 from activesynth.bench.stats import arm_label
 from activesynth.bench.store import collect, label_axis
 from activesynth.errors import ConfigError
+from activesynth.synthesis.aisel_report import aisel_section
 from activesynth.synthesis.report import quality_section
 from tests.bench.fakes import fake_run
 from tests.synthesis.test_loop_synthetic import SYN
@@ -147,7 +148,7 @@ def test_extra_sections_hook(tmp_path: Path, grid: GridConfig) -> None:
     assert "<a href='#gallery'>Gallery</a>" in html
     assert "<h2 id='gallery'>Gallery</h2>\n<p>three images</p>" in html
     assert "## Gallery\n\nthree images" in (out / "report" / "tables.md").read_text()
-    assert report_sections() == [synthetic_items_section, quality_section]
+    assert report_sections() == [synthetic_items_section, quality_section, aisel_section]
     assert REPORT_SECTIONS[0] == "activesynth.bench.report:synthetic_items_section"
     with pytest.raises(ConfigError, match=r"'activesynth\.bench\.report:nope' cannot be loaded"):
         report_sections(["activesynth.bench.report:nope"])

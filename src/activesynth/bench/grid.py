@@ -19,8 +19,15 @@ A grid config (JSON; YAML when PyYAML happens to be installed) names the axes of
       "table_fractions": [0.1, 0.2, 0.3],  # optional: label fractions for the tables
       "reference": "random-foreground",    # optional: test every strategy against this one
       "compare": [["a", "b"]],             # optional: further strategy pairs to test
-      "full": true                         # optional: a matched full-data run per seed
+      "full": true,                        # optional: a matched full-data run per seed
+      "x_axis": "labels"                   # optional: or "oracle_calls" (see below)
     }
+
+**The x-axis** (``x_axis``) of curves, AULC, tables and labels-to-reach: ``"labels"`` (the
+default: expert labels, ``store.label_axis``) or ``"oracle_calls"`` (physics calls: the round
+record's ``n_oracle_calls``, real items labelled by a computed oracle plus the solves spent on
+synthetic items, failed solves included; for AISEL grids, where the budget is compute, not an
+annotator). The report names the axis it used.
 
 Each unit's loop config is ``base``, then the dataset's ``config`` (a plain dataset name ``d``
 means ``{"dataset": d}``), then the schedule's fields, then the strategy entry's ``config`` (an
@@ -82,7 +89,10 @@ TOP_KEYS = (
     "reference",
     "compare",
     "full",
+    "x_axis",
 )
+X_AXES = ("labels", "oracle_calls")
+"""Values of the grid key ``x_axis``: what curves and tables count on their x-axis."""
 FULL_LABEL = "full"
 """Strategy label of the matched full-data run of each seed (grid key ``"full"``)."""
 #: Loop-config keys a ``full`` entry sets itself (they make the run a full-data run).
@@ -182,6 +192,7 @@ class GridConfig:
         compare: further (a, b) strategy-label pairs to test.
         full: loop-config overrides of the matched full-data runs (``{}``: none), or None when
             the grid has no full-data runs.
+        x_axis: ``"labels"`` (expert labels) or ``"oracle_calls"`` (physics calls).
         raw: the config exactly as read (recorded in the results manifest and the report).
         source: the file it was read from, if any.
     """
@@ -198,6 +209,7 @@ class GridConfig:
     reference: str | None = None
     compare: tuple[tuple[str, str], ...] = ()
     full: dict[str, Any] | None = None
+    x_axis: str = "labels"
     description: str = ""
     raw: dict[str, Any] = field(default_factory=dict)
     source: str | None = None
@@ -558,6 +570,9 @@ def parse_grid(
             '"full"); give that strategy another "label".'
         )
     full = _parse_full(doc.get("full"))
+    from activesynth.registry import check_option
+
+    x_axis = check_option(doc.get("x_axis", "labels"), X_AXES, '"x_axis"')
     grid = GridConfig(
         name=str(doc.get("name") or (Path(source).stem if source else "grid")),
         description=str(doc.get("description") or ""),
@@ -572,6 +587,7 @@ def parse_grid(
         reference=None if reference is None else str(reference),
         compare=tuple((str(a), str(b)) for a, b in compare),
         full=full,
+        x_axis=x_axis,
         raw=json.loads(json.dumps(doc, default=str)),
         source=str(source) if source is not None else None,
     )

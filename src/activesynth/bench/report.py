@@ -84,6 +84,7 @@ files) and ``DIR/report/`` (where it may write files); None when it has nothing 
 REPORT_SECTIONS: tuple[str, ...] = (
     "activesynth.bench.report:synthetic_items_section",
     "activesynth.synthesis.report:quality_section",
+    "activesynth.synthesis.aisel_report:aisel_section",
 )
 """The extra sections of every report, in page order, as ``"module:function"`` paths of
 :data:`SectionRenderer` functions (imported when a report is written, so a section's module may
@@ -162,6 +163,7 @@ def summarise(
         "schema": SCHEMA_VERSION,
         "generated": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "grid_name": grid.name,
+        "x_axis": grid.x_axis,
         "grid": store.manifest.get("grid"),
         "commands": store.manifest.get("commands", []),
         "runs_total": total,
@@ -185,7 +187,11 @@ def check_n_boot(n_boot: Any) -> int:
 
 # ------------------------------------------------------------------------------------ plots
 def plot_curves(
-    group: Mapping[str, Any], metric: str, path: Path, strategies: Sequence[str]
+    group: Mapping[str, Any],
+    metric: str,
+    path: Path,
+    strategies: Sequence[str],
+    x_axis: str = "labels",
 ) -> Path:
     """Learning curves (mean ± SD band over seeds) of one group and metric, as a PNG.
 
@@ -194,6 +200,8 @@ def plot_curves(
         metric: a table metric of the group.
         path: the PNG to write (atomically).
         strategies: every strategy of the grid, in order (fixes each one's colour).
+        x_axis: ``"labels"`` (% of the pool's real images) or ``"oracle_calls"`` (physics
+            calls, absolute: the curves' mean ``n_labelled``).
     """
     import io
 
@@ -204,7 +212,8 @@ def plot_curves(
     colours = [f"C{i}" for i in range(10)]
     for s in group["strategies"]:
         c = group["curves"][metric][s]
-        x = [f * 100 for f in c["fraction"]]
+        calls = x_axis == "oracle_calls"
+        x = list(c["n_labelled"]) if calls else [f * 100 for f in c["fraction"]]
         mean = [math.nan if m is None else m for m in c["mean"]]
         sd = [0.0 if (v is None or not math.isfinite(v)) else v for v in c["sd"]]
         k = strategies.index(s) if s in strategies else 0
@@ -239,7 +248,11 @@ def plot_curves(
         ax.axhline(
             ref["mean"], ls="--", lw=1, color="0.35", label=f"full data {ref['mean']:.3g} ({what})"
         )
-    ax.set_xlabel("expert-labelled images (% of the pool's real images)")
+    ax.set_xlabel(
+        "physics calls (real labels + synthetic solves, failures included)"
+        if x_axis == "oracle_calls"
+        else "expert-labelled images (% of the pool's real images)"
+    )
     ax.set_ylabel(
         stats.metric_label(metric)
         + ("" if stats.higher_is_better(metric) else " (lower is better)")
@@ -413,7 +426,15 @@ def tables_markdown(summary: Mapping[str, Any], sections: Sequence[ReportSection
     head = [
         f"# Benchmark {summary['grid_name']}",
         f"{summary['runs_finished']} of {summary['runs_total']} runs finished. "
-        "The unit of replication is the run (seed): every test pairs runs by seed; patients "
+        + (
+            "**x-axis: physics calls** (`x_axis: oracle_calls`: real items labelled by the "
+            "physics oracle plus solves spent on synthetic items, failed solves included; "
+            "'labels' / 'fraction' in the tables count these calls, fraction = calls / pool "
+            "size). "
+            if summary.get("x_axis") == "oracle_calls"
+            else ""
+        )
+        + "The unit of replication is the run (seed): every test pairs runs by seed; patients "
         "enter only the confidence intervals (hierarchical bootstrap: seeds, then patients "
         f"within seeds; {_boot_text(summary)}). Definitions: at the end.",
     ]
@@ -474,6 +495,13 @@ def _html_page(
         )
         + "</p>",
     ]
+    if summary.get("x_axis") == "oracle_calls":
+        parts.append(
+            "<p><b>x-axis: physics calls</b> (grid option <code>x_axis: oracle_calls</code>): "
+            "real items labelled by the physics oracle plus the solves spent on synthetic items, "
+            "failed solves included. In the tables, 'labels' count these calls and 'fraction' is "
+            "calls / the pool's real images.</p>"
+        )
     if summary["runs_finished"] < summary["runs_total"]:
         parts.append(
             "<p class='warn'>The grid is incomplete: run the same <code>activesynth bench</code> "
@@ -570,7 +598,9 @@ def write_report(
     for i, g in enumerate(summary["groups"]):
         for m in g["table"]["metrics"]:
             name = f"curves_{slug(g['dataset'])}_{slug(g['schedule'])}_{slug(m)}.png"
-            images.setdefault(str(i), []).append(plot_curves(g, m, out / name, all_strategies))
+            images.setdefault(str(i), []).append(
+                plot_curves(g, m, out / name, all_strategies, summary.get("x_axis", "labels"))
+            )
     from activesynth.bench.latent_figure import latent_figures
     from activesynth.metrics import to_jsonable
 

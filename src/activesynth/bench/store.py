@@ -69,6 +69,8 @@ ROW_KEYS = (
     "label_unit",
     "n_synthetic",
     "synthetic",
+    "n_oracle_calls",
+    "n_oracle_failed",
 )
 
 
@@ -423,8 +425,13 @@ def _metrics_schema(store: ResultsStore, run_id: str, rec: Mapping[str, Any]) ->
     return int(rec.get("metrics_schema") or 1)
 
 
-def label_axis(rec: Mapping[str, Any]) -> tuple[int, float, str]:
+def label_axis(rec: Mapping[str, Any], x_axis: str = "labels") -> tuple[int, float, str]:
     """The learning-curve x-axis of a round record: ``(labels, fraction, unit)``.
+
+    With ``x_axis="oracle_calls"`` (the grid key, for AISEL grids) the axis is the record's
+    ``n_oracle_calls`` instead (physics calls: real items labelled by the computed oracle plus
+    the solves spent on synthetic items, failed ones included; unit ``"physics-call"``), and
+    ``fraction`` is calls / ``n_pool`` (a scale for AULC and the tables, not a share of items).
 
     The axis counts what the labelling budget paid for: **expert labels** (``n_expert_labels``,
     real pool items an expert labelled), as a fraction of the pool's real items (``n_pool``).
@@ -438,6 +445,17 @@ def label_axis(rec: Mapping[str, Any]) -> tuple[int, float, str]:
         ``(labels, fraction, unit)``; ``fraction`` is ``labels / n_pool``, or the recorded
         ``fraction`` when the record has no ``n_pool``.
     """
+    if x_axis == "oracle_calls":
+        calls = rec.get("n_oracle_calls")
+        if calls is None:
+            raise DataError(
+                f"round {rec.get('round')} has no n_oracle_calls (written by an older loop); "
+                'an "x_axis": "oracle_calls" grid needs runs of this version.'
+            )
+        n_pool = rec.get("n_pool")
+        if not n_pool and rec.get("fraction") and int(rec.get("n_labelled") or 0) > 0:
+            n_pool = int(rec["n_labelled"]) / float(rec["fraction"])  # records without n_pool
+        return int(calls), int(calls) / n_pool if n_pool else float("nan"), "physics-call"
     n_real = int(rec["n_labelled"])  # real items labelled, by the expert or an oracle
     n_exp = rec.get("n_expert_labels")
     unit = "expert"
@@ -467,13 +485,14 @@ def collect(root: str | os.PathLike, *, all_runs: bool = False) -> list[dict[str
         DataError: not a results directory, another schema, or malformed run files.
     """
     store = ResultsStore.open(root)
+    x_axis = str((store.manifest.get("grid") or {}).get("x_axis") or "labels")
     rows: list[dict[str, Any]] = []
     for run_id in sorted(store.finished_ids(all_runs=all_runs)):
         unit = store.unit(run_id)
         for rec in store.history(run_id):
             test = rec.get("test") or {}
             task = str(unit.config.get("task") or infer_task(test))
-            n_labels, fraction, label_unit = label_axis(rec)
+            n_labels, fraction, label_unit = label_axis(rec, x_axis)
             row: dict[str, Any] = {
                 "run_id": run_id,
                 "dataset": unit.dataset,
@@ -487,6 +506,8 @@ def collect(root: str | os.PathLike, *, all_runs: bool = False) -> list[dict[str
                 "n_real_labelled": int(rec["n_labelled"]),
                 "label_unit": label_unit,
                 "n_synthetic": int(rec.get("n_synthetic") or 0),
+                "n_oracle_calls": rec.get("n_oracle_calls"),
+                "n_oracle_failed": rec.get("n_oracle_failed"),
                 "synthetic": rec.get("synthetic"),
                 "val_score": _number(rec.get("val_score")),
                 "collapsed": bool(rec.get("collapsed", False)),

@@ -121,10 +121,22 @@ def _register_builtin() -> None:
     from activesynth.data.sources.lgg import load_lgg
     from activesynth.data.sources.pneumoniamnist import load_pneumoniamnist
 
-    def phantom(_root: None, *, size: int | None = None, n: int = 240, seed: int = 0, **kw: Any):
-        from activesynth.data.phantoms import make_phantoms
+    def phantom(
+        _root: None,
+        *,
+        size: int | None = None,
+        n: int = 240,
+        seed: int = 0,
+        target: str = "severity",
+        **kw: Any,
+    ):
+        from activesynth.data.phantoms import make_phantoms, phantom_regression_set
+        from activesynth.registry import check_option
 
-        return make_phantoms(n=n, size=size or 64, seed=seed, **kw)
+        # target "log-resistance": labels are log10 of the Poiseuille resistance (task "reg")
+        target = check_option(target, ("severity", "log-resistance"), "phantom target")
+        data = make_phantoms(n=n, size=size or 64, seed=seed, **kw)
+        return phantom_regression_set(data) if target == "log-resistance" else data
 
     def lgg(root: Path, *, size: int | None = None, **kw: Any) -> ImageSet:
         return load_lgg(root, size=size, **kw)

@@ -31,9 +31,12 @@ counted, timed, cached by mask hash; a solve that raises, returns NaN/inf or tim
 as failed and the round goes on) and returned as :class:`~activesynth.synthesis.candidates.Candidates`
 with provenance (generator, checkpoint hash, latent code, seed) and ``LabelCost.ORACLE``.
 
-Loop integration (issue 11 items 4-6) is not here: a round calls :func:`aisel_round` with the
-current regressor(s), appends ``result.candidates`` with ``Pool.append_synthetic`` and keeps
-``result.codes`` for the next round's ``extra_labelled_codes``.
+Loop integration (issue 11 items 4-6, ours): ``LoopConfig.synthesis = {"method": "aisel", ...}``
+(:meth:`activesynth.loop._Run.synthesize_aisel`) calls :func:`aisel_round` each round with the
+previous round's regressor, appends ``result.candidates`` with ``Pool.append_synthetic`` and
+reads the earlier synthetic codes back from the pool's provenance as ``extra_labelled_codes``;
+:mod:`activesynth.synthesis.aisel_user` runs one round on a user's images with a user oracle
+(``CachedOracle(user=f)``).
 
 Cost: acquisition is O(N (L + B) D) for N candidates, L labelled codes, B picks, D latent
 dimensions, in chunked ``torch.cdist`` blocks (no Python loop over pairs); decoding and the
@@ -317,7 +320,12 @@ class CachedOracle:
             phantoms' regression target). A user oracle goes here.
         timeout_s: give up on one solve after this many seconds (None: wait). A timed-out solve
             keeps running in its worker thread (Python cannot stop a thread) but its answer is
-            ignored and the item is recorded as failed.
+            ignored and the item is recorded as failed. A solve whose time is close to the
+            limit may fail in one run and not in another: set it well above a normal solve.
+        user: a user oracle ``f(mask (H, W) bool, image (H, W, C) uint8) -> float`` (the label
+            as it is, not a log; ``activesynth synthesise --method aisel --oracle``). Replaces
+            ``solve``; answers are not graded into severity classes (``severity`` -1) and the
+            cache key includes the image's pixels, since the answer may depend on them.
 
     Attributes:
         n_solves: oracle invocations (cache misses; failures included): the physics calls.
@@ -330,12 +338,14 @@ class CachedOracle:
         spacing: tuple[float, float],
         solve: Callable[[np.ndarray, tuple[float, float]], float] | None = None,
         timeout_s: float | None = None,
+        user: Callable[[np.ndarray, np.ndarray], float] | None = None,
     ) -> None:
         from activesynth.data.physics import PhysicsOracle
 
         self.physics = PhysicsOracle(spacing=spacing)
         self.spacing = self.physics.spacing
         self.solve = solve or self._poiseuille
+        self.user = user
         self.timeout_s = timeout_s
         self.cache: dict[str, OracleAnswer] = {}
         self.n_solves = self.n_cached = self.n_failed = 0
@@ -344,27 +354,40 @@ class CachedOracle:
     def _poiseuille(self, mask: np.ndarray, spacing: tuple[float, float]) -> float:
         return float(np.log10(self.physics.resistance(mask[None], np.asarray(spacing))[0]))
 
-    def key(self, mask: np.ndarray) -> str:
-        """Content hash of a mask (shape, lumen bits) and the spacing."""
+    def key(self, mask: np.ndarray, image: np.ndarray | None = None) -> str:
+        """Content hash of a mask (shape, lumen bits) and the spacing (and, for a user oracle,
+        the image's pixels)."""
         m = np.asarray(mask) != 0
         h = hashlib.sha1(f"{m.shape}{self.spacing}".encode())
         h.update(np.packbits(m).tobytes())
+        if self.user is not None and image is not None:
+            img = np.ascontiguousarray(image)
+            h.update(f"{img.shape}{img.dtype}".encode())
+            h.update(img.tobytes())
         return h.hexdigest()
 
-    def _one(self, mask: np.ndarray) -> OracleAnswer:
+    def _one(self, mask: np.ndarray, image: np.ndarray | None = None) -> OracleAnswer:
         t0 = time.perf_counter()
+        if self.user is not None:
+            fn, args = self.user, (np.asarray(mask) != 0, image)
+        else:
+            fn, args = self.solve, (mask, self.spacing)
         try:
             if self.timeout_s is None:
-                v = self.solve(mask, self.spacing)
+                v = fn(*args)
             else:
                 pool = ThreadPoolExecutor(max_workers=1)
                 try:
-                    v = pool.submit(self.solve, mask, self.spacing).result(self.timeout_s)
+                    v = pool.submit(fn, *args).result(self.timeout_s)
                 finally:
                     pool.shutdown(wait=False)
+            if v is None or isinstance(v, bool):
+                raise DataError(f"oracle returned {v!r}, not a number")
             v = float(v)
             if not math.isfinite(v):
                 raise DataError(f"oracle returned {v}")
+            if self.user is not None:
+                return OracleAnswer(v, -1, time.perf_counter() - t0)
             ratio = 10.0**v / self.physics.reference_resistance
             from activesynth.data.physics import severity_from_ratio
 
@@ -379,16 +402,21 @@ class CachedOracle:
                 math.nan, -1, time.perf_counter() - t0, f"{type(exc).__name__}: {exc}"
             )
 
-    def __call__(self, masks: np.ndarray) -> list[OracleAnswer]:
-        """Answers for (N,H,W) masks; a failure is cached too (never retried)."""
+    def __call__(self, masks: np.ndarray, images: np.ndarray | None = None) -> list[OracleAnswer]:
+        """Answers for (N,H,W) masks (and their (N,H,W,C) images, which a user oracle reads);
+        a failure is cached too (never retried)."""
+        masks = np.asarray(masks)
+        if self.user is not None and images is None:
+            raise ConfigError("A user oracle reads the images too: pass them with the masks.")
         out = []
-        for m in np.asarray(masks):
-            k = self.key(m)
+        for i, m in enumerate(masks):
+            img = None if images is None else images[i]
+            k = self.key(m, img)
             if k in self.cache:
                 self.n_cached += 1
                 out.append(self.cache[k])
                 continue
-            a = self._one(m)
+            a = self._one(m, img)
             self.n_solves += 1
             self.seconds += a.seconds
             self.n_failed += int(not a.ok)
@@ -558,7 +586,7 @@ def aisel_round(
     t["acquisition"] = time.perf_counter() - t2
     chosen = ok[sel.index]
     t3 = time.perf_counter()
-    answers = oracle(val.cleaned[chosen])
+    answers = oracle(val.cleaned[chosen], images[chosen])
     t["oracle"] = time.perf_counter() - t3
     good = [i for i, a in enumerate(answers) if a.ok]
     failed = [
