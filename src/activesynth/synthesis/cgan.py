@@ -74,6 +74,7 @@ from torch import nn
 from activesynth.data.imageset import ImageSet
 from activesynth.errors import CheckpointError, ConfigError, DataError
 from activesynth.generative.base import GENERATORS
+from activesynth.generative.fingerprint import check_fingerprint, fingerprint
 from activesynth.models.cgan_nets import (
     PAPER_DISC_CHANNELS,
     MaskAutoencoder,
@@ -238,49 +239,23 @@ class CGANConfig:
 
 # ---- pool fingerprint and checks ----------------------------------------------------------------
 def pool_fingerprint(data: ImageSet) -> dict[str, Any]:
-    """What a cGAN must match: the VAE manifold's fingerprint plus the masks and class count.
+    """What a cGAN must match: ``generative.fingerprint.fingerprint(data, masks=True)``.
 
     Raises:
         DataError: the set has no masks (the cGAN is conditioned on them).
     """
-    from activesynth.generative.manifold import fingerprint
-
-    if data.masks is None:
-        raise DataError(
-            f"{data.name}: the cGAN is conditioned on segmentation masks and this dataset has "
-            "none; use a dataset with masks (task 'seg')."
-        )
-    fp = dict(fingerprint(data))
-    fp["masks_sha256"] = hashlib.sha256(np.ascontiguousarray(data.masks).tobytes()).hexdigest()
-    fp["n_classes"] = int(data.n_classes)
-    return fp
+    return fingerprint(data, masks=True)
 
 
 def check_pool_fingerprint(have: dict[str, Any], want: dict[str, Any], where: str) -> None:
     """Raise :class:`CheckpointError` naming what differs between a checkpoint's pool and this one."""
-    diffs = []
-    hw = (have.get("height"), have.get("width"))
-    if hw != (want["height"], want["width"]):
-        diffs.append(f"{hw[0]}x{hw[1]} px images, the pool's are {want['height']}x{want['width']}")
-    if have.get("channels") != want["channels"]:
-        diffs.append(f"{have.get('channels')}-channel images, the pool's have {want['channels']}")
-    if have.get("n_classes") != want["n_classes"]:
-        diffs.append(f"{have.get('n_classes')} mask classes, the pool has {want['n_classes']}")
-    if have.get("n") != want["n"]:
-        diffs.append(f"{have.get('n')} items, the pool has {want['n']}")
-    if have.get("dtype") != want["dtype"]:
-        diffs.append(f"{have.get('dtype')} images, the pool's are {want['dtype']}")
-    if not diffs and have.get("ids_sha256") != want["ids_sha256"]:
-        diffs.append("other item ids (another dataset or split)")
-    if not diffs and have.get("pixels_sha256") != want["pixels_sha256"]:
-        diffs.append("other pixel data (the images changed)")
-    if not diffs and have.get("masks_sha256") != want["masks_sha256"]:
-        diffs.append("other masks (the labels changed)")
-    if diffs:
-        raise CheckpointError(
-            f"{where} was trained on " + "; ".join(diffs) + ". Use a cGAN trained on this pool: "
-            "drop the checkpoint to train one (it is cached by pool and config)."
-        )
+    check_fingerprint(have, want, where, fix=_FIX, of="pool")
+
+
+_FIX = (
+    "Use a cGAN trained on this pool: drop the checkpoint to train one (it is cached by pool "
+    "and config)."
+)
 
 
 def _cache_key(kind: str, fp: dict[str, Any], part: dict[str, Any]) -> str:
