@@ -46,7 +46,7 @@ def test_check_names_what_differs(data) -> None:
     for key, (value, msg) in cases.items():
         with pytest.raises(CheckpointError, match=f"ckpt was trained on {msg}"):
             FP.check_fingerprint({**want, key: value}, want, "ckpt")
-    with pytest.raises(CheckpointError, match="the pool has 6.*Do this"):
+    with pytest.raises(CheckpointError, match=r"the pool has 6.*Do this"):
         FP.check_fingerprint({**want, "n": 1}, want, "ckpt", fix="Do this.", of="pool")
 
 
@@ -59,8 +59,9 @@ def test_content_changes_change_the_fingerprint(data) -> None:
     assert other["pixels_sha256"] == base["pixels_sha256"]
     images = data.images.copy()
     images[0, 0, 0, 0] ^= 1
-    assert FP.fingerprint(dataclasses.replace(data, images=images))["pixels_sha256"] != (
-        base["pixels_sha256"]
+    assert (
+        FP.fingerprint(dataclasses.replace(data, images=images))["pixels_sha256"]
+        != (base["pixels_sha256"])
     )
 
 
