@@ -237,6 +237,84 @@ class CGANConfig:
         return {"image_size": self.image_size, "seed": self.seed, **self.feat_config().as_dict()}
 
 
+#: CGANConfig fields that fix the networks' shapes: a warm start's parent must share them.
+ARCH_FIELDS = (
+    "image_size",
+    "channels",
+    "features",
+    "n_res_blocks",
+    "latent_dim",
+    "ae_channels",
+    "feat_channels",
+    "disc_channels",
+    "disc_dense",
+)
+
+
+@dataclass(frozen=True)
+class WarmStart:
+    """Fine-tune schedule of a warm-started round (part of the fine-tuned checkpoint's key).
+
+    Round r's cGAN starts from round r-1's G and D (the *parent*, named by its checkpoint hash)
+    and trains ``epochs`` more epochs on round r's data with fresh Adam optimisers at ``lr``.
+    The mask autoencoder and the feature network are the parent's, frozen: they were trained on
+    the first (from-scratch) round's masks and images and do not see items labelled later (the
+    cGAN's G and D do). Batch order and pairs come from the round's seed, as in a full training.
+
+    Attributes:
+        epochs: fine-tune epochs per round.
+        lr: Adam learning rate of G and D while fine-tuning; None = the config's ``lr``.
+        scratch_every: train from scratch every this many generations (1 = never warm start,
+            0 = only the first round is trained from scratch): bounds the drift of a long chain.
+    """
+
+    epochs: int = 10
+    lr: float | None = None
+    scratch_every: int = 0
+
+    def __post_init__(self) -> None:
+        if int(self.epochs) != self.epochs or self.epochs < 1:
+            raise ConfigError(f"cgan warm_start epochs must be an integer >= 1, got {self.epochs}.")
+        if self.lr is not None and not (math.isfinite(self.lr) and self.lr > 0):
+            raise ConfigError(f"cgan warm_start lr must be None or positive, got {self.lr!r}.")
+        if int(self.scratch_every) != self.scratch_every or self.scratch_every < 0:
+            raise ConfigError(
+                f"cgan warm_start scratch_every must be an integer >= 0, got {self.scratch_every}."
+            )
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any] | WarmStart | None) -> WarmStart | None:
+        """None stays None (no warm start); unknown keys are a ConfigError with a did-you-mean."""
+        if d is None or isinstance(d, WarmStart):
+            return d
+        if not isinstance(d, dict):
+            raise ConfigError(
+                f"cgan warm_start must be a mapping like {{'epochs': 10}}, got {d!r}."
+            )
+        names = [f.name for f in fields(cls)]
+        for k in d:
+            if k not in names:
+                raise ConfigError(
+                    f"Unknown cgan warm_start option {k!r}{did_you_mean(str(k), names) or ''}. "
+                    f"Known: {', '.join(names)}."
+                )
+        return cls(**d)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def check_parent(parent_cfg: CGANConfig, cfg: CGANConfig, where: str) -> None:
+    """Raise :class:`CheckpointError` if a warm start's parent has other network shapes."""
+    a, b = parent_cfg.as_dict(), cfg.as_dict()
+    diffs = [f"{k} {a[k]} (this config: {b[k]})" for k in ARCH_FIELDS if a[k] != b[k]]
+    if diffs:
+        raise CheckpointError(
+            f"warm-start parent {where} has " + "; ".join(diffs) + ". Warm starts need the "
+            "same network sizes: drop warm_start or keep the sizes for the whole run."
+        )
+
+
 # ---- pool fingerprint and checks ----------------------------------------------------------------
 def pool_fingerprint(data: ImageSet) -> dict[str, Any]:
     """What a cGAN must match: ``generative.fingerprint.fingerprint(data, masks=True)``.
@@ -575,6 +653,8 @@ class CGAN:
         history: per stage, per-epoch figures.
         key: the content address ("cgan-<key>").
         path: the checkpoint folder, or None when kept in memory.
+        parent: key of the cGAN this one was warm-started from ("" = trained from scratch).
+        generation: warm starts since the last from-scratch training (0 = from scratch).
     """
 
     name: ClassVar[str] = "cgan"
@@ -589,6 +669,8 @@ class CGAN:
     history: dict[str, list[dict[str, float]]] = field(default_factory=dict)
     key: str = ""
     path: Path | None = None
+    parent: str = ""
+    generation: int = 0
 
     @property
     def n_classes(self) -> int:
@@ -926,6 +1008,8 @@ def train_cgan(
     seed: int | None = None,
     quiet: bool = False,
     on_epoch: OnEpoch | None = None,
+    parent: CGAN | None = None,
+    warm_start: WarmStart | None = None,
 ) -> CGAN:
     """The cGAN of ``data`` under ``cfg``: loaded from the cache, resumed, or trained now.
 
@@ -941,23 +1025,47 @@ def train_cgan(
         seed: overrides ``cfg.seed`` (and so is part of the cache key) when given.
         quiet: no progress bars.
         on_epoch: called as ``(stage, epochs_done, figures)`` after each epoch's checkpoint.
+        parent: a trained cGAN to warm-start from (with ``warm_start``): G and D start from its
+            weights and fine-tune on ``data``; its mask autoencoder and feature network are
+            reused frozen. The key then includes the parent's key and the schedule.
+        warm_start: the fine-tune schedule; None (or no ``parent``) trains from scratch.
 
     Raises:
         DataError: the pool has no masks.
         ConfigError: the pool's size or channels differ from ``cfg``.
+        CheckpointError: the parent has other network sizes.
     """
     if seed is not None:
         cfg = replace(cfg, seed=int(seed))
     _check_pool(data, cfg)
     fp = pool_fingerprint(data)
-    key = _cache_key("cgan", fp, cfg.as_dict())
+    if parent is not None and warm_start is not None:
+        if warm_start.scratch_every and parent.generation + 1 >= warm_start.scratch_every:
+            parent = None  # the chain is long enough: this round starts afresh
+    else:
+        parent = None
+    if parent is None:
+        key = _cache_key("cgan", fp, cfg.as_dict())
+
+        def train(cache: Path | None) -> CGAN:
+            return _train_all(data, cfg, fp, key, cache, on_epoch, quiet)
+    else:
+        assert warm_start is not None
+        check_parent(parent.config, cfg, parent.checkpoint_hash)
+        part = {"cfg": cfg.as_dict(), "parent": parent.key, "warm_start": warm_start.as_dict()}
+        key = _cache_key("cgan-warm", fp, part)
+        warm = warm_start
+
+        def train(cache: Path | None) -> CGAN:
+            return _fine_tune(data, cfg, fp, key, cache, parent, warm, on_epoch, quiet)
+
     if cache_dir is None:
-        return _train_all(data, cfg, fp, key, None, on_epoch, quiet)
+        return train(None)
     cache = Path(cache_dir)
     folder = cache / f"cgan-{key}"
     with _locked(cache / f"cgan-{key}.lock"):
         if not (folder / "cgan.pt").is_file():
-            _train_all(data, cfg, fp, key, cache, on_epoch, quiet)
+            train(cache)
         model = load_cgan(folder)
     if model.fingerprint != fp:  # the key includes fp: only a hash collision gets here
         check_pool_fingerprint(model.fingerprint, fp, str(folder))
@@ -1054,6 +1162,81 @@ def _train_all(
     return model
 
 
+def _fine_tune(
+    data: ImageSet,
+    cfg: CGANConfig,
+    fp: dict[str, Any],
+    key: str,
+    cache: Path | None,
+    parent: CGAN,
+    warm: WarmStart,
+    on_epoch: OnEpoch | None,
+    quiet: bool,
+) -> CGAN:
+    """G and D from ``parent``, ``warm.epochs`` more epochs on ``data`` (resumable per epoch)."""
+    import copy
+
+    from activesynth.utils import atomic_torch_save, atomic_write_json
+
+    ae, feat = parent.mask_ae, parent.feature_net  # frozen, shared with the parent
+    g, d = copy.deepcopy(parent.generator), copy.deepcopy(parent.discriminator)
+    g.requires_grad_(True)
+    d.requires_grad_(True)
+    opt_g, opt_d = _gan_optimisers(replace(cfg, lr=warm.lr or cfg.lr), g, d)
+    lo_hi = parent.intensity_range
+    folder = None if cache is None else cache / f"cgan-{key}"
+    ident = {"pool": fp, "cfg": cfg.as_dict(), "parent": parent.key, "warm": warm.as_dict()}
+    if folder is not None:
+        folder.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(folder / "config.json", {"schema": SCHEMA, **ident})
+    log.info(
+        "fine-tuning the cGAN %s for %d epochs (%d images) %s",
+        parent.key,
+        warm.epochs,
+        len(data),
+        folder or "in memory",
+    )
+    hist = _run_stage(
+        "cgan-warm",
+        folder,
+        {"generator": g, "discriminator": d, "opt_g": opt_g, "opt_d": opt_d},
+        ident,
+        warm.epochs,
+        _gan_epoch_fn(data, cfg, g, d, ae, feat, opt_g, opt_d, lo_hi),
+        on_epoch,
+        quiet,
+    )
+    _freeze(g)
+    _freeze(d)
+    history = {**parent.history, "cgan": hist}
+    history["lineage"] = [
+        *parent.history.get(
+            "lineage", [{"key": parent.key, "epochs": len(parent.history["cgan"])}]
+        ),
+        {"key": key, "epochs": warm.epochs},
+    ]  # type: ignore[list-item]
+    model = CGAN(
+        g,
+        d,
+        ae,
+        feat,
+        cfg,
+        fp,
+        lo_hi,
+        str(data.images.dtype),
+        history,
+        key,
+        folder,
+        parent=parent.key,
+        generation=parent.generation + 1,
+    )
+    if folder is not None:
+        atomic_write_json(folder / "history.json", history)
+        atomic_torch_save(folder / "cgan.pt", _checkpoint(model))
+        (folder / "last.pt").unlink(missing_ok=True)
+    return model
+
+
 def _checkpoint(m: CGAN) -> dict[str, Any]:
     return {
         "schema": SCHEMA,
@@ -1067,6 +1250,8 @@ def _checkpoint(m: CGAN) -> dict[str, Any]:
         "dtype": m.dtype,
         "history": m.history,
         "key": m.key,
+        "parent": m.parent,
+        "generation": m.generation,
     }
 
 
@@ -1112,6 +1297,8 @@ def load_cgan(path: str | Path, data: ImageSet | None = None) -> CGAN:
         st.get("history", {}),
         st.get("key", ""),
         ckpt.parent,
+        parent=st.get("parent", ""),
+        generation=int(st.get("generation", 0)),
     )
     if data is not None:
         model.check_matches(data, str(ckpt))
@@ -1138,6 +1325,12 @@ class CGANGenerator:
             refuses it when it was trained on another pool or image size.
         perturb: ``PerturbConfig`` keyword arguments (``p_boundary``, ``boundary``, ...).
         quiet: no progress bars.
+        warm_start: a :class:`WarmStart` mapping (``{"epochs": 10}``): with a ``parent``,
+            :meth:`fit` fine-tunes the parent instead of training from scratch. None = every
+            fit trains from scratch (the paper's protocol; the cost is in docs/benchmarks.md).
+        parent: checkpoint hash ``cgan:<key>`` of the previous round's cGAN in ``cache_dir``
+            (the loop passes it from the pool's record of round r-1); ignored without
+            ``warm_start``.
     """
 
     name: ClassVar[str] = "cgan"
@@ -1150,8 +1343,16 @@ class CGANGenerator:
         checkpoint: str | Path | None = None,
         perturb: dict[str, Any] | None = None,
         quiet: bool = False,
+        warm_start: dict[str, Any] | WarmStart | None = None,
+        parent: str | None = None,
         **options: Any,
     ) -> None:
+        self.warm_start = WarmStart.from_dict(warm_start)
+        if parent is not None and not str(parent).startswith(f"{self.name}:"):
+            raise ConfigError(
+                f"{self.name} parent must be a checkpoint hash '{self.name}:<key>', got {parent!r}."
+            )
+        self.parent = parent
         base = cfg.as_dict() if isinstance(cfg, CGANConfig) else dict(cfg or {})
         self.options = {**base, **options}
         self._size_given = "image_size" in self.options
@@ -1185,8 +1386,31 @@ class CGANGenerator:
             cfg = replace(cfg, image_size=int(data.shape[0]))
         seed = int(rng.integers(0, 2**31 - 1))
         self.model = train_cgan(
-            data, cfg, self.cache_dir, seed=seed, quiet=self.quiet, on_epoch=self.on_epoch
+            data,
+            cfg,
+            self.cache_dir,
+            seed=seed,
+            quiet=self.quiet,
+            on_epoch=self.on_epoch,
+            parent=self._parent_model(),
+            warm_start=self.warm_start,
         )
+
+    def _parent_model(self) -> CGAN | None:
+        """The warm start's parent from the cache, or None when there is none to use."""
+        if self.warm_start is None or self.parent is None:
+            return None
+        if self.cache_dir is None:
+            raise ConfigError(
+                "cgan warm_start needs a cache_dir (the parent checkpoint is looked up there)."
+            )
+        folder = Path(self.cache_dir) / f"cgan-{self.parent.split(':', 1)[1]}"
+        if not (folder / "cgan.pt").is_file():
+            raise CheckpointError(
+                f"warm-start parent {self.parent} is not in {self.cache_dir} ({folder}/cgan.pt "
+                "is missing); restore the cache, or drop warm_start to train from scratch."
+            )
+        return load_cgan(folder)
 
     def _trained(self) -> CGAN:
         if self.model is None:
