@@ -60,7 +60,6 @@ import hashlib
 import json
 import logging
 import math
-import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
@@ -72,7 +71,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from activesynth.data.imageset import ImageSet
-from activesynth.errors import CheckpointError, ConfigError, DataError
+from activesynth.errors import CheckpointError, ConfigError
 from activesynth.generative.base import GENERATORS
 from activesynth.generative.fingerprint import check_fingerprint, fingerprint
 from activesynth.models.cgan_nets import (
@@ -92,19 +91,26 @@ from activesynth.models.feature_net import (
     train_feature_net_epoch,
 )
 from activesynth.registry import check_option, did_you_mean
-from activesynth.synthesis.candidates import Candidates, LabelCost, Provenance
-from activesynth.synthesis.perturb import ChainRecord, PerturbConfig, draw_spatial
-from activesynth.synthesis.perturb import apply as perturb_apply
-from activesynth.synthesis.perturb import draw as perturb_draw
+from activesynth.synthesis.conditional import (  # noqa: F401 - MAX_CANDIDATES, OnEpoch re-exported
+    MAX_CANDIDATES,
+    ConditionalGenerator,
+    MaskConditionedModel,
+    OnEpoch,
+    WarmStart,
+    build,
+    check_parent,
+    freeze,
+    run_stage,
+    seed_of,
+    steps_of,
+    use_parent,
+)
 from activesynth.utils import file_lock as _locked  # one lock for every cache
 
 log = logging.getLogger(__name__)
 
 SCHEMA = 1
 PAIRINGS = ("group", "random", "self")
-#: The paper's "up to 200 synthetic images" per source image.
-MAX_CANDIDATES = 200
-OnEpoch = Callable[[str, int, dict[str, float]], None]
 
 
 # ---- configuration ------------------------------------------------------------------------------
@@ -251,70 +257,6 @@ ARCH_FIELDS = (
 )
 
 
-@dataclass(frozen=True)
-class WarmStart:
-    """Fine-tune schedule of a warm-started round (part of the fine-tuned checkpoint's key).
-
-    Round r's cGAN starts from round r-1's G and D (the *parent*, named by its checkpoint hash)
-    and trains ``epochs`` more epochs on round r's data with fresh Adam optimisers at ``lr``.
-    The mask autoencoder and the feature network are the parent's, frozen: they were trained on
-    the first (from-scratch) round's masks and images and do not see items labelled later (the
-    cGAN's G and D do). Batch order and pairs come from the round's seed, as in a full training.
-
-    Attributes:
-        epochs: fine-tune epochs per round.
-        lr: Adam learning rate of G and D while fine-tuning; None = the config's ``lr``.
-        scratch_every: train from scratch every this many generations (1 = never warm start,
-            0 = only the first round is trained from scratch): bounds the drift of a long chain.
-    """
-
-    epochs: int = 10
-    lr: float | None = None
-    scratch_every: int = 0
-
-    def __post_init__(self) -> None:
-        if int(self.epochs) != self.epochs or self.epochs < 1:
-            raise ConfigError(f"cgan warm_start epochs must be an integer >= 1, got {self.epochs}.")
-        if self.lr is not None and not (math.isfinite(self.lr) and self.lr > 0):
-            raise ConfigError(f"cgan warm_start lr must be None or positive, got {self.lr!r}.")
-        if int(self.scratch_every) != self.scratch_every or self.scratch_every < 0:
-            raise ConfigError(
-                f"cgan warm_start scratch_every must be an integer >= 0, got {self.scratch_every}."
-            )
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any] | WarmStart | None) -> WarmStart | None:
-        """None stays None (no warm start); unknown keys are a ConfigError with a did-you-mean."""
-        if d is None or isinstance(d, WarmStart):
-            return d
-        if not isinstance(d, dict):
-            raise ConfigError(
-                f"cgan warm_start must be a mapping like {{'epochs': 10}}, got {d!r}."
-            )
-        names = [f.name for f in fields(cls)]
-        for k in d:
-            if k not in names:
-                raise ConfigError(
-                    f"Unknown cgan warm_start option {k!r}{did_you_mean(str(k), names) or ''}. "
-                    f"Known: {', '.join(names)}."
-                )
-        return cls(**d)
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def check_parent(parent_cfg: CGANConfig, cfg: CGANConfig, where: str) -> None:
-    """Raise :class:`CheckpointError` if a warm start's parent has other network shapes."""
-    a, b = parent_cfg.as_dict(), cfg.as_dict()
-    diffs = [f"{k} {a[k]} (this config: {b[k]})" for k in ARCH_FIELDS if a[k] != b[k]]
-    if diffs:
-        raise CheckpointError(
-            f"warm-start parent {where} has " + "; ".join(diffs) + ". Warm starts need the "
-            "same network sizes: drop warm_start or keep the sizes for the whole run."
-        )
-
-
 # ---- pool fingerprint and checks ----------------------------------------------------------------
 def pool_fingerprint(data: ImageSet) -> dict[str, Any]:
     """What a cGAN must match: ``generative.fingerprint.fingerprint(data, masks=True)``.
@@ -430,19 +372,6 @@ def content_loss(
 
 
 # ---- helpers: seeds, pairs, locks, resumable stages ---------------------------------------------
-def _seed(seed: int, *keys: int) -> int:
-    from activesynth.train import seed_for
-
-    return seed_for(seed, *keys)
-
-
-def _build(seed: int, fn: Callable[[], nn.Module]) -> nn.Module:
-    """Build a module with weights drawn from ``seed`` without touching the global torch RNG."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return fn()
-
-
 def source_pairs(groups: np.ndarray, pairing: str, seed: int, epoch: int) -> np.ndarray:
     """(N,) index of the source image x paired with each target y for one epoch.
 
@@ -469,73 +398,6 @@ def source_pairs(groups: np.ndarray, pairing: str, seed: int, epoch: int) -> np.
     return out
 
 
-def _run_stage(
-    stage: str,
-    folder: Path | None,
-    state: dict[str, Any],
-    ident: dict[str, Any],
-    epochs: int,
-    epoch_fn: Callable[[int], dict[str, float]],
-    on_epoch: OnEpoch | None,
-    quiet: bool,
-) -> list[dict[str, float]]:
-    """Run ``epoch_fn`` for epochs not yet done; ``last.pt`` (``state`` objects) after each.
-
-    Args:
-        stage: name for logs, the progress bar and ``on_epoch``.
-        folder: where ``last.pt`` lives, or None (no resume).
-        state: modules and optimisers to save and restore, by name.
-        ident: what the saved state must match to be resumed (config slice and pool).
-        epochs: total epochs.
-        epoch_fn: trains epoch ``e`` (0-based), returns its figures.
-        on_epoch: called with (stage, epochs done, figures) after each checkpoint is written.
-        quiet: no progress bar.
-    """
-    from tqdm.auto import tqdm
-
-    from activesynth.utils import atomic_torch_save, progress_enabled
-
-    history: list[dict[str, float]] = []
-    start = 0
-    last = None if folder is None else folder / "last.pt"
-    if last is not None and last.is_file():
-        saved = torch.load(last, map_location="cpu", weights_only=False)
-        if saved.get("ident") != ident:
-            raise CheckpointError(
-                f"{last} belongs to another {stage} training (config or pool differs); delete it."
-            )
-        for name, obj in state.items():
-            obj.load_state_dict(saved[name])
-        history, start = list(saved["history"]), int(saved["epoch"])
-        log.info("resuming %s at epoch %d of %d", stage, start, epochs)
-    bar = tqdm(
-        total=epochs,
-        initial=start,
-        desc=stage,
-        unit="epoch",
-        disable=not progress_enabled(quiet),
-        leave=False,
-    )
-    for epoch in range(start, epochs):
-        t0 = time.perf_counter()
-        figs = {"epoch": epoch + 1, **epoch_fn(epoch), "seconds": time.perf_counter() - t0}
-        history.append(figs)
-        if last is not None:
-            blob = {name: obj.state_dict() for name, obj in state.items()}
-            atomic_torch_save(
-                last, {**blob, "ident": ident, "epoch": epoch + 1, "history": history}
-            )
-        bar.update(1)
-        if on_epoch is not None:
-            on_epoch(stage, epoch + 1, figs)
-    bar.close()
-    return history
-
-
-def _steps(n: int, bs: int) -> int:
-    return n // bs  # the ragged last batch is dropped: batch norm needs > 1 image
-
-
 # ---- stage 1: the mask autoencoder --------------------------------------------------------------
 def train_mask_autoencoder(
     data: ImageSet,
@@ -553,8 +415,8 @@ def train_mask_autoencoder(
     from monai.losses import DiceCELoss
 
     k, n, size = data.n_classes, len(data), cfg.image_size
-    model = _build(
-        _seed(cfg.seed, 101), lambda: MaskAutoencoder(k, size, cfg.latent_dim, cfg.ae_channels)
+    model = build(
+        seed_of(cfg.seed, 101), lambda: MaskAutoencoder(k, size, cfg.latent_dim, cfg.ae_channels)
     )
     opt = torch.optim.Adam(model.parameters(), lr=cfg.ae_lr)
     loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
@@ -566,7 +428,7 @@ def train_mask_autoencoder(
         model.train()
         order = np.random.default_rng([cfg.seed, 102, epoch]).permutation(n)
         tot = 0.0
-        for s in range(_steps(n, bs)):
+        for s in range(steps_of(n, bs)):
             idx = np.sort(order[s * bs : (s + 1) * bs])
             logits, _ = model(one_hot_masks(masks[idx], k))
             loss = loss_fn(logits, masks_to_target(masks[idx]))
@@ -576,10 +438,10 @@ def train_mask_autoencoder(
             loss.backward()
             opt.step()
             tot += float(loss.item())
-        return {"loss": tot / _steps(n, bs)}
+        return {"loss": tot / steps_of(n, bs)}
 
     ident = {"pool": pool_fingerprint(data), "cfg": cfg.ae_part()}
-    hist = _run_stage(
+    hist = run_stage(
         "mask-ae",
         folder,
         {"model": model, "opt": opt},
@@ -605,8 +467,8 @@ def train_feature_net(
     """Train the content loss's feature network to segment the pool (see models/feature_net.py)."""
     fc = cfg.feat_config()
     n, lo_hi = len(data), _intensity_range(data)
-    net = _build(
-        _seed(cfg.seed, 201), lambda: FeatureNet(data.n_channels, data.n_classes, fc.channels)
+    net = build(
+        seed_of(cfg.seed, 201), lambda: FeatureNet(data.n_channels, data.n_classes, fc.channels)
     )
     opt = torch.optim.Adam(net.parameters(), lr=fc.lr)
     bs = fc.batch_size
@@ -617,12 +479,12 @@ def train_feature_net(
         order = np.random.default_rng([cfg.seed, 202, epoch]).permutation(n)
         batches = (
             (to_gan_range(data.images[i], *lo_hi), masks_to_target(masks[i]))
-            for i in (np.sort(order[s * bs : (s + 1) * bs]) for s in range(_steps(n, bs)))
+            for i in (np.sort(order[s * bs : (s + 1) * bs]) for s in range(steps_of(n, bs)))
         )
         return {"loss": train_feature_net_epoch(net, opt, batches)}
 
     ident = {"pool": pool_fingerprint(data), "cfg": cfg.feat_part()}
-    hist = _run_stage(
+    hist = run_stage(
         "feature-net",
         folder,
         {"model": net, "opt": opt},
@@ -638,7 +500,7 @@ def train_feature_net(
 
 # ---- the trained cGAN ---------------------------------------------------------------------------
 @dataclass
-class CGAN:
+class CGAN(MaskConditionedModel):
     """A trained cGAN: G, D, the mask autoencoder and the feature network, in eval mode.
 
     Attributes:
@@ -658,6 +520,7 @@ class CGAN:
     """
 
     name: ClassVar[str] = "cgan"
+    fix: ClassVar[str] = _FIX
     generator: ResidualGenerator
     discriminator: PairDiscriminator
     mask_ae: MaskAutoencoder
@@ -671,32 +534,6 @@ class CGAN:
     path: Path | None = None
     parent: str = ""
     generation: int = 0
-
-    @property
-    def n_classes(self) -> int:
-        return int(self.fingerprint["n_classes"])
-
-    def check_matches(self, data: ImageSet, where: str = "this cGAN") -> None:
-        """Raise :class:`CheckpointError` naming what differs if ``data`` is not its pool."""
-        check_pool_fingerprint(self.fingerprint, pool_fingerprint(data), where)
-
-    def _check_inputs(self, images: np.ndarray, masks: np.ndarray) -> None:
-        fp = self.fingerprint
-        want = (fp["height"], fp["width"], fp["channels"])
-        if images.ndim != 4 or tuple(images.shape[1:]) != want:
-            raise DataError(
-                f"cGAN sources must be (B, {want[0]}, {want[1]}, {want[2]}) images like its pool, "
-                f"got shape {images.shape}."
-            )
-        if masks.shape[0] != images.shape[0] or tuple(masks.shape[-2:]) != want[:2]:
-            raise DataError(
-                f"cGAN masks must be (B, {want[0]}, {want[1]}) or (B, M, {want[0]}, {want[1]}) for "
-                f"B = {images.shape[0]} sources, got shape {masks.shape}."
-            )
-        if masks.size and (masks.min() < 0 or masks.max() >= self.n_classes):
-            raise DataError(
-                f"cGAN masks hold class ids outside [0, {self.n_classes}) (max {masks.max()})."
-            )
 
     @torch.inference_mode()
     def encode_masks(self, masks: np.ndarray) -> np.ndarray:
@@ -735,147 +572,6 @@ class CGAN:
 
     def _forward(self, x: torch.Tensor, masks: np.ndarray) -> torch.Tensor:
         return self.generator(x, mask_condition(self.mask_ae, masks, self.n_classes))
-
-    @property
-    def checkpoint_hash(self) -> str:
-        """``cgan:<key>``: the content address of the weights (pool fingerprint + config)."""
-        return f"cgan:{self.key}"
-
-    def perturb_pair(
-        self, image: np.ndarray, mask: np.ndarray, seed: int, config: PerturbConfig
-    ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
-        """Draw and apply one perturbation (``synthesis.perturb``) to a source pair.
-
-        An empty mask (no structure to displace or recolour) gets a spatial-only chain
-        (``no_foreground`` in the record). Otherwise the boundary step is tried first; when the
-        mask cannot be displaced (no component with an interior stretch of ``n_points``, e.g. a
-        small structure at 32 px) the chain is drawn again from the same seed without it, and the
-        record says why (``boundary_refused``).
-
-        Args:
-            image: (H, W, C) source image; mask: (H, W) binary source mask.
-            seed: the candidate's seed (its only randomness).
-            config: the perturbation configuration.
-
-        Returns:
-            (perturbed image (H, W, C) the source's dtype, perturbed mask (H, W) uint8, the
-            provenance ``perturbation`` dict ``{"record": chain dict[, "boundary_refused"]}``).
-        """
-        rec_doc: dict[str, Any] = {}
-        if not mask.any():  # e.g. an LGG slice without tumour: only the geometry can change
-            spatial = draw_spatial(mask.shape, np.random.default_rng(seed), **config.spatial)
-            rec = ChainRecord(steps=(spatial,))
-            rec_doc["no_foreground"] = "boundary and intensity steps need a structure: spatial only"
-            img, mk = perturb_apply(rec, image, mask.astype(np.uint8))
-            return img, (mk > 0).astype(np.uint8), {"record": rec.to_dict(), **rec_doc}
-        try:
-            rec = perturb_draw(mask, np.random.default_rng(seed), config)
-        except DataError as exc:
-            if config.p_boundary == 0 or not (config.p_intensity or config.p_spatial):
-                raise
-            rec = perturb_draw(mask, np.random.default_rng(seed), replace(config, p_boundary=0.0))
-            rec_doc["boundary_refused"] = str(exc)
-        img, mk = perturb_apply(rec, image, mask.astype(np.uint8))
-        return img, (mk > 0).astype(np.uint8), {"record": rec.to_dict(), **rec_doc}
-
-    def replay(
-        self, image: np.ndarray, mask: np.ndarray, perturbation: dict[str, Any]
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Rebuild one candidate from its source pair and provenance ``perturbation`` dict.
-
-        Args:
-            image: (H, W, C) source image; mask: (H, W) source mask.
-            perturbation: ``Provenance.perturbation`` of a candidate of this cGAN.
-
-        Returns:
-            (synthetic image (H, W, C), perturbed mask (H, W) uint8).
-
-        Raises:
-            DataError: the record does not replay on this source (names the record).
-        """
-        if "record" not in perturbation:
-            raise DataError(
-                f"Not a cGAN perturbation (no 'record' key): {str(perturbation)[:80]!r}."
-            )
-        img, mk = perturb_apply(perturbation["record"], image, mask.astype(np.uint8))
-        mk = (mk > 0).astype(np.uint8)
-        return self.generate(img[None], mk[None])[0], mk
-
-    def propose(
-        self,
-        sources: ImageSet,
-        n: int,
-        *,
-        rng: np.random.Generator,
-        perturb: PerturbConfig | None = None,
-    ) -> Candidates:
-        """``n`` synthetic candidates per source: perturb its pair ``n`` times, then generate.
-
-        Each candidate draws a seed from ``rng``; its perturbation chain (``synthesis.perturb``:
-        boundary displacement, intensity change, flip / rotation / translation) is drawn from
-        that seed and applied to the source image and mask; G gets the perturbed image as x
-        and the code of the perturbed mask as z (so a rotated mask meets a rotated image).
-
-        Args:
-            sources: images with binary masks (the labelled items' expert masks, or the
-                pool's manual masks under Mahapatra's protocol).
-            n: candidates per source, 1..200 (the paper's "up to 200").
-            rng: the only randomness (one seed per candidate).
-            perturb: the perturbation configuration (default ``PerturbConfig()``).
-
-        Returns:
-            ``len(sources) * n`` Candidates, source-major: images (M, H, W, C) of the pool's
-            dtype, the perturbed masks (M, H, W) uint8 as inherited labels (cost
-            ``INHERITED``), image labels copied from the sources when they have them, one
-            Provenance each (perturbation record, seed, checkpoint ``cgan:<key>``).
-
-        Raises:
-            ConfigError: ``n`` outside 1..200. DataError: sources without masks, multi-class
-            masks (the perturbations are binary) or masks nothing can perturb.
-        """
-        if int(n) != n or not 1 <= int(n) <= MAX_CANDIDATES:
-            raise ConfigError(
-                f"cgan candidates per source must be in 1..{MAX_CANDIDATES}, got {n}."
-            )
-        n = int(n)
-        if sources.masks is None:
-            raise DataError(f"{sources.name}: cGAN sources need masks (original or predicted).")
-        if sources.masks.size and int(sources.masks.max()) > 1:
-            raise DataError(
-                f"{sources.name}: the mask perturbations are binary and these masks hold class "
-                f"ids up to {int(sources.masks.max())}; use a binary segmentation dataset."
-            )
-        cfg = perturb or PerturbConfig()
-        b = len(sources)
-        seeds = rng.integers(0, 2**63 - 1, size=(b, n), dtype=np.int64)
-        xs = np.empty((b * n, *sources.images.shape[1:]), dtype=sources.images.dtype)
-        masks = np.empty((b * n, *sources.masks.shape[1:]), dtype=np.uint8)
-        prov: list[Provenance] = []
-        for i in range(b):
-            for j in range(n):
-                x, mk, doc = self.perturb_pair(
-                    sources.images[i], sources.masks[i], int(seeds[i, j]), cfg
-                )
-                xs[i * n + j], masks[i * n + j] = x, mk
-                prov.append(
-                    Provenance(
-                        source_id=str(sources.ids[i]),
-                        source_group=str(sources.groups[i]),
-                        generator=self.name,
-                        checkpoint=self.checkpoint_hash,
-                        perturbation=doc,
-                        seed=int(seeds[i, j]),
-                    )
-                )
-        images = self.generate(xs, masks) if len(xs) else xs
-        return Candidates(
-            images=images,
-            provenance=tuple(prov),
-            masks=masks,
-            labels=None if sources.labels is None else np.repeat(sources.labels, n),
-            cost=LabelCost.INHERITED,
-            info={"cgan": self.config.as_dict(), "key": self.key},
-        )
 
     @torch.inference_mode()
     def encode(self, images: np.ndarray, batch_size: int = 128) -> np.ndarray:
@@ -961,7 +657,7 @@ def _gan_epoch_fn(
         order = np.random.default_rng([cfg.seed, 302, epoch]).permutation(n)
         src = source_pairs(data.groups, cfg.pairing, cfg.seed, epoch)
         sums: dict[str, float] = {}
-        steps = _steps(n, bs)
+        steps = steps_of(n, bs)
         for s in range(steps):
             idx = np.sort(order[s * bs : (s + 1) * bs])
             x = to_gan_range(data.images[src[idx]], *lo_hi)
@@ -975,11 +671,11 @@ def _gan_epoch_fn(
 
 
 def _new_gan(cfg: CGANConfig, c: int, k: int) -> tuple[ResidualGenerator, PairDiscriminator]:
-    g = _build(
-        _seed(cfg.seed, 301), lambda: ResidualGenerator(c, k, cfg.features, cfg.n_res_blocks)
+    g = build(
+        seed_of(cfg.seed, 301), lambda: ResidualGenerator(c, k, cfg.features, cfg.n_res_blocks)
     )
-    d = _build(
-        _seed(cfg.seed, 303), lambda: PairDiscriminator(c, cfg.disc_channels, cfg.disc_dense)
+    d = build(
+        seed_of(cfg.seed, 303), lambda: PairDiscriminator(c, cfg.disc_channels, cfg.disc_dense)
     )
     return g, d  # type: ignore[return-value]
 
@@ -992,12 +688,6 @@ def _gan_optimisers(
         torch.optim.Adam(g.parameters(), lr=cfg.lr, betas=betas),
         torch.optim.Adam(d.parameters(), lr=cfg.lr, betas=betas),
     )
-
-
-def _freeze(m: nn.Module) -> nn.Module:
-    m.eval()
-    m.requires_grad_(False)
-    return m
 
 
 def train_cgan(
@@ -1039,11 +729,7 @@ def train_cgan(
         cfg = replace(cfg, seed=int(seed))
     _check_pool(data, cfg)
     fp = pool_fingerprint(data)
-    if parent is not None and warm_start is not None:
-        if warm_start.scratch_every and parent.generation + 1 >= warm_start.scratch_every:
-            parent = None  # the chain is long enough: this round starts afresh
-    else:
-        parent = None
+    parent = use_parent(parent, warm_start)
     if parent is None:
         key = _cache_key("cgan", fp, cfg.as_dict())
 
@@ -1051,7 +737,7 @@ def train_cgan(
             return _train_all(data, cfg, fp, key, cache, on_epoch, quiet)
     else:
         assert warm_start is not None
-        check_parent(parent.config, cfg, parent.checkpoint_hash)
+        check_parent(parent.config, cfg, ARCH_FIELDS, parent.checkpoint_hash)
         part = {"cfg": cfg.as_dict(), "parent": parent.key, "warm_start": warm_start.as_dict()}
         key = _cache_key("cgan-warm", fp, part)
         warm = warm_start
@@ -1130,8 +816,8 @@ def _train_all(
     ae.load_state_dict(ae_state)
     feat = FeatureNet(c, k, cfg.feat_channels)
     feat.load_state_dict(feat_state)
-    _freeze(ae)
-    _freeze(feat)
+    freeze(ae)
+    freeze(feat)
     g, d = _new_gan(cfg, c, k)
     opt_g, opt_d = _gan_optimisers(cfg, g, d)
     folder = None if cache is None else cache / f"cgan-{key}"
@@ -1141,7 +827,7 @@ def _train_all(
             folder / "config.json", {"schema": SCHEMA, "cgan": cfg.as_dict(), "pool": fp}
         )
     log.info("training the cGAN (%d images, %d px) %s", len(data), size, folder or "in memory")
-    gan_hist = _run_stage(
+    gan_hist = run_stage(
         "cgan",
         folder,
         {"generator": g, "discriminator": d, "opt_g": opt_g, "opt_d": opt_d},
@@ -1151,8 +837,8 @@ def _train_all(
         on_epoch,
         quiet,
     )
-    _freeze(g)
-    _freeze(d)
+    freeze(g)
+    freeze(d)
     history = {"mask_ae": ae_hist, "feature_net": feat_hist, "cgan": gan_hist}
     model = CGAN(g, d, ae, feat, cfg, fp, lo_hi, str(data.images.dtype), history, key, folder)
     if folder is not None:
@@ -1196,7 +882,7 @@ def _fine_tune(
         len(data),
         folder or "in memory",
     )
-    hist = _run_stage(
+    hist = run_stage(
         "cgan-warm",
         folder,
         {"generator": g, "discriminator": d, "opt_g": opt_g, "opt_d": opt_d},
@@ -1206,8 +892,8 @@ def _fine_tune(
         on_epoch,
         quiet,
     )
-    _freeze(g)
-    _freeze(d)
+    freeze(g)
+    freeze(d)
     history = {**parent.history, "cgan": hist}
     history["lineage"] = [
         *parent.history.get(
@@ -1282,7 +968,7 @@ def load_cgan(path: str | Path, data: ImageSet | None = None) -> CGAN:
             (feat, "feature_net"),
         ):
             net.load_state_dict(st[name])
-            _freeze(net)
+            freeze(net)
     except (KeyError, RuntimeError, EOFError, ConfigError) as exc:
         raise CheckpointError(f"{ckpt} is not a usable cGAN checkpoint ({exc}).") from exc
     model = CGAN(
@@ -1307,127 +993,16 @@ def load_cgan(path: str | Path, data: ImageSet | None = None) -> CGAN:
 
 # ---- the Generator-protocol face ----------------------------------------------------------------
 @GENERATORS.register("cgan")
-class CGANGenerator:
+class CGANGenerator(ConditionalGenerator):
     """The cGAN as the registered generator ``"cgan"`` (the shared ``Generator`` protocol).
 
-    ``fit`` trains the cGAN on the data it is given (in the loop: the round's sources, i.e. the
-    expert-labelled items by default) or loads it from the content-addressed cache; ``propose``
-    perturbs each source pair and generates (see :meth:`CGAN.propose`).
-
-    Args:
-        cfg: a :class:`CGANConfig` or its dict (its ``seed`` is replaced by one drawn in
-            :meth:`fit`); the same keys may also be given as keyword ``options`` (the loop's
-            ``synthesis.params``), which override ``cfg``. ``image_size`` defaults to the
-            data's side when neither gives it.
-        cache_dir: where trained cGANs are cached (None = in memory; the loop passes its
-            ``$ACTIVESYNTH_CACHE`` or ``<out>/cache``).
-        checkpoint: a trained ``cgan-<key>`` folder to use instead of training; :meth:`fit`
-            refuses it when it was trained on another pool or image size.
-        perturb: ``PerturbConfig`` keyword arguments (``p_boundary``, ``boundary``, ...).
-        quiet: no progress bars.
-        warm_start: a :class:`WarmStart` mapping (``{"epochs": 10}``): with a ``parent``,
-            :meth:`fit` fine-tunes the parent instead of training from scratch. None = every
-            fit trains from scratch (the paper's protocol; the cost is in docs/benchmarks.md).
-        parent: checkpoint hash ``cgan:<key>`` of the previous round's cGAN in ``cache_dir``
-            (the loop passes it from the pool's record of round r-1); ignored without
-            ``warm_start``.
+    Options and behaviour: :class:`~activesynth.synthesis.conditional.ConditionalGenerator`
+    (``cfg`` / keyword options are :class:`CGANConfig` keys; ``perturb``, ``checkpoint``,
+    ``cache_dir``, ``warm_start``, ``parent``). Under a warm start the mask autoencoder and the
+    feature network are the first (from-scratch) round's, frozen; G and D fine-tune.
     """
 
     name: ClassVar[str] = "cgan"
-
-    def __init__(
-        self,
-        cfg: CGANConfig | dict[str, Any] | None = None,
-        *,
-        cache_dir: str | Path | None = None,
-        checkpoint: str | Path | None = None,
-        perturb: dict[str, Any] | None = None,
-        quiet: bool = False,
-        warm_start: dict[str, Any] | WarmStart | None = None,
-        parent: str | None = None,
-        **options: Any,
-    ) -> None:
-        self.warm_start = WarmStart.from_dict(warm_start)
-        if parent is not None and not str(parent).startswith(f"{self.name}:"):
-            raise ConfigError(
-                f"{self.name} parent must be a checkpoint hash '{self.name}:<key>', got {parent!r}."
-            )
-        self.parent = parent
-        base = cfg.as_dict() if isinstance(cfg, CGANConfig) else dict(cfg or {})
-        self.options = {**base, **options}
-        self._size_given = "image_size" in self.options
-        self.cfg = CGANConfig.from_dict(self.options)  # bad options fail here, not in fit
-        if perturb is not None and not isinstance(perturb, dict):
-            raise ConfigError(
-                f"cgan perturb must be a mapping of PerturbConfig options, got {perturb!r}."
-            )
-        try:
-            self.perturb = PerturbConfig(**(perturb or {}))
-        except TypeError as exc:
-            raise ConfigError(f"Bad cgan perturb options: {exc}.") from exc
-        self.cache_dir, self.checkpoint, self.quiet = cache_dir, checkpoint, quiet
-        self.model: CGAN | None = None
-        #: called as (stage, epochs done, figures) after each training epoch (progress)
-        self.on_epoch: OnEpoch | None = None
-
-    def fit(self, data: ImageSet, *, rng: np.random.Generator) -> None:
-        """Train (or find in the cache) the cGAN of ``data``; the seed is drawn from ``rng``.
-
-        Raises:
-            CheckpointError: ``checkpoint`` was trained on another pool or image size (the
-                message names what differs).
-            ConfigError / DataError: see :func:`train_cgan`.
-        """
-        if self.checkpoint is not None:
-            self.model = load_cgan(self.checkpoint, data)
-            return
-        cfg = self.cfg
-        if not self._size_given:
-            cfg = replace(cfg, image_size=int(data.shape[0]))
-        seed = int(rng.integers(0, 2**31 - 1))
-        self.model = train_cgan(
-            data,
-            cfg,
-            self.cache_dir,
-            seed=seed,
-            quiet=self.quiet,
-            on_epoch=self.on_epoch,
-            parent=self._parent_model(),
-            warm_start=self.warm_start,
-        )
-
-    def _parent_model(self) -> CGAN | None:
-        """The warm start's parent from the cache, or None when there is none to use."""
-        if self.warm_start is None or self.parent is None:
-            return None
-        if self.cache_dir is None:
-            raise ConfigError(
-                "cgan warm_start needs a cache_dir (the parent checkpoint is looked up there)."
-            )
-        folder = Path(self.cache_dir) / f"cgan-{self.parent.split(':', 1)[1]}"
-        if not (folder / "cgan.pt").is_file():
-            raise CheckpointError(
-                f"warm-start parent {self.parent} is not in {self.cache_dir} ({folder}/cgan.pt "
-                "is missing); restore the cache, or drop warm_start to train from scratch."
-            )
-        return load_cgan(folder)
-
-    def _trained(self) -> CGAN:
-        if self.model is None:
-            raise ConfigError(
-                "the cGAN generator is not trained yet; call fit(data, rng=...) first."
-            )
-        return self.model
-
-    @property
-    def checkpoint_hash(self) -> str:
-        """``cgan:<key>`` of the fitted model (``cgan:unfitted`` before :meth:`fit`)."""
-        return "cgan:unfitted" if self.model is None else self.model.checkpoint_hash
-
-    def encode(self, images: np.ndarray) -> np.ndarray:
-        """(B, H, W, C) -> (B, F) feature-network embeddings (see :meth:`CGAN.encode`)."""
-        return self._trained().encode(images)
-
-    def propose(self, sources: ImageSet, n: int, *, rng: np.random.Generator) -> Candidates:
-        """``n`` candidates per source, source-major (see :meth:`CGAN.propose`)."""
-        return self._trained().propose(sources, n, rng=rng, perturb=self.perturb)
+    config_cls: ClassVar[type] = CGANConfig
+    train_fn = staticmethod(train_cgan)
+    load_fn = staticmethod(load_cgan)
