@@ -74,3 +74,16 @@ def test_arms_share_the_real_labels_and_resume(tmp_path) -> None:
     assert "synthetic" not in rows[0] and all("auc" in r["test"] for r in rows)
     again = I.run_imbalance(cfg, tmp_path)  # all done: read back, nothing retrained
     assert again == json.loads((tmp_path / "imbalance.json").read_text()) == rows
+
+
+def test_the_experiment_config_parses_and_builds_its_generators() -> None:
+    from pathlib import Path
+
+    from activesynth.generative.base import make_generator
+
+    path = Path(__file__).resolve().parents[2] / "experiments" / "imbalance_jsrt_nodule.json"
+    cfg = I.ImbalanceConfig.from_dict(json.loads(path.read_text()))
+    assert [a["label"] for a in cfg.arms][:2] == ["unweighted", "class-weights"]
+    for arm in cfg.arms:
+        if arm.get("generator"):
+            make_generator(arm["generator"], **arm["params"])
