@@ -3,11 +3,13 @@ deterministic and resumable (also after a real SIGKILL)."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any, ClassVar
 
 import numpy as np
 import pytest
@@ -15,7 +17,10 @@ import torch
 
 from activesynth.data.phantoms import make_phantoms
 from activesynth.errors import CheckpointError, ConfigError
+from activesynth.generative.base import GENERATORS
+from activesynth.loop import run_loop
 from activesynth.synthesis import cgan as C
+from activesynth.synthesis.classic import ClassicAugmentation
 from tests.synthesis.test_cgan import TINY
 
 WARM = C.WarmStart(epochs=2, lr=5e-4)
@@ -136,3 +141,32 @@ def test_generator_finds_its_parent_and_refuses_bad_ones(rounds) -> None:
     wide = C.CGANConfig(**{**TINY, "features": 16})
     with pytest.raises(CheckpointError, match=r"features 8 \(this config: 16\)"):
         C.train_cgan(data, wide, None, quiet=True, parent=parent, warm_start=WARM)
+
+
+# ---- the loop passes round r-1's checkpoint as the parent ----------------------------------------
+class _Recording(ClassicAugmentation):
+    """Classic augmentation that takes ``parent`` and records it (the loop's side only)."""
+
+    name: ClassVar[str] = "test-parent"
+    seen: ClassVar[list[str | None]] = []
+
+    def __init__(self, parent: str | None = None, **kw: Any) -> None:
+        super().__init__(**kw)
+        type(self).seen.append(parent)
+
+
+GENERATORS.register("test-parent")(_Recording)
+
+
+def test_loop_passes_the_previous_rounds_checkpoint(tmp_path) -> None:
+    from tests.synthesis.test_loop_synthetic import syn_cfg
+
+    _Recording.seen.clear()
+    cfg = syn_cfg(synthesis={"generator": "test-parent", "per_source": 2, "top_k": 2})
+    hist = run_loop(cfg, tmp_path, quiet=True)
+    assert hist is not None
+    runs = [p for p in _Recording.seen]
+    # one instance when the config is checked (no parent), then one per synthesis round
+    info = json.loads((tmp_path / "history.json").read_text())
+    hashes = [r["synthetic"]["checkpoint"] for r in info["rounds"] if r.get("synthetic")]
+    assert runs[-2:] == [None, hashes[0]]
