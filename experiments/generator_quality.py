@@ -121,9 +121,12 @@ def report(args: argparse.Namespace) -> None:
     ref = reference(args, pool, val)
     src_idx = np.sort(np.random.default_rng([args.seed, 2]).choice(r2, 16, replace=False))
     sources = pool.subset(src_idx)
-    rows = []
     parent = train(args, "parent")
-    for which in ("warm", "scratch", "spade"):
+    outdir = Path(args.out)
+    for which in args.models.split(","):
+        path = outdir / f"quality_{which}.json"
+        if path.is_file():
+            continue
         m = train(args, which)
         cands = m.propose(
             sources,
@@ -144,11 +147,16 @@ def report(args: argparse.Namespace) -> None:
             max_real=64,
         )
         own = seconds(m) - (seconds(parent) if which == "warm" else 0.0)
-        rows.append({"model": which, "key": m.checkpoint_hash, "train_s": own, "quality": q})
-    out = Path(args.out) / "quality.json"
-    out.write_text(json.dumps(rows, indent=1))
-    print(f"wrote {out}")
-    for r in rows:
+        row = {"model": which, "key": m.checkpoint_hash, "train_s": own, "quality": q}
+        path.write_text(json.dumps(row, indent=1))
+    print(
+        "| model | train min (wall) | SSIM | PSNR dB | Frechet | MMD | realism AUC | Dice | memo |"
+    )
+    for which in ("warm", "scratch", "spade"):
+        path = outdir / f"quality_{which}.json"
+        if not path.is_file():
+            continue
+        r = json.loads(path.read_text())
         q = r["quality"]
         print(
             f"| {r['model']} | {r['train_s'] / 60:.1f} | {q['ssim']['mean']:.3f} | "
@@ -169,6 +177,7 @@ def main() -> None:
     p.add_argument("--spade-epochs", type=int, default=40)
     p.add_argument("--per-source", type=int, default=8)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--models", default="warm,scratch,spade", help="report: which models")
     args = p.parse_args()
     from activesynth.utils import set_torch_threads
 
