@@ -106,6 +106,10 @@ def train(args: argparse.Namespace, which: str) -> Any:
     return m
 
 
+def seconds_of(history: list[dict[str, float]]) -> float:
+    return float(sum(e.get("seconds", 0.0) for e in history))
+
+
 def seconds(m: Any) -> float:
     """Training seconds recorded in the checkpoint's history (this model's own stages)."""
     return float(
@@ -121,7 +125,6 @@ def report(args: argparse.Namespace) -> None:
     ref = reference(args, pool, val)
     src_idx = np.sort(np.random.default_rng([args.seed, 2]).choice(r2, 16, replace=False))
     sources = pool.subset(src_idx)
-    parent = train(args, "parent")
     outdir = Path(args.out)
     for which in args.models.split(","):
         path = outdir / f"quality_{which}.json"
@@ -146,7 +149,8 @@ def report(args: argparse.Namespace) -> None:
             max_items=len(cands),
             max_real=64,
         )
-        own = seconds(m) - (seconds(parent) if which == "warm" else 0.0)
+        # a warm start's history carries its parent's stages: count its own fine-tune only
+        own = seconds(m) if which != "warm" else seconds_of(m.history["cgan"])
         row = {"model": which, "key": m.checkpoint_hash, "train_s": own, "quality": q}
         path.write_text(json.dumps(row, indent=1))
     print(
