@@ -63,8 +63,13 @@ def setup(args: argparse.Namespace) -> tuple[Any, Any, np.ndarray, np.ndarray, n
 
 
 def reference(args: argparse.Namespace, pool: Any, val: Any) -> Any:
-    from activesynth.train import TrainConfig, fit, model_config_for
+    """The full-data U-Net: its ``best.pt`` when the ``ref`` step wrote one, else trained now."""
+    from activesynth.train import TrainConfig, fit, load_checkpoint, model_config_for
 
+    best = Path(args.out) / "ref" / "best.pt"
+    if args.step == "report" and best.is_file():
+        model, _ = load_checkpoint(best, pool)
+        return model
     cfg = TrainConfig(task="seg", max_steps=600, eval_every=100, patience=3, seed=args.seed)
     mcfg = model_config_for(pool, "seg", channels=(8, 16, 32, 64), dropout=0.1)
     return fit(pool, val, cfg, mcfg, out_dir=Path(args.out) / "ref", quiet=True).model
