@@ -56,8 +56,6 @@ says why (``boundary_refused``).
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import math
 from collections.abc import Callable
@@ -98,8 +96,11 @@ from activesynth.synthesis.conditional import (  # noqa: F401 - MAX_CANDIDATES, 
     OnEpoch,
     WarmStart,
     build,
+    cache_key,
     check_parent,
+    check_pool,
     freeze,
+    intensity_range,
     run_stage,
     seed_of,
     steps_of,
@@ -279,34 +280,11 @@ _FIX = (
 
 
 def _cache_key(kind: str, fp: dict[str, Any], part: dict[str, Any]) -> str:
-    blob = json.dumps({"schema": SCHEMA, "kind": kind, "pool": fp, "cfg": part}, sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
-def _intensity_range(data: ImageSet) -> tuple[float, float]:
-    """The pool intensities that map to -1 and +1 inside the GAN (uint8: 0 and 255)."""
-    if data.images.dtype == np.uint8:
-        return 0.0, 255.0
-    lo, hi = float(np.min(data.images)), float(np.max(data.images))
-    return lo, (hi if hi > lo else lo + 1.0)
+    return cache_key(SCHEMA, kind, fp, part)
 
 
 def _check_pool(data: ImageSet, cfg: CGANConfig) -> None:
-    h, w, c = data.shape
-    if (h, w) != (cfg.image_size, cfg.image_size):
-        raise ConfigError(
-            f"cgan image_size is {cfg.image_size} but {data.name}'s images are {h}x{w}; load the "
-            f"dataset with size={cfg.image_size} or set image_size={h} (square images only)."
-        )
-    if cfg.channels is not None and cfg.channels != c:
-        raise ConfigError(
-            f"cgan channels is {cfg.channels} but {data.name}'s images have {c}; drop the option."
-        )
-    if len(data) < cfg.batch_size:
-        raise ConfigError(
-            f"{data.name} has {len(data)} images, fewer than cgan batch_size {cfg.batch_size}; "
-            "lower batch_size."
-        )
+    check_pool(data, "cgan", cfg.image_size, cfg.channels, cfg.batch_size)
 
 
 # ---- the NMI ------------------------------------------------------------------------------------
@@ -466,7 +444,7 @@ def train_feature_net(
 ) -> tuple[FeatureNet, list[dict[str, float]]]:
     """Train the content loss's feature network to segment the pool (see models/feature_net.py)."""
     fc = cfg.feat_config()
-    n, lo_hi = len(data), _intensity_range(data)
+    n, lo_hi = len(data), intensity_range(data)
     net = build(
         seed_of(cfg.seed, 201), lambda: FeatureNet(data.n_channels, data.n_classes, fc.channels)
     )
@@ -797,7 +775,7 @@ def _train_all(
     from activesynth.utils import atomic_torch_save, atomic_write_json
 
     c, k, size = data.n_channels, data.n_classes, cfg.image_size
-    lo_hi = _intensity_range(data)
+    lo_hi = intensity_range(data)
     ae_state, ae_hist = _cached_stage(
         cache,
         "cgan-maskae",

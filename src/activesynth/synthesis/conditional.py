@@ -20,6 +20,8 @@ losses only. Everything around them is here, written once:
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import math
 import time
@@ -125,6 +127,42 @@ def use_parent(parent: Any, warm_start: WarmStart | None) -> Any:
     if warm_start.scratch_every and parent.generation + 1 >= warm_start.scratch_every:
         return None
     return parent
+
+
+# ---- the pool a model trains on -----------------------------------------------------------------
+def cache_key(schema: int, kind: str, fp: dict[str, Any], part: dict[str, Any]) -> str:
+    """16 hex digits of sha256 over (schema, kind, pool fingerprint, config slice)."""
+    blob = json.dumps({"schema": schema, "kind": kind, "pool": fp, "cfg": part}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def intensity_range(data: ImageSet) -> tuple[float, float]:
+    """The pool intensities that map to -1 and +1 inside a GAN (uint8: 0 and 255)."""
+    if data.images.dtype == np.uint8:
+        return 0.0, 255.0
+    lo, hi = float(np.min(data.images)), float(np.max(data.images))
+    return lo, (hi if hi > lo else lo + 1.0)
+
+
+def check_pool(
+    data: ImageSet, name: str, image_size: int, channels: int | None, batch_size: int
+) -> None:
+    """Raise :class:`ConfigError` if ``data`` does not fit a model's size, channels or batch."""
+    h, w, c = data.shape
+    if (h, w) != (image_size, image_size):
+        raise ConfigError(
+            f"{name} image_size is {image_size} but {data.name}'s images are {h}x{w}; load the "
+            f"dataset with size={image_size} or set image_size={h} (square images only)."
+        )
+    if channels is not None and channels != c:
+        raise ConfigError(
+            f"{name} channels is {channels} but {data.name}'s images have {c}; drop the option."
+        )
+    if len(data) < batch_size:
+        raise ConfigError(
+            f"{data.name} has {len(data)} images, fewer than {name} batch_size {batch_size}; "
+            "lower batch_size."
+        )
 
 
 # ---- helpers: seeds, modules, resumable stages --------------------------------------------------

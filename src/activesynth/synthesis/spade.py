@@ -31,8 +31,6 @@ decoder and D all fine-tune). Candidates, provenance and replay:
 from __future__ import annotations
 
 import copy
-import hashlib
-import json
 import logging
 import math
 from collections.abc import Callable
@@ -56,8 +54,11 @@ from activesynth.synthesis.conditional import (
     OnEpoch,
     WarmStart,
     build,
+    cache_key,
     check_parent,
+    check_pool,
     freeze,
+    intensity_range,
     run_stage,
     seed_of,
     steps_of,
@@ -276,33 +277,7 @@ class SPADE(MaskConditionedModel):
 
 
 def _cache_key(kind: str, fp: dict[str, Any], part: dict[str, Any]) -> str:
-    blob = json.dumps({"schema": SCHEMA, "kind": kind, "pool": fp, "cfg": part}, sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
-def _intensity_range(data: ImageSet) -> tuple[float, float]:
-    if data.images.dtype == np.uint8:
-        return 0.0, 255.0
-    lo, hi = float(np.min(data.images)), float(np.max(data.images))
-    return lo, (hi if hi > lo else lo + 1.0)
-
-
-def _check_pool(data: ImageSet, cfg: SPADEConfig) -> None:
-    h, w, c = data.shape
-    if (h, w) != (cfg.image_size, cfg.image_size):
-        raise ConfigError(
-            f"spade image_size is {cfg.image_size} but {data.name}'s images are {h}x{w}; load "
-            f"the dataset with size={cfg.image_size} or set image_size={h} (square images only)."
-        )
-    if cfg.channels is not None and cfg.channels != c:
-        raise ConfigError(
-            f"spade channels is {cfg.channels} but {data.name}'s images have {c}; drop the option."
-        )
-    if len(data) < cfg.batch_size:
-        raise ConfigError(
-            f"{data.name} has {len(data)} images, fewer than spade batch_size {cfg.batch_size}; "
-            "lower batch_size."
-        )
+    return cache_key(SCHEMA, kind, fp, part)
 
 
 def _epoch_fn(
@@ -412,7 +387,7 @@ def train_spade(
     """
     if seed is not None:
         cfg = replace(cfg, seed=int(seed))
-    _check_pool(data, cfg)
+    check_pool(data, "spade", cfg.image_size, cfg.channels, cfg.batch_size)
     fp = fingerprint(data, masks=True)
     parent = use_parent(parent, warm_start)
     if parent is None:
@@ -449,7 +424,7 @@ def _train(
     c, k = data.n_channels, data.n_classes
     if parent is None:
         g, d = build(seed_of(cfg.seed, 401), lambda: _nets(cfg, c, k))  # type: ignore[arg-type, return-value]
-        lr_g, lr_d, epochs, lo_hi = cfg.lr_g, cfg.lr_d, cfg.epochs, _intensity_range(data)
+        lr_g, lr_d, epochs, lo_hi = cfg.lr_g, cfg.lr_d, cfg.epochs, intensity_range(data)
     else:
         assert warm is not None
         g, d = copy.deepcopy(parent.net), copy.deepcopy(parent.discriminator)
