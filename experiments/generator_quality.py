@@ -161,7 +161,7 @@ def report(args: argparse.Namespace) -> None:
     print(
         "| model | train min (wall) | SSIM | PSNR dB | Frechet | MMD | realism AUC | Dice | memo |"
     )
-    for which in ("warm", "scratch", "spade"):
+    for which in ("parent", "warm", "scratch", "spade"):
         path = outdir / f"quality_{which}.json"
         if not path.is_file():
             continue
@@ -186,7 +186,7 @@ def main() -> None:
     p.add_argument("--spade-epochs", type=int, default=40)
     p.add_argument("--per-source", type=int, default=8)
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--models", default="warm,scratch,spade", help="report: which models")
+    p.add_argument("--models", default="parent,warm,scratch,spade", help="report: which models")
     args = p.parse_args()
     from activesynth.utils import set_torch_threads
 
