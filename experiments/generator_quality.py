@@ -102,6 +102,16 @@ def train(args: argparse.Namespace, which: str) -> Any:
             parent=parent,
             warm_start=WarmStart(epochs=args.warm_epochs),
         )
+    elif which == "warm-lowlr":  # the same fine-tune at a quarter of the learning rate
+        m = train_cgan(
+            pool.subset(r2),
+            cgan_cfg(args),
+            cache,
+            seed=12,
+            quiet=True,
+            parent=train(args, "parent"),
+            warm_start=WarmStart(epochs=args.warm_epochs, lr=args.warm_lr_low),
+        )
     elif which == "scratch":
         m = train_cgan(pool.subset(r2), cgan_cfg(args), cache, seed=12, quiet=True)
     else:
@@ -155,13 +165,13 @@ def report(args: argparse.Namespace) -> None:
             max_real=64,
         )
         # a warm start's history carries its parent's stages: count its own fine-tune only
-        own = seconds(m) if which != "warm" else seconds_of(m.history["cgan"])
+        own = seconds(m) if not which.startswith("warm") else seconds_of(m.history["cgan"])
         row = {"model": which, "key": m.checkpoint_hash, "train_s": own, "quality": q}
         path.write_text(json.dumps(row, indent=1))
     print(
         "| model | train min (wall) | SSIM | PSNR dB | Frechet | MMD | realism AUC | Dice | memo |"
     )
-    for which in ("parent", "warm", "scratch", "spade"):
+    for which in ("parent", "warm", "warm-lowlr", "scratch", "spade"):
         path = outdir / f"quality_{which}.json"
         if not path.is_file():
             continue
@@ -179,14 +189,19 @@ def report(args: argparse.Namespace) -> None:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--out", required=True)
-    p.add_argument("--step", choices=("ref", "parent", "warm", "scratch", "spade", "report"))
+    p.add_argument(
+        "--step", choices=("ref", "parent", "warm", "warm-lowlr", "scratch", "spade", "report")
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--cgan-epochs", type=int, default=20)
     p.add_argument("--warm-epochs", type=int, default=5)
     p.add_argument("--spade-epochs", type=int, default=40)
+    p.add_argument("--warm-lr-low", type=float, default=5e-5, help="warm-lowlr's fine-tune lr")
     p.add_argument("--per-source", type=int, default=8)
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--models", default="parent,warm,scratch,spade", help="report: which models")
+    p.add_argument(
+        "--models", default="parent,warm,warm-lowlr,scratch,spade", help="report: which models"
+    )
     args = p.parse_args()
     from activesynth.utils import set_torch_threads
 
