@@ -1149,9 +1149,11 @@ class _Run:
             and str(r) not in pool.info.get("synthesis", {})
         )
 
-    def make_generator(self) -> Any:
+    def make_generator(self, parent: str | None = None) -> Any:
         """The run's generator; one that trains (takes ``cache_dir`` / ``quiet``) gets the run's
-        content-addressed cache (``manifold_cache``) and quietness unless its params set them."""
+        content-addressed cache (``manifold_cache``) and quietness unless its params set them;
+        one that can warm-start (takes ``parent``) gets ``parent``, the previous round's
+        checkpoint hash."""
         import inspect
 
         syn = self.cfg.synthesis
@@ -1161,6 +1163,8 @@ class _Run:
             params["cache_dir"] = manifold_cache(self.out)
         if "quiet" in accepts and "quiet" not in params:
             params["quiet"] = self.quiet
+        if parent is not None and "parent" in accepts and "parent" not in params:
+            params["parent"] = parent
         return make_generator(syn["generator"], **params)
 
     def synthesis_sources(self, pool: Pool, rng: np.random.Generator) -> tuple[ImageSet, ImageSet]:
@@ -1201,7 +1205,8 @@ class _Run:
         t0 = time.perf_counter()
         seed_material = [int(self.cfg.seed), int(r), 2]
         rng = np.random.default_rng(seed_material)
-        gen = self.make_generator()
+        prev = pool.info.get("synthesis", {}).get(str(r - 1), {})
+        gen = self.make_generator(parent=prev.get("checkpoint"))  # warm starts use it
         fit_set, sources = self.synthesis_sources(pool, rng)
         gen.fit(fit_set, rng=rng)  # a trained generator learns from every item it may read
         cands = gen.propose(sources, syn["per_source"], rng=rng)

@@ -99,7 +99,11 @@ class _GeneratorRegistry(Registry[type]):
         return super().__contains__(name)
 
 
-BUILTIN_MODULES: tuple[str, ...] = ("activesynth.synthesis.classic", "activesynth.synthesis.cgan")
+BUILTIN_MODULES: tuple[str, ...] = (
+    "activesynth.synthesis.classic",
+    "activesynth.synthesis.cgan",
+    "activesynth.synthesis.spade",
+)
 """Modules whose import registers the built-in generators."""
 
 GENERATORS: Registry[type] = _GeneratorRegistry("generator")

@@ -112,23 +112,19 @@ def from_pairs(x: np.ndarray | torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
 
 
 def data_fingerprint(data: ImageSet) -> dict[str, Any]:
-    """Image shape, channel count and hashes of ids, pixels and masks of a training set."""
+    """Image shape, dtype, class count and hashes of ids, pixels and masks of a training set.
+
+    ``generative.fingerprint.fingerprint(data, masks=True)``, with this module's message when
+    the set has no masks.
+    """
+    from activesynth.generative.fingerprint import fingerprint
+
     if data.masks is None:
         raise DataError(
             f"{data.name}: latent generators model (image, lumen mask) pairs; this dataset has "
             "no masks (use phantoms, or a dataset with lumen masks)."
         )
-    n, h, w, c = data.images.shape
-    sha = hashlib.sha256
-    return {
-        "n": int(n),
-        "height": int(h),
-        "width": int(w),
-        "channels": int(c) + 1,
-        "ids_sha256": sha("\n".join(map(str, data.ids)).encode()).hexdigest(),
-        "pixels_sha256": sha(np.ascontiguousarray(data.images).tobytes()).hexdigest(),
-        "masks_sha256": sha(np.ascontiguousarray(data.masks != 0).tobytes()).hexdigest(),
-    }
+    return fingerprint(data, masks=True)
 
 
 # ---- configs -------------------------------------------------------------------------------------

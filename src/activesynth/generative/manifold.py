@@ -2,7 +2,8 @@
 
 A :class:`Manifold` is trained once per pool and reused across rounds and strategies
 (``gradient-guided`` and ``clsmc`` share it). It is *content-addressed*: the cache folder's name
-is a hash of the pool's fingerprint (item count, image shape, dtype, ids and pixel bytes) and the
+is a hash of the pool's fingerprint (``generative.fingerprint``: item count, image shape, dtype,
+ids and pixel bytes) and the
 :class:`~activesynth.generative.vae.VAEConfig`, so every run of a grid over the same pool finds
 the same manifold, and a changed pool or config can never pick up a stale one.
 
@@ -35,6 +36,8 @@ import torch
 
 from activesynth.data.imageset import ImageSet
 from activesynth.errors import CheckpointError, DataError
+from activesynth.generative.fingerprint import check_fingerprint as _check_fingerprint
+from activesynth.generative.fingerprint import clear_memo, fingerprint
 from activesynth.generative.vae import ConvVAE, VAEConfig, encode_means, train_vae
 from activesynth.utils import file_lock as _locked  # one lock for every cache
 
@@ -42,40 +45,6 @@ log = logging.getLogger(__name__)
 
 SCHEMA = 1
 _MEMORY: dict[str, Manifold] = {}
-
-
-_FINGERPRINTS: list[tuple[ImageSet, dict[str, Any]]] = []  # a small per-process memo
-
-
-def fingerprint(data: ImageSet) -> dict[str, Any]:
-    """What a manifold must match: item count, image shape and dtype, and hashes of ids/pixels.
-
-    Hashing the pixels reads the whole pool (about 1 s per GB), so the result is memoised per
-    ``ImageSet`` object (the last four; image sets are not modified in place): later queries of a
-    run find their manifold without touching the pool again.
-    """
-    for obj, fp in _FINGERPRINTS:
-        if obj is data:
-            return fp
-    fp = _fingerprint(data)
-    _FINGERPRINTS.insert(0, (data, fp))
-    del _FINGERPRINTS[4:]
-    return fp
-
-
-def _fingerprint(data: ImageSet) -> dict[str, Any]:
-    ids = hashlib.sha256("\n".join(map(str, data.ids)).encode()).hexdigest()
-    pixels = hashlib.sha256(np.ascontiguousarray(data.images).tobytes()).hexdigest()
-    n, h, w, c = data.images.shape
-    return {
-        "n": int(n),
-        "height": int(h),
-        "width": int(w),
-        "channels": int(c),
-        "dtype": str(data.images.dtype),
-        "ids_sha256": ids,
-        "pixels_sha256": pixels,
-    }
 
 
 def cache_key(fp: dict[str, Any], cfg: VAEConfig) -> str:
@@ -135,27 +104,14 @@ class Manifold:
 
 
 def check_fingerprint(have: dict[str, Any], want: dict[str, Any], where: str) -> None:
-    diffs = []
-    if have.get("n") != want["n"]:
-        diffs.append(f"{have.get('n')} items, the pool has {want['n']}")
-    hw = (have.get("height"), have.get("width"))
-    if hw != (want["height"], want["width"]):
-        diffs.append(f"{hw[0]}x{hw[1]} px images, the pool's are {want['height']}x{want['width']}")
-    if have.get("channels") != want["channels"]:
-        diffs.append(
-            f"{have.get('channels')}-channel images, the pool's have {want['channels']} "
-            "(e.g. RGB vs. grey)"
-        )
-    if not diffs and have.get("ids_sha256") != want["ids_sha256"]:
-        diffs.append("other item ids (another dataset or split)")
-    if not diffs and have.get("pixels_sha256") != want["pixels_sha256"]:
-        diffs.append("other pixel data (the images changed)")
-    if diffs:
-        raise CheckpointError(
-            f"{where} was trained on " + "; ".join(diffs) + ". Retrain it on this pool: drop the "
-            "checkpoint option to train one automatically (it is cached), or run "
-            "`activesynth vae --out NEW_DIR` with this dataset."
-        )
+    """:func:`activesynth.generative.fingerprint.check_fingerprint` with the VAE's remedy."""
+    _check_fingerprint(have, want, where, fix=_FIX, of="pool")
+
+
+_FIX = (
+    "Retrain it on this pool: drop the checkpoint option to train one automatically (it is "
+    "cached), or run `activesynth vae --out NEW_DIR` with this dataset."
+)
 
 
 def _check_latents(latents: np.ndarray, where: str) -> np.ndarray:
@@ -282,4 +238,4 @@ def manifold_for(
 def clear_memory() -> None:
     """Forget the in-process manifolds and fingerprints (tests)."""
     _MEMORY.clear()
-    _FINGERPRINTS.clear()
+    clear_memo()

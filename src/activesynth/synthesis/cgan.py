@@ -56,11 +56,8 @@ says why (``boundary_refused``).
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import math
-import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
@@ -72,8 +69,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from activesynth.data.imageset import ImageSet
-from activesynth.errors import CheckpointError, ConfigError, DataError
+from activesynth.errors import CheckpointError, ConfigError
 from activesynth.generative.base import GENERATORS
+from activesynth.generative.fingerprint import check_fingerprint, fingerprint
 from activesynth.models.cgan_nets import (
     PAPER_DISC_CHANNELS,
     MaskAutoencoder,
@@ -91,19 +89,29 @@ from activesynth.models.feature_net import (
     train_feature_net_epoch,
 )
 from activesynth.registry import check_option, did_you_mean
-from activesynth.synthesis.candidates import Candidates, LabelCost, Provenance
-from activesynth.synthesis.perturb import ChainRecord, PerturbConfig, draw_spatial
-from activesynth.synthesis.perturb import apply as perturb_apply
-from activesynth.synthesis.perturb import draw as perturb_draw
+from activesynth.synthesis.conditional import (  # noqa: F401 - MAX_CANDIDATES, OnEpoch re-exported
+    MAX_CANDIDATES,
+    ConditionalGenerator,
+    MaskConditionedModel,
+    OnEpoch,
+    WarmStart,
+    build,
+    cache_key,
+    check_parent,
+    check_pool,
+    freeze,
+    intensity_range,
+    run_stage,
+    seed_of,
+    steps_of,
+    use_parent,
+)
 from activesynth.utils import file_lock as _locked  # one lock for every cache
 
 log = logging.getLogger(__name__)
 
 SCHEMA = 1
 PAIRINGS = ("group", "random", "self")
-#: The paper's "up to 200 synthetic images" per source image.
-MAX_CANDIDATES = 200
-OnEpoch = Callable[[str, int, dict[str, float]], None]
 
 
 # ---- configuration ------------------------------------------------------------------------------
@@ -236,82 +244,47 @@ class CGANConfig:
         return {"image_size": self.image_size, "seed": self.seed, **self.feat_config().as_dict()}
 
 
+#: CGANConfig fields that fix the networks' shapes: a warm start's parent must share them.
+ARCH_FIELDS = (
+    "image_size",
+    "channels",
+    "features",
+    "n_res_blocks",
+    "latent_dim",
+    "ae_channels",
+    "feat_channels",
+    "disc_channels",
+    "disc_dense",
+)
+
+
 # ---- pool fingerprint and checks ----------------------------------------------------------------
 def pool_fingerprint(data: ImageSet) -> dict[str, Any]:
-    """What a cGAN must match: the VAE manifold's fingerprint plus the masks and class count.
+    """What a cGAN must match: ``generative.fingerprint.fingerprint(data, masks=True)``.
 
     Raises:
         DataError: the set has no masks (the cGAN is conditioned on them).
     """
-    from activesynth.generative.manifold import fingerprint
-
-    if data.masks is None:
-        raise DataError(
-            f"{data.name}: the cGAN is conditioned on segmentation masks and this dataset has "
-            "none; use a dataset with masks (task 'seg')."
-        )
-    fp = dict(fingerprint(data))
-    fp["masks_sha256"] = hashlib.sha256(np.ascontiguousarray(data.masks).tobytes()).hexdigest()
-    fp["n_classes"] = int(data.n_classes)
-    return fp
+    return fingerprint(data, masks=True)
 
 
 def check_pool_fingerprint(have: dict[str, Any], want: dict[str, Any], where: str) -> None:
     """Raise :class:`CheckpointError` naming what differs between a checkpoint's pool and this one."""
-    diffs = []
-    hw = (have.get("height"), have.get("width"))
-    if hw != (want["height"], want["width"]):
-        diffs.append(f"{hw[0]}x{hw[1]} px images, the pool's are {want['height']}x{want['width']}")
-    if have.get("channels") != want["channels"]:
-        diffs.append(f"{have.get('channels')}-channel images, the pool's have {want['channels']}")
-    if have.get("n_classes") != want["n_classes"]:
-        diffs.append(f"{have.get('n_classes')} mask classes, the pool has {want['n_classes']}")
-    if have.get("n") != want["n"]:
-        diffs.append(f"{have.get('n')} items, the pool has {want['n']}")
-    if have.get("dtype") != want["dtype"]:
-        diffs.append(f"{have.get('dtype')} images, the pool's are {want['dtype']}")
-    if not diffs and have.get("ids_sha256") != want["ids_sha256"]:
-        diffs.append("other item ids (another dataset or split)")
-    if not diffs and have.get("pixels_sha256") != want["pixels_sha256"]:
-        diffs.append("other pixel data (the images changed)")
-    if not diffs and have.get("masks_sha256") != want["masks_sha256"]:
-        diffs.append("other masks (the labels changed)")
-    if diffs:
-        raise CheckpointError(
-            f"{where} was trained on " + "; ".join(diffs) + ". Use a cGAN trained on this pool: "
-            "drop the checkpoint to train one (it is cached by pool and config)."
-        )
+    check_fingerprint(have, want, where, fix=_FIX, of="pool")
+
+
+_FIX = (
+    "Use a cGAN trained on this pool: drop the checkpoint to train one (it is cached by pool "
+    "and config)."
+)
 
 
 def _cache_key(kind: str, fp: dict[str, Any], part: dict[str, Any]) -> str:
-    blob = json.dumps({"schema": SCHEMA, "kind": kind, "pool": fp, "cfg": part}, sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
-def _intensity_range(data: ImageSet) -> tuple[float, float]:
-    """The pool intensities that map to -1 and +1 inside the GAN (uint8: 0 and 255)."""
-    if data.images.dtype == np.uint8:
-        return 0.0, 255.0
-    lo, hi = float(np.min(data.images)), float(np.max(data.images))
-    return lo, (hi if hi > lo else lo + 1.0)
+    return cache_key(SCHEMA, kind, fp, part)
 
 
 def _check_pool(data: ImageSet, cfg: CGANConfig) -> None:
-    h, w, c = data.shape
-    if (h, w) != (cfg.image_size, cfg.image_size):
-        raise ConfigError(
-            f"cgan image_size is {cfg.image_size} but {data.name}'s images are {h}x{w}; load the "
-            f"dataset with size={cfg.image_size} or set image_size={h} (square images only)."
-        )
-    if cfg.channels is not None and cfg.channels != c:
-        raise ConfigError(
-            f"cgan channels is {cfg.channels} but {data.name}'s images have {c}; drop the option."
-        )
-    if len(data) < cfg.batch_size:
-        raise ConfigError(
-            f"{data.name} has {len(data)} images, fewer than cgan batch_size {cfg.batch_size}; "
-            "lower batch_size."
-        )
+    check_pool(data, "cgan", cfg.image_size, cfg.channels, cfg.batch_size)
 
 
 # ---- the NMI ------------------------------------------------------------------------------------
@@ -377,19 +350,6 @@ def content_loss(
 
 
 # ---- helpers: seeds, pairs, locks, resumable stages ---------------------------------------------
-def _seed(seed: int, *keys: int) -> int:
-    from activesynth.train import seed_for
-
-    return seed_for(seed, *keys)
-
-
-def _build(seed: int, fn: Callable[[], nn.Module]) -> nn.Module:
-    """Build a module with weights drawn from ``seed`` without touching the global torch RNG."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return fn()
-
-
 def source_pairs(groups: np.ndarray, pairing: str, seed: int, epoch: int) -> np.ndarray:
     """(N,) index of the source image x paired with each target y for one epoch.
 
@@ -416,73 +376,6 @@ def source_pairs(groups: np.ndarray, pairing: str, seed: int, epoch: int) -> np.
     return out
 
 
-def _run_stage(
-    stage: str,
-    folder: Path | None,
-    state: dict[str, Any],
-    ident: dict[str, Any],
-    epochs: int,
-    epoch_fn: Callable[[int], dict[str, float]],
-    on_epoch: OnEpoch | None,
-    quiet: bool,
-) -> list[dict[str, float]]:
-    """Run ``epoch_fn`` for epochs not yet done; ``last.pt`` (``state`` objects) after each.
-
-    Args:
-        stage: name for logs, the progress bar and ``on_epoch``.
-        folder: where ``last.pt`` lives, or None (no resume).
-        state: modules and optimisers to save and restore, by name.
-        ident: what the saved state must match to be resumed (config slice and pool).
-        epochs: total epochs.
-        epoch_fn: trains epoch ``e`` (0-based), returns its figures.
-        on_epoch: called with (stage, epochs done, figures) after each checkpoint is written.
-        quiet: no progress bar.
-    """
-    from tqdm.auto import tqdm
-
-    from activesynth.utils import atomic_torch_save, progress_enabled
-
-    history: list[dict[str, float]] = []
-    start = 0
-    last = None if folder is None else folder / "last.pt"
-    if last is not None and last.is_file():
-        saved = torch.load(last, map_location="cpu", weights_only=False)
-        if saved.get("ident") != ident:
-            raise CheckpointError(
-                f"{last} belongs to another {stage} training (config or pool differs); delete it."
-            )
-        for name, obj in state.items():
-            obj.load_state_dict(saved[name])
-        history, start = list(saved["history"]), int(saved["epoch"])
-        log.info("resuming %s at epoch %d of %d", stage, start, epochs)
-    bar = tqdm(
-        total=epochs,
-        initial=start,
-        desc=stage,
-        unit="epoch",
-        disable=not progress_enabled(quiet),
-        leave=False,
-    )
-    for epoch in range(start, epochs):
-        t0 = time.perf_counter()
-        figs = {"epoch": epoch + 1, **epoch_fn(epoch), "seconds": time.perf_counter() - t0}
-        history.append(figs)
-        if last is not None:
-            blob = {name: obj.state_dict() for name, obj in state.items()}
-            atomic_torch_save(
-                last, {**blob, "ident": ident, "epoch": epoch + 1, "history": history}
-            )
-        bar.update(1)
-        if on_epoch is not None:
-            on_epoch(stage, epoch + 1, figs)
-    bar.close()
-    return history
-
-
-def _steps(n: int, bs: int) -> int:
-    return n // bs  # the ragged last batch is dropped: batch norm needs > 1 image
-
-
 # ---- stage 1: the mask autoencoder --------------------------------------------------------------
 def train_mask_autoencoder(
     data: ImageSet,
@@ -500,8 +393,8 @@ def train_mask_autoencoder(
     from monai.losses import DiceCELoss
 
     k, n, size = data.n_classes, len(data), cfg.image_size
-    model = _build(
-        _seed(cfg.seed, 101), lambda: MaskAutoencoder(k, size, cfg.latent_dim, cfg.ae_channels)
+    model = build(
+        seed_of(cfg.seed, 101), lambda: MaskAutoencoder(k, size, cfg.latent_dim, cfg.ae_channels)
     )
     opt = torch.optim.Adam(model.parameters(), lr=cfg.ae_lr)
     loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
@@ -513,7 +406,7 @@ def train_mask_autoencoder(
         model.train()
         order = np.random.default_rng([cfg.seed, 102, epoch]).permutation(n)
         tot = 0.0
-        for s in range(_steps(n, bs)):
+        for s in range(steps_of(n, bs)):
             idx = np.sort(order[s * bs : (s + 1) * bs])
             logits, _ = model(one_hot_masks(masks[idx], k))
             loss = loss_fn(logits, masks_to_target(masks[idx]))
@@ -523,10 +416,10 @@ def train_mask_autoencoder(
             loss.backward()
             opt.step()
             tot += float(loss.item())
-        return {"loss": tot / _steps(n, bs)}
+        return {"loss": tot / steps_of(n, bs)}
 
     ident = {"pool": pool_fingerprint(data), "cfg": cfg.ae_part()}
-    hist = _run_stage(
+    hist = run_stage(
         "mask-ae",
         folder,
         {"model": model, "opt": opt},
@@ -551,9 +444,9 @@ def train_feature_net(
 ) -> tuple[FeatureNet, list[dict[str, float]]]:
     """Train the content loss's feature network to segment the pool (see models/feature_net.py)."""
     fc = cfg.feat_config()
-    n, lo_hi = len(data), _intensity_range(data)
-    net = _build(
-        _seed(cfg.seed, 201), lambda: FeatureNet(data.n_channels, data.n_classes, fc.channels)
+    n, lo_hi = len(data), intensity_range(data)
+    net = build(
+        seed_of(cfg.seed, 201), lambda: FeatureNet(data.n_channels, data.n_classes, fc.channels)
     )
     opt = torch.optim.Adam(net.parameters(), lr=fc.lr)
     bs = fc.batch_size
@@ -564,12 +457,12 @@ def train_feature_net(
         order = np.random.default_rng([cfg.seed, 202, epoch]).permutation(n)
         batches = (
             (to_gan_range(data.images[i], *lo_hi), masks_to_target(masks[i]))
-            for i in (np.sort(order[s * bs : (s + 1) * bs]) for s in range(_steps(n, bs)))
+            for i in (np.sort(order[s * bs : (s + 1) * bs]) for s in range(steps_of(n, bs)))
         )
         return {"loss": train_feature_net_epoch(net, opt, batches)}
 
     ident = {"pool": pool_fingerprint(data), "cfg": cfg.feat_part()}
-    hist = _run_stage(
+    hist = run_stage(
         "feature-net",
         folder,
         {"model": net, "opt": opt},
@@ -585,7 +478,7 @@ def train_feature_net(
 
 # ---- the trained cGAN ---------------------------------------------------------------------------
 @dataclass
-class CGAN:
+class CGAN(MaskConditionedModel):
     """A trained cGAN: G, D, the mask autoencoder and the feature network, in eval mode.
 
     Attributes:
@@ -600,9 +493,12 @@ class CGAN:
         history: per stage, per-epoch figures.
         key: the content address ("cgan-<key>").
         path: the checkpoint folder, or None when kept in memory.
+        parent: key of the cGAN this one was warm-started from ("" = trained from scratch).
+        generation: warm starts since the last from-scratch training (0 = from scratch).
     """
 
     name: ClassVar[str] = "cgan"
+    fix: ClassVar[str] = _FIX
     generator: ResidualGenerator
     discriminator: PairDiscriminator
     mask_ae: MaskAutoencoder
@@ -614,32 +510,8 @@ class CGAN:
     history: dict[str, list[dict[str, float]]] = field(default_factory=dict)
     key: str = ""
     path: Path | None = None
-
-    @property
-    def n_classes(self) -> int:
-        return int(self.fingerprint["n_classes"])
-
-    def check_matches(self, data: ImageSet, where: str = "this cGAN") -> None:
-        """Raise :class:`CheckpointError` naming what differs if ``data`` is not its pool."""
-        check_pool_fingerprint(self.fingerprint, pool_fingerprint(data), where)
-
-    def _check_inputs(self, images: np.ndarray, masks: np.ndarray) -> None:
-        fp = self.fingerprint
-        want = (fp["height"], fp["width"], fp["channels"])
-        if images.ndim != 4 or tuple(images.shape[1:]) != want:
-            raise DataError(
-                f"cGAN sources must be (B, {want[0]}, {want[1]}, {want[2]}) images like its pool, "
-                f"got shape {images.shape}."
-            )
-        if masks.shape[0] != images.shape[0] or tuple(masks.shape[-2:]) != want[:2]:
-            raise DataError(
-                f"cGAN masks must be (B, {want[0]}, {want[1]}) or (B, M, {want[0]}, {want[1]}) for "
-                f"B = {images.shape[0]} sources, got shape {masks.shape}."
-            )
-        if masks.size and (masks.min() < 0 or masks.max() >= self.n_classes):
-            raise DataError(
-                f"cGAN masks hold class ids outside [0, {self.n_classes}) (max {masks.max()})."
-            )
+    parent: str = ""
+    generation: int = 0
 
     @torch.inference_mode()
     def encode_masks(self, masks: np.ndarray) -> np.ndarray:
@@ -678,147 +550,6 @@ class CGAN:
 
     def _forward(self, x: torch.Tensor, masks: np.ndarray) -> torch.Tensor:
         return self.generator(x, mask_condition(self.mask_ae, masks, self.n_classes))
-
-    @property
-    def checkpoint_hash(self) -> str:
-        """``cgan:<key>``: the content address of the weights (pool fingerprint + config)."""
-        return f"cgan:{self.key}"
-
-    def perturb_pair(
-        self, image: np.ndarray, mask: np.ndarray, seed: int, config: PerturbConfig
-    ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
-        """Draw and apply one perturbation (``synthesis.perturb``) to a source pair.
-
-        An empty mask (no structure to displace or recolour) gets a spatial-only chain
-        (``no_foreground`` in the record). Otherwise the boundary step is tried first; when the
-        mask cannot be displaced (no component with an interior stretch of ``n_points``, e.g. a
-        small structure at 32 px) the chain is drawn again from the same seed without it, and the
-        record says why (``boundary_refused``).
-
-        Args:
-            image: (H, W, C) source image; mask: (H, W) binary source mask.
-            seed: the candidate's seed (its only randomness).
-            config: the perturbation configuration.
-
-        Returns:
-            (perturbed image (H, W, C) the source's dtype, perturbed mask (H, W) uint8, the
-            provenance ``perturbation`` dict ``{"record": chain dict[, "boundary_refused"]}``).
-        """
-        rec_doc: dict[str, Any] = {}
-        if not mask.any():  # e.g. an LGG slice without tumour: only the geometry can change
-            spatial = draw_spatial(mask.shape, np.random.default_rng(seed), **config.spatial)
-            rec = ChainRecord(steps=(spatial,))
-            rec_doc["no_foreground"] = "boundary and intensity steps need a structure: spatial only"
-            img, mk = perturb_apply(rec, image, mask.astype(np.uint8))
-            return img, (mk > 0).astype(np.uint8), {"record": rec.to_dict(), **rec_doc}
-        try:
-            rec = perturb_draw(mask, np.random.default_rng(seed), config)
-        except DataError as exc:
-            if config.p_boundary == 0 or not (config.p_intensity or config.p_spatial):
-                raise
-            rec = perturb_draw(mask, np.random.default_rng(seed), replace(config, p_boundary=0.0))
-            rec_doc["boundary_refused"] = str(exc)
-        img, mk = perturb_apply(rec, image, mask.astype(np.uint8))
-        return img, (mk > 0).astype(np.uint8), {"record": rec.to_dict(), **rec_doc}
-
-    def replay(
-        self, image: np.ndarray, mask: np.ndarray, perturbation: dict[str, Any]
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Rebuild one candidate from its source pair and provenance ``perturbation`` dict.
-
-        Args:
-            image: (H, W, C) source image; mask: (H, W) source mask.
-            perturbation: ``Provenance.perturbation`` of a candidate of this cGAN.
-
-        Returns:
-            (synthetic image (H, W, C), perturbed mask (H, W) uint8).
-
-        Raises:
-            DataError: the record does not replay on this source (names the record).
-        """
-        if "record" not in perturbation:
-            raise DataError(
-                f"Not a cGAN perturbation (no 'record' key): {str(perturbation)[:80]!r}."
-            )
-        img, mk = perturb_apply(perturbation["record"], image, mask.astype(np.uint8))
-        mk = (mk > 0).astype(np.uint8)
-        return self.generate(img[None], mk[None])[0], mk
-
-    def propose(
-        self,
-        sources: ImageSet,
-        n: int,
-        *,
-        rng: np.random.Generator,
-        perturb: PerturbConfig | None = None,
-    ) -> Candidates:
-        """``n`` synthetic candidates per source: perturb its pair ``n`` times, then generate.
-
-        Each candidate draws a seed from ``rng``; its perturbation chain (``synthesis.perturb``:
-        boundary displacement, intensity change, flip / rotation / translation) is drawn from
-        that seed and applied to the source image and mask; G gets the perturbed image as x
-        and the code of the perturbed mask as z (so a rotated mask meets a rotated image).
-
-        Args:
-            sources: images with binary masks (the labelled items' expert masks, or the
-                pool's manual masks under Mahapatra's protocol).
-            n: candidates per source, 1..200 (the paper's "up to 200").
-            rng: the only randomness (one seed per candidate).
-            perturb: the perturbation configuration (default ``PerturbConfig()``).
-
-        Returns:
-            ``len(sources) * n`` Candidates, source-major: images (M, H, W, C) of the pool's
-            dtype, the perturbed masks (M, H, W) uint8 as inherited labels (cost
-            ``INHERITED``), image labels copied from the sources when they have them, one
-            Provenance each (perturbation record, seed, checkpoint ``cgan:<key>``).
-
-        Raises:
-            ConfigError: ``n`` outside 1..200. DataError: sources without masks, multi-class
-            masks (the perturbations are binary) or masks nothing can perturb.
-        """
-        if int(n) != n or not 1 <= int(n) <= MAX_CANDIDATES:
-            raise ConfigError(
-                f"cgan candidates per source must be in 1..{MAX_CANDIDATES}, got {n}."
-            )
-        n = int(n)
-        if sources.masks is None:
-            raise DataError(f"{sources.name}: cGAN sources need masks (original or predicted).")
-        if sources.masks.size and int(sources.masks.max()) > 1:
-            raise DataError(
-                f"{sources.name}: the mask perturbations are binary and these masks hold class "
-                f"ids up to {int(sources.masks.max())}; use a binary segmentation dataset."
-            )
-        cfg = perturb or PerturbConfig()
-        b = len(sources)
-        seeds = rng.integers(0, 2**63 - 1, size=(b, n), dtype=np.int64)
-        xs = np.empty((b * n, *sources.images.shape[1:]), dtype=sources.images.dtype)
-        masks = np.empty((b * n, *sources.masks.shape[1:]), dtype=np.uint8)
-        prov: list[Provenance] = []
-        for i in range(b):
-            for j in range(n):
-                x, mk, doc = self.perturb_pair(
-                    sources.images[i], sources.masks[i], int(seeds[i, j]), cfg
-                )
-                xs[i * n + j], masks[i * n + j] = x, mk
-                prov.append(
-                    Provenance(
-                        source_id=str(sources.ids[i]),
-                        source_group=str(sources.groups[i]),
-                        generator=self.name,
-                        checkpoint=self.checkpoint_hash,
-                        perturbation=doc,
-                        seed=int(seeds[i, j]),
-                    )
-                )
-        images = self.generate(xs, masks) if len(xs) else xs
-        return Candidates(
-            images=images,
-            provenance=tuple(prov),
-            masks=masks,
-            labels=None if sources.labels is None else np.repeat(sources.labels, n),
-            cost=LabelCost.INHERITED,
-            info={"cgan": self.config.as_dict(), "key": self.key},
-        )
 
     @torch.inference_mode()
     def encode(self, images: np.ndarray, batch_size: int = 128) -> np.ndarray:
@@ -904,7 +635,7 @@ def _gan_epoch_fn(
         order = np.random.default_rng([cfg.seed, 302, epoch]).permutation(n)
         src = source_pairs(data.groups, cfg.pairing, cfg.seed, epoch)
         sums: dict[str, float] = {}
-        steps = _steps(n, bs)
+        steps = steps_of(n, bs)
         for s in range(steps):
             idx = np.sort(order[s * bs : (s + 1) * bs])
             x = to_gan_range(data.images[src[idx]], *lo_hi)
@@ -918,11 +649,11 @@ def _gan_epoch_fn(
 
 
 def _new_gan(cfg: CGANConfig, c: int, k: int) -> tuple[ResidualGenerator, PairDiscriminator]:
-    g = _build(
-        _seed(cfg.seed, 301), lambda: ResidualGenerator(c, k, cfg.features, cfg.n_res_blocks)
+    g = build(
+        seed_of(cfg.seed, 301), lambda: ResidualGenerator(c, k, cfg.features, cfg.n_res_blocks)
     )
-    d = _build(
-        _seed(cfg.seed, 303), lambda: PairDiscriminator(c, cfg.disc_channels, cfg.disc_dense)
+    d = build(
+        seed_of(cfg.seed, 303), lambda: PairDiscriminator(c, cfg.disc_channels, cfg.disc_dense)
     )
     return g, d  # type: ignore[return-value]
 
@@ -937,12 +668,6 @@ def _gan_optimisers(
     )
 
 
-def _freeze(m: nn.Module) -> nn.Module:
-    m.eval()
-    m.requires_grad_(False)
-    return m
-
-
 def train_cgan(
     data: ImageSet,
     cfg: CGANConfig,
@@ -951,6 +676,8 @@ def train_cgan(
     seed: int | None = None,
     quiet: bool = False,
     on_epoch: OnEpoch | None = None,
+    parent: CGAN | None = None,
+    warm_start: WarmStart | None = None,
 ) -> CGAN:
     """The cGAN of ``data`` under ``cfg``: loaded from the cache, resumed, or trained now.
 
@@ -966,23 +693,43 @@ def train_cgan(
         seed: overrides ``cfg.seed`` (and so is part of the cache key) when given.
         quiet: no progress bars.
         on_epoch: called as ``(stage, epochs_done, figures)`` after each epoch's checkpoint.
+        parent: a trained cGAN to warm-start from (with ``warm_start``): G and D start from its
+            weights and fine-tune on ``data``; its mask autoencoder and feature network are
+            reused frozen. The key then includes the parent's key and the schedule.
+        warm_start: the fine-tune schedule; None (or no ``parent``) trains from scratch.
 
     Raises:
         DataError: the pool has no masks.
         ConfigError: the pool's size or channels differ from ``cfg``.
+        CheckpointError: the parent has other network sizes.
     """
     if seed is not None:
         cfg = replace(cfg, seed=int(seed))
     _check_pool(data, cfg)
     fp = pool_fingerprint(data)
-    key = _cache_key("cgan", fp, cfg.as_dict())
+    parent = use_parent(parent, warm_start)
+    if parent is None:
+        key = _cache_key("cgan", fp, cfg.as_dict())
+
+        def train(cache: Path | None) -> CGAN:
+            return _train_all(data, cfg, fp, key, cache, on_epoch, quiet)
+    else:
+        assert warm_start is not None
+        check_parent(parent.config, cfg, ARCH_FIELDS, parent.checkpoint_hash)
+        part = {"cfg": cfg.as_dict(), "parent": parent.key, "warm_start": warm_start.as_dict()}
+        key = _cache_key("cgan-warm", fp, part)
+        warm = warm_start
+
+        def train(cache: Path | None) -> CGAN:
+            return _fine_tune(data, cfg, fp, key, cache, parent, warm, on_epoch, quiet)
+
     if cache_dir is None:
-        return _train_all(data, cfg, fp, key, None, on_epoch, quiet)
+        return train(None)
     cache = Path(cache_dir)
     folder = cache / f"cgan-{key}"
     with _locked(cache / f"cgan-{key}.lock"):
         if not (folder / "cgan.pt").is_file():
-            _train_all(data, cfg, fp, key, cache, on_epoch, quiet)
+            train(cache)
         model = load_cgan(folder)
     if model.fingerprint != fp:  # the key includes fp: only a hash collision gets here
         check_pool_fingerprint(model.fingerprint, fp, str(folder))
@@ -1028,7 +775,7 @@ def _train_all(
     from activesynth.utils import atomic_torch_save, atomic_write_json
 
     c, k, size = data.n_channels, data.n_classes, cfg.image_size
-    lo_hi = _intensity_range(data)
+    lo_hi = intensity_range(data)
     ae_state, ae_hist = _cached_stage(
         cache,
         "cgan-maskae",
@@ -1047,8 +794,8 @@ def _train_all(
     ae.load_state_dict(ae_state)
     feat = FeatureNet(c, k, cfg.feat_channels)
     feat.load_state_dict(feat_state)
-    _freeze(ae)
-    _freeze(feat)
+    freeze(ae)
+    freeze(feat)
     g, d = _new_gan(cfg, c, k)
     opt_g, opt_d = _gan_optimisers(cfg, g, d)
     folder = None if cache is None else cache / f"cgan-{key}"
@@ -1058,7 +805,7 @@ def _train_all(
             folder / "config.json", {"schema": SCHEMA, "cgan": cfg.as_dict(), "pool": fp}
         )
     log.info("training the cGAN (%d images, %d px) %s", len(data), size, folder or "in memory")
-    gan_hist = _run_stage(
+    gan_hist = run_stage(
         "cgan",
         folder,
         {"generator": g, "discriminator": d, "opt_g": opt_g, "opt_d": opt_d},
@@ -1068,10 +815,85 @@ def _train_all(
         on_epoch,
         quiet,
     )
-    _freeze(g)
-    _freeze(d)
+    freeze(g)
+    freeze(d)
     history = {"mask_ae": ae_hist, "feature_net": feat_hist, "cgan": gan_hist}
     model = CGAN(g, d, ae, feat, cfg, fp, lo_hi, str(data.images.dtype), history, key, folder)
+    if folder is not None:
+        atomic_write_json(folder / "history.json", history)
+        atomic_torch_save(folder / "cgan.pt", _checkpoint(model))
+        (folder / "last.pt").unlink(missing_ok=True)
+    return model
+
+
+def _fine_tune(
+    data: ImageSet,
+    cfg: CGANConfig,
+    fp: dict[str, Any],
+    key: str,
+    cache: Path | None,
+    parent: CGAN,
+    warm: WarmStart,
+    on_epoch: OnEpoch | None,
+    quiet: bool,
+) -> CGAN:
+    """G and D from ``parent``, ``warm.epochs`` more epochs on ``data`` (resumable per epoch)."""
+    import copy
+
+    from activesynth.utils import atomic_torch_save, atomic_write_json
+
+    ae, feat = parent.mask_ae, parent.feature_net  # frozen, shared with the parent
+    g, d = copy.deepcopy(parent.generator), copy.deepcopy(parent.discriminator)
+    g.requires_grad_(True)
+    d.requires_grad_(True)
+    opt_g, opt_d = _gan_optimisers(replace(cfg, lr=warm.lr or cfg.lr), g, d)
+    lo_hi = parent.intensity_range
+    folder = None if cache is None else cache / f"cgan-{key}"
+    ident = {"pool": fp, "cfg": cfg.as_dict(), "parent": parent.key, "warm": warm.as_dict()}
+    if folder is not None:
+        folder.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(folder / "config.json", {"schema": SCHEMA, **ident})
+    log.info(
+        "fine-tuning the cGAN %s for %d epochs (%d images) %s",
+        parent.key,
+        warm.epochs,
+        len(data),
+        folder or "in memory",
+    )
+    hist = run_stage(
+        "cgan-warm",
+        folder,
+        {"generator": g, "discriminator": d, "opt_g": opt_g, "opt_d": opt_d},
+        ident,
+        warm.epochs,
+        _gan_epoch_fn(data, cfg, g, d, ae, feat, opt_g, opt_d, lo_hi),
+        on_epoch,
+        quiet,
+    )
+    freeze(g)
+    freeze(d)
+    history = {**parent.history, "cgan": hist}
+    history["lineage"] = [
+        *parent.history.get(
+            "lineage", [{"key": parent.key, "epochs": len(parent.history["cgan"])}]
+        ),
+        {"key": key, "epochs": warm.epochs},
+    ]  # type: ignore[list-item]
+    model = CGAN(
+        g,
+        d,
+        ae,
+        feat,
+        cfg,
+        fp,
+        lo_hi,
+        str(data.images.dtype),
+        history,
+        key,
+        folder,
+        parent=parent.key,
+        generation=parent.generation + 1,
+    )
     if folder is not None:
         atomic_write_json(folder / "history.json", history)
         atomic_torch_save(folder / "cgan.pt", _checkpoint(model))
@@ -1092,6 +914,8 @@ def _checkpoint(m: CGAN) -> dict[str, Any]:
         "dtype": m.dtype,
         "history": m.history,
         "key": m.key,
+        "parent": m.parent,
+        "generation": m.generation,
     }
 
 
@@ -1122,7 +946,7 @@ def load_cgan(path: str | Path, data: ImageSet | None = None) -> CGAN:
             (feat, "feature_net"),
         ):
             net.load_state_dict(st[name])
-            _freeze(net)
+            freeze(net)
     except (KeyError, RuntimeError, EOFError, ConfigError) as exc:
         raise CheckpointError(f"{ckpt} is not a usable cGAN checkpoint ({exc}).") from exc
     model = CGAN(
@@ -1137,6 +961,8 @@ def load_cgan(path: str | Path, data: ImageSet | None = None) -> CGAN:
         st.get("history", {}),
         st.get("key", ""),
         ckpt.parent,
+        parent=st.get("parent", ""),
+        generation=int(st.get("generation", 0)),
     )
     if data is not None:
         model.check_matches(data, str(ckpt))
@@ -1145,90 +971,16 @@ def load_cgan(path: str | Path, data: ImageSet | None = None) -> CGAN:
 
 # ---- the Generator-protocol face ----------------------------------------------------------------
 @GENERATORS.register("cgan")
-class CGANGenerator:
+class CGANGenerator(ConditionalGenerator):
     """The cGAN as the registered generator ``"cgan"`` (the shared ``Generator`` protocol).
 
-    ``fit`` trains the cGAN on the data it is given (in the loop: the round's sources, i.e. the
-    expert-labelled items by default) or loads it from the content-addressed cache; ``propose``
-    perturbs each source pair and generates (see :meth:`CGAN.propose`).
-
-    Args:
-        cfg: a :class:`CGANConfig` or its dict (its ``seed`` is replaced by one drawn in
-            :meth:`fit`); the same keys may also be given as keyword ``options`` (the loop's
-            ``synthesis.params``), which override ``cfg``. ``image_size`` defaults to the
-            data's side when neither gives it.
-        cache_dir: where trained cGANs are cached (None = in memory; the loop passes its
-            ``$ACTIVESYNTH_CACHE`` or ``<out>/cache``).
-        checkpoint: a trained ``cgan-<key>`` folder to use instead of training; :meth:`fit`
-            refuses it when it was trained on another pool or image size.
-        perturb: ``PerturbConfig`` keyword arguments (``p_boundary``, ``boundary``, ...).
-        quiet: no progress bars.
+    Options and behaviour: :class:`~activesynth.synthesis.conditional.ConditionalGenerator`
+    (``cfg`` / keyword options are :class:`CGANConfig` keys; ``perturb``, ``checkpoint``,
+    ``cache_dir``, ``warm_start``, ``parent``). Under a warm start the mask autoencoder and the
+    feature network are the first (from-scratch) round's, frozen; G and D fine-tune.
     """
 
     name: ClassVar[str] = "cgan"
-
-    def __init__(
-        self,
-        cfg: CGANConfig | dict[str, Any] | None = None,
-        *,
-        cache_dir: str | Path | None = None,
-        checkpoint: str | Path | None = None,
-        perturb: dict[str, Any] | None = None,
-        quiet: bool = False,
-        **options: Any,
-    ) -> None:
-        base = cfg.as_dict() if isinstance(cfg, CGANConfig) else dict(cfg or {})
-        self.options = {**base, **options}
-        self._size_given = "image_size" in self.options
-        self.cfg = CGANConfig.from_dict(self.options)  # bad options fail here, not in fit
-        if perturb is not None and not isinstance(perturb, dict):
-            raise ConfigError(
-                f"cgan perturb must be a mapping of PerturbConfig options, got {perturb!r}."
-            )
-        try:
-            self.perturb = PerturbConfig(**(perturb or {}))
-        except TypeError as exc:
-            raise ConfigError(f"Bad cgan perturb options: {exc}.") from exc
-        self.cache_dir, self.checkpoint, self.quiet = cache_dir, checkpoint, quiet
-        self.model: CGAN | None = None
-        #: called as (stage, epochs done, figures) after each training epoch (progress)
-        self.on_epoch: OnEpoch | None = None
-
-    def fit(self, data: ImageSet, *, rng: np.random.Generator) -> None:
-        """Train (or find in the cache) the cGAN of ``data``; the seed is drawn from ``rng``.
-
-        Raises:
-            CheckpointError: ``checkpoint`` was trained on another pool or image size (the
-                message names what differs).
-            ConfigError / DataError: see :func:`train_cgan`.
-        """
-        if self.checkpoint is not None:
-            self.model = load_cgan(self.checkpoint, data)
-            return
-        cfg = self.cfg
-        if not self._size_given:
-            cfg = replace(cfg, image_size=int(data.shape[0]))
-        seed = int(rng.integers(0, 2**31 - 1))
-        self.model = train_cgan(
-            data, cfg, self.cache_dir, seed=seed, quiet=self.quiet, on_epoch=self.on_epoch
-        )
-
-    def _trained(self) -> CGAN:
-        if self.model is None:
-            raise ConfigError(
-                "the cGAN generator is not trained yet; call fit(data, rng=...) first."
-            )
-        return self.model
-
-    @property
-    def checkpoint_hash(self) -> str:
-        """``cgan:<key>`` of the fitted model (``cgan:unfitted`` before :meth:`fit`)."""
-        return "cgan:unfitted" if self.model is None else self.model.checkpoint_hash
-
-    def encode(self, images: np.ndarray) -> np.ndarray:
-        """(B, H, W, C) -> (B, F) feature-network embeddings (see :meth:`CGAN.encode`)."""
-        return self._trained().encode(images)
-
-    def propose(self, sources: ImageSet, n: int, *, rng: np.random.Generator) -> Candidates:
-        """``n`` candidates per source, source-major (see :meth:`CGAN.propose`)."""
-        return self._trained().propose(sources, n, rng=rng, perturb=self.perturb)
+    config_cls: ClassVar[type] = CGANConfig
+    train_fn = staticmethod(train_cgan)
+    load_fn = staticmethod(load_cgan)
