@@ -438,6 +438,18 @@ def test_aulc_uses_one_common_range_and_states_it() -> None:
     assert "different label-fraction ranges" in stats.table_caption(g, g["metric"])
 
 
+def test_a_run_whose_x_never_advances_is_left_out_of_the_aulc_range() -> None:
+    # e.g. a synthesis arm on the physics-call axis that never found a candidate to pay for
+    rows, pv = _group({"ref": 0.0, "stuck": 0.0}, fractions={"stuck": (0.1, 0.1, 0.1)})
+    g = _summary(rows, pv)
+    span = g["aulc_range"]
+    assert (span["lo"], span["hi"]) == pytest.approx((0.1, 0.4))  # not collapsed to 0.1
+    assert len(span["stalled"]) == 5 and all(s.startswith("stuck/") for s in span["stalled"])
+    assert "x never advances" in span["note"]
+    assert math.isnan(g["aulc"]["stuck"]["mean"]) and g["aulc"]["stuck"]["n"] == 0
+    assert g["aulc"]["ref"]["n"] == 5
+
+
 def test_aulc_is_refused_when_runs_share_no_range() -> None:
     rows, pv = _group({"ref": 0.0, "late": 0.0}, fractions={"late": (0.6, 0.7)})
     g = _summary(rows, pv)

@@ -701,24 +701,41 @@ def common_range(runs: Mapping[str, Mapping[str, RunCurve]]) -> dict[str, Any]:
         runs: strategy -> run id -> curve (of the headline metric).
 
     Returns:
-        ``{"lo", "hi", "per_strategy": {s: [first, last]}, "note", "refused"}``: ``lo`` the
-        latest first point and ``hi`` the earliest last point (finite values only) over all
-        runs; ``refused`` is the reason when they share no range ("" otherwise); ``note`` names
-        the strategies that cover more than the common range.
+        ``{"lo", "hi", "per_strategy": {s: [first, last]}, "note", "refused", "stalled"}``:
+        ``lo`` the latest first point and ``hi`` the earliest last point (finite values only)
+        over all runs; ``refused`` is the reason when they share no range ("" otherwise);
+        ``note`` names the strategies that cover more than the common range and the stalled
+        runs. A run whose x never advances (all its rounds at one point, e.g. a synthesis arm
+        on the physics-call axis that found no valid candidate to pay for) while other runs do
+        advance is left out of the range and listed in ``stalled`` (``"strategy/run_id"``): it
+        would otherwise shrink every run's AULC to its first point. Its AULC is then NaN (it
+        does not cover the range), so the tables show the smaller n.
     """
     per: dict[str, list[float]] = {}
     firsts, lasts = [], []
+    spans: list[tuple[str, str, np.ndarray]] = []
     for s, rs in runs.items():
-        for c in rs.values():
+        for rid, c in rs.items():
             f = c.fraction[np.isfinite(c.fraction) & np.isfinite(c.value)]
-            if len(f) == 0:
-                continue
-            firsts.append((float(f.min()), s))
-            lasts.append((float(f.max()), s))
-            cur = per.setdefault(s, [math.inf, -math.inf])
-            cur[0], cur[1] = min(cur[0], float(f.min())), max(cur[1], float(f.max()))
+            if len(f):
+                spans.append((s, rid, f))
+    advancing = any(float(f.max() - f.min()) > FRACTION_TOL for _, _, f in spans)
+    stalled: list[str] = []
+    for s, rid, f in spans:
+        if advancing and len(f) > 1 and float(f.max() - f.min()) <= FRACTION_TOL:
+            stalled.append(f"{s}/{rid}")
+            continue
+        firsts.append((float(f.min()), s))
+        lasts.append((float(f.max()), s))
+        cur = per.setdefault(s, [math.inf, -math.inf])
+        cur[0], cur[1] = min(cur[0], float(f.min())), max(cur[1], float(f.max()))
     out: dict[str, Any] = {"lo": math.nan, "hi": math.nan, "per_strategy": per}
-    out.update(note="", refused="")
+    out.update(note="", refused="", stalled=stalled)
+    stalled_note = (
+        f"left out of the AULC range (their x never advances): {', '.join(stalled)}"
+        if stalled
+        else ""
+    )
     if not firsts:
         out["refused"] = "no run has a finite value"
         return out
@@ -731,6 +748,7 @@ def common_range(runs: Mapping[str, Mapping[str, RunCurve]]) -> dict[str, Any]:
         )
         return out
     out["lo"], out["hi"] = lo, max(hi, lo)
+    out["note"] = stalled_note
     wider = [
         f"{s} {a * 100:.1f}–{b * 100:.1f}%"
         for s, (a, b) in per.items()
@@ -741,6 +759,7 @@ def common_range(runs: Mapping[str, Mapping[str, RunCurve]]) -> dict[str, Any]:
             "the strategies were run over different label-fraction ranges ("
             + ", ".join(wider)
             + f"); AULC is over the range every run covers, {lo * 100:.1f}–{hi * 100:.1f}%"
+            + (f"; {stalled_note}" if stalled_note else "")
         )
     return out
 
