@@ -1343,6 +1343,13 @@ class _Run:
                 syn["calls_per_round"], rng=rng, config=acfg, extra_labelled_codes=extra,
                 round_=r,
             )  # fmt: skip
+        if res.n_valid == 0:  # recorded as "valid": 0; the round pays no physics call
+            log.warning(
+                "round %d: none of %d decoded %s candidates is a valid lumen (%s); no synthetic "
+                "item this round. Check the validity options (synthesis.validity) or the "
+                "latent generator's training.",
+                r, res.n_candidates, syn["latent"], res.validity.reasons,
+            )  # fmt: skip
         cands = res.candidates
         if cands is not None and self.cfg.task == "cls":
             cands = replace(cands, labels=res.severity)

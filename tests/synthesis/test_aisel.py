@@ -137,6 +137,25 @@ def test_oracle_counts_caches_and_survives_failures():
     assert oracle.n_solves == 4 and oracle.n_cached == 2
 
 
+def test_a_hung_oracle_does_not_keep_the_process_from_exiting():
+    """The timed-out solve keeps running in its thread; the process must still exit (a
+    ThreadPoolExecutor's worker would be joined at exit and hang the run for the solve's time)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import time, numpy as np\n"
+        "from activesynth.synthesis.aisel import CachedOracle\n"
+        "o = CachedOracle((0.2, 0.2), solve=lambda m, s: time.sleep(600), timeout_s=0.2)\n"
+        "a = o(np.ones((1, 8, 8), np.uint8))[0]\n"
+        "print(a.error)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
+    )  # hangs for 600 s (TimeoutExpired) if the thread blocks the exit
+    assert "timed out after 0.2 s" in out.stdout
+
+
 def test_default_oracle_is_the_poiseuille_solver():
     from activesynth.data.physics import circular_resistance
 

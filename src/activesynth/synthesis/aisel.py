@@ -48,10 +48,9 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
+import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -309,6 +308,33 @@ class OracleAnswer:
         return self.error is None
 
 
+class _OracleTimeout(TimeoutError):
+    """One solve ran past ``CachedOracle.timeout_s`` (not a TimeoutError the oracle raised)."""
+
+
+def _call_with_timeout(fn: Callable[..., Any], args: tuple[Any, ...], timeout_s: float) -> Any:
+    """``fn(*args)`` in a daemon thread; TimeoutError when it has not returned after
+    ``timeout_s``. The thread keeps running (Python cannot stop one) but, being a daemon, never
+    keeps the process from exiting (a ThreadPoolExecutor's workers are joined at exit, so a
+    hung user oracle would hang ``activesynth synthesise`` and the loop at the end)."""
+    box: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            box["value"] = fn(*args)
+        except BaseException as exc:  # re-raised in the caller's thread
+            box["error"] = exc
+
+    t = threading.Thread(target=run, name="activesynth-oracle", daemon=True)
+    t.start()
+    t.join(timeout_s)
+    if t.is_alive():
+        raise _OracleTimeout(f"timed out after {timeout_s} s")
+    if "error" in box:
+        raise box["error"]
+    return box.get("value")
+
+
 class CachedOracle:
     """The physics oracle for generated lumens: counted, timed, cached, failure-tolerant.
 
@@ -373,14 +399,7 @@ class CachedOracle:
         else:
             fn, args = self.solve, (mask, self.spacing)
         try:
-            if self.timeout_s is None:
-                v = fn(*args)
-            else:
-                pool = ThreadPoolExecutor(max_workers=1)
-                try:
-                    v = pool.submit(fn, *args).result(self.timeout_s)
-                finally:
-                    pool.shutdown(wait=False)
+            v = fn(*args) if self.timeout_s is None else _call_with_timeout(fn, args, self.timeout_s)
             if v is None or isinstance(v, bool):
                 raise DataError(f"oracle returned {v!r}, not a number")
             v = float(v)
@@ -393,10 +412,8 @@ class CachedOracle:
 
             sev = int(severity_from_ratio(np.array([ratio]), self.physics.thresholds)[0])
             return OracleAnswer(v, sev, time.perf_counter() - t0)
-        except FutureTimeout:
-            return OracleAnswer(
-                math.nan, -1, time.perf_counter() - t0, f"timed out after {self.timeout_s} s"
-            )
+        except _OracleTimeout as exc:
+            return OracleAnswer(math.nan, -1, time.perf_counter() - t0, str(exc))
         except Exception as exc:  # any failure of a user oracle is one failed item
             return OracleAnswer(
                 math.nan, -1, time.perf_counter() - t0, f"{type(exc).__name__}: {exc}"
