@@ -25,16 +25,26 @@ def test_label_axis_counts_physics_calls_when_asked() -> None:
         label_axis({**rec, "n_oracle_calls": None}, "oracle_calls")
 
 
+PHYSICS = {"base": {"oracle": "physics"}}
+
+
 def test_grid_x_axis_option_is_checked(grid_doc: dict[str, Any], registry) -> None:
     assert parse_grid(grid_doc, strategies=registry, check_config=None).x_axis == "labels"
-    g = parse_grid({**grid_doc, "x_axis": "oracle_calls"}, strategies=registry, check_config=None)
+    doc = {**grid_doc, **PHYSICS, "x_axis": "oracle_calls"}
+    g = parse_grid(doc, strategies=registry, check_config=None)
     assert g.x_axis == "oracle_calls"
     with pytest.raises(ConfigError, match="Did you mean 'oracle_calls'"):
-        parse_grid({**grid_doc, "x_axis": "oracle_cals"}, strategies=registry, check_config=None)
+        parse_grid({**doc, "x_axis": "oracle_cals"}, strategies=registry, check_config=None)
+    # the simulated expert's labels are no oracle calls: every real-only arm would sit at 0
+    with pytest.raises(ConfigError, match="dataset 'toy' with strategy 'random'.*ground-truth"):
+        parse_grid(
+            {**grid_doc, "x_axis": "oracle_calls"}, strategies=registry, check_config=None
+        )
 
 
 def test_report_over_physics_calls(tmp_path: Path, grid_doc: dict[str, Any], registry) -> None:
-    doc = {**grid_doc, "x_axis": "oracle_calls", "full_data": {}, "table_fractions": [0.2, 0.4]}
+    doc = {**grid_doc, **PHYSICS, "x_axis": "oracle_calls", "full_data": {},
+           "table_fractions": [0.2, 0.4]}  # fmt: skip
     grid = parse_grid(doc, strategies=registry, check_config=None)
     out = tmp_path / "res"
     run_grid(grid, out, executor=InlineExecutor(), run_fn=fake_run, quiet=True, command="x")

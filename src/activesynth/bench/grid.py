@@ -573,6 +573,17 @@ def parse_grid(
     from activesynth.registry import check_option
 
     x_axis = check_option(doc.get("x_axis", "labels"), X_AXES, '"x_axis"')
+    if x_axis == "oracle_calls":  # real labels from the simulated expert cost no oracle call
+        for d in datasets:
+            for s in parsed_strategies:
+                oracle = s.config.get("oracle", d.config.get("oracle", base.get("oracle")))
+                if oracle in (None, "ground-truth"):
+                    raise ConfigError(
+                        f'"x_axis": "oracle_calls" counts calls of a computed oracle, but dataset '
+                        f"{d.name!r} with strategy {s.label!r} is labelled by the simulated "
+                        f'expert ("ground-truth"), whose labels are no oracle calls; set "oracle": '
+                        f'"physics" in the dataset config or use "x_axis": "labels".'
+                    )
     grid = GridConfig(
         name=str(doc.get("name") or (Path(source).stem if source else "grid")),
         description=str(doc.get("description") or ""),
