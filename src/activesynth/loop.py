@@ -621,7 +621,7 @@ def normalise_aisel(s: dict[str, Any], cfg: LoopConfig) -> dict[str, Any]:
     timeout = s.get("timeout_s")
     if timeout is not None and not (isinstance(timeout, int | float) and timeout > 0):
         raise ConfigError(f"AISEL timeout_s must be > 0 seconds or null, got {timeout!r}.")
-    return {
+    out = {
         "method": "aisel",
         "latent": latent,
         "latent_params": params,
@@ -637,6 +637,15 @@ def normalise_aisel(s: dict[str, Any], cfg: LoopConfig) -> dict[str, Any]:
         "fit_on": check_option(s.get("fit_on", "pool"), AISEL_FIT_ON, "AISEL fit_on"),
         "timeout_s": None if timeout is None else float(timeout),
     }
+    if out["fit_on"] == "labelled" and out["acquisition"] in ("med", "product", "maximin"):
+        # the generator is refitted whenever the labelled set grows, so the codes of earlier
+        # rounds' synthetic items (the repulsion points) belong to another latent space
+        raise ConfigError(
+            f"AISEL fit_on 'labelled' refits the latent generator every round, so acquisition "
+            f"{out['acquisition']!r} would measure distances to codes of earlier generators; use "
+            "fit_on 'pool' or acquisition 'uncertainty' / 'random'."
+        )
+    return out
 
 
 def _count(x: int | float, pool_size: int) -> int:

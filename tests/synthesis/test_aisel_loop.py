@@ -114,6 +114,7 @@ def test_aisel_config_defaults_and_checks() -> None:
         ({"calls_per_round": 0}, "calls_per_round must be an integer >= 1"),
         ({"calls_per_rnd": 2}, "Did you mean 'calls_per_round'"),
         ({"fit_on": "everything"}, "fit_on"),
+        ({"fit_on": "labelled", "acquisition": "maximin"}, "codes of earlier generators"),
         ({"timeout_s": 0}, "timeout_s"),
         ({"latent_params": {"latent_dimm": 3}}, "latent_dim"),
         ({"n_prior": "many"}, "n_prior must be an integer"),
