@@ -555,6 +555,10 @@ def normalise_aisel(s: dict[str, Any], cfg: LoopConfig) -> dict[str, Any]:
     ``alpha``, ``med_p``, ``mc_samples``, ``validity``), ``fit_on`` (``"pool"``: every real
     pool image with its lumen mask, no labels; ``"labelled"``: the labelled real items only)
     and ``timeout_s`` (per physics solve, None = wait).
+
+    Cut for now: the loop's uncertainty is MC dropout of the round's task model only; the deep
+    ensemble that :func:`~activesynth.synthesis.aisel.predictive_uncertainty` also takes (issue
+    11 item 3) needs several task models per round, which the loop does not train yet.
     """
     from activesynth.generative.latent import make_latent_generator
     from activesynth.synthesis.aisel import AISELConfig

@@ -59,7 +59,10 @@ class WarmStart:
     and trains ``epochs`` more epochs on round r's data with fresh Adam optimisers at ``lr``.
     The mask autoencoder and the feature network are the parent's, frozen: they were trained on
     the first (from-scratch) round's masks and images and do not see items labelled later (the
-    cGAN's G and D do). Batch order and pairs come from the round's seed, as in a full training.
+    cGAN's G and D do). The intensity range that scales images to [-1, 1] is the parent's too
+    (kept so the fine-tuned G's outputs mean the same grey levels): pixels of later-labelled
+    images outside the first round's range are clipped while fine-tuning. Batch order and pairs
+    come from the round's seed, as in a full training.
 
     Attributes:
         epochs: fine-tune epochs per round.
