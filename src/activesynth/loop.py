@@ -1333,6 +1333,11 @@ class _Run:
             for p in pool.provenance
             if p.get("generator") == gen.name and "z" in (p.get("perturbation") or {})
         ]
+        # codes whose solve failed repel too, so MED / maximin do not pay again near them
+        for q in range(1, r):
+            summ = pool.info.get("synthesis", {}).get(str(q)) or {}
+            if summ.get("generator") == gen.name:
+                codes += [f["z"] for f in summ.get("failures", []) if "z" in f]
         extra = np.asarray(codes, np.float32).reshape(-1, gen.latent_dim)
         idx = pool.labelled
         labelled = self.pool_data.subset(idx)  # images + lumen masks (to encode); no labels read
@@ -1391,7 +1396,7 @@ class _Run:
                 "calls": res.oracle["solves"],
                 "failed": res.oracle["failed"],
                 "cached": res.oracle["cached"],
-                "failures": [{k: v for k, v in f.items() if k != "z"} for f in res.failed],
+                "failures": res.failed,  # with their codes (repelled in later rounds)
                 "added": len(pool) - n_before,
                 "severity": np.bincount(res.severity, minlength=3).tolist(),
                 "scores": np.asarray(res.scores, np.float64).tolist(),

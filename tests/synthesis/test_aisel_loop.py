@@ -259,6 +259,7 @@ def test_failed_solves_are_recorded_counted_and_the_run_goes_on(tmp_path, monkey
         s = hist.records[r]["synthetic"]
         bad = [e for e in s["solved"] if e["error"] is not None]
         assert s["failed"] == len(bad) == len(s["failures"])
+        assert all(len(f["z"]) == 3 for f in s["failures"])  # kept: later rounds repel them
         assert s["added"] == s["calls"] + s["cached"] - s["failed"]
         for e in bad:
             assert fate[e["key"]] in ("raise", "hang")
