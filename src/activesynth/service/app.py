@@ -889,11 +889,17 @@ def create_app(settings: Settings) -> FastAPI:
             name, password = form.get("username"), form.get("password")
             if not isinstance(name, str) or not isinstance(password, str):
                 raise RequestError(400, "send username and password as form fields.")
-            token = await run_in_threadpool(
-                auth_.issue_token, svc.sessions, name, password, settings.token_hours
-            )
-            with svc.sessions.begin() as s:
-                audit(s, name, "login", client=_client(request))
+            client = _client(request)
+
+            def login(name: str, password: str) -> str:
+                # both transactions may wait (up to WRITE_WAIT_SECONDS) for SQLite's write
+                # turn: in a worker thread, never on the event loop that serves everyone
+                token = auth_.issue_token(svc.sessions, name, password, settings.token_hours)
+                with svc.sessions.begin() as s:
+                    audit(s, name, "login", client=client)
+                return token
+
+            token = await run_in_threadpool(login, name, password)
             return {"access_token": token, "token_type": "Bearer"}
 
         @app.get("/auth/token/valid", tags=["monailabel"])
