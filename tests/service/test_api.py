@@ -233,6 +233,11 @@ def test_auth_and_roles(folder: Path, db_url: str | None) -> None:
         )
         assert c.post("/api/v1/leases", json={}).status_code == 401
         assert c.get("/datastore/image", params={"image": "case_1"}).status_code == 401
+        ui_routes = ("/api/v1/images/case_1/pixels", "/api/v1/progress")  # the browser UI's data
+        for path in ui_routes:
+            r = c.get(path)
+            assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer", path
+            assert c.get(path, headers={"Authorization": "Bearer forged"}).status_code == 401
 
         def token(name: str, pw: str) -> dict[str, str]:
             r = c.post(
@@ -266,6 +271,12 @@ def test_auth_and_roles(folder: Path, db_url: str | None) -> None:
             == 400
         )
         ann, rev = token("ann", "ann-password"), token("rev", "rev-password")
+        for path in ui_routes:
+            for who in (adm, ann, rev):
+                r = c.get(path, headers=who)
+                assert r.status_code == 200, (path, r.text)
+        assert c.get(ui_routes[0], headers=ann).headers["x-shape"]
+        assert c.get(ui_routes[1], headers=ann).json()["total_images"] == N_IMAGES
         assert (
             c.post(
                 "/api/v1/users", json={"name": "y", "password": "12345678"}, headers=ann
