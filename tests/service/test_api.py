@@ -233,6 +233,11 @@ def test_auth_and_roles(folder: Path, db_url: str | None) -> None:
         )
         assert c.post("/api/v1/leases", json={}).status_code == 401
         assert c.get("/datastore/image", params={"image": "case_1"}).status_code == 401
+        ui_routes = ("/api/v1/images/case_1/pixels", "/api/v1/progress")  # the browser UI's data
+        for path in ui_routes:
+            r = c.get(path)
+            assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer", path
+            assert c.get(path, headers={"Authorization": "Bearer forged"}).status_code == 401
 
         def token(name: str, pw: str) -> dict[str, str]:
             r = c.post(
@@ -266,6 +271,12 @@ def test_auth_and_roles(folder: Path, db_url: str | None) -> None:
             == 400
         )
         ann, rev = token("ann", "ann-password"), token("rev", "rev-password")
+        for path in ui_routes:
+            for who in (adm, ann, rev):
+                r = c.get(path, headers=who)
+                assert r.status_code == 200, (path, r.text)
+        assert c.get(ui_routes[0], headers=ann).headers["x-shape"]
+        assert c.get(ui_routes[1], headers=ann).json()["total_images"] == N_IMAGES
         assert (
             c.post(
                 "/api/v1/users", json={"name": "y", "password": "12345678"}, headers=ann
@@ -285,6 +296,41 @@ def test_auth_and_roles(folder: Path, db_url: str | None) -> None:
         log = c.get("/api/v1/audit", headers=rev).json()
         assert {"login", "add_user", "lease", "save_label"} <= {e["action"] for e in log}
         assert any(e["action"] == "save_label" and e["user"] == "ann" for e in log)
+
+
+def test_login_waits_for_the_database_off_the_event_loop(folder: Path) -> None:
+    """A login's write transactions run in a worker thread: under write contention they wait
+    (up to 120 s on SQLite) for their turn, and on the event loop every request would wait."""
+    import asyncio
+
+    settings = settings_for(folder, None, background=False, auth=True, admin_password="pw-admin1")
+    app = create_app(settings)
+    svc = app.state.service
+    real_begin = svc.sessions.begin
+    on_loop: list[bool] = []
+
+    def begin() -> Any:
+        try:
+            asyncio.get_running_loop()
+            on_loop.append(True)
+        except RuntimeError:  # no loop running in this thread: a worker thread
+            on_loop.append(False)
+        return real_begin()
+
+    with TestClient(app) as c:
+        svc.sessions.begin = begin
+        r = c.post("/auth/token", data={"username": "admin", "password": "pw-admin1"})
+        assert r.status_code == 200 and r.json()["token_type"] == "Bearer"
+        assert (
+            c.post("/auth/token", data={"username": "admin", "password": "wrong"}).status_code
+            == 401
+        )
+        svc.sessions.begin = real_begin
+        log = c.get(
+            "/api/v1/audit", headers={"Authorization": f"Bearer {r.json()['access_token']}"}
+        )
+        assert [e["action"] for e in log.json()].count("login") == 1
+    assert on_loop and not any(on_loop), on_loop
 
 
 def test_concurrent_leases_never_share_an_image(folder: Path, db_url: str | None) -> None:

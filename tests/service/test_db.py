@@ -155,3 +155,70 @@ def test_a_busy_database_is_a_503_naming_it(folder: Path, pool: bool) -> None:
     assert r.status_code == 503 and r.headers["retry-after"] == "5"
     why = "QueuePool limit" if pool else "no turn to write"
     assert f"service.db is busy or unreachable ({why}" in r.json()["detail"]
+
+
+def _operational(message: str) -> Any:
+    """An OperationalError as SQLAlchemy raises it, wrapping a driver error with ``message``."""
+    import sqlite3
+
+    from sqlalchemy.exc import OperationalError
+
+    return OperationalError("INSERT INTO leases ...", {}, sqlite3.OperationalError(message))
+
+
+@pytest.mark.parametrize(
+    ("message", "status"),
+    [
+        ("database is locked", 503),
+        ('connection to server at "db" (10.0.0.5), port 5432 failed: Connection refused', 503),
+        ("server closed the connection unexpectedly", 503),
+        ("database or disk is full", 500),
+        ("attempt to write a readonly database", 500),
+        ("database disk image is malformed", 500),
+        ("no such table: leases", 500),
+    ],
+)
+def test_only_transient_database_errors_are_a_503(
+    folder: Path, message: str, status: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Disk full, read-only, corrupt or a schema error is a 500 a client must not retry."""
+    from fastapi.testclient import TestClient
+
+    app = create_app(settings_for(folder, background=False))
+    svc = app.state.service
+
+    def failing() -> None:
+        raise _operational(message)
+
+    svc.sessions.begin = failing
+    with TestClient(app) as c, caplog.at_level("ERROR"):
+        r = c.post("/api/v1/leases", json={"strategy": "first", "client_id": "a"})
+    assert r.status_code == status, r.text
+    detail = r.json()["detail"]
+    assert "service.db" in detail and message in detail and "\n" not in detail
+    assert "Traceback" not in r.text and "INSERT INTO" not in detail
+    if status == 503:
+        assert r.headers["retry-after"] == "5"
+    else:
+        assert "retry-after" not in r.headers
+        # the traceback stays in the server log
+        assert any(rec.exc_info and message in rec.getMessage() for rec in caplog.records)
+
+
+def test_postgresql_errors_are_told_apart_by_sqlstate() -> None:
+    from activesynth.service.db import is_transient_db_error, url_password
+
+    url = "postgresql://svc:hunter2-pw@db.example/activesynth"
+    assert url_password(url) == "hunter2-pw"
+    assert url_password("sqlite:///x.db") is None
+    import psycopg.errors as pg
+    from sqlalchemy.exc import OperationalError
+
+    def wrapped(e: Exception) -> Any:
+        return OperationalError("SELECT 1", {}, e)
+
+    assert is_transient_db_error(wrapped(pg.AdminShutdown("terminating connection")))
+    assert is_transient_db_error(wrapped(pg.OperationalError("connection refused")))
+    assert not is_transient_db_error(wrapped(pg.DiskFull("could not extend file")))
+    # a 'locked' word in a permanent PostgreSQL error does not make it transient
+    assert not is_transient_db_error(wrapped(pg.ReadOnlySqlTransaction("database is locked?")))

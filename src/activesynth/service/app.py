@@ -64,10 +64,12 @@ from activesynth.service.db import (
     LeaseRow,
     TrainRunRow,
     UserRow,
+    is_transient_db_error,
     make_engine,
     safe_url,
     session_factory,
     upgrade,
+    url_password,
     utcnow,
 )
 from activesynth.service.settings import Settings
@@ -621,17 +623,28 @@ def create_app(settings: Settings) -> FastAPI:
     @app.exception_handler(DatabaseBusy)
     @app.exception_handler(OperationalError)
     @app.exception_handler(PoolTimeout)  # every pooled PostgreSQL connection busy for 30 s
-    async def _db_busy(_r: Request, exc: Exception) -> JSONResponse:
-        # the database is locked or gone for longer than a request waits: say so, retryable
+    async def _db_error(_r: Request, exc: Exception) -> JSONResponse:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-        log.error("database unavailable: %s", first)
+        password = url_password(svc.settings.db_url())
+        if password:
+            first = first.replace(password, "***")
+        where = safe_url(svc.settings.db_url())
+        if is_transient_db_error(exc):
+            # locked, or the connection lost, for longer than a request waits: retryable
+            log.error("database unavailable: %s", first)
+            return JSONResponse(
+                {
+                    "detail": f"the database {where} is busy or unreachable ({first}); "
+                    "retry in a few seconds."
+                },
+                status_code=503,
+                headers={"Retry-After": "5"},
+            )
+        # disk full, read-only, corrupt, a schema mismatch: retrying cannot help, so no 503
+        log.error("database error on %s: %s", where, first, exc_info=exc)
         return JSONResponse(
-            {
-                "detail": f"the database {safe_url(svc.settings.db_url())} is busy or unreachable "
-                f"({first}); retry in a few seconds."
-            },
-            status_code=503,
-            headers={"Retry-After": "5"},
+            {"detail": f"the database {where} failed ({first}); see the server log."},
+            status_code=500,
         )
 
     @app.exception_handler(StarletteHTTPException)
@@ -876,11 +889,17 @@ def create_app(settings: Settings) -> FastAPI:
             name, password = form.get("username"), form.get("password")
             if not isinstance(name, str) or not isinstance(password, str):
                 raise RequestError(400, "send username and password as form fields.")
-            token = await run_in_threadpool(
-                auth_.issue_token, svc.sessions, name, password, settings.token_hours
-            )
-            with svc.sessions.begin() as s:
-                audit(s, name, "login", client=_client(request))
+            client = _client(request)
+
+            def login(name: str, password: str) -> str:
+                # both transactions may wait (up to WRITE_WAIT_SECONDS) for SQLite's write
+                # turn: in a worker thread, never on the event loop that serves everyone
+                token = auth_.issue_token(svc.sessions, name, password, settings.token_hours)
+                with svc.sessions.begin() as s:
+                    audit(s, name, "login", client=client)
+                return token
+
+            token = await run_in_threadpool(login, name, password)
             return {"access_token": token, "token_type": "Bearer"}
 
         @app.get("/auth/token/valid", tags=["monailabel"])

@@ -44,6 +44,8 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
 from activesynth.errors import ConfigError
@@ -173,6 +175,15 @@ def safe_url(url: str) -> str:
         return url
 
 
+def url_password(url: str) -> str | None:
+    """The URL's password (to scrub it from driver messages), or None."""
+    try:
+        pw = make_url(url).password
+    except Exception:
+        return None
+    return str(pw) if pw else None
+
+
 def make_engine(url: str) -> Engine:
     """An engine for ``url`` (``sqlite:///FILE`` or ``postgresql+psycopg://...``), checked.
 
@@ -234,6 +245,56 @@ WRITE_WAIT_SECONDS = 120.0
 
 class DatabaseBusy(Exception):
     """A write transaction did not get its turn within ``WRITE_WAIT_SECONDS``."""
+
+
+# PostgreSQL SQLSTATEs worth a retry: connection exceptions (class 08), server shutting down or
+# starting (57P01-57P03), too many connections (53300), serialisation failure and deadlock
+# (40001, 40P01), a lock not available or a statement cancelled by a time-out (55P03, 57014).
+_PG_TRANSIENT_STATES = ("40001", "40P01", "53300", "55P03", "57014", "57P01", "57P02", "57P03")
+_TRANSIENT_MESSAGES = (
+    "database is locked",  # SQLite: SQLITE_BUSY after the busy timeout
+    "database table is locked",  # SQLite: SQLITE_LOCKED
+    "database is busy",
+    "connection refused",
+    "could not connect",
+    "connection timed out",
+    "timeout expired",
+    "server closed the connection",
+    "connection reset",
+    "connection is closed",
+    "connection already closed",
+    "terminating connection",
+    "the database system is starting up",
+    "the database system is shutting down",
+    "too many clients",
+    "ssl connection has been closed",
+)
+
+
+def is_transient_db_error(exc: BaseException) -> bool:
+    """Whether a database error may go away by itself, so a client should retry (a 503).
+
+    Transient: our write-turn time-out, a full PostgreSQL pool, SQLite's "database is locked",
+    lost or refused connections. Everything else (disk full, a read-only or corrupt file, a
+    missing table or column) is permanent: retrying cannot help.
+    """
+    if isinstance(exc, (DatabaseBusy, PoolTimeout)):
+        return True
+    if not isinstance(exc, DBAPIError):
+        return False
+    if exc.connection_invalidated:  # SQLAlchemy saw the connection drop
+        return True
+    orig = exc.orig
+    name = getattr(orig, "sqlite_errorname", None)  # Python >= 3.11 (not set on hand-made errors)
+    if name is not None and name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")):
+        return True
+    state = getattr(orig, "sqlstate", None)
+    if isinstance(state, str) and (state.startswith("08") or state in _PG_TRANSIENT_STATES):
+        return True
+    if isinstance(state, str):  # PostgreSQL said exactly what failed, and it is not transient
+        return False
+    message = str(orig if orig is not None else exc).lower()
+    return any(m in message for m in _TRANSIENT_MESSAGES)
 
 
 class Sessions(sessionmaker):  # type: ignore[type-arg]
