@@ -36,10 +36,8 @@ def test_grid_x_axis_option_is_checked(grid_doc: dict[str, Any], registry) -> No
     with pytest.raises(ConfigError, match="Did you mean 'oracle_calls'"):
         parse_grid({**doc, "x_axis": "oracle_cals"}, strategies=registry, check_config=None)
     # the simulated expert's labels are no oracle calls: every real-only arm would sit at 0
-    with pytest.raises(ConfigError, match="dataset 'toy' with strategy 'random'.*ground-truth"):
-        parse_grid(
-            {**grid_doc, "x_axis": "oracle_calls"}, strategies=registry, check_config=None
-        )
+    with pytest.raises(ConfigError, match=r"dataset 'toy' with strategy 'random'.*ground-truth"):
+        parse_grid({**grid_doc, "x_axis": "oracle_calls"}, strategies=registry, check_config=None)
 
 
 def test_report_over_physics_calls(tmp_path: Path, grid_doc: dict[str, Any], registry) -> None:

@@ -399,7 +399,11 @@ class CachedOracle:
         else:
             fn, args = self.solve, (mask, self.spacing)
         try:
-            v = fn(*args) if self.timeout_s is None else _call_with_timeout(fn, args, self.timeout_s)
+            v = (
+                fn(*args)
+                if self.timeout_s is None
+                else _call_with_timeout(fn, args, self.timeout_s)
+            )
             if v is None or isinstance(v, bool):
                 raise DataError(f"oracle returned {v!r}, not a number")
             v = float(v)
