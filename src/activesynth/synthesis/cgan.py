@@ -57,9 +57,8 @@ says why (``boundary_refused``).
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -88,7 +87,7 @@ from activesynth.models.feature_net import (
     masks_to_target,
     train_feature_net_epoch,
 )
-from activesynth.registry import check_option, did_you_mean
+from activesynth.registry import check_option
 from activesynth.synthesis.conditional import (  # noqa: F401 - MAX_CANDIDATES, OnEpoch re-exported
     MAX_CANDIDATES,
     ConditionalGenerator,
@@ -99,6 +98,8 @@ from activesynth.synthesis.conditional import (  # noqa: F401 - MAX_CANDIDATES, 
     cache_key,
     check_parent,
     check_pool,
+    check_weights,
+    config_from_dict,
     freeze,
     intensity_range,
     run_stage,
@@ -201,29 +202,14 @@ class CGANConfig:
                 f"{list(self.disc_channels)}."
             )
         FeatureNetConfig(self.feat_channels, self.feat_epochs, self.batch_size, self.feat_lr)
-        for name in ("lambda_l1", "w_nmi", "w_feat", "w_mse"):
-            v = getattr(self, name)
-            if not (math.isfinite(v) and v >= 0):
-                raise ConfigError(f"cgan {name} must be a finite number >= 0, got {v!r}.")
-        for name in ("lr", "ae_lr", "feat_lr"):
-            v = getattr(self, name)
-            if not (math.isfinite(v) and v > 0):
-                raise ConfigError(f"cgan {name} must be a positive number, got {v!r}.")
-        if not 0 <= self.beta1 < 1:
-            raise ConfigError(f"cgan beta1 must be in [0, 1), got {self.beta1}.")
+        check_weights(
+            self, "cgan", ("lambda_l1", "w_nmi", "w_feat", "w_mse"), ("lr", "ae_lr", "feat_lr")
+        )
 
     @classmethod
     def from_dict(cls, d: dict[str, Any] | None) -> CGANConfig:
         """Build from a mapping; unknown keys are a ConfigError with a did-you-mean."""
-        d = dict(d or {})
-        names = [f.name for f in fields(cls)]
-        for k in d:
-            if k not in names:
-                raise ConfigError(
-                    f"Unknown cgan option {k!r}{did_you_mean(str(k), names) or ''}. "
-                    f"Known: {', '.join(names)}."
-                )
-        return cls(**d)
+        return config_from_dict(cls, d, "cgan")
 
     def as_dict(self) -> dict[str, Any]:
         d = asdict(self)

@@ -51,6 +51,34 @@ OnEpoch = Callable[[str, int, dict[str, float]], None]
 
 
 # ---- warm starts --------------------------------------------------------------------------------
+def check_weights(cfg: Any, what: str, nonneg: tuple[str, ...], positive: tuple[str, ...]) -> None:
+    """ConfigError unless ``cfg``'s fields ``nonneg`` are finite and >= 0 and ``positive`` are
+    finite and > 0 (loss weights and learning rates of a generator config named ``what``)."""
+    for name in nonneg:
+        v = getattr(cfg, name)
+        if not (math.isfinite(v) and v >= 0):
+            raise ConfigError(f"{what} {name} must be a finite number >= 0, got {v!r}.")
+    for name in positive:
+        v = getattr(cfg, name)
+        if not (math.isfinite(v) and v > 0):
+            raise ConfigError(f"{what} {name} must be a positive number, got {v!r}.")
+    if not 0 <= cfg.beta1 < 1:
+        raise ConfigError(f"{what} beta1 must be in [0, 1), got {cfg.beta1}.")
+
+
+def config_from_dict(cls: type, d: dict[str, Any] | None, what: str) -> Any:
+    """``cls(**d)`` for a config dataclass; unknown keys are a ConfigError with a did-you-mean."""
+    d = dict(d or {})
+    names = [f.name for f in fields(cls)]
+    for k in d:
+        if k not in names:
+            raise ConfigError(
+                f"Unknown {what} option {k!r}{did_you_mean(str(k), names) or ''}. "
+                f"Known: {', '.join(names)}."
+            )
+    return cls(**d)
+
+
 @dataclass(frozen=True)
 class WarmStart:
     """Fine-tune schedule of a warm-started round (part of the fine-tuned checkpoint's key).

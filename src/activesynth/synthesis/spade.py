@@ -32,9 +32,8 @@ from __future__ import annotations
 
 import copy
 import logging
-import math
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -47,7 +46,6 @@ from activesynth.errors import CheckpointError, ConfigError
 from activesynth.generative.base import GENERATORS
 from activesynth.generative.fingerprint import fingerprint
 from activesynth.models.cgan_nets import from_gan_range, one_hot_masks, to_gan_range
-from activesynth.registry import did_you_mean
 from activesynth.synthesis.conditional import (
     ConditionalGenerator,
     MaskConditionedModel,
@@ -57,6 +55,8 @@ from activesynth.synthesis.conditional import (
     cache_key,
     check_parent,
     check_pool,
+    check_weights,
+    config_from_dict,
     freeze,
     intensity_range,
     run_stage,
@@ -146,29 +146,12 @@ class SPADEConfig:
                 f"spade image_size {self.image_size} must be divisible by 2**len(enc_channels) = "
                 f"{m} (enc_channels {list(self.enc_channels)}); use e.g. 64 or 128."
             )
-        for name in ("lambda_l1", "lambda_fm", "kl_weight"):
-            v = getattr(self, name)
-            if not (math.isfinite(v) and v >= 0):
-                raise ConfigError(f"spade {name} must be a finite number >= 0, got {v!r}.")
-        for name in ("lr_g", "lr_d"):
-            v = getattr(self, name)
-            if not (math.isfinite(v) and v > 0):
-                raise ConfigError(f"spade {name} must be a positive number, got {v!r}.")
-        if not 0 <= self.beta1 < 1:
-            raise ConfigError(f"spade beta1 must be in [0, 1), got {self.beta1}.")
+        check_weights(self, "spade", ("lambda_l1", "lambda_fm", "kl_weight"), ("lr_g", "lr_d"))
 
     @classmethod
     def from_dict(cls, d: dict[str, Any] | None) -> SPADEConfig:
         """Build from a mapping; unknown keys are a ConfigError with a did-you-mean."""
-        d = dict(d or {})
-        names = [f.name for f in fields(cls)]
-        for k in d:
-            if k not in names:
-                raise ConfigError(
-                    f"Unknown spade option {k!r}{did_you_mean(str(k), names) or ''}. "
-                    f"Known: {', '.join(names)}."
-                )
-        return cls(**d)
+        return config_from_dict(cls, d, "spade")
 
     def as_dict(self) -> dict[str, Any]:
         d = asdict(self)
