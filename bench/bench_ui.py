@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,9 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_service import Server
 
 
 def make_folders(root: Path, n: int, size: int, seed: int) -> dict[str, Path]:
@@ -45,37 +47,6 @@ def make_folders(root: Path, n: int, size: int, seed: int) -> dict[str, Path]:
         mr = (base * 7.3 - 150).astype(np.float32)  # MR-like arbitrary units, negatives too
         nib.save(nib.Nifti1Image(mr.T[..., None], np.eye(4)), out["nifti"] / f"case_{i}.nii.gz")
     return out
-
-
-class Server:
-    """uvicorn serving ``create_app(settings)`` on 127.0.0.1 in a thread (stops on exit)."""
-
-    def __init__(self, settings: Any) -> None:
-        import socket
-
-        import uvicorn
-
-        from activesynth.service.app import create_app
-
-        self.app = create_app(settings)
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        self.url = f"http://127.0.0.1:{port}"
-        self.server = uvicorn.Server(
-            uvicorn.Config(self.app, host="127.0.0.1", port=port, log_level="warning")
-        )
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def __enter__(self) -> Server:
-        self.thread.start()
-        while not self.server.started:
-            time.sleep(0.02)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.should_exit = True
-        self.thread.join()
 
 
 def first_image_ms(driver: Any, url: str, timeout: float = 60.0) -> dict[str, float]:

@@ -41,7 +41,6 @@ import argparse
 import contextlib
 import datetime as dt
 import hashlib
-import io
 import json
 import os
 import signal
@@ -60,7 +59,9 @@ from typing import Any
 
 import httpx
 import numpy as np
-from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_service import make_folder, png
 
 BOUNDARY = "----------lImIt_of_THE_fIle_eW_$"  # MONAI Label's client's fixed boundary
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -68,26 +69,6 @@ KINDS = ("next_sample", "infer", "save_label", "lease")
 
 
 # ---- the data --------------------------------------------------------------------------------
-def make_folder(root: Path, n: int, labelled: int, size: int, seed: int) -> Path:
-    """``n`` noisy grey discs ``case_<i>.png`` (size x size), masks for the first ``labelled``."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[:size, :size]
-    folder = root / "images"
-    folder.mkdir(parents=True)
-    for i in range(n):
-        cy, cx = rng.uniform(size * 0.25, size * 0.75, 2)
-        disc = (yy - cy) ** 2 + (xx - cx) ** 2 <= (size * rng.uniform(0.08, 0.2)) ** 2
-        img = np.clip(rng.normal(60, 20, (size, size)) + 120 * disc, 0, 255).astype(np.uint8)
-        Image.fromarray(img).save(folder / f"case_{i}.png")
-        if i < labelled:
-            Image.fromarray(disc.astype(np.uint8) * 255).save(folder / f"case_{i}_mask.png")
-    return folder
-
-
-def png(arr: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(arr).save(buf, format="PNG")
-    return buf.getvalue()
 
 
 def label_request(client_id: str, data: bytes) -> dict[str, Any]:
