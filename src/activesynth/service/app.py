@@ -57,6 +57,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from activesynth.errors import ActivesynthError, ConfigError
 from activesynth.service import auth as auth_
+from activesynth.service import queue
 from activesynth.service.db import (
     DatabaseBusy,
     ImageRow,
@@ -133,6 +134,8 @@ class Service:
     strategies: dict[str, str]
     lock_fh: Any = None
     started: float = field(default_factory=time.time)
+    ranking: queue.Ranking = field(default_factory=lambda: queue.Ranking(0))
+    done: queue.DoneSet = field(default_factory=queue.DoneSet)
 
     def close(self) -> None:
         self.background.close()
@@ -256,6 +259,7 @@ def build_service(settings: Settings) -> Service:
         import_report=report,
         strategies=_strategies(),
         lock_fh=lock_fh,
+        ranking=queue.Ranking(settings.seed),
     )
 
 
@@ -694,24 +698,12 @@ def create_app(settings: Settings) -> FastAPI:
         return client_id[:80] if client_id else "anonymous"
 
     # ---- next sample and leases
-    def ranking(strategy: str) -> tuple[list[str], dict[str, float], str, Any]:
-        """(ids best first, scores, how ranked, the score set used)."""
+    def ranking(strategy: str) -> tuple[list[str] | tuple[str, ...], dict[str, float], str, Any]:
+        """(ids best first, scores, how ranked, the score set used); cached (service.queue)."""
+        ss = None if strategy in ("first", "random") else svc.background.scores(strategy)
         with svc.sessions() as s:
-            ids = sorted(s.scalars(select(ImageRow.id)))
-        if strategy == "first":
-            from activesynth.data.sources.folder import natural_key
-
-            return sorted(ids, key=natural_key), {}, "first", None
-        rng = np.random.default_rng([settings.seed, 7])
-        random_order = [ids[i] for i in rng.permutation(len(ids))]
-        if strategy == "random":
-            return random_order, {}, "random", None
-        ss = svc.background.scores(strategy)
-        if ss is None:
-            return random_order, {}, "random (no scores yet)", None
-        scored = sorted(ss.scores, key=lambda k: (-ss.scores[k], k))
-        rest = [i for i in random_order if i not in ss.scores]
-        return scored + rest, ss.scores, "scores", ss
+            r = svc.ranking.ranked(s, strategy, ss)
+        return r.ids, r.scores, r.how, r.scoreset
 
     def check_strategy(strategy: str) -> str:
         if strategy not in svc.strategies:
@@ -748,13 +740,8 @@ def create_app(settings: Settings) -> FastAPI:
                             s.scalars(select(LeaseRow.image_id).where(LeaseRow.holder == me))
                         )
                         s.execute(delete(LeaseRow).where(LeaseRow.holder == me))
-                    done = set(
-                        s.scalars(select(LabelRow.image_id).where(LabelRow.tag == FINAL).distinct())
-                    )
-                    leased = set(s.scalars(select(LeaseRow.image_id)))
-                    free = [i for i in order if i not in done and i not in leased]
                     # "Next Sample" means another image: the one just given back comes last
-                    pick = next((i for i in free if i not in released), free[0] if free else None)
+                    pick = queue.first_free(s, order, svc.done, avoid=released)
                     if pick is None:
                         return None
                     lease = LeaseRow(
@@ -1299,16 +1286,16 @@ def create_app(settings: Settings) -> FastAPI:
         check_strategy(strategy)
         order, scores, how, ss = ranking(strategy)
         with svc.sessions() as s:
-            done = set(s.scalars(select(LabelRow.image_id).where(LabelRow.tag == FINAL)))
+            todo = queue.not_final(s, order, svc.done, max(1, min(limit, 1000)))
             leases = {
                 r.image_id: r.holder
-                for r in s.scalars(select(LeaseRow).where(LeaseRow.expires_at > utcnow()))
+                for r in s.scalars(
+                    select(LeaseRow).where(
+                        LeaseRow.expires_at > utcnow(), LeaseRow.image_id.in_(todo)
+                    )
+                )
             }
-        items = [
-            {"id": i, "score": scores.get(i), "leased_by": leases.get(i)}
-            for i in order
-            if i not in done
-        ][: max(1, min(limit, 1000))]
+        items = [{"id": i, "score": scores.get(i), "leased_by": leases.get(i)} for i in todo]
         version = svc.background.model_version()
         return {
             "strategy": strategy,
