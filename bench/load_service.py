@@ -440,7 +440,12 @@ def free_port() -> int:
 
 @contextlib.contextmanager
 def serve(
-    folder: Path, data_dir: Path, db: str | None, lease_seconds: float, log: Path
+    folder: Path,
+    data_dir: Path,
+    db: str | None,
+    lease_seconds: float,
+    log: Path,
+    request_threads: int = 40,
 ) -> Iterator[str]:
     """``activesynth serve`` on 127.0.0.1 (a process of its own); yields its URL."""
     port = free_port()
@@ -464,6 +469,8 @@ def serve(
         "--threads",
         "1",
         "--quiet",
+        "--request-threads",
+        str(request_threads),
         *(["--db", db] if db else []),
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -525,6 +532,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--think-ms", type=float, default=200.0)
     ap.add_argument("--lease-seconds", type=float, default=20.0)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--request-threads", type=int, default=40, help="the server's option")
     ap.add_argument("--host", default="127.0.0.1", help="only the loopback address is accepted")
     ap.add_argument("--pg", default=None, help="PostgreSQL server URL (a fresh database is used)")
     ap.add_argument("--json", type=Path, default=None, help="write the figures here")
@@ -546,7 +554,7 @@ def main(argv: list[str] | None = None) -> int:
             flush=True,
         )
         log = args.server_log or root / "server.log"
-        with serve(folder, data_dir, db, args.lease_seconds, log) as url:
+        with serve(folder, data_dir, db, args.lease_seconds, log, args.request_threads) as url:
             print(prepare_model(url, args.strategy), flush=True)
             load = run_load(
                 url,

@@ -94,3 +94,11 @@ def test_serve_command_refuses_bad_start_up_input(folder: Path, tmp_path: Path) 
     read_only = _serve("--images", str(folder), "--data-dir", str(ro))
     assert read_only.returncode == 2, read_only.stderr
     assert f"{ro} is not writable" in read_only.stderr and "Traceback" not in read_only.stderr
+
+
+def test_request_threads_must_be_positive():
+    from activesynth.service.settings import Settings
+
+    with pytest.raises(ConfigError, match="--request-threads 0: give at least 1"):
+        Settings(request_threads=0)
+    assert Settings(request_threads=4).request_threads == 4

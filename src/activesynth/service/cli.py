@@ -64,6 +64,9 @@ def register(app: typer.Typer) -> None:
         size: Annotated[int, typer.Option(help="Side the model sees (pixels).")] = 64,
         max_steps: Annotated[int, typer.Option(help="Training steps per run.")] = 400,
         threads: Annotated[int | None, typer.Option(help="Torch threads of a job.")] = None,
+        request_threads: Annotated[
+            int, typer.Option(help="Requests served at once (the others wait their turn).")
+        ] = 40,
         ui_dir: Annotated[
             Path | None, typer.Option(help="Serve this folder at /ui/ instead of the built-in UI.")
         ] = None,
@@ -96,6 +99,7 @@ def register(app: typer.Typer) -> None:
             size=size,
             max_steps=max_steps,
             threads=threads,
+            request_threads=request_threads,
             ui_dir=ui_dir,
         )
         app_: Any = create_app(settings)

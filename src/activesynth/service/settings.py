@@ -35,6 +35,9 @@ class Settings:
         train_every: train after every N new final labels (0: only on request).
         seed: seeds the random order, the held-out patients, training and tie-breaks.
         size, channels, max_steps, batch_size, patience, threads: the model and its training.
+        request_threads: requests served at once by the worker threads (anyio's default is 40);
+            the others wait first come, first served. Fewer threads share the GIL with less
+            switching (docs/benchmarks.md measures it).
         background: run the suggestion and training threads (off in unit tests of the store).
         name: app name shown in 3D Slicer.
         ui_dir: a folder of static files served at ``/ui/`` instead of the packaged browser UI.
@@ -61,9 +64,16 @@ class Settings:
     batch_size: int = 8
     patience: int = 4
     threads: int | None = None
+    request_threads: int = 40
     background: bool = True
     name: str = "activesynth"
     ui_dir: Path | None = None
+
+    def __post_init__(self) -> None:
+        if self.request_threads < 1:
+            raise ConfigError(
+                f"--request-threads {self.request_threads}: give at least 1 (default 40)."
+            )
 
     def resolved_data_dir(self) -> Path:
         if self.data_dir is not None:
