@@ -39,7 +39,9 @@ import zipfile
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from pydicom.dataset import Dataset
 
+from activesynth import __version__
 from activesynth.errors import ActivesynthError, ConfigError, DataError
 from activesynth.service.store import RequestError, class_ids, decode_label
 
@@ -104,13 +106,13 @@ def segment_names(names: dict[int, str], mask: np.ndarray) -> dict[int, str]:
 
 
 def build_seg(
-    source: Any,
+    source: Dataset,
     mask: np.ndarray,
     names: dict[int, str],
     *,
     creator: str | None = None,
     what: str = "the source DICOM",
-) -> Any:
+) -> Dataset:
     """A BINARY DICOM-SEG of ``mask`` referencing the single-frame image ``source``.
 
     Args:
@@ -134,9 +136,6 @@ def build_seg(
     check_available()
     import highdicom as hd
     from highdicom.coding_schemes import CodingSchemeIdentificationItem
-    from pydicom.dataset import Dataset
-
-    from activesynth import __version__
 
     mask = np.asarray(mask)
     if mask.ndim != 2 or mask.dtype.kind not in "iub" or (mask.size and mask.min() < 0):
@@ -229,7 +228,7 @@ def build_seg(
     return seg
 
 
-def seg_bytes(seg: Any, what: str = "the DICOM-SEG") -> bytes:
+def seg_bytes(seg: Dataset, what: str = "the DICOM-SEG") -> bytes:
     """The DICOM file (Part 10, with file meta) of ``seg``.
 
     Raises:
