@@ -40,11 +40,13 @@ def write_dcm(
     kind: str = "ct",
     study: str | None = "auto",
     frame_of_reference: bool = True,
+    slice_thickness: bool = True,
 ) -> Dataset:
     """A single-frame DICOM file (16-bit ramp) of ``kind`` ``"ct"`` (patient, study, series,
     frame of reference, plane and spacing) or ``"sc"`` (a minimal secondary capture: UIDs, no
     patient module, no frame of reference, no spacing). ``study=None`` leaves out the
-    StudyInstanceUID. Returns the dataset as read back from the file."""
+    StudyInstanceUID; ``slice_thickness=False`` the (type 2) SliceThickness. Returns the dataset
+    as read back from the file."""
     sop_class = CTImageStorage if kind == "ct" else SecondaryCaptureImageStorage
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = sop_class
@@ -74,7 +76,8 @@ def write_dcm(
         ds.ImagePositionPatient = [-10.0, -20.0, 5.0]
         ds.ImageOrientationPatient = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
         ds.PixelSpacing = [0.7, 0.8]
-        ds.SliceThickness = 2.0
+        if slice_thickness:
+            ds.SliceThickness = 2.0
         ds.RescaleSlope, ds.RescaleIntercept = 1.0, -1024.0
     else:
         ds.Modality = "OT"
@@ -225,6 +228,13 @@ def test_build_seg_unnamed_classes_empty_segments_and_bad_input(tmp_path: Path) 
         build_seg(source, label[:10], {1: "liver"})
     with pytest.raises(DataError, match="no foreground class"):
         build_seg(source, np.zeros((H, W), np.uint8), {})
+    thin = write_dcm(tmp_path / "thin.dcm", kind="ct", slice_thickness=False)
+    spacing = build_seg(thin, label, {}).SharedFunctionalGroupsSequence[0].PixelMeasuresSequence
+    assert [float(v) for v in spacing[0].PixelSpacing] == [0.7, 0.8]
+    assert "SliceThickness" not in thin
+    sc.SOPClassUID = "1.2.3.4.5"
+    with pytest.raises(DataError, match=r"1\.2\.3\.4\.5 is not a standard image class"):
+        build_seg(sc, label, {})
     del source.SeriesInstanceUID
     with pytest.raises(DataError, match="SeriesInstanceUID"):
         build_seg(source, label, {1: "liver"})

@@ -20,8 +20,9 @@ Coding Scheme Identification sequence) instead of guessing a SNOMED CT code.
 
 Sources: the Patient and General Study modules' type 2 attributes (PatientName, PatientID,
 PatientBirthDate, PatientSex, StudyDate, StudyTime, StudyID, AccessionNumber,
-ReferringPhysicianName) may be absent in a secondary capture; highdicom needs them present, so
-they are added empty (the standard's "unknown") to a copy of the source. What cannot be made up
+ReferringPhysicianName) may be absent in a secondary capture, and the Image Plane's
+SliceThickness (type 2) in some MR files; highdicom needs them present, so they are added empty
+(the standard's "unknown") to a copy of the source. What cannot be made up
 without breaking the reference (StudyInstanceUID, SeriesInstanceUID, SOPInstanceUID,
 SOPClassUID, a FrameOfReferenceUID that the source's IOD requires) makes :func:`build_seg`
 raise a :class:`~activesynth.errors.DataError` naming the attribute; the export lists such an
@@ -56,7 +57,7 @@ SERIES_NUMBER = 99
 CONTENT_LABEL = "ANNOTATION"
 NOT_DICOM = "not a DICOM input: export as png or nifti"
 
-#: Type 2 attributes of the Patient / General Study modules that highdicom reads from the source.
+#: Type 2 attributes (Patient, General Study, Image Plane) that highdicom reads from the source.
 _TYPE2 = (
     "PatientName",
     "PatientID",
@@ -67,6 +68,7 @@ _TYPE2 = (
     "StudyID",
     "AccessionNumber",
     "ReferringPhysicianName",
+    "SliceThickness",
 )
 #: Attributes without which the SEG cannot reference its source.
 _REQUIRED = ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID")
@@ -221,6 +223,8 @@ def build_seg(
     # highdicom refuses a source with ValueError, TypeError, AttributeError or KeyError
     except Exception as exc:
         reason = " ".join(str(exc).split())  # one line
+        if isinstance(exc, KeyError) and exc.args and exc.args[0] == source.SOPClassUID:
+            reason = f"SOP Class UID {source.SOPClassUID} is not a standard image class"
         raise DataError(
             f"highdicom cannot build a DICOM-SEG for {what} ({type(exc).__name__}: {reason}); "
             "export as png or nifti."
