@@ -229,9 +229,8 @@ def test_build_seg_unnamed_classes_empty_segments_and_bad_input(tmp_path: Path) 
     with pytest.raises(DataError, match="no foreground class"):
         build_seg(source, np.zeros((H, W), np.uint8), {})
     thin = write_dcm(tmp_path / "thin.dcm", kind="ct", slice_thickness=False)
-    spacing = build_seg(thin, label, {}).SharedFunctionalGroupsSequence[0].PixelMeasuresSequence
-    assert [float(v) for v in spacing[0].PixelSpacing] == [0.7, 0.8]
-    assert "SliceThickness" not in thin
+    with pytest.raises(DataError, match="no SliceThickness"):  # required in a frame of reference
+        build_seg(thin, label, {})
     sc.SOPClassUID = "1.2.3.4.5"
     with pytest.raises(DataError, match=r"1\.2\.3\.4\.5 is not a standard image class"):
         build_seg(sc, label, {})

@@ -20,12 +20,12 @@ Coding Scheme Identification sequence) instead of guessing a SNOMED CT code.
 
 Sources: the Patient and General Study modules' type 2 attributes (PatientName, PatientID,
 PatientBirthDate, PatientSex, StudyDate, StudyTime, StudyID, AccessionNumber,
-ReferringPhysicianName) may be absent in a secondary capture, and the Image Plane's
-SliceThickness (type 2) in some MR files; highdicom needs them present, so they are added empty
-(the standard's "unknown") to a copy of the source. What cannot be made up
+ReferringPhysicianName) may be absent in a secondary capture; highdicom needs them present, so
+they are added empty (the standard's "unknown") to a copy of the source. What cannot be made up
 without breaking the reference (StudyInstanceUID, SeriesInstanceUID, SOPInstanceUID,
-SOPClassUID, a FrameOfReferenceUID that the source's IOD requires) makes :func:`build_seg`
-raise a :class:`~activesynth.errors.DataError` naming the attribute; the export lists such an
+SOPClassUID, a FrameOfReferenceUID that the source's IOD requires, and the SliceThickness that
+a SEG in a frame of reference must carry in its Pixel Measures (PS3.3 C.7.6.16.2.1, CP 1426),
+which some MR files leave empty) makes :func:`build_seg` raise a :class:`~activesynth.errors.DataError` naming the attribute; the export lists such an
 image as skipped with that reason.
 
 Scope: 2D single-frame sources only (the service's scope); a multi-frame source is refused.
@@ -57,7 +57,7 @@ SERIES_NUMBER = 99
 CONTENT_LABEL = "ANNOTATION"
 NOT_DICOM = "not a DICOM input: export as png or nifti"
 
-#: Type 2 attributes (Patient, General Study, Image Plane) that highdicom reads from the source.
+#: Type 2 attributes of the Patient / General Study modules that highdicom reads from the source.
 _TYPE2 = (
     "PatientName",
     "PatientID",
@@ -68,7 +68,6 @@ _TYPE2 = (
     "StudyID",
     "AccessionNumber",
     "ReferringPhysicianName",
-    "SliceThickness",
 )
 #: Attributes without which the SEG cannot reference its source.
 _REQUIRED = ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID")
@@ -138,6 +137,7 @@ def build_seg(
     check_available()
     import highdicom as hd
     from highdicom.coding_schemes import CodingSchemeIdentificationItem
+    from highdicom.spatial import get_image_coordinate_system
 
     mask = np.asarray(mask)
     if mask.ndim != 2 or mask.dtype.kind not in "iub" or (mask.size and mask.min() < 0):
@@ -159,6 +159,14 @@ def build_seg(
         raise DataError(
             f"the label of {what} has shape {mask.shape} but the source has Rows x Columns "
             f"{shape}; save a label of the image's size."
+        )
+    if get_image_coordinate_system(source) is not None and not str(
+        source.get("SliceThickness") or ""
+    ).strip("\x00 "):
+        raise DataError(
+            f"{what} has no SliceThickness, which a DICOM-SEG in the source's frame of "
+            "reference must carry (PS3.3 C.7.6.16.2.1): add it to the source file, or export "
+            "as png or nifti."
         )
     seg_names = segment_names(names, mask)
     if not seg_names:
