@@ -243,3 +243,30 @@ def _bytes(ds: Dataset) -> bytes:
     buf = io.BytesIO()
     pydicom.dcmwrite(buf, ds, enforce_file_format=True)
     return buf.getvalue()
+
+
+@pytest.mark.parametrize("name", ["CT_small.dcm", "MR_small.dcm", "MR_small_bigendian.dcm"])
+def test_build_seg_on_scanner_files_shipped_with_pydicom(name: str) -> None:
+    """Real CT / MR headers (pydicom's own test files): the SEG keeps their geometry."""
+    from pydicom.data import get_testdata_file
+
+    path = get_testdata_file(name, download=False)
+    assert path is not None, f"pydicom's bundled test file {name} is missing"
+    source = pydicom.dcmread(path, stop_before_pixels=True)
+    label = np.zeros((source.Rows, source.Columns), np.uint8)
+    label[5:20, 3:40] = 1
+    label[30:44, 30:50] = 2
+    seg = pydicom.dcmread(io.BytesIO(_bytes(build_seg(source, label, {1: "a", 2: "b"}))))
+    assert seg.FrameOfReferenceUID == source.FrameOfReferenceUID
+    assert seg.PatientID == source.PatientID
+    frame = seg.PerFrameFunctionalGroupsSequence[0].PlanePositionSequence[0]
+    np.testing.assert_allclose(
+        [float(v) for v in frame.ImagePositionPatient],
+        [float(v) for v in source.ImagePositionPatient],
+    )
+    measures = seg.SharedFunctionalGroupsSequence[0].PixelMeasuresSequence[0]
+    assert [float(v) for v in measures.PixelSpacing] == [float(v) for v in source.PixelSpacing]
+    assert float(measures.SliceThickness) == float(source.SliceThickness)
+    got = masks_of(_bytes(seg), source, [1, 2])
+    for k in (1, 2):
+        np.testing.assert_array_equal(got[..., k - 1], label == k)

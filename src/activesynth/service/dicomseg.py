@@ -137,7 +137,6 @@ def build_seg(
     check_available()
     import highdicom as hd
     from highdicom.coding_schemes import CodingSchemeIdentificationItem
-    from highdicom.spatial import get_image_coordinate_system
 
     mask = np.asarray(mask)
     if mask.ndim != 2 or mask.dtype.kind not in "iub" or (mask.size and mask.min() < 0):
@@ -160,9 +159,10 @@ def build_seg(
             f"the label of {what} has shape {mask.shape} but the source has Rows x Columns "
             f"{shape}; save a label of the image's size."
         )
-    if get_image_coordinate_system(source) is not None and not str(
-        source.get("SliceThickness") or ""
-    ).strip("\x00 "):
+    # a single frame is placed in the patient coordinate system (as highdicom decides) when it
+    # has a frame of reference and a position
+    in_space = "FrameOfReferenceUID" in source and "ImagePositionPatient" in source
+    if in_space and not str(source.get("SliceThickness") or "").strip("\x00 "):
         raise DataError(
             f"{what} has no SliceThickness, which a DICOM-SEG in the source's frame of "
             "reference must carry (PS3.3 C.7.6.16.2.1): add it to the source file, or export "
