@@ -57,7 +57,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from activesynth.errors import ActivesynthError, ConfigError
 from activesynth.service import auth as auth_
-from activesynth.service import queue
+from activesynth.service import dicomseg, queue
 from activesynth.service.db import (
     DatabaseBusy,
     ImageRow,
@@ -1396,9 +1396,16 @@ def create_app(settings: Settings) -> FastAPI:
 
     @app.get(f"{API}/export", tags=["api"])
     def export(format: str = "png", _w: auth_.Caller = Depends(reviewer)) -> Response:
-        if format not in ("png", "nifti"):
-            raise RequestError(400, f"format={format!r}: use png or nifti.")
-        ext = ".png" if format == "png" else ".nii.gz"
+        """A zip of the latest final label of every image, and ``manifest.json``.
+
+        ``format=png`` / ``nifti``: ``<image_id>.png`` / ``.nii.gz`` class ids; the manifest maps
+        image id -> version, user, sha256 of the saved file. ``format=dicom-seg``: a DICOM
+        Segmentation ``<image_id>.seg.dcm`` (BINARY, one segment per class, referencing the
+        source) for every DICOM image; the manifest holds ``exported`` (as above, plus the SEG's
+        UIDs and segments) and ``skipped`` (image id -> reason, e.g. not a DICOM input).
+        """
+        if format not in ("png", "nifti", "dicom-seg"):
+            raise RequestError(400, f"format={format!r}: use png, nifti or dicom-seg.")
         with svc.sessions() as s:
             latest = {
                 r.image_id: r
@@ -1406,6 +1413,16 @@ def create_app(settings: Settings) -> FastAPI:
                     select(LabelRow).where(LabelRow.tag == FINAL).order_by(LabelRow.version)
                 )
             }
+            images = (
+                {r.id: r for r in s.scalars(select(ImageRow)) if r.id in latest}
+                if format == "dicom-seg"
+                else {}
+            )
+        if format == "dicom-seg":
+            names = {k: n for n, k in svc.background.label_names().items()}
+            data = dicomseg.export_zip(svc.store, latest, images, names)
+            return _file_response(data, "final_labels_dicom-seg.zip")
+        ext = ".png" if format == "png" else ".nii.gz"
         buf = io.BytesIO()
         with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
             for image_id, row in sorted(latest.items()):

@@ -74,7 +74,8 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Serve a folder to annotators: MONAI Label's REST API (3D Slicer) and /api/v1 (docs at
         /docs). Images are imported on start, existing masks as final labels; the next image
-        to label comes from any registered strategy; the model retrains in the background."""
+        to label comes from any registered strategy; the model retrains in the background.
+        Final labels: GET /api/v1/export?format=png|nifti|dicom-seg (DICOM-SEG: DICOM inputs)."""
         import uvicorn
 
         from activesynth.cli import setup_logging
