@@ -104,9 +104,11 @@ _CT = {
 
 
 class LeaseRequest(BaseModel):
-    """``POST /api/v1/leases``: lease the next image of ``strategy`` to the caller."""
+    """``POST /api/v1/leases``: lease the next image of ``strategy`` (default ``random``) to the
+    caller, or the image ``image_id`` (one of the two, not both)."""
 
-    strategy: str = "random"
+    strategy: str | None = None
+    image_id: str | None = None
     client_id: str | None = None
 
 
@@ -1320,11 +1322,89 @@ def create_app(settings: Settings) -> FastAPI:
             "items": items,
         }
 
+    def lease_image(
+        image_id: str, who: auth_.Caller, client_id: Any, request: Request
+    ) -> dict[str, Any]:
+        """Lease ``image_id`` itself to the caller (the UI opening an image from the queue).
+
+        The caller's own live lease is renewed (a new expiry); someone else's live lease is a
+        409 naming them and its expiry. An image with a final label may be leased: its next save
+        is a new version. The caller's other leases are kept (the UI gives them back itself).
+        """
+        me = holder(who, client_id)
+        for _attempt in range(5):
+            try:
+                with svc.sessions.begin() as s:
+                    if s.get_bind().dialect.name == "postgresql":
+                        s.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": LEASE_LOCK})
+                    img = svc.store.image(s, image_id)
+                    now = utcnow()
+                    lease = s.get(LeaseRow, image_id)
+                    live = lease is not None and lease.expires_at > now
+                    if lease is not None and live and lease.holder != me:
+                        raise RequestError(
+                            409,
+                            f"image {image_id!r} is leased to {lease.holder!r} until "
+                            f"{lease.expires_at:%Y-%m-%d %H:%M:%S} UTC; open it read-only or "
+                            "take another image.",
+                        )
+                    if lease is None:
+                        lease = LeaseRow(image_id=image_id, created_at=now)
+                        s.add(lease)
+                    elif not live:
+                        lease.created_at = now
+                    lease.holder = me
+                    lease.client_id = client_id_of(client_id)
+                    lease.strategy = "chosen"
+                    lease.expires_at = expiry(settings.lease_seconds)
+                    s.flush()
+                    labelled = (
+                        s.scalar(
+                            select(func.count())
+                            .select_from(LabelRow)
+                            .where(LabelRow.image_id == image_id, LabelRow.tag == FINAL)
+                        )
+                        or 0
+                    ) > 0
+                    audit(
+                        s,
+                        who.user,
+                        "lease",
+                        image_id=image_id,
+                        client_id=lease.client_id,
+                        client=_client(request),
+                        strategy=None,
+                        holder=me,
+                        expires_at=lease.expires_at.isoformat(),
+                        renewed=live,
+                        labelled=labelled,
+                        released=[],
+                    )
+                    return {
+                        "image": image_json(img),
+                        "lease": {"holder": me, "expires_at": iso(lease.expires_at)},
+                        "renewed": live,
+                        "labelled": labelled,
+                    }
+            except IntegrityError:  # someone leased this image at the same moment: look again
+                continue
+        raise RequestError(503, "too many annotators asked at once; retry.")
+
     @app.post(f"{API}/leases", tags=["api"])
     def lease_next(
         body: LeaseRequest, request: Request, who: auth_.Caller = Depends(annotator)
     ) -> dict[str, Any]:
-        got = take_next(body.strategy, who, body.client_id, request, release_previous=False)
+        """Lease the next image of ``strategy``, or the image ``image_id`` (409 if someone else
+        holds it)."""
+        if body.image_id is not None:
+            if body.strategy is not None:
+                raise RequestError(
+                    400, "give either 'strategy' (the next image) or 'image_id', not both."
+                )
+            return lease_image(body.image_id, who, body.client_id, request)
+        got = take_next(
+            body.strategy or "random", who, body.client_id, request, release_previous=False
+        )
         if got is None:
             return {}
         return {**got, "image": image_json(got["image"])}
