@@ -1345,8 +1345,7 @@ def create_app(settings: Settings) -> FastAPI:
                         raise RequestError(
                             409,
                             f"image {image_id!r} is leased to {lease.holder!r} until "
-                            f"{lease.expires_at:%Y-%m-%d %H:%M:%S} UTC; open it read-only or "
-                            "take another image.",
+                            f"{lease.expires_at:%Y-%m-%d %H:%M:%S} UTC; take another image.",
                         )
                     if lease is None:
                         lease = LeaseRow(image_id=image_id, created_at=now)
@@ -1432,8 +1431,11 @@ def create_app(settings: Settings) -> FastAPI:
         image_id: str,
         request: Request,
         client_id: str | None = None,
+        expires_at: str | None = None,
         who: auth_.Caller = Depends(annotator),
     ) -> dict[str, Any]:
+        """Give a lease back. ``expires_at`` (as the lease was handed out) releases only that
+        lease: a 409 when it has been renewed since (a page's late release after a reload)."""
         me = holder(who, client_id)
         with svc.sessions.begin() as s:
             svc.store.image(s, image_id)
@@ -1442,6 +1444,12 @@ def create_app(settings: Settings) -> FastAPI:
                 raise RequestError(404, f"image {image_id!r} is not leased.")
             if lease.holder != me and not (who.authenticated and who.has("admin")):
                 raise RequestError(403, f"the lease of {image_id!r} is held by {lease.holder!r}.")
+            if expires_at is not None and expires_at != iso(lease.expires_at):
+                raise RequestError(
+                    409,
+                    f"the lease of {image_id!r} now runs until {iso(lease.expires_at)} UTC, not "
+                    f"{expires_at[:40]!r}: it was renewed since; not released.",
+                )
             s.delete(lease)
             audit(
                 s,
