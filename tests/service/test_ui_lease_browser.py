@@ -95,9 +95,15 @@ def queue_rows(driver: Any) -> dict[str, str]:
 def open_from_queue(driver: Any, image_id: str) -> Page:
     """Click the queue row's link of ``image_id`` and wait for its labelling page."""
     if driver.execute_script("return document.querySelector('#page-queue').hidden"):
-        driver.execute_script("location.hash = '#/queue'")
-    queue_rows(driver)
-    driver.find_element("css selector", f'#queue-table tr[data-id="{image_id}"] a').click()
+        to_queue(driver)
+    # found and clicked in one script: the queue may rebuild its table at any moment
+    wait(
+        driver,
+        "if (document.querySelector('#page-queue').hidden) return false;"
+        f"const a = document.querySelector('#queue-table tr[data-id=\"{image_id}\"] a');"
+        "if (a) a.click(); return Boolean(a);",
+        what=f"the queue row of {image_id}",
+    )
     wait(driver, f"return window.__activesynth.imageId === {image_id!r}", what=image_id)
     return Page(driver)
 
@@ -209,8 +215,10 @@ def test_held_by_someone_else_opens_read_only(
     # bob's queue names alice; opening the image shows who holds it until when, read-only
     login_as(browser_b, url, BOB, BOB_PW)
     assert queue_rows(browser_b)[image] == USER
-    link = browser_b.find_element("css selector", f'#queue-table tr[data-id="{image}"] a')
-    assert link.text == "view"
+    link = browser_b.execute_script(
+        f"return document.querySelector('#queue-table tr[data-id=\"{image}\"] a').textContent"
+    )
+    assert link == "view"
     page = open_from_queue(browser_b, image)
     info = browser_b.find_element("id", "lease-info").text
     assert f"LEASED TO {USER} until {lease['expires_at']}" in info and "read-only" in info
