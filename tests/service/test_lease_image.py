@@ -124,3 +124,20 @@ def test_roles_with_auth(folder: Path) -> None:
         assert r.status_code == 200 and r.json()["lease"]["holder"] == "admin"
         listed = c.get("/api/v1/leases", headers=head).json()
         assert [(le["image_id"], le["holder"]) for le in listed] == [("case_7", "admin")]
+
+
+def test_release_of_a_given_lease_only(folder: Path) -> None:
+    """``DELETE leases/{id}?expires_at=``: a late release (a page's, after a reload renewed the
+    lease) cannot end the newer lease; the matching one releases it."""
+    with TestClient(create_app(settings_for(folder, background=False))) as c:
+        old = lease_image(c, "case_8", "alice").json()["lease"]["expires_at"]
+        time.sleep(1.1)  # the API's expiry has whole seconds
+        new = lease_image(c, "case_8", "alice").json()["lease"]["expires_at"]
+        assert new > old
+        r = c.delete("/api/v1/leases/case_8", params={"client_id": "alice", "expires_at": old})
+        assert r.status_code == 409 and new in r.json()["detail"]
+        assert holders(c) == {"case_8": "alice"}
+        r = c.delete("/api/v1/leases/case_8", params={"client_id": "alice", "expires_at": new})
+        assert r.status_code == 200 and holders(c) == {}
+        rows = c.get("/api/v1/audit", params={"image_id": "case_8"}).json()
+        assert [r["action"] for r in reversed(rows)] == ["lease", "lease", "release"]
