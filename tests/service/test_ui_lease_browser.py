@@ -174,6 +174,12 @@ def test_open_leases_and_leaving_gives_back(browser: Any, server: LiveServer) ->
     browser.get("about:blank")
     wait_for(lambda: leases(url) == {}, timeout=30, what="the release on leaving the page")
     assert actions(url, fourth)[-1] == ("release", USER)
+    # and back (from the back-forward cache or reloaded): the open image is leased again
+    browser.back()
+    wait_for(lambda: leases(url) == {fourth: USER}, timeout=30, what="the lease on coming back")
+    assert browser.execute_script("return window.__activesynth.readOnly") is False
+    browser.get("about:blank")
+    wait_for(lambda: leases(url) == {}, timeout=30, what="the release on leaving again")
 
     # reload on the queue page: the image opened before is given back
     browser.get(f"{url}/ui/#/queue")  # the token is still in this tab's sessionStorage

@@ -311,8 +311,19 @@ function setReadOnly(on) {
 
 // closing or reloading the tab, or leaving the site: the unsaved image's lease goes back
 window.addEventListener("pagehide", () => {
+  state.heldAtHide = state.held ? state.held.id : null;
   if (state.held) api.releaseOnUnload(state.held.id, state.held.expires_at);
   state.held = null;
+});
+// back from the browser's back-forward cache with that image still open: lease it again
+window.addEventListener("pageshow", (ev) => {
+  if (!ev.persisted || !state.heldAtHide || state.heldAtHide !== state.imageId) return;
+  state.heldAtHide = null;
+  leaseOpened(state.imageId, state.loadSeq)
+    .then(() => {
+      if (state.readOnly) notice(`Read-only now: ${state.leaseError}`);
+    })
+    .catch(showError);
 });
 
 // ---- label
