@@ -420,7 +420,8 @@ def replay_leases(events: list[Any]) -> list[str]:
             for r in e.detail.get("released", []):
                 if r in live and live[r][0] == holder:
                     del live[r]
-            if image in live and live[image][1] > e.ts:
+            # the holder leasing its own image again renews it (POST leases {"image_id"})
+            if image in live and live[image][1] > e.ts and live[image][0] != holder:
                 bad.append(
                     f"{image}: leased to {holder!r} at {e.ts} while {live[image][0]!r} held it "
                     f"until {live[image][1]}"

@@ -105,9 +105,11 @@ _CT = {
 
 
 class LeaseRequest(BaseModel):
-    """``POST /api/v1/leases``: lease the next image of ``strategy`` to the caller."""
+    """``POST /api/v1/leases``: lease the next image of ``strategy`` (default ``random``) to the
+    caller, or the image ``image_id`` (one of the two, not both)."""
 
-    strategy: str = "random"
+    strategy: str | None = None
+    image_id: str | None = None
     client_id: str | None = None
 
 
@@ -1310,11 +1312,88 @@ def create_app(settings: Settings) -> FastAPI:
             "items": items,
         }
 
+    def lease_image(
+        image_id: str, who: auth_.Caller, client_id: Any, request: Request
+    ) -> dict[str, Any]:
+        """Lease ``image_id`` itself to the caller (the UI opening an image from the queue).
+
+        The caller's own live lease is renewed (a new expiry); someone else's live lease is a
+        409 naming them and its expiry. An image with a final label may be leased: its next save
+        is a new version. The caller's other leases are kept (the UI gives them back itself).
+        """
+        me = holder(who, client_id)
+        for _attempt in range(5):
+            try:
+                with svc.sessions.begin() as s:
+                    if s.get_bind().dialect.name == "postgresql":
+                        s.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": LEASE_LOCK})
+                    img = svc.store.image(s, image_id)
+                    now = utcnow()
+                    lease = s.get(LeaseRow, image_id)
+                    live = lease is not None and lease.expires_at > now
+                    if lease is not None and live and lease.holder != me:
+                        raise RequestError(
+                            409,
+                            f"image {image_id!r} is leased to {lease.holder!r} until "
+                            f"{lease.expires_at:%Y-%m-%d %H:%M:%S} UTC; take another image.",
+                        )
+                    if lease is None:
+                        lease = LeaseRow(image_id=image_id, created_at=now)
+                        s.add(lease)
+                    elif not live:
+                        lease.created_at = now
+                    lease.holder = me
+                    lease.client_id = client_id_of(client_id)
+                    lease.strategy = "chosen"
+                    lease.expires_at = expiry(settings.lease_seconds)
+                    s.flush()
+                    labelled = (
+                        s.scalar(
+                            select(func.count())
+                            .select_from(LabelRow)
+                            .where(LabelRow.image_id == image_id, LabelRow.tag == FINAL)
+                        )
+                        or 0
+                    ) > 0
+                    audit(
+                        s,
+                        who.user,
+                        "lease",
+                        image_id=image_id,
+                        client_id=lease.client_id,
+                        client=_client(request),
+                        strategy=None,
+                        holder=me,
+                        expires_at=lease.expires_at.isoformat(),
+                        renewed=live,
+                        labelled=labelled,
+                        released=[],
+                    )
+                    return {
+                        "image": image_json(img),
+                        "lease": {"holder": me, "expires_at": iso(lease.expires_at)},
+                        "renewed": live,
+                        "labelled": labelled,
+                    }
+            except IntegrityError:  # someone leased this image at the same moment: look again
+                continue
+        raise RequestError(503, "too many annotators asked at once; retry.")
+
     @app.post(f"{API}/leases", tags=["api"])
     def lease_next(
         body: LeaseRequest, request: Request, who: auth_.Caller = Depends(annotator)
     ) -> dict[str, Any]:
-        got = take_next(body.strategy, who, body.client_id, request, release_previous=False)
+        """Lease the next image of ``strategy``, or the image ``image_id`` (409 if someone else
+        holds it)."""
+        if body.image_id is not None:
+            if body.strategy is not None:
+                raise RequestError(
+                    400, "give either 'strategy' (the next image) or 'image_id', not both."
+                )
+            return lease_image(body.image_id, who, body.client_id, request)
+        got = take_next(
+            body.strategy or "random", who, body.client_id, request, release_previous=False
+        )
         if got is None:
             return {}
         return {**got, "image": image_json(got["image"])}
@@ -1342,8 +1421,11 @@ def create_app(settings: Settings) -> FastAPI:
         image_id: str,
         request: Request,
         client_id: str | None = None,
+        expires_at: str | None = None,
         who: auth_.Caller = Depends(annotator),
     ) -> dict[str, Any]:
+        """Give a lease back. ``expires_at`` (as the lease was handed out) releases only that
+        lease: a 409 when it has been renewed since (a page's late release after a reload)."""
         me = holder(who, client_id)
         with svc.sessions.begin() as s:
             svc.store.image(s, image_id)
@@ -1352,6 +1434,12 @@ def create_app(settings: Settings) -> FastAPI:
                 raise RequestError(404, f"image {image_id!r} is not leased.")
             if lease.holder != me and not (who.authenticated and who.has("admin")):
                 raise RequestError(403, f"the lease of {image_id!r} is held by {lease.holder!r}.")
+            if expires_at is not None and expires_at != iso(lease.expires_at):
+                raise RequestError(
+                    409,
+                    f"the lease of {image_id!r} now runs until {iso(lease.expires_at)} UTC, not "
+                    f"{expires_at[:40]!r}: it was renewed since; not released.",
+                )
             s.delete(lease)
             audit(
                 s,

@@ -159,3 +159,47 @@ export async function saveLabel(imageId, pngBytes) {
   });
   return resp.json();
 }
+
+/**
+ * Lease one chosen image to this annotator (renewed when it is already theirs). Throws an
+ * ApiError 409 naming the holder when someone else holds a live lease on it.
+ */
+export async function leaseImage(imageId) {
+  return sendJSON("POST", "/api/v1/leases", { image_id: imageId, client_id: clientId() }, `lease ${imageId}`);
+}
+
+function releasePath(imageId, expiresAt) {
+  const q = new URLSearchParams({ client_id: clientId() });
+  if (expiresAt) q.set("expires_at", expiresAt);
+  return `/api/v1/leases/${encodeURIComponent(imageId)}?${q}`;
+}
+
+/**
+ * Give this annotator's lease on an image back (DELETE). `expiresAt` (the lease's expiry as the
+ * server gave it) releases only that lease, not a renewal made since. True when released; false
+ * when there was nothing of ours to release (404, 403, 409).
+ */
+export async function releaseLease(imageId, expiresAt) {
+  try {
+    await request("DELETE", releasePath(imageId, expiresAt), { what: `give back the lease of ${imageId}` });
+    return true;
+  } catch (err) {
+    if (err instanceof ApiError && [403, 404, 409].includes(err.status)) return false;
+    throw err;
+  }
+}
+
+/**
+ * The same while the page is going away (closed, reloaded, navigated off): a keepalive fetch
+ * outlives the page and, unlike sendBeacon, carries the Authorization header.
+ */
+export function releaseOnUnload(imageId, expiresAt) {
+  const h = {};
+  const tok = token();
+  if (tok) h["Authorization"] = `Bearer ${tok}`;
+  try {
+    fetch(releasePath(imageId, expiresAt), { method: "DELETE", headers: h, keepalive: true }).catch(() => {});
+  } catch {
+    /* the page is going away; the lease expires by itself */
+  }
+}

@@ -14,7 +14,11 @@ const state = {
   info: null, // GET /info/
   viewer: null,
   imageId: null,
-  lease: null,
+  lease: null, // the open image's live lease as last seen: {holder, expires_at}, or null
+  held: null, // {id, expires_at}: the lease this page took and has not submitted or given back
+  readOnly: false, // the open image is leased to someone else: look, do not edit or submit
+  leaseError: null, // the server's 409 sentence when the open image could not be leased
+  leased: null, // {id, lease}: just leased by "take next", so opening it needs no second request
   loadSeq: 0,
   firstImageMs: null,
   loaded: null, // id of the image whose page (lease, classes, pre-label) is complete
@@ -138,7 +142,8 @@ $("#login-form").addEventListener("submit", async (ev) => {
   }
 });
 
-$("#logout").addEventListener("click", () => {
+$("#logout").addEventListener("click", async () => {
+  await giveBack(null); // while the token still works
   api.setLogin(null);
   state.info = null;
   updateWho();
@@ -182,7 +187,15 @@ async function refreshQueue() {
         el("td", {}, it.id),
         el("td", {}, it.score == null ? "-" : it.score.toFixed(4)),
         el("td", {}, it.leased_by ? (mine ? `${it.leased_by} (you)` : it.leased_by) : ""),
-        el("td", {}, el("a", { href: `#/label/${encodeURIComponent(it.id)}` }, "open")),
+        el(
+          "td",
+          {},
+          el(
+            "a",
+            { href: `#/label/${encodeURIComponent(it.id)}`, title: it.leased_by && !mine ? `leased to ${it.leased_by}: opens read-only` : "lease it to you and open it" },
+            it.leased_by && !mine ? "view" : "open",
+          ),
+        ),
       ),
     );
   });
@@ -193,6 +206,7 @@ async function refreshQueue() {
     lb.append(el("tr", {}, el("td", {}, l.image_id), el("td", {}, l.holder), el("td", {}, l.strategy || ""), el("td", {}, l.expires_at)));
   }
   if (!leases.length) lb.append(el("tr", {}, el("td", { colspan: 4 }, "No image is leased.")));
+  state.queueShown = (state.queueShown || 0) + 1; // queue tables rebuilt so far (for the tests)
 }
 
 // leases come and go: the queue refreshes itself while it is on screen
@@ -226,9 +240,91 @@ async function takeNext() {
     notice("Every image is labelled or leased: nothing to take.");
     return;
   }
-  state.lease = got.lease;
+  state.leased = { id: got.image.id, lease: got.lease };
+  leasesChanged();
   location.hash = `#/label/${encodeURIComponent(got.image.id)}`;
 }
+
+// ---- leases of the open image
+/** The queue shows who holds what: refresh it now if it is on screen (it refreshes when shown). */
+function leasesChanged() {
+  if (!$("#page-queue").hidden && state.ready) refreshQueue().catch(showError);
+}
+
+/** Give back the lease this page holds unless it is on `keepId` (leaving that image unsaved). */
+async function giveBack(keepId) {
+  const held = state.held;
+  if (!held || held.id === keepId) return;
+  state.held = null;
+  try {
+    await api.releaseLease(held.id, held.expires_at);
+  } catch (err) {
+    showError(err);
+  }
+  leasesChanged();
+}
+
+/**
+ * Lease `imageId` to this annotator (or take over the lease "take next" just made). Sets
+ * state.held on success; on a 409 (someone else holds it) the page turns read-only.
+ * Returns the seq-checked outcome: false when the page moved on meanwhile.
+ */
+async function leaseOpened(imageId, seq) {
+  let lease = null;
+  let refused = null;
+  const fresh = state.leased && state.leased.id === imageId ? state.leased.lease : null;
+  state.leased = null;
+  if (fresh) lease = fresh;
+  else {
+    try {
+      lease = (await api.leaseImage(imageId)).lease;
+    } catch (err) {
+      if (!(err instanceof api.ApiError && err.status === 409)) throw err;
+      refused = err.detail;
+    }
+  }
+  if (seq !== state.loadSeq) {
+    // another image was opened meanwhile: this lease is not wanted any more
+    if (lease && state.wanted !== imageId) await api.releaseLease(imageId, lease.expires_at).catch(() => {});
+    return false;
+  }
+  if (lease) state.held = { id: imageId, expires_at: lease.expires_at };
+  state.leaseError = refused;
+  setReadOnly(Boolean(refused));
+  leasesChanged();
+  return true;
+}
+
+/** Editing and submit off (`on`) or back on; the viewer ignores painting while off. */
+function setReadOnly(on) {
+  state.readOnly = on;
+  const v = state.viewer;
+  if (v) {
+    v.readOnly = on;
+    if (on && v.polygon.length) v.cancelPolygon();
+  }
+  $("#page-label").classList.toggle("read-only", on);
+  document.querySelectorAll("[data-tool]").forEach((b) => (b.disabled = on));
+  if (v && v.px) syncControls(v);
+  else $("#submit").disabled = on;
+}
+
+// closing or reloading the tab, or leaving the site: the unsaved image's lease goes back
+window.addEventListener("pagehide", () => {
+  state.heldAtHide = state.held ? state.held.id : null;
+  if (state.held) api.releaseOnUnload(state.held.id, state.held.expires_at);
+  state.held = null;
+});
+// back from the browser's back-forward cache with that image still open: lease it again
+window.addEventListener("pageshow", (ev) => {
+  if (!ev.persisted || !state.heldAtHide || state.heldAtHide !== state.imageId) return;
+  state.heldAtHide = null;
+  leaseOpened(state.imageId, state.loadSeq)
+    .then(() => {
+      if (state.readOnly) notice(`Read-only now: ${state.leaseError}`);
+    })
+    .catch(showError);
+});
 
 // ---- label
 function viewer() {
@@ -254,9 +350,11 @@ function syncControls(v) {
     if (document.activeElement !== $("#wl-window")) $("#wl-window").value = +(hi - lo).toPrecision(5);
     if (document.activeElement !== $("#wl-level")) $("#wl-level").value = +((lo + hi) / 2).toPrecision(5);
   }
-  $("#undo").disabled = !v.undoStack.length && !v.polygon.length;
-  $("#redo").disabled = !v.redoStack.length;
-  $("#use-prelabel").disabled = !v.pre;
+  $("#undo").disabled = (!v.undoStack.length && !v.polygon.length) || state.readOnly;
+  $("#redo").disabled = !v.redoStack.length || state.readOnly;
+  $("#use-prelabel").disabled = !v.pre || state.readOnly;
+  $("#clear-mask").disabled = state.readOnly;
+  $("#submit").disabled = state.readOnly || state.busy;
 }
 
 function buildClasses(labels) {
@@ -294,6 +392,13 @@ async function showLabel(imageId) {
   if (imageId === state.imageId && v.px) return;
   const seq = ++state.loadSeq;
   state.loaded = null;
+  state.wanted = imageId;
+  state.leaseError = null;
+  setReadOnly(true); // until the lease is granted
+  // leaving the open image unsaved gives its lease back; the new one is leased meanwhile
+  const leaving = giveBack(imageId);
+  const leasing = leaseOpened(imageId, seq);
+  leasing.catch(() => {}); // awaited below
   $("#image-name").textContent = `${imageId} (loading...)`;
   $("#prelabel-info").textContent = "";
   // the image first: nothing else waits on the network before it is painted
@@ -311,6 +416,8 @@ async function showLabel(imageId) {
   state.imageId = imageId;
   v.setImage(px);
   state.savedEdits = 0;
+  await leaving;
+  if (!(await leasing)) return;
   performance.mark("activesynth:drawn");
   $("#image-name").textContent = `${imageId} (${px.width} x ${px.height}${px.dtype === "uint8" ? "" : ", " + px.dtype})`;
   syncControls(v);
@@ -319,13 +426,20 @@ async function showLabel(imageId) {
   buildClasses(inf.labels);
   syncControls(v);
   const lease = meta.lease;
+  state.lease = lease;
   const mine = lease && lease.holder === me();
   $("#lease-info").textContent = lease
     ? mine
       ? `leased to you until ${lease.expires_at} UTC`
-      : `LEASED TO ${lease.holder} until ${lease.expires_at} UTC: your submit will be refused`
-    : "not leased";
-  $("#lease-info").classList.toggle("warn", Boolean(lease && !mine));
+      : `LEASED TO ${lease.holder} until ${lease.expires_at} UTC: read-only`
+    : state.readOnly
+      ? "leased to someone else: read-only"
+      : "not leased";
+  $("#lease-info").classList.toggle("warn", state.readOnly);
+  if (state.readOnly) {
+    const who = lease && !mine ? `${lease.holder} until ${lease.expires_at} UTC` : "someone else";
+    notice(`Read-only: ${imageId} is leased to ${who}. You can look, not label it; take another image (n).`);
+  }
   const finals = (meta.labels || []).filter((l) => l.tag === "final");
   if (finals.length) $("#image-name").textContent += `, ${finals.length} final version(s) saved`;
   $("#prelabel-info").textContent = "pre-label: asking the model...";
@@ -351,6 +465,11 @@ async function showLabel(imageId) {
 async function submit() {
   const v = viewer();
   if (!state.imageId || !v.px) throw new Error("No image is open: take the next one first.");
+  if (state.readOnly && !state.leaseError) throw new Error(`Not saved: ${state.imageId} is still being leased to you; try again.`);
+  if (state.readOnly) {
+    // the server refused the lease (409): a save would be refused the same way
+    throw new Error(`NOT SAVED (HTTP 409): ${state.leaseError}`);
+  }
   if (state.busy) return;
   state.busy = true;
   $("#submit").disabled = true;
@@ -359,6 +478,8 @@ async function submit() {
     const got = await api.saveLabel(state.imageId, png);
     state.lastSave = got;
     state.savedEdits = v.edits;
+    if (state.held && state.held.id === got.image) state.held = null; // the save released it
+    leasesChanged();
     notice(`Saved ${got.image}: final label version ${got.version} (${v.foregroundPixels()} labelled pixels). Press n for the next image.`);
     $("#lease-info").textContent = "label saved; lease released";
   } catch (err) {
@@ -369,7 +490,7 @@ async function submit() {
     }
   } finally {
     state.busy = false;
-    $("#submit").disabled = false;
+    $("#submit").disabled = state.readOnly;
   }
 }
 

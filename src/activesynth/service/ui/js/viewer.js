@@ -123,6 +123,7 @@ export class Viewer {
     this.showPre = true;
     this.view = { s: 1, tx: 0, ty: 0 };
     this.edits = 0;
+    this.readOnly = false; // looking only (someone else holds the image): no mask edits
     this.px = null;
     this.mask = null;
     this.pre = null;
@@ -168,7 +169,7 @@ export class Viewer {
 
   /** Replace the mask by the pre-label (one undo step). */
   usePrelabel() {
-    if (!this.pre) return false;
+    if (!this.pre || this.readOnly) return false;
     this._snapshot();
     this.mask.set(this.pre);
     this._edited();
@@ -176,6 +177,7 @@ export class Viewer {
   }
 
   clearMask() {
+    if (this.readOnly) return false;
     this._snapshot();
     this.mask.fill(0);
     this._edited();
@@ -332,7 +334,7 @@ export class Viewer {
       this.draw();
       return true;
     }
-    if (!this.undoStack.length) return false;
+    if (!this.undoStack.length || this.readOnly) return false;
     this.edits++;
     this.redoStack.push(this.mask);
     this.mask = this.undoStack.pop();
@@ -341,7 +343,7 @@ export class Viewer {
   }
 
   redo() {
-    if (!this.redoStack.length) return false;
+    if (!this.redoStack.length || this.readOnly) return false;
     this.edits++;
     this.undoStack.push(this.mask);
     this.mask = this.redoStack.pop();
@@ -357,7 +359,7 @@ export class Viewer {
   }
 
   closePolygon() {
-    if (this.polygon.length < 3) return false;
+    if (this.polygon.length < 3 || this.readOnly) return false;
     this._snapshot();
     fillPolygon(this.mask, this.px.width, this.px.height, this.polygon, this.cls);
     this.polygon = [];
@@ -432,7 +434,7 @@ export class Viewer {
       this.drag = { kind: "wl", sx, sy, window: [...this.window] };
       return;
     }
-    if (ev.button !== 0) return;
+    if (ev.button !== 0 || this.readOnly) return;
     if (this.tool === "polygon") {
       const first = this.polygon[0];
       if (first && this.polygon.length >= 3) {
