@@ -128,7 +128,7 @@ def grid_generator(s: Setup, cache: Path, reuse: list[Path]) -> Any:
     rng = np.random.default_rng([s.seed, 0, 7])
     key = gen.cache_key(data_fingerprint(s.pool), int(np.random.default_rng([s.seed, 0, 7])
                                                      .integers(0, 2**31 - 1)))  # fmt: skip
-    for root in reuse:
+    for root in [*reuse, cache]:
         f = Path(root) / f"{gen.name}-{key}" / "model.pt"
         if f.is_file():
             say(f"seed {s.seed}: {gen.name} from {f}")
@@ -447,20 +447,39 @@ def run_seed(s: Setup, gen: Any, work: Path, args: argparse.Namespace) -> dict[s
     rest = s.rest
     z_real = gen.encode(pool.images, pool.masks)
     recon = decode_items(gen, z_real[rest], oracle, validity, source=rest)
-    prior = decode_items(gen, gen.sample_prior(args.n_prior, rng), oracle, validity)
-    src_p = s.start[np.arange(args.n_prior) % len(s.start)]
     zs = z_real[s.start]
     scale = zs.std(0)
-    zp = z_real[src_p] + s.cfg.synthesis["sigma"] * scale * rng.standard_normal(
-        (len(src_p), zs.shape[1])).astype(np.float32)  # fmt: skip
-    pert = decode_items(gen, zp.astype(np.float32), oracle, validity, source=src_p)
+
+    def draw_prior(n: int) -> tuple[np.ndarray, np.ndarray]:
+        return gen.sample_prior(n, rng), np.full(n, -1, np.int64)
+
+    def draw_perturb(n: int) -> tuple[np.ndarray, np.ndarray]:
+        src_p = s.start[np.arange(n) % len(s.start)]
+        noise = rng.standard_normal((n, zs.shape[1])).astype(np.float32)
+        return (z_real[src_p] + s.cfg.synthesis["sigma"] * scale * noise).astype(np.float32), src_p
+
+    def until_k(draw: Any) -> tuple[Items, int]:
+        """Chunks of ``n_prior`` codes until ``k`` are valid or ``max_draws`` were drawn."""
+        parts: list[Items] = []
+        n = 0
+        while n < args.max_draws and sum(int(p.valid.sum()) for p in parts) < k_max:
+            z, src_ = draw(args.n_prior)
+            parts.append(decode_items(gen, z, oracle, validity, source=src_))
+            n += args.n_prior
+        cat = Items(*(np.concatenate([getattr(p, f) for p in parts]) for f in (
+            "z", "images", "masks", "valid", "labels", "severity", "source")))  # fmt: skip
+        return cat, n
+
+    prior, n_prior = until_k(draw_prior)
+    pert, n_pert = until_k(draw_perturb)
     rv, pv, qv = (np.flatnonzero(x.valid) for x in (recon, prior, pert))
-    k = int(min(k_max, len(rv), len(pv), len(qv)))
-    say(f"seed {s.seed}: valid recon {len(rv)}/{len(rest)}, prior {len(pv)}/{args.n_prior}, "
-        f"perturb {len(qv)}/{args.n_prior}; k = {k}")  # fmt: skip
-    m: dict[str, Any] = {"seed": s.seed, "k": k, "n_rest": len(rest),
+    k = int(min(k_max, len(pv), len(qv)))  # prior-type arms (and real+random)
+    k_f = int(min(k, len(rv)))  # the image x label factorial on reconstructions
+    say(f"seed {s.seed}: valid recon {len(rv)}/{len(rest)}, prior {len(pv)}/{n_prior}, "
+        f"perturb {len(qv)}/{n_pert}; k = {k}, factorial k = {k_f}")  # fmt: skip
+    m: dict[str, Any] = {"seed": s.seed, "k": k, "k_factorial": k_f, "n_rest": len(rest),
                          "valid": {"recon": len(rv), "prior": len(pv), "perturb": len(qv),
-                                   "n_prior_drawn": args.n_prior}}  # fmt: skip
+                                   "n_prior_drawn": n_prior, "n_perturb_drawn": n_pert}}  # fmt: skip
     sev_real = severity_of(lab, oracle)
     sev_test = severity_of(s.test.labels, oracle)
 
@@ -525,6 +544,10 @@ def run_seed(s: Setup, gen: Any, work: Path, args: argparse.Namespace) -> dict[s
         )
     }  # fmt: skip
 
+    m["labels"] = {"prior": prior.labels[pv], "recon": recon.labels[rv],
+                   "recon_original": lab[recon.source[rv]], "pool": lab,
+                   "test": s.test.labels}  # fmt: skip
+
     # H3 -------------------------------------------------------------------------------------
     from activesynth.data.imageset import concat
 
@@ -534,7 +557,7 @@ def run_seed(s: Setup, gen: Any, work: Path, args: argparse.Namespace) -> dict[s
     base_state = load_model(base_dir, s).state_dict()
     say(f"seed {s.seed}: round-0 model on the 50 real: test RMSE {base['rmse']:.3f}")
     arng = np.random.default_rng([s.seed, 93])
-    pick_r = np.sort(arng.choice(len(rv), size=k, replace=False))
+    pick_r = np.sort(arng.choice(len(rv), size=k_f, replace=False))
     ri = rv[pick_r]  # recon items of the factorial; their sources are real pool phantoms
     src = recon.source[ri]
     rand_real = np.sort(arng.choice(rest, size=k, replace=False))
@@ -576,11 +599,18 @@ def run_seed(s: Setup, gen: Any, work: Path, args: argparse.Namespace) -> dict[s
     for arm in args.arms:
         e = extra(arm)
         train = start_set if e is None else concat([start_set, e], name=pool.name)
-        t0 = time.perf_counter()
-        r = train_arm(s, train, args.steps, base_state, 1, work / arm.replace("+", "_"))
-        arms[arm] = {k_: r[k_] for k_ in ("rmse", "mae", "n_train", "best_step")}
-        say(f"seed {s.seed}: {arm:18s} n={r['n_train']:3d} test RMSE {r['rmse']:.3f} "
-            f"(best step {r['best_step']}, {time.perf_counter() - t0:.0f} s)")  # fmt: skip
+        reps = []
+        for j in range(args.reps):  # training replicates: other batch order / augmentation
+            t0 = time.perf_counter()
+            folder = work / (arm.replace("+", "_") + ("" if j == 0 else f"_rep{j}"))
+            r = train_arm(s, train, args.steps, base_state, 1 + j, folder)
+            reps.append(r)
+            say(f"seed {s.seed}: {arm:18s} rep {j} n={r['n_train']:3d} test RMSE {r['rmse']:.3f} "
+                f"(best step {r['best_step']}, {time.perf_counter() - t0:.0f} s)")  # fmt: skip
+        arms[arm] = {"rmse": float(np.mean([r["rmse"] for r in reps])),
+                     "mae": float(np.mean([r["mae"] for r in reps])),
+                     "rmse_reps": [r["rmse"] for r in reps], "n_train": reps[0]["n_train"],
+                     "best_step": [r["best_step"] for r in reps]}  # fmt: skip
     m["arms"] = arms
     m["oracle"] = oracle.stats()
     # a few items for the figure
@@ -631,7 +661,61 @@ def report(results: list[dict[str, Any]], out: Path, img: Path | None) -> dict[s
         img.parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(img.with_name(img.name + "_arms.png"), dpi=110)
         plt.close(fig)
+        labels_figure(results, img.with_name(img.name + "_labels.png"))
+        items = out / "work" / f"s{results[0]['seed']}" / "figure_items.npz"
+        if items.is_file():
+            items_figure(np.load(items), img.with_name(img.name + "_items.png"))
     return {"arms": table}
+
+
+def labels_figure(results: list[dict[str, Any]], path: Path) -> None:
+    """Histograms of log10 R (all seeds pooled): real pool, test, valid prior samples, valid
+    reconstructions, and each reconstruction's label against its original's."""
+    import matplotlib.pyplot as plt
+
+    def cat(key: str) -> np.ndarray:
+        return np.concatenate([np.asarray(r["labels"][key], float) for r in results])
+
+    fig, ax = plt.subplots(1, 2, figsize=(10, 3.8))
+    bins = np.linspace(min(cat(k).min() for k in ("pool", "prior", "recon")),
+                       max(cat(k).max() for k in ("pool", "prior", "recon")), 30)  # fmt: skip
+    for k, c in (("pool", "C0"), ("test", "C2"), ("prior", "C3"), ("recon", "C1")):
+        ax[0].hist(cat(k), bins, density=True, histtype="step", lw=1.6, color=c, label=k)
+    ax[0].set_xlabel("oracle label log10 R")
+    ax[0].set_ylabel("density")
+    ax[0].legend(fontsize=8)
+    ax[0].set_title("label distributions (valid items, all seeds)")
+    o, r = cat("recon_original"), cat("recon")
+    ax[1].scatter(o, r, s=8, alpha=0.6)
+    lim = [min(o.min(), r.min()), max(o.max(), r.max())]
+    ax[1].plot(lim, lim, "k--", lw=0.8)
+    ax[1].set_xlabel("label of the real phantom")
+    ax[1].set_ylabel("oracle label of its GIN reconstruction")
+    ax[1].set_title("encode -> decode: does the label survive?")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def items_figure(items: Any, path: Path) -> None:
+    """Rows: real pool phantoms, their GIN reconstructions, prior samples; the mask the oracle
+    solved outlined in red, its log10 R in the title."""
+    import matplotlib.pyplot as plt
+
+    rows = (("real", "real_mask", "real_label"), ("recon", "recon_mask", "recon_label"),
+            ("prior", "prior_mask", "prior_label"))  # fmt: skip
+    n = len(items["real"])
+    fig, ax = plt.subplots(3, n, figsize=(1.6 * n, 5.2))
+    for i, (im, mk, lb) in enumerate(rows):
+        for j in range(n):
+            a = ax[i, j]
+            a.imshow(items[im][j], cmap="gray", vmin=0, vmax=255)
+            a.contour(items[mk][j], levels=[0.5], colors="r", linewidths=0.6)
+            a.set_title(f"{im} {float(items[lb][j]):.2f}", fontsize=7)
+            a.axis("off")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -643,10 +727,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     help="read-only generator caches to load a matching checkpoint from")
     ap.add_argument("--stage", choices=("fit", "all"), default="all")
     ap.add_argument("--k", type=int, default=60, help="items added per arm (fewer if fewer valid)")
-    ap.add_argument("--n-prior", type=int, default=600, help="prior / perturbed codes drawn")
+    ap.add_argument("--n-prior", type=int, default=600,
+                    help="prior / perturbed codes drawn per chunk (chunks until k are valid)")
+    ap.add_argument("--max-draws", type=int, default=6000, help="most codes drawn per kind")
     ap.add_argument("--h1-sigma", type=float, default=0.1,
                     help="H1 latent perturbation, x the real start codes' SD per coordinate")
     ap.add_argument("--steps", type=int, default=400, help="steps of every arm after round 0")
+    ap.add_argument("--reps", type=int, default=2,
+                    help="training replicates per arm and seed (their RMSE is averaged)")
     ap.add_argument("--arms", nargs="+", default=list(ARMS), choices=ARMS)
     ap.add_argument("--json", type=Path, default=None, help="summary JSON (default OUT/diagnose.json)")
     ap.add_argument("--img", type=Path, default=None,
@@ -658,7 +746,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         work = args.out / "work" / f"s{seed}"
         if (work / "measures.json").is_file() and args.stage == "all":
             m = json.loads((work / "measures.json").read_text())
-            if all(a in m["arms"] for a in args.arms):
+            if all(len(m["arms"].get(a, {}).get("rmse_reps", [])) == args.reps
+                   for a in args.arms):  # fmt: skip
                 say(f"seed {seed}: cached")
                 results.append(m)
                 continue
