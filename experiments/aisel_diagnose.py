@@ -556,6 +556,22 @@ def run_seed(s: Setup, gen: Any, work: Path, args: argparse.Namespace) -> dict[s
     base = train_arm(s, start_set, None, None, 0, base_dir)  # = the grid's round 0
     base_state = load_model(base_dir, s).state_dict()
     say(f"seed {s.seed}: round-0 model on the 50 real: test RMSE {base['rmse']:.3f}")
+    # H1 from the regressor's side: how far the oracle's labels of each kind lie from what the
+    # round-0 model (50 real phantoms) reads in the images (its test RMSE is the yardstick)
+    from activesynth.train import predict
+
+    base_model = load_model(base_dir, s)
+    resid = {"test": (s.test.images, s.test.labels), "rest": (pool.images[rest], lab[rest]),
+             "recon": (recon.images[rv], recon.labels[rv]),
+             "recon_vs_original": (recon.images[rv], lab[recon.source[rv]]),
+             "perturb": (pert.images[qv], pert.labels[qv]),
+             "prior": (prior.images[pv], prior.labels[pv])}  # fmt: skip
+    m["h1"]["round0_residual"] = {}
+    for name, (imgs, y) in resid.items():
+        p_ = predict(base_model, synthetic_set(pool, imgs, y, name), "reg")["pred"]
+        e = p_ - np.asarray(y, np.float32)
+        m["h1"]["round0_residual"][name] = {"rmse": float(np.sqrt(np.mean(e**2))),
+                                            "bias": float(e.mean())}  # fmt: skip
     arng = np.random.default_rng([s.seed, 93])
     pick_r = np.sort(arng.choice(len(rv), size=k_f, replace=False))
     ri = rv[pick_r]  # recon items of the factorial; their sources are real pool phantoms
@@ -665,7 +681,80 @@ def report(results: list[dict[str, Any]], out: Path, img: Path | None) -> dict[s
         items = out / "work" / f"s{results[0]['seed']}" / "figure_items.npz"
         if items.is_file():
             items_figure(np.load(items), img.with_name(img.name + "_items.png"))
+    md = markdown(results, table)
+    (out / "diagnose.md").write_text(md)
+    print(md, flush=True)
     return {"arms": table}
+
+
+def markdown(results: list[dict[str, Any]], table: dict[str, Any]) -> str:
+    """The two tables of docs/results.md: arms (mean [95 % t CI] over seeds) and, per kind of
+    item, the H1 / H2 / H4 measures (mean over seeds, [min, max] of the seeds)."""
+
+    def ci(t: tuple[float, float, float], sign: bool = False) -> str:
+        f = "{:+.3f}" if sign else "{:.3f}"
+        m, lo, hi = t
+        return f.format(m) + (f" [{f.format(lo)}, {f.format(hi)}]" if np.isfinite(lo) else "")
+
+    def k_of(a: str, r: dict[str, Any]) -> int:
+        if a in ("round-0", "real-only-50"):
+            return 0
+        fact = a in ("real+real", "real+recon-label", "recon+orig-label", "recon+recon-label")
+        return int(r["k_factorial"] if fact else r["k"])
+
+    lines = [f"| arm | items added per seed | test RMSE, mean [95 % t CI] over {len(results)} "
+             "seeds | minus real-only-50 (paired) | per seed |", "|---|---|---|---|---|"]  # fmt: skip
+    for a, t in table.items():
+        ks = "/".join(str(k_of(a, r)) for r in results)
+        per = ", ".join(f"{x:.3f}" for x in t["rmse"])
+        lines.append(f"| {a} | {ks} | {ci(t['ci'])} | {ci(t['diff_ci'], True)} | {per} |")
+
+    def agg(get: Any, fmt: str = "{:.2f}") -> str:
+        v = []
+        for r in results:
+            try:
+                x = float(get(r))
+            except (KeyError, TypeError):
+                continue
+            if np.isfinite(x):
+                v.append(x)
+        if not v:
+            return "-"
+        return fmt.format(np.mean(v)) + f" [{fmt.format(min(v))}, {fmt.format(max(v))}]"
+
+    def sev(r: dict[str, Any], kind: str) -> float:
+        c = np.asarray(r["h4"][kind]["severity"], float)
+        return 100 * c[2] / c.sum() if c.sum() else math.nan
+
+    kinds = ("real", "recon", "perturb", "prior")
+    h4 = {"real": "pool", "recon": "recon", "perturb": "perturb", "prior": "prior"}
+    rows = [
+        ("valid lumens (share of decoded)", lambda r, k: 1.0 if k == "real" else
+         r["valid"][k] / (r["n_rest"] if k == "recon" else r["valid"][f"n_{k}_drawn"])),
+        ("label log10 R, mean", lambda r, k: r["h4"][h4[k]]["label"]["mean"]),
+        ("severe share, %", lambda r, k: sev(r, h4[k])),
+        ("H1 abs(label - label of nearest real start code)", lambda r, k: r["h1"][k]["nn_real_label_mad"]),
+        ("H1 abs(label change), code + 0.1 SD noise", lambda r, k: math.nan if k == "real"
+         else r["h1"][k]["perturb_label_mad"]),
+        ("H1 Dice(solved mask, visible lumen), contrast 10", lambda r, k: r["h1"][k]["visible_dice_10"]["mean"]),
+        ("H1 Dice(solved mask, visible lumen), contrast 20", lambda r, k: r["h1"][k]["visible_dice_20"]["mean"]),
+        ("H1 abs(label of visible lumen - label), contrast 10", lambda r, k: r["h1"][k]["visible_dlabel_10"]),
+        ("H1 abs(recon label - original label)", lambda r, k: r["h1"]["recon_label_mae"] if k == "recon" else math.nan),
+        ("H1 round-0 model: RMSE against this kind's labels", lambda r, k:
+         r["h1"]["round0_residual"]["rest" if k == "real" else k]["rmse"]),
+        ("H1 round-0 model: mean(prediction - label)", lambda r, k:
+         r["h1"]["round0_residual"]["rest" if k == "real" else k]["bias"]),
+        ("H2 realism AUC (real vs this kind, 5-fold)", lambda r, k: math.nan if k == "real" else r["h2"]["realism_auc"][k]),
+        ("H2 intensity SD, median", lambda r, k: r["h2"][k]["sd"]["median"]),
+        ("H2 sharpness (mean squared Laplacian), median", lambda r, k: r["h2"][k]["sharpness"]["median"]),
+    ]  # fmt: skip
+    lines += ["", "| measure (mean [min, max] over seeds) | " + " | ".join(kinds) + " |",
+              "|---|" + "---|" * len(kinds)]  # fmt: skip
+    for name, get in rows:
+        fmt = "{:.0f}" if "sharpness" in name or "%" in name else "{:.2f}"
+        lines.append(f"| {name} | " + " | ".join(
+            agg(lambda r, g=get, k=k: g(r, k), fmt) for k in kinds) + " |")  # fmt: skip
+    return "\n".join(lines) + "\n"
 
 
 def labels_figure(results: list[dict[str, Any]], path: Path) -> None:
