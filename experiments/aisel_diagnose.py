@@ -401,6 +401,16 @@ def t_interval(v: list[float] | np.ndarray, level: float = 0.95) -> tuple[float,
     return m, m - h, m + h
 
 
+def paired_p(d: list[float]) -> float:
+    """Two-sided one-sample t-test p of per-seed differences against 0 (NaN below 2 seeds)."""
+    from scipy import stats
+
+    d_ = np.asarray([x for x in d if np.isfinite(x)], np.float64)
+    if len(d_) < 2 or not d_.std():
+        return math.nan
+    return float(stats.ttest_1samp(d_, 0.0).pvalue)
+
+
 def summary(v: np.ndarray) -> dict[str, float]:
     v = np.asarray(v, np.float64)
     v = v[np.isfinite(v)]
@@ -697,7 +707,8 @@ def report(results: list[dict[str, Any]], out: Path, img: Path | None) -> dict[s
     for a, b, what in CONTRASTS:
         if all(x in r["arms"] for r in results for x in (a, b)):
             d = [r["arms"][a]["rmse"] - r["arms"][b]["rmse"] for r in results]
-            contrasts[f"{a} - {b}"] = {"what": what, "diff": d, "ci": t_interval(d)}
+            contrasts[f"{a} - {b}"] = {"what": what, "diff": d, "ci": t_interval(d),
+                                       "p": paired_p(d)}  # fmt: skip
     md = markdown(results, table, contrasts)
     (out / "diagnose.md").write_text(md)
     print(md, flush=True)
@@ -742,10 +753,10 @@ def markdown(results: list[dict[str, Any]], table: dict[str, Any],
 
     if contrasts:
         lines += ["", "| paired contrast (RMSE difference) | what it isolates | mean [95 % t CI] "
-                  "| per seed |", "|---|---|---|---|"]  # fmt: skip
+                  "| paired t p | per seed |", "|---|---|---|---|---|"]  # fmt: skip
         for name, c in contrasts.items():
             per = ", ".join(f"{x:+.3f}" for x in c["diff"])
-            lines.append(f"| {name} | {c['what']} | {ci(c['ci'], True)} | {per} |")
+            lines.append(f"| {name} | {c['what']} | {ci(c['ci'], True)} | {c['p']:.3f} | {per} |")
 
     def agg(get: Any, fmt: str = "{:.2f}") -> str:
         v = []

@@ -150,3 +150,17 @@ def test_synthetic_set_is_never_a_real_patient(diag):
     s = diag.synthetic_set(like, like.images, np.arange(4), "prior")
     assert all(g.startswith("syn:") for g in s.groups) and s.labels.dtype == np.float32
     assert not set(s.ids) & set(like.ids)
+
+
+def test_paired_p_and_rounded(diag):
+    assert diag.paired_p([0.1, 0.12, 0.09, 0.11]) < 0.001
+    assert diag.paired_p([0.1, -0.1, 0.05, -0.05]) > 0.5
+    assert math.isnan(diag.paired_p([0.1]))
+    doc = diag.rounded({"a": [1.234567, float("nan")], "b": {"c": 2.0000004}, "d": "x"}, 3)
+    assert doc["a"][0] == 1.235 and math.isnan(doc["a"][1]) and doc["b"]["c"] == 2.0
+    assert doc["d"] == "x"
+
+
+def test_contrasts_name_known_arms(diag):
+    for a, b, what in diag.CONTRASTS:
+        assert a in diag.ARMS and b in diag.ARMS and what
