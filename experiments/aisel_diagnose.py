@@ -495,11 +495,13 @@ def run_seed(s: Setup, gen: Any, work: Path, args: argparse.Namespace) -> dict[s
     prior, n_prior = until_k(draw_prior)
     pert, n_pert = until_k(draw_perturb)
     rv, pv, qv = (np.flatnonzero(x.valid) for x in (recon, prior, pert))
-    k = int(min(k_max, len(pv), len(qv)))  # prior-type arms (and real+random)
-    k_f = int(min(k, len(rv)))  # the image x label factorial on reconstructions
+    k = k_max  # real+random
+    k_p, k_q = int(min(k_max, len(pv))), int(min(k_max, len(qv)))  # prior-type, perturb arms
+    k_f = int(min(k_max, len(rv)))  # the image x label factorial on reconstructions
     say(f"seed {s.seed}: valid recon {len(rv)}/{len(rest)}, prior {len(pv)}/{n_prior}, "
-        f"perturb {len(qv)}/{n_pert}; k = {k}, factorial k = {k_f}")  # fmt: skip
-    m: dict[str, Any] = {"seed": s.seed, "k": k, "k_factorial": k_f, "n_rest": len(rest),
+        f"perturb {len(qv)}/{n_pert}; k = {k}, prior {k_p}, perturb {k_q}, factorial {k_f}")  # fmt: skip
+    m: dict[str, Any] = {"seed": s.seed, "k": k, "k_prior": k_p, "k_perturb": k_q,
+                         "k_factorial": k_f, "n_rest": len(rest),
                          "valid": {"recon": len(rv), "prior": len(pv), "perturb": len(qv),
                                    "n_prior_drawn": n_prior, "n_perturb_drawn": n_pert}}  # fmt: skip
     sev_real = severity_of(lab, oracle)
@@ -514,6 +516,9 @@ def run_seed(s: Setup, gen: Any, work: Path, args: argparse.Namespace) -> dict[s
                                               for i in rv]))  # fmt: skip
     hrng = np.random.default_rng([s.seed, 92])
     for name, it, idx in (("prior", prior, pv), ("recon", recon, rv), ("perturb", pert, qv)):
+        if len(idx) == 0:  # e.g. the flow's prior decodes no valid lumen
+            h1[name] = {"n": 0}
+            continue
         pl = perturbed_labels(gen, it.z[idx], scale, args.h1_sigma, oracle, validity, hrng)
         nn_ = nearest_labels(it.z[idx], z_real[s.start], lab[s.start])
         vis = visible_measures(it.images[idx], it.masks[idx], it.labels[idx], oracle)
@@ -546,12 +551,17 @@ def run_seed(s: Setup, gen: Any, work: Path, args: argparse.Namespace) -> dict[s
     h2: dict[str, Any] = {}
     for name, imgs in (("real", real_imgs), ("recon", recon.images[rv]),
                        ("prior", prior.images[pv]), ("perturb", pert.images[qv])):  # fmt: skip
+        if len(imgs) == 0:
+            continue
         st = image_stats(imgs)
         h2[name] = {"mean": summary(st[:, 0]), "sd": summary(st[:, 1]),
                     "sharpness": summary(st[:, 2])}  # fmt: skip
-    auc_p, p_real_prior = realism_auc(real_imgs, prior.images[pv], s.seed)
-    auc_r, _ = realism_auc(real_imgs, recon.images[rv], s.seed)
-    auc_q, _ = realism_auc(real_imgs, pert.images[qv], s.seed)
+    def auc(imgs: np.ndarray) -> tuple[float, np.ndarray]:
+        return realism_auc(real_imgs, imgs, s.seed) if len(imgs) >= 2 else (math.nan, np.zeros(0))
+
+    auc_p, p_real_prior = auc(prior.images[pv])
+    auc_r, _ = auc(recon.images[rv])
+    auc_q, _ = auc(pert.images[qv])
     h2["realism_auc"] = {"prior": auc_p, "recon": auc_r, "perturb": auc_q}
     m["h2"] = h2
 
@@ -590,6 +600,8 @@ def run_seed(s: Setup, gen: Any, work: Path, args: argparse.Namespace) -> dict[s
              "prior": (prior.images[pv], prior.labels[pv])}  # fmt: skip
     m["h1"]["round0_residual"] = {}
     for name, (imgs, y) in resid.items():
+        if len(y) == 0:
+            continue
         p_ = predict(base_model, synthetic_set(pool, imgs, y, name), "reg")["pred"]
         e = p_ - np.asarray(y, np.float32)
         m["h1"]["round0_residual"][name] = {"rmse": float(np.sqrt(np.mean(e**2))),
@@ -599,10 +611,12 @@ def run_seed(s: Setup, gen: Any, work: Path, args: argparse.Namespace) -> dict[s
     ri = rv[pick_r]  # recon items of the factorial; their sources are real pool phantoms
     src = recon.source[ri]
     rand_real = np.sort(arng.choice(rest, size=k, replace=False))
-    pick_p = np.sort(arng.choice(pv, size=k, replace=False))
-    pick_q = np.sort(arng.choice(qv, size=k, replace=False))
-    sev_pick = pv[pick_matching(prior.severity[pv], sev_real[s.start], k, arng)]
-    real_pick = pv[np.sort(np.argsort(-p_real_prior, kind="stable")[:k])]
+    pick_p = np.sort(arng.choice(pv, size=k_p, replace=False))
+    pick_q = np.sort(arng.choice(qv, size=k_q, replace=False))
+    sev_pick = pv[pick_matching(prior.severity[pv], sev_real[s.start], k_p, arng)]
+    real_pick = pv[np.sort(np.argsort(-p_real_prior, kind="stable")[:k_p])]
+    n_items = {"real-only-50": 1, "real+random": k, "prior": k_p, "perturb": k_q,
+               "prior-sevmatch": k_p, "prior-realism": k_p}  # fmt: skip
 
     def extra(arm: str) -> Any:
         if arm == "real-only-50":
@@ -635,6 +649,9 @@ def run_seed(s: Setup, gen: Any, work: Path, args: argparse.Namespace) -> dict[s
     }  # fmt: skip
     arms: dict[str, Any] = {"round-0": {k_: base[k_] for k_ in ("rmse", "mae", "n_train")}}
     for arm in args.arms:
+        if n_items.get(arm, k_f) == 0:
+            say(f"seed {s.seed}: {arm}: no valid item of this kind; arm skipped")
+            continue
         e = extra(arm)
         train = start_set if e is None else concat([start_set, e], name=pool.name)
         reps = []
@@ -663,7 +680,13 @@ def run_seed(s: Setup, gen: Any, work: Path, args: argparse.Namespace) -> dict[s
     return m
 
 
-def report(results: list[dict[str, Any]], out: Path, img: Path | None) -> dict[str, Any]:
+def work_dir(out: Path, arm: str, seed: int) -> Path:
+    """``OUT/work/s<seed>`` for the GIN arm, ``OUT/work/<arm>/s<seed>`` for another grid arm."""
+    return out / "work" / (f"s{seed}" if arm == ARM else f"{arm}/s{seed}")
+
+
+def report(results: list[dict[str, Any]], out: Path, img: Path | None, arm: str = ARM
+           ) -> dict[str, Any]:  # fmt: skip
     """Across seeds: per arm mean [95 % t CI] of test RMSE and of the paired difference to
     ``real-only-50``; the H1/H2/H4 figures averaged over seeds; a PNG of the arms."""
     arms = [a for a in ("round-0", *ARMS) if all(a in r["arms"] for r in results)]
@@ -700,7 +723,7 @@ def report(results: list[dict[str, Any]], out: Path, img: Path | None) -> dict[s
         fig.savefig(img.with_name(img.name + "_arms.png"), dpi=110)
         plt.close(fig)
         labels_figure(results, img.with_name(img.name + "_labels.png"))
-        items = out / "work" / f"s{results[0]['seed']}" / "figure_items.npz"
+        items = work_dir(out, arm, results[0]["seed"]) / "figure_items.npz"
         if items.is_file():
             items_figure(np.load(items), img.with_name(img.name + "_items.png"))
     contrasts = {}
@@ -710,7 +733,7 @@ def report(results: list[dict[str, Any]], out: Path, img: Path | None) -> dict[s
             contrasts[f"{a} - {b}"] = {"what": what, "diff": d, "ci": t_interval(d),
                                        "p": paired_p(d)}  # fmt: skip
     md = markdown(results, table, contrasts)
-    (out / "diagnose.md").write_text(md)
+    (out / ("diagnose" + ("" if arm == ARM else "_" + arm) + ".md")).write_text(md)
     print(md, flush=True)
     return {"arms": table, "contrasts": contrasts}
 
@@ -741,8 +764,11 @@ def markdown(results: list[dict[str, Any]], table: dict[str, Any],
     def k_of(a: str, r: dict[str, Any]) -> int:
         if a in ("round-0", "real-only-50"):
             return 0
-        fact = a in ("real+real", "real+recon-label", "recon+orig-label", "recon+recon-label")
-        return int(r["k_factorial"] if fact else r["k"])
+        if a in ("real+real", "real+recon-label", "recon+orig-label", "recon+recon-label"):
+            return int(r["k_factorial"])
+        if a.startswith("prior") or a == "perturb":
+            return int(r.get("k_" + a.split("-")[0], r["k"]))
+        return int(r["k"])
 
     lines = [f"| arm | items added per seed | test RMSE, mean [95 % t CI] over {len(results)} "
              "seeds | minus real-only-50 (paired) | per seed |", "|---|---|---|---|---|"]  # fmt: skip
@@ -815,9 +841,11 @@ def labels_figure(results: list[dict[str, Any]], path: Path) -> None:
         return np.concatenate([np.asarray(r["labels"][key], float) for r in results])
 
     fig, ax = plt.subplots(1, 2, figsize=(10, 3.8))
-    bins = np.linspace(min(cat(k).min() for k in ("pool", "prior", "recon")),
-                       max(cat(k).max() for k in ("pool", "prior", "recon")), 30)  # fmt: skip
+    have = [cat(k) for k in ("pool", "prior", "recon") if len(cat(k))]
+    bins = np.linspace(min(v.min() for v in have), max(v.max() for v in have), 30)
     for k, c in (("pool", "C0"), ("test", "C2"), ("prior", "C3"), ("recon", "C1")):
+        if not len(cat(k)):
+            continue
         ax[0].hist(cat(k), bins, density=True, histtype="step", lw=1.6, color=c, label=k)
     ax[0].set_xlabel("oracle label log10 R")
     ax[0].set_ylabel("density")
@@ -842,8 +870,11 @@ def items_figure(items: Any, path: Path) -> None:
 
     rows = (("real", "real_mask", "real_label"), ("recon", "recon_mask", "recon_label"),
             ("prior", "prior_mask", "prior_label"))  # fmt: skip
+    rows = tuple(r for r in rows if len(items[r[0]]) == len(items["real"]))
     n = len(items["real"])
-    fig, ax = plt.subplots(3, n, figsize=(1.6 * n, 5.2))
+    if n == 0:
+        return
+    fig, ax = plt.subplots(len(rows), n, figsize=(1.6 * n, 1.75 * len(rows)), squeeze=False)
     for i, (im, mk, lb) in enumerate(rows):
         for j in range(n):
             a = ax[i, j]
@@ -875,6 +906,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--reuse-cache", type=Path, nargs="*", default=[],
                     help="read-only generator caches to load a matching checkpoint from")
     ap.add_argument("--stage", choices=("fit", "all"), default="all")
+    ap.add_argument("--arm", default=ARM,
+                    help="grid arm whose latent generator is diagnosed (gin-passive, flow-med, "
+                         "vae-med); its data, start and regressor are every arm's")
     ap.add_argument("--k", type=int, default=60, help="items added per arm (fewer if fewer valid)")
     ap.add_argument("--n-prior", type=int, default=600,
                     help="prior / perturbed codes drawn per chunk (chunks until k are valid)")
@@ -892,7 +926,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     cache = args.cache or args.out / "cache"
     results = []
     for seed in args.seeds:
-        work = args.out / "work" / f"s{seed}"
+        work = work_dir(args.out, args.arm, seed)
         if (work / "measures.json").is_file() and args.stage == "all":
             m = json.loads((work / "measures.json").read_text())
             if all(len(m["arms"].get(a, {}).get("rmse_reps", [])) == args.reps
@@ -900,7 +934,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 say(f"seed {seed}: cached")
                 results.append(m)
                 continue
-        s = grid_setup(seed)
+        s = grid_setup(seed, arm=args.arm)
         say(f"seed {seed}: pool {len(s.pool)}, start {len(s.start)}, test {len(s.test)}, "
             f"val {len(s.val)}")  # fmt: skip
         gen = grid_generator(s, cache, args.reuse_cache)
@@ -913,10 +947,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     from activesynth.metrics import to_jsonable
     from activesynth.utils import atomic_write_json
 
-    summ = report(results, args.out, args.img or args.out / "aisel_diagnose")
+    prefix = "aisel_diagnose" + ("" if args.arm == ARM else "_" + args.arm)
+    summ = report(results, args.out, args.img or args.out / prefix, args.arm)
     doc = rounded(to_jsonable({"command": " ".join(sys.argv), "args": vars(args),
                                "seeds": results, "summary": summ}))  # fmt: skip
-    atomic_write_json(args.json or args.out / "diagnose.json", doc)
+    suffix = "" if args.arm == ARM else "_" + args.arm
+    atomic_write_json(args.json or args.out / f"diagnose{suffix}.json", doc)
     return doc
 
 
