@@ -38,6 +38,10 @@ H1 is also read from the regressor's side: the round-0 model's RMSE and mean res
 each kind's oracle labels (how far the labels lie from what a model trained on 50 real phantoms
 reads in the images; its RMSE on the real test phantoms is the yardstick).
 
+``--arm flow-med`` (or ``vae-med``) diagnoses that grid arm's latent generator instead of GIN
+(same data, start and regressor; work under ``OUT/work/<arm>/``, outputs suffixed ``_<arm>``);
+kinds that decode no valid lumen (the flow's prior) skip their arms.
+
 The unit of replication is the seed (data split, real start, GIN); within a seed each arm is
 trained ``--reps`` times (training seeds of rounds 1, 2, ...: batch order, augmentation, dropout)
 and its RMSE averaged, because one training is noisy (0.03-0.07 RMSE between replicates). Every

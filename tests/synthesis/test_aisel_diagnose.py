@@ -164,3 +164,8 @@ def test_paired_p_and_rounded(diag):
 def test_contrasts_name_known_arms(diag):
     for a, b, what in diag.CONTRASTS:
         assert a in diag.ARMS and b in diag.ARMS and what
+
+
+def test_work_dir_keeps_gin_paths(diag, tmp_path):
+    assert diag.work_dir(tmp_path, diag.ARM, 3) == tmp_path / "work" / "s3"
+    assert diag.work_dir(tmp_path, "flow-med", 3) == tmp_path / "work" / "flow-med" / "s3"
