@@ -857,8 +857,9 @@ def labels_figure(results: list[dict[str, Any]], path: Path) -> None:
     ax[0].set_title("label distributions (valid items, all seeds)")
     o, r = cat("recon_original"), cat("recon")
     ax[1].scatter(o, r, s=8, alpha=0.6)
-    lim = [min(o.min(), r.min()), max(o.max(), r.max())]
-    ax[1].plot(lim, lim, "k--", lw=0.8)
+    if len(o):  # a generator may reconstruct no valid lumen at all
+        lim = [min(o.min(), r.min()), max(o.max(), r.max())]
+        ax[1].plot(lim, lim, "k--", lw=0.8)
     ax[1].set_xlabel("label of the real phantom")
     ax[1].set_ylabel("oracle label of its GIN reconstruction")
     ax[1].set_title("encode -> decode: does the label survive?")

@@ -169,3 +169,10 @@ def test_contrasts_name_known_arms(diag):
 def test_work_dir_keeps_gin_paths(diag, tmp_path):
     assert diag.work_dir(tmp_path, diag.ARM, 3) == tmp_path / "work" / "s3"
     assert diag.work_dir(tmp_path, "flow-med", 3) == tmp_path / "work" / "flow-med" / "s3"
+
+
+def test_labels_figure_without_valid_reconstructions(diag, tmp_path):
+    r = {"labels": {"pool": [-2.0, -1.0], "test": [-1.5], "prior": [], "recon": [],
+                    "recon_original": []}}  # fmt: skip
+    diag.labels_figure([r], tmp_path / "labels.png")
+    assert (tmp_path / "labels.png").stat().st_size > 0
