@@ -719,6 +719,23 @@ def create_app(settings: Settings) -> FastAPI:
             )
         return strategy
 
+    def leasing(work: Callable[[Any], Any]) -> Any:
+        """``work(session)`` in a write transaction that hands out leases one at a time.
+
+        On PostgreSQL an advisory lock serialises lease hand-outs across every server on the
+        database (SQLite serialises writers already). A unique-key clash (someone leased the same
+        image at the same moment) runs ``work`` again, up to 5 times, then a 503.
+        """
+        for _attempt in range(5):
+            try:
+                with svc.sessions.begin() as s:
+                    if s.get_bind().dialect.name == "postgresql":
+                        s.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": LEASE_LOCK})
+                    return work(s)
+            except IntegrityError:
+                continue
+        raise RequestError(503, "too many annotators asked at once; retry.")
+
     def take_next(
         strategy: str,
         who: auth_.Caller,
@@ -730,60 +747,52 @@ def create_app(settings: Settings) -> FastAPI:
         check_strategy(strategy)
         order, scores, how, _ss = ranking(strategy)
         me = holder(who, client_id)
-        for _attempt in range(5):
-            try:
-                with svc.sessions.begin() as s:
-                    if s.get_bind().dialect.name == "postgresql":
-                        # hand out images one request at a time, across every server on this
-                        # database (SQLite serialises writers already: the DELETE comes first)
-                        s.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": LEASE_LOCK})
-                    now = utcnow()
-                    s.execute(delete(LeaseRow).where(LeaseRow.expires_at <= now))
-                    released: set[str] = set()
-                    if release_previous and me != "anonymous":
-                        released = set(
-                            s.scalars(select(LeaseRow.image_id).where(LeaseRow.holder == me))
-                        )
-                        s.execute(delete(LeaseRow).where(LeaseRow.holder == me))
-                    # "Next Sample" means another image: the one just given back comes last
-                    pick = queue.first_free(s, order, svc.done, avoid=released)
-                    if pick is None:
-                        return None
-                    lease = LeaseRow(
-                        image_id=pick,
-                        holder=me,
-                        client_id=client_id_of(client_id),
-                        strategy=strategy,
-                        created_at=now,
-                        expires_at=expiry(settings.lease_seconds),
-                    )
-                    s.add(lease)
-                    s.flush()
-                    img = s.get(ImageRow, pick)
-                    assert img is not None
-                    audit(
-                        s,
-                        who.user,
-                        "lease",
-                        image_id=pick,
-                        client_id=lease.client_id,
-                        client=_client(request),
-                        strategy=strategy,
-                        holder=me,
-                        score=scores.get(pick),
-                        # the audit log alone replays who held what when (bench/load_service.py)
-                        expires_at=lease.expires_at.isoformat(),
-                        released=sorted(released),
-                    )
-                    return {
-                        "image": img,
-                        "lease": {"holder": me, "expires_at": iso(lease.expires_at)},
-                        "score": scores.get(pick),
-                        "ranked_by": how,
-                    }
-            except IntegrityError:  # someone leased the same image at the same moment: next one
-                continue
-        raise RequestError(503, "too many annotators asked at once; retry.")
+
+        def work(s: Any) -> dict[str, Any] | None:
+            now = utcnow()
+            s.execute(delete(LeaseRow).where(LeaseRow.expires_at <= now))
+            released: set[str] = set()
+            if release_previous and me != "anonymous":
+                released = set(s.scalars(select(LeaseRow.image_id).where(LeaseRow.holder == me)))
+                s.execute(delete(LeaseRow).where(LeaseRow.holder == me))
+            # "Next Sample" means another image: the one just given back comes last
+            pick = queue.first_free(s, order, svc.done, avoid=released)
+            if pick is None:
+                return None
+            lease = LeaseRow(
+                image_id=pick,
+                holder=me,
+                client_id=client_id_of(client_id),
+                strategy=strategy,
+                created_at=now,
+                expires_at=expiry(settings.lease_seconds),
+            )
+            s.add(lease)
+            s.flush()
+            img = s.get(ImageRow, pick)
+            assert img is not None
+            audit(
+                s,
+                who.user,
+                "lease",
+                image_id=pick,
+                client_id=lease.client_id,
+                client=_client(request),
+                strategy=strategy,
+                holder=me,
+                score=scores.get(pick),
+                # the audit log alone replays who held what when (bench/load_service.py)
+                expires_at=lease.expires_at.isoformat(),
+                released=sorted(released),
+            )
+            return {
+                "image": img,
+                "lease": {"holder": me, "expires_at": iso(lease.expires_at)},
+                "score": scores.get(pick),
+                "ranked_by": how,
+            }
+
+        return leasing(work)
 
     def image_json(img: ImageRow) -> dict[str, Any]:
         return {
@@ -1322,62 +1331,58 @@ def create_app(settings: Settings) -> FastAPI:
         is a new version. The caller's other leases are kept (the UI gives them back itself).
         """
         me = holder(who, client_id)
-        for _attempt in range(5):
-            try:
-                with svc.sessions.begin() as s:
-                    if s.get_bind().dialect.name == "postgresql":
-                        s.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": LEASE_LOCK})
-                    img = svc.store.image(s, image_id)
-                    now = utcnow()
-                    lease = s.get(LeaseRow, image_id)
-                    live = lease is not None and lease.expires_at > now
-                    if lease is not None and live and lease.holder != me:
-                        raise RequestError(
-                            409,
-                            f"image {image_id!r} is leased to {lease.holder!r} until "
-                            f"{lease.expires_at:%Y-%m-%d %H:%M:%S} UTC; take another image.",
-                        )
-                    if lease is None:
-                        lease = LeaseRow(image_id=image_id, created_at=now)
-                        s.add(lease)
-                    elif not live:
-                        lease.created_at = now
-                    lease.holder = me
-                    lease.client_id = client_id_of(client_id)
-                    lease.strategy = "chosen"
-                    lease.expires_at = expiry(settings.lease_seconds)
-                    s.flush()
-                    labelled = (
-                        s.scalar(
-                            select(func.count())
-                            .select_from(LabelRow)
-                            .where(LabelRow.image_id == image_id, LabelRow.tag == FINAL)
-                        )
-                        or 0
-                    ) > 0
-                    audit(
-                        s,
-                        who.user,
-                        "lease",
-                        image_id=image_id,
-                        client_id=lease.client_id,
-                        client=_client(request),
-                        strategy=None,
-                        holder=me,
-                        expires_at=lease.expires_at.isoformat(),
-                        renewed=live,
-                        labelled=labelled,
-                        released=[],
-                    )
-                    return {
-                        "image": image_json(img),
-                        "lease": {"holder": me, "expires_at": iso(lease.expires_at)},
-                        "renewed": live,
-                        "labelled": labelled,
-                    }
-            except IntegrityError:  # someone leased this image at the same moment: look again
-                continue
-        raise RequestError(503, "too many annotators asked at once; retry.")
+
+        def work(s: Any) -> dict[str, Any]:
+            img = svc.store.image(s, image_id)
+            now = utcnow()
+            lease = s.get(LeaseRow, image_id)
+            live = lease is not None and lease.expires_at > now
+            if lease is not None and live and lease.holder != me:
+                raise RequestError(
+                    409,
+                    f"image {image_id!r} is leased to {lease.holder!r} until "
+                    f"{lease.expires_at:%Y-%m-%d %H:%M:%S} UTC; take another image.",
+                )
+            if lease is None:
+                lease = LeaseRow(image_id=image_id, created_at=now)
+                s.add(lease)
+            elif not live:
+                lease.created_at = now
+            lease.holder = me
+            lease.client_id = client_id_of(client_id)
+            lease.strategy = "chosen"
+            lease.expires_at = expiry(settings.lease_seconds)
+            s.flush()
+            labelled = (
+                s.scalar(
+                    select(func.count())
+                    .select_from(LabelRow)
+                    .where(LabelRow.image_id == image_id, LabelRow.tag == FINAL)
+                )
+                or 0
+            ) > 0
+            audit(
+                s,
+                who.user,
+                "lease",
+                image_id=image_id,
+                client_id=lease.client_id,
+                client=_client(request),
+                strategy=None,
+                holder=me,
+                expires_at=lease.expires_at.isoformat(),
+                renewed=live,
+                labelled=labelled,
+                released=[],
+            )
+            return {
+                "image": image_json(img),
+                "lease": {"holder": me, "expires_at": iso(lease.expires_at)},
+                "renewed": live,
+                "labelled": labelled,
+            }
+
+        return leasing(work)
 
     @app.post(f"{API}/leases", tags=["api"])
     def lease_next(
