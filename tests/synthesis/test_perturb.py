@@ -246,3 +246,50 @@ def test_holes_are_kept():
         _, out = P.apply(rec, np.zeros(ring.shape), ring)
         assert (out != ring).any()
         assert not out[hole].any()  # only the outer contour moves
+
+
+def _lung_pair(size: int = 64) -> np.ndarray:
+    """Two tilted, jagged lung-like fields at 64 px (what JSRT's masks look like downsampled)."""
+    yy, xx = np.mgrid[:size, :size].astype(np.float64)
+    m = np.zeros((size, size), bool)
+    for cx, tilt in ((18.0, 0.25), (45.0, -0.25)):
+        u, v = (xx - cx) + tilt * (yy - 32), yy - 33
+        m |= (u / 10.5) ** 2 + (v / 24.0) ** 2 < 1
+    return m.astype(np.uint8)
+
+
+def _no_new_specks_or_holes(src: np.ndarray, out: np.ndarray) -> None:
+    n0 = ndimage.label(src)[1]
+    lab1, n1 = ndimage.label(out)
+    assert n1 == n0, f"{n0} components became {n1}"
+    assert np.bincount(lab1.ravel())[1:].min() >= 5, "a speck of a few pixels was left"
+    holes0 = ndimage.binary_fill_holes(src) & ~(src > 0)
+    for k in range(1, n1 + 1):
+        c = lab1 == k
+        new = ndimage.binary_fill_holes(c) & ~c & ~holes0
+        assert not new.any(), f"component {k} has {int(new.sum())} new hole pixels"
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_displacement_leaves_no_specks_or_holes(seed):
+    # the change is taken against the component's pixels: taking it against the refitted spline
+    # of the unmoved contour left one-pixel holes along the old boundary in half of the lungs
+    m = _lung_pair()
+    rng = np.random.default_rng(seed)
+    for _ in range(8):
+        rec = P.draw_boundary(m, rng)
+        _, out = P.apply(rec, np.zeros(m.shape, np.float32), m)
+        assert (out != m).any()
+        _no_new_specks_or_holes(m, out)
+
+
+def test_real_jsrt_lungs_keep_two_clean_fields(shared_data):
+    from activesynth.data.datasets import load_dataset
+
+    jsrt = load_dataset("jsrt", root=shared_data, size=64)
+    rng = np.random.default_rng(0)
+    for i in rng.choice(len(jsrt.masks), 12, replace=False):
+        m = jsrt.masks[i]
+        for _ in range(5):
+            _, out = P.apply(P.draw_boundary(m, rng), jsrt.images[i], m)
+            _no_new_specks_or_holes(m, out)

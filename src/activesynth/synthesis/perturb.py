@@ -647,12 +647,25 @@ def _apply_boundary(
         moved = p + _outward_normals(p) * disp[:, None]
         before = _spline_polygon(p, rec.smoothing)
         after = _spline_polygon(moved, rec.smoothing)
-        r0, r1, c0, c1 = _box([before, after], m.shape)
-        fb, fa = _fill(before, (r0, r1, c0, c1)), _fill(after, (r0, r1, c0, c1))
+        # the box holds both splines and every pixel of the component: a thin tip that the
+        # smoothed spline cuts short must still be seen when deciding what stays connected
+        r0, r1, c0, c1 = _box([before, after, p], m.shape)
+        rows, cols = np.nonzero(lab == c.index + 1)
+        r0, r1 = min(r0, int(rows.min())), max(r1, int(rows.max()) + 1)
+        c0, c1 = min(c0, int(cols.min())), max(c1, int(cols.max()) + 1)
+        fa = _fill(after, (r0, r1, c0, c1))
         comp = lab[r0:r1, c0:c1] == c.index + 1
-        near = _near_moves(p, moved, disp != 0, (r0, r1, c0, c1), fa ^ fb)
-        added = fa & ~fb & ~out[r0:r1, c0:c1] & near
-        removed = fb & ~fa & comp & near
+        holes = ndimage.binary_fill_holes(comp) & ~comp  # the source's own holes stay holes
+        others = out[r0:r1, c0:c1] & ~comp
+        # never onto, nor 4-adjacent to, another component: two lung fields pushed together stay
+        # two components (the record's component count must replay)
+        keep_off = ndimage.binary_dilation(others)
+        # changes are taken against the component's pixels, not against the refitted spline of
+        # the unmoved contour: pixels between that spline and the pixel boundary belong to
+        # neither, and taking the change against it left one-pixel holes along the old boundary
+        near = _near_moves(p, moved, disp != 0, (r0, r1, c0, c1), fa ^ comp)
+        added = fa & ~comp & ~holes & ~keep_off & near
+        removed = comp & ~fa & near
         # keep the component in one piece: a window end that jumps to 15 px can make the spline
         # loop, leaving a detached island or cutting off a sliver; only the largest piece stays
         piece = (comp | added) & ~removed
@@ -660,6 +673,9 @@ def _apply_boundary(
         if npiece > 1:
             sizes = np.bincount(plab.ravel())[1:]
             piece = plab == int(np.argmax(sizes)) + 1
+        # and without new holes: background enclosed by the moved boundary that the source did
+        # not enclose (a pixel the near-the-path rule left out) is filled
+        piece |= ndimage.binary_fill_holes(piece) & ~piece & ~holes & ~keep_off
         added = piece & ~comp
         removed = comp & ~piece
         region = out[r0:r1, c0:c1]
