@@ -16,10 +16,15 @@ computes, per seed (the unit of replication) and per AISEL arm A:
     different call counts (A found too few valid lumens to spend its budget) gets NaN and is
     named on the line ("unequal calls"), never dropped silently.
 
+For a metric where higher is better (``auc``, ``accuracy``, ``balanced_accuracy``; the severity
+grid, experiments/aisel_phantom_severity.json) the error is ``1 - metric`` and both claims are
+computed on it, so (b) reads "relative error reduction" for every task.
+
 Prints one line per arm: per-seed values, their mean and, with >= 2 seeds, a seeded bootstrap
 95 % interval over seeds (10,000 resamples). Fewer than 5 seeds is not evidence.
 
     PYTHONPATH=src python experiments/aisel_claims.py runs/aisel_phantom [--metric rmse]
+    PYTHONPATH=src python experiments/aisel_claims.py runs/aisel_phantom_severity --metric auc
 """
 
 from __future__ import annotations
@@ -31,6 +36,9 @@ from collections import defaultdict
 import numpy as np
 
 from activesynth.bench.store import collect
+
+#: metrics where higher is better: the claims use the error 1 - metric
+HIGHER_IS_BETTER = ("auc", "accuracy", "balanced_accuracy")
 
 
 def first_reach(x: np.ndarray, y: np.ndarray, level: float) -> float:
@@ -63,8 +71,11 @@ def main(argv: list[str] | None = None) -> dict:
     args = ap.parse_args(argv)
     curves: dict[str, dict[int, tuple[np.ndarray, np.ndarray]]] = defaultdict(dict)
     by: dict[tuple[str, int], list[tuple[float, float]]] = defaultdict(list)
+    flip = args.metric in HIGHER_IS_BETTER
+    err_name = f"(1 - {args.metric})" if flip else args.metric
     for r in collect(args.results):
-        by[(r["strategy"], r["seed"])].append((r["n_labelled"], r[args.metric]))
+        v = r[args.metric]
+        by[(r["strategy"], r["seed"])].append((r["n_labelled"], 1.0 - v if flip else v))
     for (arm, seed), pts in by.items():
         pts.sort()
         curves[arm][seed] = (np.array([p[0] for p in pts], float), np.array([p[1] for p in pts]))
@@ -101,8 +112,8 @@ def main(argv: list[str] | None = None) -> dict:
 
         print(
             f"{arm} ({len(curves[arm])} seeds): (a) calls to match {args.passive}'s final "
-            f"{args.metric}: of all {fmt(a_all)}; of synthetic {fmt(a_syn)} | (b) 1 - "
-            f"{args.metric}/{args.real} at the final budget: {fmt(b, 'unequal calls')}"
+            f"{err_name}: of all {fmt(a_all)}; of synthetic {fmt(a_syn)} | (b) 1 - "
+            f"{err_name}/{args.real}'s at the final budget: {fmt(b, 'unequal calls')}"
             + (f" (NaN = unequal calls: {'; '.join(unequal)})" if unequal else "")
         )
     return out
