@@ -19,12 +19,19 @@ images overall). Each arm trains one task model per seed (``train.fit``) and is 
 dataset's test split (``experiment.evaluate``: AUC, sensitivity, specificity, balanced accuracy).
 
 Run: ``python -m activesynth.synthesis.imbalance experiments/imbalance_jsrt_nodule.json --out DIR``
-(results in ``DIR/imbalance.json``, written atomically after each arm, resumed per arm).
+(results in ``DIR/imbalance.json``, written atomically after each arm, resumed per arm), then
+``... --out DIR --report`` for the summary (:func:`summarise`, :func:`markdown_summary`,
+:func:`plot_summary`): every arm against the reference arm (the first, ``unweighted``) paired
+by seed, the unit of replication (one labelled subset, one test evaluation per seed; test images
+are not replicates): mean delta with a seed-bootstrap 95 % interval, Wilcoxon signed-rank and
+paired t p-values, Holm-corrected across the arms compared with the reference; fewer than 3
+paired seeds prints "no test" rather than a p-value.
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import logging
 from dataclasses import dataclass, field, fields
@@ -306,12 +313,186 @@ def run_imbalance(
     return rows
 
 
+SUMMARY_METRICS = ("auc", "balanced_accuracy", "sensitivity", "specificity")
+MIN_SEEDS_FOR_TEST = 3
+
+
+def summarise(
+    rows: list[dict[str, Any]],
+    reference: str | None = None,
+    metrics: tuple[str, ...] = SUMMARY_METRICS,
+    n_boot: int = 10_000,
+) -> dict[str, Any]:
+    """Per-arm means and seed-paired comparisons with the reference arm.
+
+    Args:
+        rows: ``imbalance.json``'s records (one per arm x seed).
+        reference: arm every other arm is compared with (default: the first arm in ``rows``).
+        metrics: test figures to summarise; the first is the one tested.
+        n_boot: bootstrap resamples of the seed-level interval.
+
+    Returns:
+        ``{"reference", "metric", "arms": {label: {"n", "mean": {m: (mean, sd)}, "delta",
+        "ci", "wilcoxon_p", "t_p", "holm_p", "note", "synthetic"}}}``; the comparison fields
+        are NaN with a note when fewer than 3 seeds pair up.
+    """
+    import math
+
+    from activesynth.bench.stats import (
+        hierarchical_bootstrap,
+        holm,
+        mean_sd,
+        paired_t_test,
+        wilcoxon_test,
+    )
+
+    if not rows:
+        raise DataError("no imbalance results to summarise; run the experiment first.")
+    order = list(dict.fromkeys(r["arm"] for r in rows))
+    ref = reference or order[0]
+    if ref not in order:
+        raise ConfigError(f"reference arm {ref!r} has no results; choose from {', '.join(order)}.")
+    head = metrics[0]
+    by: dict[str, dict[int, dict[str, Any]]] = {a: {} for a in order}
+    for r in rows:
+        by[r["arm"]][int(r["seed"])] = r
+    arms: dict[str, Any] = {}
+    for a in order:
+        recs = [by[a][s] for s in sorted(by[a])]
+        entry: dict[str, Any] = {
+            "n": len(recs),
+            "mean": {m: mean_sd(float(x["test"].get(m, math.nan)) for x in recs)[:2] for m in metrics},
+            "delta": math.nan, "ci": (math.nan, math.nan), "wilcoxon_p": math.nan,
+            "t_p": math.nan, "holm_p": math.nan, "note": "",
+        }  # fmt: skip
+        syn = [x["synthetic"] for x in recs if x.get("synthetic")]
+        if syn:
+            entry["synthetic"] = {
+                "added": int(np.mean([x["added"] for x in syn])),
+                "rejected": int(sum(x["rejected"] for x in syn)),
+                "candidates": int(sum(x["candidates"] for x in syn)),
+            }
+        if a != ref:
+            seeds = sorted(set(by[a]) & set(by[ref]))
+            x = np.array([by[a][s]["test"][head] for s in seeds], np.float64)
+            y = np.array([by[ref][s]["test"][head] for s in seeds], np.float64)
+            ok = np.isfinite(x) & np.isfinite(y)
+            x, y = x[ok], y[ok]
+            entry["pairs"] = len(x)
+            if len(x):
+                entry["delta"] = float(np.mean(x - y))
+                entry["ci"] = hierarchical_bootstrap([np.array([d]) for d in x - y], n_boot=n_boot)
+            if len(x) >= MIN_SEEDS_FOR_TEST:
+                entry["wilcoxon_p"] = wilcoxon_test(x, y)["p"]
+                entry["t_p"] = paired_t_test(x, y)["p"]
+            else:
+                entry["note"] = f"{len(x)} paired seeds: no test"
+        arms[a] = entry
+    others = [a for a in order if a != ref]
+    for a, p in zip(others, holm([arms[a]["t_p"] for a in others]), strict=True):
+        arms[a]["holm_p"] = float(p)
+    return {"reference": ref, "metric": head, "metrics": list(metrics), "arms": arms}
+
+
+def markdown_summary(summary: dict[str, Any]) -> str:
+    """The summary as a Markdown table (means +- SD over seeds; the delta of the tested metric
+    against the reference with its 95 % seed-bootstrap interval and the three p-values)."""
+    import math
+
+    ms, head, ref = summary["metrics"], summary["metric"], summary["reference"]
+
+    def f(v: float, d: int = 3) -> str:
+        return "-" if not math.isfinite(v) else f"{v:.{d}f}"
+
+    cols = [f"{m} (mean ± SD)" for m in ms]
+    out = [
+        f"Unit of replication: the seed (one labelled subset and one test evaluation each); "
+        f"{head} deltas against `{ref}` paired by seed; interval: seed bootstrap 95 %; "
+        f"p: Wilcoxon signed-rank / paired t / Holm-adjusted paired t over "
+        f"{len(summary['arms']) - 1} comparisons.",
+        "",
+        "| arm | seeds | "
+        + " | ".join(cols)
+        + f" | Δ {head} [95 % CI] | Wilcoxon p | t p | Holm p |",
+        "|---|---|" + "---|" * len(cols) + "---|---|---|---|",
+    ]
+    for a, e in summary["arms"].items():
+        cells = [f"{f(e['mean'][m][0])} ± {f(e['mean'][m][1])}" for m in ms]
+        if a == ref:
+            comp = ["(reference)", "", "", ""]
+        else:
+            lo, hi = e["ci"]
+            comp = [
+                f"{e['delta']:+.3f} [{lo:+.3f}, {hi:+.3f}]" if math.isfinite(e["delta"]) else "-",
+                e["note"] or f(e["wilcoxon_p"]),
+                e["note"] or f(e["t_p"]),
+                e["note"] or f(e["holm_p"]),
+            ]
+        out.append(f"| {a} | {e['n']} | " + " | ".join(cells + comp) + " |")
+    return "\n".join(out)
+
+
+def plot_summary(rows: list[dict[str, Any]], summary: dict[str, Any], path: str | Path) -> Path:
+    """Per-seed test figure of each arm (dots, a line per seed) with the mean and the
+    reference's mean as a dashed line; written to ``path`` (PNG)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from activesynth.utils import atomic_write
+
+    head, arms = summary["metric"], list(summary["arms"])
+    fig, ax = plt.subplots(figsize=(1.3 * len(arms) + 2, 3.6))
+    seeds = sorted({int(r["seed"]) for r in rows})
+    for s in seeds:
+        ys = [
+            next((r["test"].get(head) for r in rows if r["arm"] == a and r["seed"] == s), None)
+            for a in arms
+        ]
+        xs = [i for i, y in enumerate(ys) if y is not None]
+        ax.plot(xs, [ys[i] for i in xs], "-o", color="0.7", lw=0.8, ms=4, zorder=1)
+    means = [summary["arms"][a]["mean"][head][0] for a in arms]
+    ax.scatter(range(len(arms)), means, marker="_", s=900, color="C3", zorder=2, label="mean")
+    ax.axhline(summary["arms"][summary["reference"]]["mean"][head][0], ls="--", color="C0", lw=1)
+    ax.set_xticks(range(len(arms)), arms, rotation=20)
+    ax.set_ylabel(f"test {head}")
+    ax.set_title(f"{len(seeds)} seeds (grey: one seed across arms)", fontsize=9)
+    ax.legend(loc="best", fontsize=8)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    path = Path(path)
+    atomic_write(path, lambda fh: fh.write(buf.getvalue()))
+    return path
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("config")
     p.add_argument("--out", required=True)
+    p.add_argument(
+        "--report",
+        action="store_true",
+        help="summarise OUT/imbalance.json (table to stdout and OUT/summary.md, OUT/summary.png) "
+        "without training",
+    )
     args = p.parse_args(argv)
     cfg = ImbalanceConfig.from_dict(json.loads(Path(args.config).read_text()))
+    if args.report:
+        path = Path(args.out) / "imbalance.json"
+        if not path.is_file():
+            raise DataError(f"{path} does not exist; run without --report first.")
+        rows = json.loads(path.read_text())
+        summary = summarise(rows, reference=cfg.arms[0]["label"])
+        from activesynth.utils import atomic_write_text
+
+        text = markdown_summary(summary)
+        atomic_write_text(Path(args.out) / "summary.md", text + "\n")
+        plot_summary(rows, summary, Path(args.out) / "summary.png")
+        print(text)
+        return
     for r in run_imbalance(cfg, args.out):
         print(json.dumps({k: r[k] for k in ("arm", "seed", "test")}))
 
