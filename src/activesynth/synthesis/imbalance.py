@@ -307,9 +307,15 @@ def run_imbalance(
             continue
         data, split = load(cfg, seed, data_root)
         for arm in todo:
-            log.info("imbalance arm %s seed %d", arm["label"], seed)
+            log.info("imbalance arm %s seed %d: training", arm["label"], seed)
             rows.append(to_jsonable(run_arm(cfg, arm, seed, out, data, split)))
             atomic_write_json(path, rows)
+            r = rows[-1]
+            log.info(
+                "imbalance arm %s seed %d: test AUC %.3f, %.0f s (%d of %d arm x seed done)",
+                arm["label"], seed, r["test"].get("auc", float("nan")), r["seconds"],
+                len(rows), cfg.seeds * len(cfg.arms),
+            )  # fmt: skip
     return rows
 
 
@@ -479,6 +485,9 @@ def main(argv: list[str] | None = None) -> None:
         "without training",
     )
     args = p.parse_args(argv)
+    from activesynth.cli import setup_logging
+
+    setup_logging(quiet=False)  # one line per arm x seed, also when stdout is not a terminal
     cfg = ImbalanceConfig.from_dict(json.loads(Path(args.config).read_text()))
     if args.report:
         path = Path(args.out) / "imbalance.json"
