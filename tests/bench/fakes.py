@@ -129,3 +129,13 @@ def add_full_runs(root: Path, grid: Any, seeds: Any = None) -> list[str]:
         ids.append(unit.run_id)
     store.save_manifest()
     return ids
+
+
+def sleeping_run(
+    config: dict[str, Any], out_dir: Path, *, data_root: Any = None, quiet: bool = True
+) -> None:
+    """Writes its pid to ``<store>/PID`` and sleeps (a long run to kill the bench under)."""
+    import time
+
+    (Path(out_dir).parent.parent / "PID").write_text(str(os.getpid()))
+    time.sleep(120)

@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -211,3 +216,52 @@ def test_reuse_links_finished_runs_of_another_grid(
             quiet=True,
             reuse=[tmp_path / "nowhere"],
         )
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_workers_end_with_a_killed_bench(tmp_path: Path, grid_doc: dict) -> None:
+    # a bench killed by a signal used to leave its workers training on as orphans
+    out = tmp_path / "res"
+    out.mkdir()
+    script = tmp_path / "bench.py"
+    script.write_text(
+        "from activesynth.bench.executors import LocalExecutor, run_grid\n"
+        "from activesynth.bench.grid import parse_grid\n"
+        "from activesynth.registry import Registry\n"
+        "from tests.bench.conftest import _fake_strategy\n"
+        "from tests.bench.fakes import sleeping_run\n"
+        "if __name__ == '__main__':  # spawn re-imports this module in the worker\n"
+        "    reg = Registry('strategy')\n"
+        "    for n in ('random', 'good'):\n"
+        "        reg.register(n)(_fake_strategy(n))\n"
+        f"    grid = parse_grid({grid_doc!r}, strategies=reg, check_config=None)\n"
+        f"    run_grid(grid, {str(out)!r}, executor=LocalExecutor(1), run_fn=sleeping_run,\n"
+        "             quiet=True)\n"
+    )
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), str(root / "src")])}
+    proc = subprocess.Popen([sys.executable, str(script)], env=env, cwd=root)
+    try:
+        pid_file = out / "PID"
+        deadline = time.monotonic() + 60
+        while not pid_file.exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert pid_file.exists(), "the worker never started"
+        time.sleep(0.2)
+        worker = int(pid_file.read_text())
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        deadline = time.monotonic() + 20
+        while _alive(worker) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not _alive(worker), "the worker outlived the killed bench"
+    finally:
+        proc.kill()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split(")")[-1].split()[0] != "Z"  # a zombie has ended
+    except FileNotFoundError:
+        return False

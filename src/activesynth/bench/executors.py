@@ -261,11 +261,36 @@ def _reporter(bar: Any, outcomes: list[UnitOutcome], total: int, quiet: bool) ->
     return report
 
 
+def _die_with_parent(parent_pid: int) -> None:
+    """Pool initializer: have the kernel SIGTERM this worker when its parent dies.
+
+    Without it a ``bench`` killed by a signal (``kill``, a session ending) left its workers
+    training on as orphans: the run's lock kept a restarted ``bench`` from running the same
+    unit twice, but the orphan went on spending CPU on a run nobody waits for. Linux only
+    (``prctl(PR_SET_PDEATHSIG)``); elsewhere a no-op. A run killed so resumes from its last
+    finished round like any interrupted run.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import signal
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, int(signal.SIGTERM), 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # pragma: no cover - no prctl in this libc
+        log.debug("prctl(PR_SET_PDEATHSIG) is not available; orphaned workers will run on")
+        return
+    if os.getppid() != parent_pid:  # the parent died before prctl took effect
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
 class LocalExecutor:
     """Units in separate local worker processes (``spawn``), ``workers`` at a time.
 
     Worker slot i is pinned to its own CPUs (``threads`` of them, wrapping round when there are
-    more workers than CPUs), so runs do not fight over cores.
+    more workers than CPUs), so runs do not fight over cores. Workers end with the ``bench``
+    process that started them, also when it is killed (Linux; :func:`_die_with_parent`).
 
     Args:
         workers: parallel processes (default: the CPUs this process may use).
@@ -294,6 +319,8 @@ class LocalExecutor:
             max_workers=self.workers,
             mp_context=mp.get_context("spawn"),
             max_tasks_per_child=1,
+            initializer=_die_with_parent,
+            initargs=(os.getpid(),),
         )
 
     def _settle(
