@@ -2,8 +2,9 @@
 
 Writes ``DIR/report/``:
 
-- ``curves_<dataset>_<schedule>_<metric>.png``: learning curves (mean ± SD band over seeds) per
-  table metric, with the full-data reference (mean of the per-seed ``full`` runs, or the grid's
+- ``curves_<dataset>_<schedule>_<metric>.png``: learning curves per table metric: each run
+  interpolated onto a common fraction grid (the tables' rule), mean and 95 % band over runs
+  (``stats.interpolated_curve``), with the full-data reference (mean of the per-seed ``full`` runs, or the grid's
   external figure, labelled so) as a dashed line;
 - ``tables.md``: per (dataset, schedule) a preamble saying what the tests pair and how many
   seeds and patients there are; the papers' table (metric at given label percentages, mean ±
@@ -193,7 +194,14 @@ def plot_curves(
     strategies: Sequence[str],
     x_axis: str = "labels",
 ) -> Path:
-    """Learning curves (mean ± SD band over seeds) of one group and metric, as a PNG.
+    """Learning curves of one group and metric, as a PNG.
+
+    Per strategy, ``group["interpolated_curves"]`` (:func:`stats.interpolated_curve`): each
+    run's value interpolated, as in the tables, onto one grid of the runs' round fractions and
+    the table's fractions inside the range all its runs cover; the line is the mean over runs,
+    the band the 95 % t-interval of that mean (runs are the unit; no band with one run). The
+    curve stops where the shortest run stops: no run is extrapolated. Markers sit at the grid
+    points.
 
     Args:
         group: one entry of ``summary["groups"]``.
@@ -211,11 +219,18 @@ def plot_curves(
     ax = fig.add_subplot()
     colours = [f"C{i}" for i in range(10)]
     for s in group["strategies"]:
-        c = group["curves"][metric][s]
+        c = group["interpolated_curves"][metric][s]
         calls = x_axis == "oracle_calls"
         x = list(c["n_labelled"]) if calls else [f * 100 for f in c["fraction"]]
         mean = [math.nan if m is None else m for m in c["mean"]]
-        sd = [0.0 if (v is None or not math.isfinite(v)) else v for v in c["sd"]]
+        lo = [
+            m if (v is None or not math.isfinite(v)) else v
+            for m, v in zip(mean, c["lo"], strict=True)
+        ]
+        hi = [
+            m if (v is None or not math.isfinite(v)) else v
+            for m, v in zip(mean, c["hi"], strict=True)
+        ]
         k = strategies.index(s) if s in strategies else 0
         colour = colours[k % len(colours)]
         style = ("-", "--", ":")[(k // len(colours)) % 3]  # more than 10 strategies: new style
@@ -232,8 +247,8 @@ def plot_curves(
         )
         ax.fill_between(
             x,
-            [m - d for m, d in zip(mean, sd, strict=True)],
-            [m + d for m, d in zip(mean, sd, strict=True)],
+            lo,
+            hi,
             color=colour,
             alpha=0.18,
             lw=0,
@@ -257,7 +272,11 @@ def plot_curves(
         stats.metric_label(metric)
         + ("" if stats.higher_is_better(metric) else " (lower is better)")
     )
-    ax.set_title(f"{group['dataset']} · {group['schedule']}: mean ± SD over seeds", fontsize=10)
+    ax.set_title(
+        f"{group['dataset']} · {group['schedule']}: mean and 95% CI over runs "
+        "(each run interpolated)",
+        fontsize=10,
+    )
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="best")
     buf = io.BytesIO()
