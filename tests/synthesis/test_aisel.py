@@ -137,6 +137,27 @@ def test_oracle_counts_caches_and_survives_failures():
     assert oracle.n_solves == 4 and oracle.n_cached == 2
 
 
+def test_a_cached_failure_is_refused_and_counted_each_time_never_retried():
+    asked = []
+
+    def solve(mask, spacing):
+        asked.append(int(mask.sum()))
+        if asked[-1] == int(_disc(3).sum()):
+            raise RuntimeError("solver diverged")
+        return 1.0
+
+    oracle = CachedOracle((0.2, 0.2), solve=solve)
+    first = oracle(np.stack([_disc(3), _disc(3)]))  # twice in one batch
+    again = oracle(_disc(3)[None])  # and in a later request
+    assert not any(a.ok for a in first + again)
+    assert asked == [int(_disc(3).sum())]  # solved once: never retried
+    assert oracle.stats()["solves"] == 1 and oracle.stats()["cached"] == 2
+    # one distinct failed mask (one paid call), three requests refused
+    assert oracle.stats()["failed"] == 1 and oracle.stats()["refused"] == 3
+    ok = oracle(_disc(6)[None])
+    assert ok[0].ok and oracle.stats()["refused"] == 3  # a success is never refused
+
+
 def test_a_hung_oracle_does_not_keep_the_process_from_exiting():
     """The timed-out solve keeps running in its thread; the process must still exit (a
     ThreadPoolExecutor's worker would be joined at exit and hang the run for the solve's time)."""
@@ -278,6 +299,23 @@ def test_a_round_records_failed_solves_and_goes_on(disc_setup):
     assert len(res.failed) == 2 and "mesh failure" in res.failed[0]["error"]
     assert res.candidates is not None and len(res.candidates) == 2
     assert res.oracle["failed"] == 2 and res.oracle["solves"] == 4
+
+
+def test_a_round_that_picks_cached_failures_counts_them_as_refused(disc_setup):
+    gen, real, models = disc_setup
+
+    def broken(mask, spacing):
+        raise ValueError("mesh failure")
+
+    oracle = CachedOracle((0.2, 0.2), solve=broken)
+    cfg = AISELConfig(method="maximin", n_prior=30, n_perturb=0)
+    first = aisel_round(gen, models[:1], real, oracle, 4, rng=np.random.default_rng(0), config=cfg)
+    # the same rng and inputs pick the same codes: every mask is a cached failure
+    again = aisel_round(gen, models[:1], real, oracle, 4, rng=np.random.default_rng(0), config=cfg)
+    assert again.candidates is None and len(again.failed) == len(first.failed) == 4
+    n_distinct = first.oracle["failed"]
+    assert again.oracle["solves"] == n_distinct == again.oracle["failed"]  # never retried
+    assert first.oracle["refused"] == 4 and again.oracle["refused"] == 8  # every pick counted
 
 
 def test_codes_on_a_repelling_point_never_win_and_ties_follow_the_rng():

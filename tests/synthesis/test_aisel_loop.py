@@ -253,21 +253,24 @@ def test_failed_solves_are_recorded_counted_and_the_run_goes_on(tmp_path, monkey
     cfg = cfg_of(synthesis={**AISEL, "timeout_s": 0.25, "calls_per_round": 6})
     hist = run_loop(cfg, tmp_path, quiet=True)
     assert hist.stop_reason == "schedule done"
-    n_failed = 0
+    n_failed = n_refused = 0
     calls = 6
     for r in (1, 2):
         s = hist.records[r]["synthetic"]
         bad = [e for e in s["solved"] if e["error"] is not None]
-        assert s["failed"] == len(bad) == len(s["failures"])
+        assert s["failed"] == len(bad)  # failed solves: distinct masks, each one paid call
+        assert s["refused"] == len(s["failures"]) >= s["failed"]  # cached failures counted too
         assert all(len(f["z"]) == 3 for f in s["failures"])  # kept: later rounds repel them
-        assert s["added"] == s["calls"] + s["cached"] - s["failed"]
+        assert s["added"] == s["calls"] + s["cached"] - s["refused"]
         for e in bad:
             assert fate[e["key"]] in ("raise", "hang")
             assert ("mesh failure" if fate[e["key"]] == "raise" else "timed out") in e["error"]
         assert all(fate[e["key"]] == "ok" for e in s["solved"] if e["error"] is None)
         n_failed += s["failed"]
+        n_refused += s["refused"]
         calls += s["calls"]
         assert hist.records[r]["n_oracle_failed"] == n_failed
+        assert hist.records[r]["n_oracle_refused"] == n_refused
         assert hist.records[r]["n_oracle_calls"] == calls
     assert n_failed > 0 and set(fate.values()) >= {"raise", "ok"}
     assert Pool.load(tmp_path).n_synthetic == calls - 6 - n_failed
