@@ -1556,6 +1556,7 @@ class _Run:
             label_names=d.label_names,
             channel_names=d.channel_names,
             check_finite=False,
+            lr_flip_safe=d.lr_flip_safe,
         )
         cand_pool = Pool.empty(cand_set, self.cfg.task)
         ctx = QueryContext(
