@@ -8,11 +8,9 @@ import time
 import numpy as np
 import pytest
 import torch
-from torch import nn
 
 from activesynth.data.imageset import ImageSet
 from activesynth.errors import ConfigError, DataError
-from activesynth.generative.latent import LatentConfig, LatentGenerator
 from activesynth.synthesis.aisel import (
     AISELConfig,
     CachedOracle,
@@ -23,6 +21,7 @@ from activesynth.synthesis.aisel import (
     predictive_uncertainty,
 )
 from activesynth.synthesis.candidates import LabelCost
+from tests.synthesis.conftest import DiscGenerator
 
 H = 32
 
@@ -187,40 +186,6 @@ def test_default_oracle_is_the_poiseuille_solver():
     assert a.severity in (0, 1, 2) and oracle.n_solves == 1
 
 
-class DiscGenerator(LatentGenerator):
-    """A test double behind the real interface: z = (radius, dy, dx) draws a bright disc."""
-
-    name = "disc"
-    config_cls = LatentConfig
-
-    def _build(self, shape):
-        self.modules = {"id": nn.Linear(1, 1)}
-        self.optimizers = {}
-
-    def _step(self, x, gen):
-        return {}
-
-    def _decode_pairs(self, z):
-        yy, xx = torch.meshgrid(torch.arange(H), torch.arange(H), indexing="ij")
-        r = 4 + 2 * z[:, 0, None, None]
-        d2 = (yy - H / 2 - 3 * z[:, 1, None, None]) ** 2 + (
-            xx - H / 2 - 3 * z[:, 2, None, None]
-        ) ** 2
-        inside = (d2 <= r * r).float()
-        ring = ((d2 <= (r + 3) ** 2).float() - inside).clamp(0, 1)
-        img = inside * 0.8 - ring * 0.6 - 0.2
-        return torch.stack([img, inside * 2 - 1], 1)
-
-    def _encode_pairs(self, x):
-        m = (x[:, 1] > 0).float()
-        area = m.flatten(1).sum(1)
-        yy, xx = torch.meshgrid(torch.arange(H), torch.arange(H), indexing="ij")
-        cy = (m * yy).flatten(1).sum(1) / area.clamp_min(1)
-        cx = (m * xx).flatten(1).sum(1) / area.clamp_min(1)
-        r = torch.sqrt(area / math.pi)
-        return torch.stack([(r - 4) / 2, (cy - H / 2) / 3, (cx - H / 2) / 3], 1)
-
-
 @pytest.fixture
 def disc_setup():
     gen = DiscGenerator(latent_dim=3)
@@ -271,7 +236,7 @@ def test_a_round_labels_valid_lumens_with_provenance(disc_setup, method):
     assert c is not None and len(c) == 5 and c.cost is LabelCost.ORACLE
     assert c.labels.dtype == np.float32 and np.isfinite(c.labels).all()
     p = c.provenance[0]
-    assert p.generator == "disc" and p.checkpoint == gen.checkpoint_hash and p.round == 2
+    assert p.generator == "test-disc" and p.checkpoint == gen.checkpoint_hash and p.round == 2
     assert np.allclose(p.perturbation["z"], res.codes[0])
     assert res.oracle["solves"] <= 5 and not res.failed
     # codes of this round repel the next round's picks
