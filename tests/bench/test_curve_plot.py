@@ -55,6 +55,14 @@ def _plotted(
         got["band"] = (np.asarray(x, float), np.asarray(lo, float), np.asarray(hi, float))
         return band(self, x, lo, hi, *a, **kw)
 
+    ylim = Axes.set_ylim
+
+    def set_ylim(self: Axes, *a: Any, **kw: Any) -> Any:
+        if len(a) == 2:  # ours (matplotlib calls it too, with one tuple)
+            got["ylim"] = a
+        return ylim(self, *a, **kw)
+
+    monkeypatch.setattr(Axes, "set_ylim", set_ylim)
     monkeypatch.setattr(Axes, "plot", plot)
     monkeypatch.setattr(Axes, "fill_between", fill)
     plot_curves(group, "dice_patient_tumour", tmp_path / "c.png", ["a"], x_axis)
@@ -81,6 +89,9 @@ def test_plotted_curve_interpolates_each_run_before_averaging(
     half = sps.t.ppf(0.975, 1) * np.std([a, b], axis=0, ddof=1) / np.sqrt(2)
     assert bx == pytest.approx(x)
     assert lo == pytest.approx(y - half) and hi == pytest.approx(y + half)
+    # with 2 runs the band is wide (t = 12.7): the y-axis spans the runs' values, not the band
+    y0, y1 = got["ylim"]
+    assert y0 <= min(a + b) and y1 >= max(a + b) and y0 > lo.min() and y1 < hi.max()
 
 
 def test_plotted_curve_on_the_physics_call_axis_and_with_one_run(

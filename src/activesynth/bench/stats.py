@@ -295,15 +295,16 @@ def interpolated_curve(
         level: coverage of the band.
 
     Returns:
-        ``{"fraction", "n_labelled", "mean", "sd", "lo", "hi", "n"}`` lists of length G (the
-        grid), ``"range": [first, last]`` (NaN with no common range), ``"stalled"`` (run ids
+        ``{"fraction", "n_labelled", "mean", "sd", "lo", "hi", "n", "min", "max"}`` lists of
+        length G (the grid; ``min`` / ``max``: the lowest and highest run there), ``"range": [first, last]`` (NaN with no common range), ``"stalled"`` (run ids
         left out) and ``"note"`` (why the curve is empty, or "").
     """
     from scipy import stats as sps
 
     span = common_range({"_": {c.run_id: c for c in curves}})
     stalled = [s.split("/", 1)[1] for s in span["stalled"]]
-    out: dict[str, Any] = {k: [] for k in ("fraction", "n_labelled", "mean", "sd", "lo", "hi")}
+    keys = ("fraction", "n_labelled", "mean", "sd", "lo", "hi", "min", "max")
+    out: dict[str, Any] = {k: [] for k in keys}
     out.update(n=[], range=[span["lo"], span["hi"]], stalled=stalled, note=span["refused"])
     if span["refused"]:
         return out
@@ -330,6 +331,9 @@ def interpolated_curve(
         out["lo"].append(m - half)
         out["hi"].append(m + half)
         out["n"].append(n)
+        fin = [v for v in vals if math.isfinite(v)]
+        out["min"].append(min(fin) if fin else math.nan)
+        out["max"].append(max(fin) if fin else math.nan)
     return out
 
 
