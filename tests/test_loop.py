@@ -8,12 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import signal
-import subprocess
-import sys
-import time
-from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -31,8 +26,7 @@ from activesynth.loop import (
 from activesynth.pool import Pool
 from activesynth.strategies import STRATEGIES, BudgetError, QueryContext, check_budget, top_k
 from activesynth.train import predict
-
-REPO = Path(__file__).resolve().parents[1]
+from tests.conftest import TINY_SEG_LOOP, stop_loop_at
 
 
 @STRATEGIES.register("test-entropy")
@@ -69,21 +63,7 @@ class _TestRandom:
         return top_k(ctx, cand, scores, budget, rng)
 
 
-TINY: dict[str, Any] = {
-    "dataset": "phantom",
-    "task": "seg",
-    "strategy": "test-entropy",
-    "size": 32,
-    "dataset_kwargs": {"n": 28},
-    "channels": [4, 8, 16],
-    "max_steps": 10,
-    "eval_every": 5,
-    "batch_size": 8,
-    "augment": False,
-    "threads": 1,
-    "initial": 4,
-    "schedule": [3, 3],
-}
+TINY: dict[str, Any] = {**TINY_SEG_LOOP, "strategy": "test-entropy"}
 
 
 def tiny(**over: Any) -> LoopConfig:
@@ -177,12 +157,10 @@ def test_plateau_rule() -> None:
 
 
 # ---- runs ----------------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def reference(tmp_path_factory) -> tuple[LoopConfig, History, Path]:
-    """One uninterrupted tiny segmentation run, shared by the tests below."""
-    cfg = tiny()
-    out = tmp_path_factory.mktemp("ref")
-    return cfg, run_loop(cfg, out, quiet=True), out
+def reference_config() -> LoopConfig:
+    """The run of the ``reference`` fixture (tests/conftest.py): one uninterrupted tiny
+    segmentation run, shared by the tests below."""
+    return tiny()
 
 
 def test_run_records_rounds_pool_and_state(reference) -> None:
@@ -281,20 +259,10 @@ def test_config_files_and_cli_overrides(tmp_path) -> None:
     assert not (tmp_path / "o").exists()
 
 
-class _Stop(Exception):
-    pass
-
-
 @pytest.mark.parametrize("stop_at", [("queried", 0), ("labelled", 1), ("trained", 1)])
 def test_interrupted_run_resumes_to_the_same_history(reference, tmp_path, stop_at) -> None:
     cfg, ref, ref_out = reference
-
-    def interrupt(event: str, payload: dict[str, Any]) -> None:
-        if (event, payload.get("round")) == stop_at:
-            raise _Stop
-
-    with pytest.raises(_Stop):
-        run_loop(cfg, tmp_path, quiet=True, on_event=interrupt)
+    stop_loop_at(cfg, tmp_path, stop_at)
     assert not json.loads((tmp_path / "state.json").read_text())["finished"]
     events: list[tuple[str, Any]] = []
     resumed = run_loop(
@@ -354,34 +322,14 @@ def test_classification_run_with_physics_oracle_until_pool_exhausted(tmp_path) -
 
 
 # ---- a real kill ---------------------------------------------------------------------------------
-def _cli(cfg_path: Path, out: Path) -> subprocess.Popen:
-    code = "import tests.test_loop; from activesynth.cli import main; main()"
-    env = {**os.environ, "ACTIVESYNTH_QUIET": "1"}
-    return subprocess.Popen(
-        [sys.executable, "-c", code, "loop", str(cfg_path), "--out", str(out), "-q"],
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-
-
-def test_sigkilled_cli_run_resumes_to_the_same_history(reference, tmp_path) -> None:
+def test_sigkilled_cli_run_resumes_to_the_same_history(reference, kill_loop_cli, tmp_path) -> None:
     """Kill a real CLI run with SIGKILL in the middle of round 1's training, rerun it, and get
     exactly the history of the uninterrupted reference run (timing fields aside)."""
     cfg, ref, ref_out = reference
-    cfg_path = tmp_path / "loop.json"
-    cfg_path.write_text(json.dumps(cfg.as_dict()))
     out = tmp_path / "killed"
-    victim = _cli(cfg_path, out)
-    marker = out / "round_01" / "last.pt"  # round 1 has trained 5 of its 10 steps
-    deadline = time.monotonic() + 50
-    while not marker.exists() and victim.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert victim.poll() is None, f"run ended before it could be killed: {victim.stderr.read()}"
+    # killed once round_01/last.pt exists: round 1 has trained 5 of its 10 steps
+    cfg_path, victim, marker = kill_loop_cli(cfg, out, "tests.test_loop", timeout=50)
     assert marker.exists(), "round 1 never started training"
-    os.kill(victim.pid, signal.SIGKILL)
-    victim.wait()
     assert victim.returncode == -signal.SIGKILL
     assert not json.loads((out / "state.json").read_text())["finished"]
     # (round 1's record.json is almost always absent here: the kill lands mid-training; it is

@@ -525,7 +525,8 @@ def synthesise(
         r = doc["report"]
         typer.echo(
             f"{r['written']} labelled virtual pairs from {r['calls']} oracle calls "
-            f"({r['failed']} failed, {r['rejected']} of {r['candidates']} candidates rejected "
+            f"({r['failed']} failed, {r['refused']} picks refused, {r['rejected']} of "
+            f"{r['candidates']} candidates rejected "
             f"as lumens) by {doc['generator']} {doc['checkpoint']} -> {out}"
         )
         return

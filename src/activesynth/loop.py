@@ -88,8 +88,10 @@ r - 1's model by the arm's acquisition, decoded, validity-filtered and labelled 
 round summary and never retried. The real schedule may then hold budgets of 0 (rounds that
 label no real item). ``n_oracle_calls`` counts physics calls (real items labelled by the
 physics oracle + synthetic solves, failed ones included, cache hits free) and
-``n_oracle_failed`` the failed ones; the round summary keeps every solve's answer by mask hash,
-from which a resumed run rebuilds the oracle cache (so it counts the same calls).
+``n_oracle_failed`` the failed ones (distinct masks: a failed mask is cached and never solved
+again), ``n_oracle_refused`` every pick refused for a failure, a cached failure picked again
+included; the round summary keeps every solve's answer by mask hash, from which a resumed run
+rebuilds the oracle cache (so it counts the same calls).
 
 Cut for now (later issues): oracles answering asynchronously
 (people through the annotation service).
@@ -1394,9 +1396,10 @@ class _Run:
                 "rejected": res.n_candidates - res.n_valid,
                 "rejected_reasons": res.validity.reasons,
                 "calls": res.oracle["solves"],
-                "failed": res.oracle["failed"],
+                "failed": res.oracle["failed"],  # failed solves: distinct masks, paid calls
+                "refused": res.oracle["refused"],  # every failed pick, cached failures included
                 "cached": res.oracle["cached"],
-                "failures": res.failed,  # with their codes (repelled in later rounds)
+                "failures": res.failed,  # one per refused pick, with its code (repelled later)
                 "added": len(pool) - n_before,
                 "severity": np.bincount(res.severity, minlength=3).tolist(),
                 "scores": np.asarray(res.scores, np.float64).tolist(),
@@ -1553,6 +1556,7 @@ class _Run:
             label_names=d.label_names,
             channel_names=d.channel_names,
             check_finite=False,
+            lr_flip_safe=d.lr_flip_safe,
         )
         cand_pool = Pool.empty(cand_set, self.cfg.task)
         ctx = QueryContext(
@@ -1586,18 +1590,20 @@ class _Run:
         upto = (pool.labelled_round >= 0) & (pool.labelled_round <= r)
         cost = pool.label_cost
         oracle = upto & (cost == LabelCost.ORACLE.value)
-        calls, failed = int((oracle & ~pool.is_synthetic).sum()), 0
+        calls, failed, refused = int((oracle & ~pool.is_synthetic).sum()), 0, 0
         if is_aisel(self.cfg):  # physics calls actually made (cache hits free, failures paid)
             for q, s in pool.info.get("synthesis", {}).items():
                 if int(q) <= r:
                     calls += int(s["calls"])
                     failed += int(s["failed"])
+                    refused += int(s.get("refused", len(s.get("failures") or [])))
         else:
             calls += int((oracle & pool.is_synthetic).sum())
         return {
             "n_expert_labels": int((upto & (cost == LabelCost.EXPERT.value)).sum()),
             "n_oracle_calls": calls,
             "n_oracle_failed": failed,
+            "n_oracle_refused": refused,
             "n_synthetic": int((upto & pool.is_synthetic).sum()),
             "synthetic": pool.info.get("synthesis", {}).get(str(r)),
         }

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -75,3 +77,18 @@ def test_corrupt_npz_names_file(tmp_path):
     bad.write_bytes(b"PK\x03\x04 truncated")
     with pytest.raises(DataError, match=r"TCGA_XX_0001_20000101\.npz"):
         load_dataset("lgg", tmp_path)
+
+
+def test_datasets_declare_whether_left_right_flips_keep_the_anatomy(shared_data):
+    from activesynth.data.imageset import concat
+
+    # chest X-rays: a flip puts the heart on the wrong side; brain slices and phantoms: fine
+    assert load_dataset("jsrt", shared_data, size=32).lr_flip_safe is False
+    assert load_dataset("pneumoniamnist", shared_data).lr_flip_safe is False
+    lgg = load_dataset("lgg", shared_data, size=32, max_patients=1)
+    ph = load_dataset("phantom", n=8, size=32)
+    assert lgg.lr_flip_safe is True and ph.lr_flip_safe is True
+    other = dataclasses.replace(ph, ids=np.char.add(ph.ids, "b"))
+    assert concat([ph, other]).lr_flip_safe is True
+    assert concat([ph, dataclasses.replace(other, lr_flip_safe=False)]).lr_flip_safe is False
+    assert concat([ph, dataclasses.replace(other, lr_flip_safe=None)]).lr_flip_safe is None

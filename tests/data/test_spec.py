@@ -227,3 +227,13 @@ def test_dicom_spec_with_png_masks_in_a_folder(tmp_path: Path) -> None:
         True,
     ]
     assert d.masks is not None and d.masks[0].sum() == 12 and d.masks[1].sum() == 0
+
+
+def test_left_right_flip_safety_is_declared_by_the_spec(tmp_path: Path) -> None:
+    doc = layouts.make_chest(tmp_path)
+    assert load_spec(_spec(tmp_path, doc), size=16).lr_flip_safe is False  # the safe default
+    brain = load_spec(_spec(tmp_path, {**doc, "lr_flip_safe": True}), size=16)
+    assert brain.lr_flip_safe is True and brain.subset([0]).lr_flip_safe is True
+    assert load_spec(_spec(tmp_path, doc), size=16, lr_flip_safe="true").lr_flip_safe is True
+    with pytest.raises(ConfigError, match="lr_flip_safe"):
+        load_spec(_spec(tmp_path, {**doc, "lr_flip_safe": "maybe"}))

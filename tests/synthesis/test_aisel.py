@@ -8,11 +8,9 @@ import time
 import numpy as np
 import pytest
 import torch
-from torch import nn
 
 from activesynth.data.imageset import ImageSet
 from activesynth.errors import ConfigError, DataError
-from activesynth.generative.latent import LatentConfig, LatentGenerator
 from activesynth.synthesis.aisel import (
     AISELConfig,
     CachedOracle,
@@ -23,6 +21,7 @@ from activesynth.synthesis.aisel import (
     predictive_uncertainty,
 )
 from activesynth.synthesis.candidates import LabelCost
+from tests.synthesis.conftest import DiscGenerator
 
 H = 32
 
@@ -137,6 +136,27 @@ def test_oracle_counts_caches_and_survives_failures():
     assert oracle.n_solves == 4 and oracle.n_cached == 2
 
 
+def test_a_cached_failure_is_refused_and_counted_each_time_never_retried():
+    asked = []
+
+    def solve(mask, spacing):
+        asked.append(int(mask.sum()))
+        if asked[-1] == int(_disc(3).sum()):
+            raise RuntimeError("solver diverged")
+        return 1.0
+
+    oracle = CachedOracle((0.2, 0.2), solve=solve)
+    first = oracle(np.stack([_disc(3), _disc(3)]))  # twice in one batch
+    again = oracle(_disc(3)[None])  # and in a later request
+    assert not any(a.ok for a in first + again)
+    assert asked == [int(_disc(3).sum())]  # solved once: never retried
+    assert oracle.stats()["solves"] == 1 and oracle.stats()["cached"] == 2
+    # one distinct failed mask (one paid call), three requests refused
+    assert oracle.stats()["failed"] == 1 and oracle.stats()["refused"] == 3
+    ok = oracle(_disc(6)[None])
+    assert ok[0].ok and oracle.stats()["refused"] == 3  # a success is never refused
+
+
 def test_a_hung_oracle_does_not_keep_the_process_from_exiting():
     """The timed-out solve keeps running in its thread; the process must still exit (a
     ThreadPoolExecutor's worker would be joined at exit and hang the run for the solve's time)."""
@@ -164,40 +184,6 @@ def test_default_oracle_is_the_poiseuille_solver():
     r = math.sqrt(_disc(8).sum() * 0.04 / math.pi)
     assert a.ok and abs(10**a.value / circular_resistance(r) - 1) < 0.25
     assert a.severity in (0, 1, 2) and oracle.n_solves == 1
-
-
-class DiscGenerator(LatentGenerator):
-    """A test double behind the real interface: z = (radius, dy, dx) draws a bright disc."""
-
-    name = "disc"
-    config_cls = LatentConfig
-
-    def _build(self, shape):
-        self.modules = {"id": nn.Linear(1, 1)}
-        self.optimizers = {}
-
-    def _step(self, x, gen):
-        return {}
-
-    def _decode_pairs(self, z):
-        yy, xx = torch.meshgrid(torch.arange(H), torch.arange(H), indexing="ij")
-        r = 4 + 2 * z[:, 0, None, None]
-        d2 = (yy - H / 2 - 3 * z[:, 1, None, None]) ** 2 + (
-            xx - H / 2 - 3 * z[:, 2, None, None]
-        ) ** 2
-        inside = (d2 <= r * r).float()
-        ring = ((d2 <= (r + 3) ** 2).float() - inside).clamp(0, 1)
-        img = inside * 0.8 - ring * 0.6 - 0.2
-        return torch.stack([img, inside * 2 - 1], 1)
-
-    def _encode_pairs(self, x):
-        m = (x[:, 1] > 0).float()
-        area = m.flatten(1).sum(1)
-        yy, xx = torch.meshgrid(torch.arange(H), torch.arange(H), indexing="ij")
-        cy = (m * yy).flatten(1).sum(1) / area.clamp_min(1)
-        cx = (m * xx).flatten(1).sum(1) / area.clamp_min(1)
-        r = torch.sqrt(area / math.pi)
-        return torch.stack([(r - 4) / 2, (cy - H / 2) / 3, (cx - H / 2) / 3], 1)
 
 
 @pytest.fixture
@@ -250,7 +236,7 @@ def test_a_round_labels_valid_lumens_with_provenance(disc_setup, method):
     assert c is not None and len(c) == 5 and c.cost is LabelCost.ORACLE
     assert c.labels.dtype == np.float32 and np.isfinite(c.labels).all()
     p = c.provenance[0]
-    assert p.generator == "disc" and p.checkpoint == gen.checkpoint_hash and p.round == 2
+    assert p.generator == "test-disc" and p.checkpoint == gen.checkpoint_hash and p.round == 2
     assert np.allclose(p.perturbation["z"], res.codes[0])
     assert res.oracle["solves"] <= 5 and not res.failed
     # codes of this round repel the next round's picks
@@ -278,6 +264,23 @@ def test_a_round_records_failed_solves_and_goes_on(disc_setup):
     assert len(res.failed) == 2 and "mesh failure" in res.failed[0]["error"]
     assert res.candidates is not None and len(res.candidates) == 2
     assert res.oracle["failed"] == 2 and res.oracle["solves"] == 4
+
+
+def test_a_round_that_picks_cached_failures_counts_them_as_refused(disc_setup):
+    gen, real, models = disc_setup
+
+    def broken(mask, spacing):
+        raise ValueError("mesh failure")
+
+    oracle = CachedOracle((0.2, 0.2), solve=broken)
+    cfg = AISELConfig(method="maximin", n_prior=30, n_perturb=0)
+    first = aisel_round(gen, models[:1], real, oracle, 4, rng=np.random.default_rng(0), config=cfg)
+    # the same rng and inputs pick the same codes: every mask is a cached failure
+    again = aisel_round(gen, models[:1], real, oracle, 4, rng=np.random.default_rng(0), config=cfg)
+    assert again.candidates is None and len(again.failed) == len(first.failed) == 4
+    n_distinct = first.oracle["failed"]
+    assert again.oracle["solves"] == n_distinct == again.oracle["failed"]  # never retried
+    assert first.oracle["refused"] == 4 and again.oracle["refused"] == 8  # every pick counted
 
 
 def test_codes_on_a_repelling_point_never_win_and_ties_follow_the_rng():

@@ -5,69 +5,18 @@ the real interface (discs whose radius and centre are the code), so runs take se
 
 from __future__ import annotations
 
-import json
-import math
-import os
-import signal
-import subprocess
-import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-import torch
-from torch import nn
 
 from activesynth.errors import ConfigError
-from activesynth.generative.latent import LATENT_GENERATORS, LatentConfig, LatentGenerator
 from activesynth.loop import LoopConfig, run_loop
 from activesynth.pool import Pool
 from activesynth.strategies import BudgetError
-
-REPO = Path(__file__).resolve().parents[2]
-
-
-@LATENT_GENERATORS.register("test-disc")
-class LoopDiscGenerator(LatentGenerator):
-    """z = (radius, dy, dx) draws a bright disc in a dark ring, at the training data's size."""
-
-    name = "test-disc"
-    config_cls = LatentConfig
-
-    def _build(self, shape):
-        self.modules = {"id": nn.Linear(1, 1)}
-        self.optimizers = {}
-
-    def _step(self, x, gen):
-        return {"loss": 0.0}
-
-    def _grid(self) -> tuple[torch.Tensor, torch.Tensor, int]:
-        h = self.shape[1]  # type: ignore[index]
-        yy, xx = torch.meshgrid(torch.arange(h), torch.arange(h), indexing="ij")
-        return yy, xx, h
-
-    def _decode_pairs(self, z):
-        yy, xx, h = self._grid()
-        r = h / 8 + 2 * z[:, 0, None, None]
-        cy = h / 2 + 3 * z[:, 1, None, None]
-        cx = h / 2 + 3 * z[:, 2, None, None]
-        d2 = (yy - cy) ** 2 + (xx - cx) ** 2
-        inside = (d2 <= r * r).float()
-        ring = ((d2 <= (r + 3) ** 2).float() - inside).clamp(0, 1)
-        img = inside * 0.8 - ring * 0.6 - 0.2
-        return torch.stack([img, inside * 2 - 1], 1)
-
-    def _encode_pairs(self, x):
-        yy, xx, h = self._grid()
-        m = (x[:, 1] > 0).float()
-        area = m.flatten(1).sum(1)
-        cy = (m * yy).flatten(1).sum(1) / area.clamp_min(1)
-        cx = (m * xx).flatten(1).sum(1) / area.clamp_min(1)
-        r = torch.sqrt(area / math.pi)
-        return torch.stack([(r - h / 8) / 2, (cy - h / 2) / 3, (cx - h / 2) / 3], 1)
-
+from tests.conftest import stop_loop_at
+from tests.synthesis.conftest import DiscGenerator
 
 AISEL: dict[str, Any] = {
     "method": "aisel",
@@ -140,11 +89,9 @@ def test_aisel_config_defaults_and_checks() -> None:
         cfg_of(schedule=[1], synthesis={**AISEL, "method": "aisle"})
 
 
-@pytest.fixture(scope="module")
-def reference(tmp_path_factory) -> tuple[LoopConfig, Any, Path]:
-    cfg = cfg_of()
-    out = tmp_path_factory.mktemp("aisel-ref")
-    return cfg, run_loop(cfg, out, quiet=True), out
+def reference_config() -> LoopConfig:
+    """The run of the ``reference`` fixture (tests/conftest.py)."""
+    return cfg_of()
 
 
 def test_rounds_spend_physics_calls_on_synthetic_items(reference) -> None:
@@ -180,7 +127,7 @@ def test_rounds_spend_physics_calls_on_synthetic_items(reference) -> None:
     from activesynth.data.physics import PhysicsOracle
 
     k = int(syn[0])
-    gen = LoopDiscGenerator(latent_dim=3)
+    gen = DiscGenerator(latent_dim=3)
     gen.shape = (2, 32, 32)
     gen._build(gen.shape)
     _, mask = gen.decode(np.asarray([prov[0]["perturbation"]["z"]], np.float32))
@@ -201,10 +148,6 @@ def test_same_config_and_seed_give_the_same_history(reference, tmp_path) -> None
     )
 
 
-class _Stop(Exception):
-    pass
-
-
 @pytest.mark.parametrize(
     "stop_at",
     [
@@ -215,13 +158,7 @@ class _Stop(Exception):
 )
 def test_interrupted_aisel_run_resumes_to_the_same_history(reference, tmp_path, stop_at) -> None:
     cfg, ref, ref_out = reference
-
-    def interrupt(event: str, payload: dict[str, Any]) -> None:
-        if (event, payload.get("round")) == stop_at:
-            raise _Stop
-
-    with pytest.raises(_Stop):
-        run_loop(cfg, tmp_path, quiet=True, on_event=interrupt)
+    stop_loop_at(cfg, tmp_path, stop_at)
     resumed = run_loop(cfg, tmp_path, quiet=True)
     assert resumed.without_timing() == ref.without_timing()
     a, b = Pool.load(tmp_path), Pool.load(ref_out)
@@ -253,21 +190,24 @@ def test_failed_solves_are_recorded_counted_and_the_run_goes_on(tmp_path, monkey
     cfg = cfg_of(synthesis={**AISEL, "timeout_s": 0.25, "calls_per_round": 6})
     hist = run_loop(cfg, tmp_path, quiet=True)
     assert hist.stop_reason == "schedule done"
-    n_failed = 0
+    n_failed = n_refused = 0
     calls = 6
     for r in (1, 2):
         s = hist.records[r]["synthetic"]
         bad = [e for e in s["solved"] if e["error"] is not None]
-        assert s["failed"] == len(bad) == len(s["failures"])
+        assert s["failed"] == len(bad)  # failed solves: distinct masks, each one paid call
+        assert s["refused"] == len(s["failures"]) >= s["failed"]  # cached failures counted too
         assert all(len(f["z"]) == 3 for f in s["failures"])  # kept: later rounds repel them
-        assert s["added"] == s["calls"] + s["cached"] - s["failed"]
+        assert s["added"] == s["calls"] + s["cached"] - s["refused"]
         for e in bad:
             assert fate[e["key"]] in ("raise", "hang")
             assert ("mesh failure" if fate[e["key"]] == "raise" else "timed out") in e["error"]
         assert all(fate[e["key"]] == "ok" for e in s["solved"] if e["error"] is None)
         n_failed += s["failed"]
+        n_refused += s["refused"]
         calls += s["calls"]
         assert hist.records[r]["n_oracle_failed"] == n_failed
+        assert hist.records[r]["n_oracle_refused"] == n_refused
         assert hist.records[r]["n_oracle_calls"] == calls
     assert n_failed > 0 and set(fate.values()) >= {"raise", "ok"}
     assert Pool.load(tmp_path).n_synthetic == calls - 6 - n_failed
@@ -295,31 +235,13 @@ def test_severity_classification_and_real_plus_synthetic_rounds(tmp_path) -> Non
 
 
 @pytest.mark.slow
-def test_sigkilled_aisel_run_resumes_to_the_same_history(reference, tmp_path) -> None:
+def test_sigkilled_aisel_run_resumes_to_the_same_history(
+    reference, kill_loop_cli, tmp_path
+) -> None:
     """SIGKILL a CLI run once round 1's synthetic items are saved and round 1 trains; rerun."""
     cfg, ref, _ = reference
-    cfg_path = tmp_path / "loop.json"
-    cfg_path.write_text(json.dumps(cfg.as_dict()))
     out = tmp_path / "killed"
-    code = "import tests.synthesis.test_aisel_loop; from activesynth.cli import main; main()"
-    victim = subprocess.Popen(
-        [sys.executable, "-c", code, "loop", str(cfg_path), "--out", str(out), "-q"],
-        cwd=REPO,
-        env={**os.environ, "ACTIVESYNTH_QUIET": "1"},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    marker = out / "round_01" / "last.pt"
-    try:
-        deadline = time.monotonic() + 300
-        while not marker.exists() and victim.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert victim.poll() is None, f"run ended before it was killed: {victim.stderr.read()}"
-        os.kill(victim.pid, signal.SIGKILL)
-    finally:
-        if victim.poll() is None:
-            victim.kill()
-        victim.wait()
+    cfg_path, _, _ = kill_loop_cli(cfg, out, "tests.synthesis.test_aisel_loop")
     assert Pool.load(out).n_synthetic == 3
     resumed = run_loop(LoopConfig.from_file(cfg_path), out, quiet=True)
     assert resumed.without_timing() == ref.without_timing()

@@ -16,13 +16,13 @@ from activesynth.errors import CheckpointError, ConfigError, DataError
 from activesynth.generative.latent import LATENT_GENERATORS
 from activesynth.synthesis.aisel import CachedOracle
 from activesynth.synthesis.aisel_user import load_oracle, load_pairs, synthesise_aisel
-from tests.synthesis.test_aisel_loop import LoopDiscGenerator
+from tests.synthesis.conftest import DiscGenerator
 
 H = 32
 
 
 @LATENT_GENERATORS.register("test-disc-wide")
-class WideDiscGenerator(LoopDiscGenerator):
+class WideDiscGenerator(DiscGenerator):
     """The disc generator with codes scaled by 4: many lumens vanish or leave the image."""
 
     name = "test-disc-wide"
@@ -35,7 +35,7 @@ class WideDiscGenerator(LoopDiscGenerator):
 
 
 def write_discs(folder: Path, n: int = 10, size: int = H, rgb: bool = False) -> Path:
-    gen = LoopDiscGenerator(latent_dim=3)
+    gen = DiscGenerator(latent_dim=3)
     gen.shape = (2, size, size)
     gen._build(gen.shape)
     z = np.random.default_rng(0).normal(0, 0.4, (n, 3)).astype(np.float32)

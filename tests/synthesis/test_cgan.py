@@ -24,6 +24,7 @@ from activesynth.models.cgan_nets import (
 from activesynth.models.feature_net import FeatureNet, feature_distance
 from activesynth.synthesis import cgan as C
 from activesynth.synthesis.candidates import LabelCost
+from activesynth.synthesis.perturb import PerturbConfig
 
 #: Small and short enough for tests (seconds on one core).
 TINY = {
@@ -305,3 +306,36 @@ def test_float_pool_generation_has_no_nan(pool) -> None:
     assert out.images.min() >= lo - 1e-5 and out.images.max() <= hi + 1e-5
     emb = gen.encode(data.images[:3])
     assert emb.shape == (3, 8) and np.isfinite(emb).all()
+
+
+def _lr_flips(cands) -> list[bool]:
+    """Per candidate: whether its perturbation flipped it left-right."""
+    out = []
+    for p in cands.provenance:
+        steps = p.perturbation["record"]["steps"]
+        out.append(any(s["kind"] == "spatial" and 1 in s["flip_axes"] for s in steps))
+    return out
+
+
+def test_default_flips_follow_the_data_and_an_explicit_choice_wins(trained, pool) -> None:
+    model, _ = trained
+    src = pool.subset([0, 5])
+    always = PerturbConfig(p_spatial=1.0)  # every chain has a spatial step: flips can show
+    phantom = model.propose(src, 12, rng=np.random.default_rng(3), perturb=always)
+    assert pool.lr_flip_safe is True and any(_lr_flips(phantom))  # phantoms: flips allowed
+    chest = replace(src, lr_flip_safe=False)  # a chest X-ray set: the heart must stay left
+    unsafe = model.propose(chest, 12, rng=np.random.default_rng(3), perturb=always)
+    assert not any(_lr_flips(unsafe))
+    # what the JSRT experiment configs set by hand: the same draws, bit for bit
+    by_hand = PerturbConfig(p_spatial=1.0, spatial={"p_flip": 0.0})
+    same = model.propose(src, 12, rng=np.random.default_rng(3), perturb=by_hand)
+    assert np.array_equal(unsafe.images, same.images) and np.array_equal(unsafe.masks, same.masks)
+    # undeclared (a user's folder without lr_flip_safe) is treated as unsafe
+    undeclared = replace(src, lr_flip_safe=None)
+    assert not any(_lr_flips(model.propose(undeclared, 12, rng=np.random.default_rng(3),
+                                           perturb=always)))  # fmt: skip
+    # an explicit flip option in the config wins over the data's declaration
+    forced = PerturbConfig(p_spatial=1.0, spatial={"p_flip": 1.0})
+    assert all(_lr_flips(model.propose(chest, 4, rng=np.random.default_rng(3), perturb=forced)))
+    ud = PerturbConfig(p_spatial=1.0, spatial={"flip_axes": [0], "p_flip": 1.0})
+    assert not any(_lr_flips(model.propose(src, 4, rng=np.random.default_rng(3), perturb=ud)))

@@ -5,11 +5,6 @@ protocol with per-class top-k, and exact resume after interruptions and a SIGKIL
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, ClassVar
@@ -29,8 +24,7 @@ from activesynth.synthesis.report import (
     collect_synthesis,
     quality_table,
 )
-
-REPO = Path(__file__).resolve().parents[2]
+from tests.conftest import TINY_SEG_LOOP, stop_loop_at
 
 
 @GENERATORS.register("test-constant")
@@ -47,19 +41,10 @@ class _ConstantEveryThird(ClassicAugmentation):
 
 
 SYN: dict[str, Any] = {
-    "dataset": "phantom",
-    "task": "seg",
+    **TINY_SEG_LOOP,
     "strategy": "entropy",
-    "size": 32,
-    "dataset_kwargs": {"n": 28},
-    "channels": [4, 8, 16],
     "max_steps": 6,
     "eval_every": 3,
-    "batch_size": 8,
-    "augment": False,
-    "threads": 1,
-    "initial": 4,
-    "schedule": [3, 3],
     "synthesis": {"generator": "classic", "per_source": 3, "top_k": 4},
 }
 
@@ -105,12 +90,10 @@ def test_synthesis_config_defaults_and_checks() -> None:
 
 
 # ---- a run ---------------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def reference(tmp_path_factory) -> tuple[LoopConfig, History, Path]:
-    """One uninterrupted tiny segmentation run with classic synthesis."""
-    cfg = syn_cfg()
-    out = tmp_path_factory.mktemp("syn-ref")
-    return cfg, run_loop(cfg, out, quiet=True), out
+def reference_config() -> LoopConfig:
+    """The run of the ``reference`` fixture (tests/conftest.py): one uninterrupted tiny
+    segmentation run with classic synthesis."""
+    return syn_cfg()
 
 
 def test_synthetic_items_join_training_but_not_the_label_count(reference) -> None:
@@ -153,10 +136,6 @@ def test_synthetic_items_join_training_but_not_the_label_count(reference) -> Non
     assert json.loads((out / "state.json").read_text())["config"]["synthesis"] == cfg.synthesis
 
 
-class _Stop(Exception):
-    pass
-
-
 @pytest.mark.parametrize(
     "stop_at",
     [
@@ -170,13 +149,7 @@ def test_interrupted_synthetic_run_resumes_to_the_same_history(
     reference, tmp_path, stop_at
 ) -> None:
     cfg, ref, ref_out = reference
-
-    def interrupt(event: str, payload: dict[str, Any]) -> None:
-        if (event, payload.get("round")) == stop_at:
-            raise _Stop
-
-    with pytest.raises(_Stop):
-        run_loop(cfg, tmp_path, quiet=True, on_event=interrupt)
+    stop_loop_at(cfg, tmp_path, stop_at)
     events: list[tuple[str, Any]] = []
     resumed = run_loop(
         cfg, tmp_path, quiet=True, on_event=lambda e, p: events.append((e, p.get("round")))
@@ -257,33 +230,16 @@ def test_classification_per_class_top_k_inherits_labels(tmp_path) -> None:
 
 # ---- a real kill ---------------------------------------------------------------------------------
 @pytest.mark.slow
-def test_sigkilled_synthetic_run_resumes_to_the_same_history(reference, tmp_path) -> None:
+def test_sigkilled_synthetic_run_resumes_to_the_same_history(
+    reference, kill_loop_cli, tmp_path
+) -> None:
     """SIGKILL a CLI run once round 1's synthetic items are saved and its training has started,
     rerun it, and get the uninterrupted run's history and pool."""
     cfg, ref, ref_out = reference
-    cfg_path = tmp_path / "loop.json"
-    cfg_path.write_text(json.dumps(cfg.as_dict()))
     out = tmp_path / "killed"
-    code = "import tests.synthesis.test_loop_synthetic; from activesynth.cli import main; main()"
-    victim = subprocess.Popen(
-        [sys.executable, "-c", code, "loop", str(cfg_path), "--out", str(out), "-q"],
-        cwd=REPO,
-        env={**os.environ, "ACTIVESYNTH_QUIET": "1"},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    marker = out / "round_01" / "last.pt"
-    try:
-        deadline = time.monotonic() + 300  # generous: the test machine may be heavily shared
-        while not marker.exists() and victim.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert victim.poll() is None, f"run ended before it was killed: {victim.stderr.read()}"
-        assert marker.exists(), "round 1 never started training"
-        os.kill(victim.pid, signal.SIGKILL)
-    finally:
-        if victim.poll() is None:  # a failed assertion must not leave the run behind
-            victim.kill()
-        victim.wait()
+    # a generous timeout: the test machine may be heavily shared
+    cfg_path, _, marker = kill_loop_cli(cfg, out, "tests.synthesis.test_loop_synthetic")
+    assert marker.exists(), "round 1 never started training"
     assert Pool.load(out).n_synthetic == 4  # round 1's synthetic items were saved
     resumed = run_loop(LoopConfig.from_file(cfg_path), out, quiet=True)
     assert resumed.without_timing() == ref.without_timing()
@@ -391,13 +347,7 @@ def test_interrupted_cgan_run_resumes_to_the_same_history(
     cgan_reference, tmp_path, stop_at
 ) -> None:
     cfg, ref, ref_out = cgan_reference
-
-    def interrupt(event: str, payload: dict[str, Any]) -> None:
-        if (event, payload.get("round")) == stop_at:
-            raise _Stop
-
-    with pytest.raises(_Stop):
-        run_loop(cfg, tmp_path, quiet=True, on_event=interrupt)
+    stop_loop_at(cfg, tmp_path, stop_at)
     resumed = run_loop(cfg, tmp_path, quiet=True)
     assert resumed.without_timing() == ref.without_timing()
     a, b = Pool.load(tmp_path), Pool.load(ref_out)

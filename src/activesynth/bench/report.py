@@ -2,8 +2,9 @@
 
 Writes ``DIR/report/``:
 
-- ``curves_<dataset>_<schedule>_<metric>.png``: learning curves (mean ± SD band over seeds) per
-  table metric, with the full-data reference (mean of the per-seed ``full`` runs, or the grid's
+- ``curves_<dataset>_<schedule>_<metric>.png``: learning curves per table metric: each run
+  interpolated onto a common fraction grid (the tables' rule), mean and 95 % band over runs
+  (``stats.interpolated_curve``), with the full-data reference (mean of the per-seed ``full`` runs, or the grid's
   external figure, labelled so) as a dashed line;
 - ``tables.md``: per (dataset, schedule) a preamble saying what the tests pair and how many
   seeds and patients there are; the papers' table (metric at given label percentages, mean ±
@@ -193,7 +194,16 @@ def plot_curves(
     strategies: Sequence[str],
     x_axis: str = "labels",
 ) -> Path:
-    """Learning curves (mean ± SD band over seeds) of one group and metric, as a PNG.
+    """Learning curves of one group and metric, as a PNG.
+
+    Per strategy, ``group["interpolated_curves"]`` (:func:`stats.interpolated_curve`): each
+    run's value interpolated, as in the tables, onto one grid of the runs' round fractions and
+    the table's fractions inside the range all its runs cover; the line is the mean over runs,
+    the band the 95 % t-interval of that mean (runs are the unit; no band with one run). The
+    curve stops where the shortest run stops: no run is extrapolated. Markers sit at the grid
+    points. With few runs the t-interval is wide (t = 12.7 with 2 runs), so the y-axis spans the
+    runs' own values (and the full-data line), not the bands: a band reaching past them is cut
+    at the axis, and the title says so.
 
     Args:
         group: one entry of ``summary["groups"]``.
@@ -210,12 +220,23 @@ def plot_curves(
     fig = Figure(figsize=(6.4, 4.2), dpi=110, layout="constrained")
     ax = fig.add_subplot()
     colours = [f"C{i}" for i in range(10)]
+    seen: list[float] = []  # every run's value at the grid points: the y-axis spans these
+    bands: list[float] = []
     for s in group["strategies"]:
-        c = group["curves"][metric][s]
+        c = group["interpolated_curves"][metric][s]
         calls = x_axis == "oracle_calls"
         x = list(c["n_labelled"]) if calls else [f * 100 for f in c["fraction"]]
         mean = [math.nan if m is None else m for m in c["mean"]]
-        sd = [0.0 if (v is None or not math.isfinite(v)) else v for v in c["sd"]]
+        lo = [
+            m if (v is None or not math.isfinite(v)) else v
+            for m, v in zip(mean, c["lo"], strict=True)
+        ]
+        hi = [
+            m if (v is None or not math.isfinite(v)) else v
+            for m, v in zip(mean, c["hi"], strict=True)
+        ]
+        for key, into in (("min", seen), ("max", seen), ("lo", bands), ("hi", bands)):
+            into.extend(v for v in c.get(key, []) if v is not None and math.isfinite(v))
         k = strategies.index(s) if s in strategies else 0
         colour = colours[k % len(colours)]
         style = ("-", "--", ":")[(k // len(colours)) % 3]  # more than 10 strategies: new style
@@ -232,10 +253,10 @@ def plot_curves(
         )
         ax.fill_between(
             x,
-            [m - d for m, d in zip(mean, sd, strict=True)],
-            [m + d for m, d in zip(mean, sd, strict=True)],
+            lo,
+            hi,
             color=colour,
-            alpha=0.18,
+            alpha=min(0.18, 0.6 / len(group["strategies"])),  # many bands stay see-through
             lw=0,
         )
     ref = group.get("full_data") or {}
@@ -248,6 +269,15 @@ def plot_curves(
         ax.axhline(
             ref["mean"], ls="--", lw=1, color="0.35", label=f"full data {ref['mean']:.3g} ({what})"
         )
+        if math.isfinite(ref["mean"]):
+            seen.append(float(ref["mean"]))
+    cut = ""
+    if seen:
+        y0, y1 = min(seen), max(seen)
+        pad = 0.08 * (y1 - y0) if y1 > y0 else 0.05 * max(abs(y0), 1.0)
+        ax.set_ylim(y0 - pad, y1 + pad)
+        if bands and (min(bands) < y0 - pad or max(bands) > y1 + pad):
+            cut = "\nbands wider than the runs' range are cut at the axis"
     ax.set_xlabel(
         "physics calls (real labels + synthetic solves, failures included)"
         if x_axis == "oracle_calls"
@@ -257,9 +287,17 @@ def plot_curves(
         stats.metric_label(metric)
         + ("" if stats.higher_is_better(metric) else " (lower is better)")
     )
-    ax.set_title(f"{group['dataset']} · {group['schedule']}: mean ± SD over seeds", fontsize=10)
+    ax.set_title(
+        f"{group['dataset']} · {group['schedule']}: mean over runs (each interpolated), "
+        f"95% CI band{cut}",
+        fontsize=10,
+    )
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="best")
+    if len(group["strategies"]) > 4:  # a long legend beside the axes, not over the curves
+        fig.set_size_inches(8.4, 4.2)
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+    else:
+        ax.legend(fontsize=8, loc="best")
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
     atomic_write(path, lambda fh: fh.write(buf.getvalue()))

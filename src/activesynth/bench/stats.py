@@ -8,10 +8,15 @@ the initial labelled set and so the test patients; patients are nested in runs. 
 pairs the runs of two strategies by seed; patients only enter the confidence intervals, through
 the nested bootstrap. Conventions (stated in the report too):
 
-- **Learning curve**: per strategy and round, the mean and sample SD (ddof=1) over seeds of the
-  metric, plotted at the mean labelled fraction of that round over seeds (pool sizes differ a
-  little between seeds because splits are by patient). NaN values are left out of a mean;
-  ``n`` says how many values it is over. The x-axis counts **expert labels** (the pool's real
+- **Learning curve** (plotted): the tables' rule on a grid. Each run's value is interpolated
+  (:func:`interp_weights`) at every fraction of a grid made of all runs' round fractions and
+  the table's fractions inside the range every run of the strategy covers (pool sizes differ a
+  little between seeds because splits are by patient, so seeds' rounds fall at slightly
+  different fractions); then per grid point the mean over runs and a 95 % t-interval of that
+  mean (the unit is the run). Nothing is drawn outside a run's own range (no extrapolation).
+  NaN values are left out of a mean; ``n`` says how many values it is over
+  (:func:`interpolated_curve`). ``summary["curves"]`` keeps the per-round record (mean +- SD
+  per round position, :func:`learning_curve`). The x-axis counts **expert labels** (the pool's real
   items an expert labelled, as a fraction of its real items; ``store.label_axis``), never
   synthetic items: an arm that trained on synthetic items is shown as "name + N synthetic"
   (:func:`arm_label`) and its per-round synthesis (generated, rejected, added) is listed in the
@@ -225,7 +230,12 @@ def run_curves(rows: Iterable[Mapping[str, Any]], metric: str) -> dict[str, RunC
 
 
 def learning_curve(curves: Sequence[RunCurve], strategy: str, metric: str) -> Curve:
-    """Mean +- SD over the runs (seeds) per round position."""
+    """Mean +- SD over the runs (seeds) per round position (``summary["curves"]``).
+
+    A record of the rounds, not what the report plots: seeds whose rounds reach different
+    fractions are averaged at the mean fraction here. The plotted curve is
+    :func:`interpolated_curve`.
+    """
     r_max = max(len(c.round) for c in curves)
     stats = []
     for i in range(r_max):
@@ -252,6 +262,79 @@ def learning_curve(curves: Sequence[RunCurve], strategy: str, metric: str) -> Cu
         sd=np.array(cols[4]),
         n=np.array(cols[5], np.int64),
     )
+
+
+def _merge_close(points: np.ndarray, eps: float) -> np.ndarray:
+    """Sorted ``points`` with each run of neighbours closer than ``eps`` replaced by its mean."""
+    pts = np.sort(points)
+    if len(pts) == 0:
+        return pts
+    groups = np.split(pts, np.flatnonzero(np.diff(pts) > eps) + 1)
+    return np.array([g.mean() for g in groups])
+
+
+def interpolated_curve(
+    curves: Sequence[RunCurve], extra: Sequence[float] = (), level: float = CI_LEVEL
+) -> dict[str, Any]:
+    """The plotted learning curve of one strategy: mean and ``level`` band over its runs of each
+    run's value interpolated onto one fraction grid (the tables' rule, :func:`interp_weights`).
+
+    The grid is every run's round fractions plus ``extra`` (the table's fractions) inside the
+    range every run covers (the latest first round to the earliest last round, as
+    :func:`common_range` finds it for the AULC, stalled runs left out); fractions closer than
+    ``ROUND_SNAP`` of the smallest round spacing are merged into their mean (they are one round
+    of different seeds). Each run is interpolated there (never outside its own range, so no
+    extrapolation), then per grid point: the mean over the runs with a finite value, the sample
+    SD, and the t-interval of the mean, ``mean +- t(1 - (1 - level) / 2, n - 1) * SD / sqrt(n)``
+    (the unit is the run; no band below 2 runs). ``n_labelled`` is the mean over runs of each
+    run's labels interpolated with the same weights (the x of the physics-call axis).
+
+    Args:
+        curves: the strategy's runs (one metric).
+        extra: further fractions for the grid (kept only inside the common range).
+        level: coverage of the band.
+
+    Returns:
+        ``{"fraction", "n_labelled", "mean", "sd", "lo", "hi", "n", "min", "max"}`` lists of
+        length G (the grid; ``min`` / ``max``: the lowest and highest run there), ``"range": [first, last]`` (NaN with no common range), ``"stalled"`` (run ids
+        left out) and ``"note"`` (why the curve is empty, or "").
+    """
+    from scipy import stats as sps
+
+    span = common_range({"_": {c.run_id: c for c in curves}})
+    stalled = [s.split("/", 1)[1] for s in span["stalled"]]
+    keys = ("fraction", "n_labelled", "mean", "sd", "lo", "hi", "min", "max")
+    out: dict[str, Any] = {k: [] for k in keys}
+    out.update(n=[], range=[span["lo"], span["hi"]], stalled=stalled, note=span["refused"])
+    if span["refused"]:
+        return out
+    used = [c for c in curves if c.run_id not in stalled]
+    lo, hi = float(span["lo"]), float(span["hi"])
+    fr = [c.fraction[np.isfinite(c.fraction) & np.isfinite(c.value)] for c in used]
+    pts = np.concatenate([*fr, np.asarray(list(extra), np.float64)])
+    pts = pts[(pts >= lo) & (pts <= hi)]
+    gaps = np.concatenate([np.diff(np.unique(f)) for f in fr])
+    gaps = gaps[gaps > 0]
+    grid = _merge_close(pts, ROUND_SNAP * float(gaps.min()) if len(gaps) else 0.0)
+    for f in grid:
+        vals, ns = [], []
+        for c in used:
+            w = interp_weights(c.fraction, float(f), tol=0.0)
+            vals.append(apply_weights(w, c.value))
+            ns.append(apply_weights(w, c.n_labelled))
+        m, sd, n = mean_sd(vals)
+        half = float(sps.t.ppf(1 - (1 - level) / 2, n - 1)) * sd / math.sqrt(n) if n > 1 else 0.0
+        out["fraction"].append(float(f))
+        out["n_labelled"].append(mean_sd(ns)[0])
+        out["mean"].append(m)
+        out["sd"].append(sd)
+        out["lo"].append(m - half)
+        out["hi"].append(m + half)
+        out["n"].append(n)
+        fin = [v for v in vals if math.isfinite(v)]
+        out["min"].append(min(fin) if fin else math.nan)
+        out["max"].append(max(fin) if fin else math.nan)
+    return out
 
 
 # ------------------------------------------------------------------------------------ scalars
@@ -882,10 +965,12 @@ def summarise_group(
 
     Returns:
         ``{"dataset", "schedule", "task", "metric", "higher_is_better", "strategies",
-        "n_seeds", "units", "curves", "aulc", "aulc_range", "ranking", "full_data",
+        "n_seeds", "units", "curves", "interpolated_curves", "aulc", "aulc_range", "ranking", "full_data",
         "labels_to_reach", "pct_of_full", "wilcoxon", "reference", "comparisons", "bootstrap",
         "table", "synthetic"}``; see the module docstring for the definitions
-        (``synthetic``: :func:`synthetic_summary`).
+        (``synthetic``: :func:`synthetic_summary`; ``curves``: per round,
+        :func:`learning_curve`; ``interpolated_curves``: what the report plots,
+        :func:`interpolated_curve` on the runs' and the table's fractions).
 
     Raises:
         DataError: no rows, only ``full`` runs, an unknown metric, or mixed metric schemas.
@@ -1075,6 +1160,10 @@ def summarise_group(
         "n_seeds": {s: len(runs[s]) for s in strategies},
         "units": {"seeds": all_seeds, "patients_per_seed": units_pat},
         "curves": {m: {s: c.as_dict() for s, c in cs.items()} for m, cs in curves.items()},
+        "interpolated_curves": {
+            m: {s: interpolated_curve(list(runs_m[m][s].values()), fr) for s in strategies}
+            for m in tmetrics
+        },
         "aulc": aulcs,
         "aulc_range": span,
         "ranking": ranked,
@@ -1492,8 +1581,10 @@ def definitions(
         },
         {
             "term": "Learning curve",
-            "text": "Per strategy and round, the mean ± SD (ddof 1) over seeds of the metric, "
-            "at the mean label fraction of that round over seeds.",
+            "text": "Each run's value interpolated as for “Value at a label %” onto one grid "
+            "(every run's round fractions and the table's fractions, inside the range all runs "
+            f"of the strategy cover: never extrapolated); the line is the mean over runs, the "
+            f"band its {pct} t-interval (the unit is the run; no band with one run).",
         },
         {
             "term": "Value at a label %",

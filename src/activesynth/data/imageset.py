@@ -14,6 +14,13 @@ Arrays (N items, H x W pixels, C channels):
 - ``ids``: ``(N,)`` ``str`` unique item id (e.g. ``"<case>_<slice>"``).
 - ``meta``: per-item columns, each an array whose first dimension is N (e.g. ``slice_number``,
   ``spacing`` as ``(N, 2)`` float32 mm per pixel (row, col), ``source_path``).
+
+``lr_flip_safe`` declares whether a left-right flip of an image is still a plausible image of
+the same anatomy: True for brain MRI slices (LGG) and the vessel phantoms, False for chest
+X-rays (JSRT, PneumoniaMNIST: a flipped radiograph puts the heart on the wrong side), None when
+the source does not say (a user's folder, NIfTI or DICOM set without the spec key
+``lr_flip_safe``), which is treated as False. Synthesis reads it for its default flips
+(``synthesis.perturb.PerturbConfig.for_data``); ``subset`` keeps it.
 """
 
 from __future__ import annotations
@@ -44,6 +51,7 @@ class ImageSet:
     label_names: tuple[str, ...] = ()
     channel_names: tuple[str, ...] = ()
     check_finite: bool = True
+    lr_flip_safe: bool | None = None
 
     def __post_init__(self) -> None:
         imgs = self.images
@@ -259,4 +267,13 @@ def concat(sets: list[ImageSet], name: str | None = None) -> ImageSet:
         label_names=first.label_names,
         channel_names=first.channel_names,
         check_finite=False,
+        # one set that is not flip-safe (or undeclared) makes the whole not flip-safe
+        lr_flip_safe=_joint_flip_safe([s.lr_flip_safe for s in sets]),
     )
+
+
+def _joint_flip_safe(flags: list[bool | None]) -> bool | None:
+    """True when every set is flip-safe, False when any says it is not, else None."""
+    if all(f is True for f in flags):
+        return True
+    return False if any(f is False for f in flags) else None

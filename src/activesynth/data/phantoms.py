@@ -687,6 +687,7 @@ def make_phantoms(
         class_names=("background", "lumen"),
         label_names=SEVERITY_NAMES,
         channel_names=("intensity",),
+        lr_flip_safe=True,  # vessel cross-sections have no handedness
     )
 
 

@@ -35,6 +35,10 @@ which defaults to the spec file's folder)::
     size: 128                        # resize to size x size (or [H, W]); null keeps the originals
     channels: auto                   # auto | gray | rgb (auto refuses mixed grey and colour)
     cache: false                     # true: keep the decoded set (content-keyed) for fast reloads
+    lr_flip_safe: false              # true: a left-right flip keeps the anatomy plausible
+                                     # (brain slices, vessels); false (default, the safe choice):
+                                     # synthesis does not flip left-right unless its config says
+                                     # so (chest X-rays: the heart would change sides)
 
 Conventions a user may need to know:
 
@@ -112,6 +116,7 @@ SPEC_KEYS = (
     "size",
     "channels",
     "cache",
+    "lr_flip_safe",
 )
 _MASK_KEYS = ("pattern", "folder", "raters", "rater")
 _SPEC_SUFFIXES = (".json", ".yaml", ".yml")
@@ -160,6 +165,7 @@ class DataSpec:
     size: tuple[int, int] | None = None
     channels: str = "auto"
     cache: bool = False
+    lr_flip_safe: bool = False
     source: str = "spec"
 
     def as_dict(self) -> dict[str, Any]:
@@ -444,8 +450,21 @@ def read_spec(
             str(doc.get("channels", "auto")), ("auto", "gray", "rgb"), "channels"
         ),
         cache=bool(doc.get("cache", False)),
+        lr_flip_safe=_flag(doc.get("lr_flip_safe", False), "lr_flip_safe"),
         source=source,
     )
+
+
+def _flag(value: Any, key: str) -> bool:
+    """A yes/no spec key: a bool, or its text from ``--data-opt KEY=VALUE``."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("true", "yes", "1"):
+        return True
+    if text in ("false", "no", "0"):
+        return False
+    raise ConfigError(f"Spec key {key!r} must be true or false, got {value!r}.")
 
 
 # ---- resolving files (no pixels) ---------------------------------------------------------------
@@ -1068,6 +1087,7 @@ def _cache_key(plan: Plan, allow_partial: bool) -> str:
     doc = plan.spec.as_dict()
     doc.pop("cache", None)
     doc.pop("source", None)
+    doc.pop("lr_flip_safe", None)  # not about the pixels: stamped on the set after loading
     h.update(json.dumps([doc, allow_partial, 1], sort_keys=True).encode())
     for it in plan.items:
         for p in (*(it.modality_paths or (it.path,)), it.mask):
@@ -1167,7 +1187,7 @@ def load_spec(
         folder = _cache_dir() / f"{spec.name}-{_cache_key(plan, allow_partial)}"
         if (folder / "info.json").is_file():
             log.info("%s: decoded set read from the cache %s", spec.name, folder)
-            return _read_cache(folder)
+            return replace(_read_cache(folder), lr_flip_safe=spec.lr_flip_safe)
     try:
         data = _load_plan(plan)
     except DataError as exc:
@@ -1177,7 +1197,7 @@ def load_spec(
         raise
     if folder is not None:
         _save_cache(folder, data)
-    return data
+    return replace(data, lr_flip_safe=spec.lr_flip_safe)
 
 
 def _load_plan(plan: Plan) -> ImageSet:

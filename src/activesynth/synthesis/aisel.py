@@ -355,7 +355,13 @@ class CachedOracle:
 
     Attributes:
         n_solves: oracle invocations (cache misses; failures included): the physics calls.
-        n_cached: answers served from the cache. n_failed: failed solves.
+        n_cached: answers served from the cache (failed answers included).
+        n_failed: failed solves: physics calls that failed, each a distinct mask (a failed mask
+            is cached like an answer and never solved again by this oracle, so it is paid once).
+        n_refused: requests answered with a failure, each one counted: the failed solves plus
+            every later request of a failed mask served from the cache (each is an item the
+            round refuses). ``n_refused >= n_failed``; a report says "N distinct failed masks,
+            M requests" with N = ``n_failed`` and M = ``n_refused``.
         seconds: wall time spent in solves.
     """
 
@@ -374,7 +380,7 @@ class CachedOracle:
         self.user = user
         self.timeout_s = timeout_s
         self.cache: dict[str, OracleAnswer] = {}
-        self.n_solves = self.n_cached = self.n_failed = 0
+        self.n_solves = self.n_cached = self.n_failed = self.n_refused = 0
         self.seconds = 0.0
 
     def _poiseuille(self, mask: np.ndarray, spacing: tuple[float, float]) -> float:
@@ -424,8 +430,11 @@ class CachedOracle:
             )
 
     def __call__(self, masks: np.ndarray, images: np.ndarray | None = None) -> list[OracleAnswer]:
-        """Answers for (N,H,W) masks (and their (N,H,W,C) images, which a user oracle reads);
-        a failure is cached too (never retried)."""
+        """Answers for (N,H,W) masks (and their (N,H,W,C) images, which a user oracle reads).
+
+        A failure is cached too, so a failed mask is never retried (no oracle is asked forever
+        about a lumen it cannot solve); each request of it still counts in ``n_refused``.
+        """
         masks = np.asarray(masks)
         if self.user is not None and images is None:
             raise ConfigError("A user oracle reads the images too: pass them with the masks.")
@@ -435,12 +444,14 @@ class CachedOracle:
             k = self.key(m, img)
             if k in self.cache:
                 self.n_cached += 1
+                self.n_refused += int(not self.cache[k].ok)
                 out.append(self.cache[k])
                 continue
             a = self._one(m, img)
             self.n_solves += 1
             self.seconds += a.seconds
             self.n_failed += int(not a.ok)
+            self.n_refused += int(not a.ok)
             if not a.ok:
                 log.warning("physics oracle failed on a generated lumen: %s", a.error)
             self.cache[k] = a
@@ -448,10 +459,14 @@ class CachedOracle:
         return out
 
     def stats(self) -> dict[str, float]:
+        """The counters: ``solves`` (physics calls), ``cached``, ``failed`` (failed solves,
+        distinct masks), ``refused`` (every request answered with a failure, cache hits
+        included) and ``seconds``."""
         return {
             "solves": self.n_solves,
             "cached": self.n_cached,
             "failed": self.n_failed,
+            "refused": self.n_refused,
             "seconds": self.seconds,
         }
 
@@ -506,7 +521,9 @@ class AISELResult:
         codes: (B', D) float32 latent codes of ``candidates`` (labelled: feed them to the next
             round's ``extra_labelled_codes``).
         severity: (B',) int64 severity classes of ``candidates``.
-        failed: one record per failed solve (code index, error, latent code).
+        failed: one record per refused pick (code index, error, latent code): a failed solve,
+            or a mask whose earlier failure the oracle's cache served (``len(failed)`` is the
+            round's share of ``oracle["refused"]``).
         validity: the validity of all decoded candidates (``reasons`` counts the rejections).
         n_candidates: candidates generated; n_valid: those that passed validity.
         oracle: the oracle's counters after the round; timings: seconds per phase.

@@ -3,9 +3,11 @@
 A :data:`~activesynth.bench.report.SectionRenderer` (listed in ``bench.report.REPORT_SECTIONS``)
 for grids whose arms run AISEL synthesis (``LoopConfig.synthesis["method"] == "aisel"``):
 
-- a table per AISEL arm: physics calls spent on synthetic items, failed calls, candidates and
-  the share that were valid lumens, items added and their severity classes (summed over the
-  arm's finished runs and rounds);
+- a table per AISEL arm: physics calls spent on synthetic items, failures as "N distinct
+  failed masks, M requests" (N failed solves, each paid once and never retried; M picks refused
+  for a failure, counting each time a cached failed mask was picked again: :func:`failed_cell`),
+  candidates and the share that were valid lumens, items added and their severity classes
+  (summed over the arm's finished runs and rounds);
 - for the first finished run of each latent generator: a **latent traversal** strip (the first
   four latent coordinates, or the four of largest variance among the run's labelled synthetic
   codes for a flow, varied over +-2.5 SD around the mean of those codes) and a **gallery** of
@@ -32,7 +34,21 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-__all__ = ["aisel_section", "find_checkpoint", "gallery_png"]
+__all__ = ["aisel_section", "failed_cell", "find_checkpoint", "gallery_png", "refused_of"]
+
+
+def refused_of(summary: Mapping[str, Any]) -> int:
+    """Picks of a round refused for a failed oracle answer (``summary["refused"]``; rounds
+    recorded before it was kept: the number of failure records, one per refused pick)."""
+    if summary.get("refused") is not None:
+        return int(summary["refused"])
+    return len(summary.get("failures") or [])
+
+
+def failed_cell(failed: int, refused: int) -> str:
+    """The table's failure cell: "N distinct failed masks, M requests"."""
+    masks = "mask" if failed == 1 else "masks"
+    return f"{failed} distinct failed {masks}, {refused} request{'s' if refused != 1 else ''}"
 
 
 def find_checkpoint(results_dir: Path, run_dir: Path, name: str, checkpoint: str) -> Any:
@@ -129,7 +145,8 @@ def aisel_section(summary: Mapping[str, Any], results_dir: Path, report_dir: Pat
             continue
         a = arms.setdefault(
             unit.strategy,
-            {"runs": 0, "calls": 0, "failed": 0, "generated": 0, "valid": 0, "added": 0,
+            {"runs": 0, "calls": 0, "failed": 0, "refused": 0, "generated": 0, "valid": 0,
+             "added": 0,
              "severity": np.zeros(3, np.int64), "latent": syn.get("latent"),
              "acquisition": syn.get("acquisition")},
         )  # fmt: skip
@@ -140,15 +157,18 @@ def aisel_section(summary: Mapping[str, Any], results_dir: Path, report_dir: Pat
                 continue
             for k in ("calls", "failed", "generated", "valid", "added"):
                 a[k] += int(s.get(k) or 0)
+            a["refused"] += refused_of(s)
             a["severity"] += np.asarray(s.get("severity") or [0, 0, 0], np.int64)[:3]
             first.setdefault(str(syn.get("latent")), (run_id, s))
     if not arms:
         return None
     md = [
         "Physics calls spent on synthetic items per AISEL arm (all finished runs and rounds; "
-        "the real labels' calls are on the curves' x-axis too). Valid = decoded lumens that "
-        "passed `lumen_validity`; severity = classes of the added items (normal / moderate / "
-        "severe).",
+        "the real labels' calls are on the curves' x-axis too). Failed: N distinct failed "
+        "masks (failed solves, each one paid call; a failed mask is cached and never solved "
+        "again), M requests (every pick refused for a failure, counting a cached failed mask "
+        "each time it was picked again). Valid = decoded lumens that passed `lumen_validity`; "
+        "severity = classes of the added items (normal / moderate / severe).",
         "",
         "| Arm | latent | acquisition | runs | synthetic calls | failed | candidates | valid "
         "| added | severity |",
@@ -158,7 +178,7 @@ def aisel_section(summary: Mapping[str, Any], results_dir: Path, report_dir: Pat
         share = a["valid"] / a["generated"] if a["generated"] else float("nan")
         md.append(
             f"| {name} | {a['latent']} | {a['acquisition']} | {a['runs']} | {a['calls']} | "
-            f"{a['failed']} | {a['generated']} | {a['valid']} ({share:.0%}) | {a['added']} | "
+            f"{failed_cell(a['failed'], a['refused'])} | {a['generated']} | {a['valid']} ({share:.0%}) | {a['added']} | "
             f"{'/'.join(str(int(v)) for v in a['severity'])} |"
         )
     from activesynth.bench.report import markdown_to_html

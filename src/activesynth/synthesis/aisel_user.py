@@ -23,7 +23,9 @@ Files in ``out`` (each written atomically; ``provenance.json`` last, so its pres
 complete output): ``images/<id>.png``, ``masks/<id>.png`` (0 / 255), ``labels.csv``
 (``id,label``) and ``provenance.json`` (``items``: id, files, label, latent code, generator,
 checkpoint, seed, acquisition score; ``failed``: the failed calls with their errors;
-``report``: candidates, valid, rejections by reason, calls, failures, cache hits, seconds).
+``report``: candidates, valid, rejections by reason, calls, failed (failed calls, distinct
+masks), refused (picks refused for a failure, a cached failure picked again included), cache
+hits, seconds).
 """
 
 from __future__ import annotations
@@ -243,6 +245,7 @@ def synthesise_aisel(
         "rejected_reasons": res.validity.reasons,
         "calls": res.oracle["solves"],
         "failed": res.oracle["failed"],
+        "refused": res.oracle["refused"],
         "cached": res.oracle["cached"],
         "written": len(items),
         "oracle_seconds": res.oracle["seconds"],

@@ -15,6 +15,9 @@ bilinearly and the mask by nearest neighbour, with border padding. uint8 images 
 back to uint8. The label is inherited (cost ``INHERITED``, 0 expert labels): the mask goes
 through the same transform, an image label is copied. Default flips are off: a left-right flip
 of a chest radiograph moves the heart to the wrong side, so flips are opt-in per dataset.
+Unlike the mask-conditioned generators (``PerturbConfig.for_data``) it does not read
+``ImageSet.lr_flip_safe``: off is already safe for every dataset, and turning flips on where a
+set is flip-safe (LGG, phantoms) would change the results of existing configs.
 
 Cost: one affine resample per candidate image and one per mask (``n * len(sources)`` of them),
 run with MONAI's metadata tracking off (it would double the time and is never read here):

@@ -414,7 +414,10 @@ class MaskConditionedModel:
                 pool's manual masks under Mahapatra's protocol).
             n: candidates per source, 1..200 (the paper's "up to 200").
             rng: the only randomness (one seed per candidate).
-            perturb: the perturbation configuration (default ``PerturbConfig()``).
+            perturb: the perturbation configuration (default ``PerturbConfig()``); without a
+                ``p_flip`` / ``flip_axes`` its flip follows ``sources.lr_flip_safe``
+                (:meth:`PerturbConfig.for_data`: no left-right flip unless the set is
+                declared flip-safe).
 
         Returns:
             ``len(sources) * n`` Candidates, source-major: images (M, H, W, C) of the pool's
@@ -440,7 +443,8 @@ class MaskConditionedModel:
                 f"{sources.name}: the mask perturbations are binary and these masks hold class "
                 f"ids up to {int(sources.masks.max())}; use a binary segmentation dataset."
             )
-        cfg = perturb or PerturbConfig()
+        # flips follow the data: no left-right flip of a chest X-ray unless the config says so
+        cfg = (perturb or PerturbConfig()).for_data(sources.lr_flip_safe)
         b = len(sources)
         seeds = rng.integers(0, 2**63 - 1, size=(b, n), dtype=np.int64)
         xs = np.empty((b * n, *sources.images.shape[1:]), dtype=sources.images.dtype)

@@ -219,6 +219,7 @@ def synthetic_minority(
         label_names=labelled.label_names,
         channel_names=labelled.channel_names,
         check_finite=False,
+        lr_flip_safe=labelled.lr_flip_safe,
     )
     rec = {
         "generator": name,

@@ -58,7 +58,14 @@ record kept in its provenance.
    MONAI ``Flip`` and one affine (``AffineGrid`` + ``Resample``, what ``monai.transforms.Affine``
    does, with one grid for both: rotation about the centre + translation in pixels, one
    resampling): bilinear with border padding for the image, nearest with zero padding for the
-   mask.
+   mask. **Flips follow the data**: ``draw_spatial`` itself flips left-right with ``p_flip``
+   0.5, but a generator proposing from an :class:`~activesynth.data.imageset.ImageSet` uses
+   :meth:`PerturbConfig.for_data`, which turns the flip off (``p_flip`` 0) unless the set
+   declares ``lr_flip_safe`` (LGG brain slices and phantoms do; JSRT, PneumoniaMNIST and, unless
+   their spec says ``lr_flip_safe: true``, users' folders do not: a flipped chest X-ray puts
+   the heart on the wrong side). A ``p_flip`` or ``flip_axes`` given in the config always wins.
+   ``p_flip`` 0 still draws the flip coin, so a chest-X-ray run without a flip option draws
+   exactly what one with ``"spatial": {"p_flip": 0.0}`` draws.
 
 ``draw(mask, rng, config)`` draws a ``ChainRecord`` in the fixed order boundary -> intensity ->
 spatial (each step included with its probability, at least one), so the boundary step is drawn
@@ -75,7 +82,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar
 
 import numpy as np
@@ -837,7 +844,8 @@ class PerturbConfig:
     """What ``draw`` may include, with each step's probability (at least one step is kept).
 
     The boundary step is always drawn when ``p_boundary`` is 1 (the default): it is the one
-    that changes the shape and therefore what the inherited mask means.
+    that changes the shape and therefore what the inherited mask means. The flip default
+    depends on the data (:meth:`for_data`, applied by the generators' ``propose``).
     """
 
     p_boundary: float = 1.0
@@ -846,6 +854,22 @@ class PerturbConfig:
     boundary: Mapping[str, Any] = field(default_factory=dict)
     intensity: Mapping[str, Any] = field(default_factory=dict)
     spatial: Mapping[str, Any] = field(default_factory=dict)
+
+    def for_data(self, lr_flip_safe: bool | None) -> PerturbConfig:
+        """This config with the flip default of the data it perturbs.
+
+        Args:
+            lr_flip_safe: the source set's declaration (``ImageSet.lr_flip_safe``): True keeps
+                ``draw_spatial``'s default (left-right with ``p_flip`` 0.5); False or None
+                (undeclared: the safe choice) sets ``p_flip`` to 0.
+
+        Returns:
+            ``self`` when ``spatial`` gives ``p_flip`` or ``flip_axes`` (an explicit choice
+            wins) or the data is flip-safe; otherwise a copy with ``spatial["p_flip"] = 0.0``.
+        """
+        if lr_flip_safe is True or "p_flip" in self.spatial or "flip_axes" in self.spatial:
+            return self
+        return replace(self, spatial={**self.spatial, "p_flip": 0.0})
 
     def __post_init__(self) -> None:
         ps = (self.p_boundary, self.p_intensity, self.p_spatial)

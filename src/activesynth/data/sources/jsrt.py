@@ -63,4 +63,5 @@ def load_jsrt(root: str | Path, *, size: int | None = 128) -> ImageSet:
         class_names=("background", "lung"),
         label_names=("no_nodule", "nodule"),
         channel_names=("xray",),
+        lr_flip_safe=False,  # a flipped chest X-ray puts the heart on the wrong side
     )

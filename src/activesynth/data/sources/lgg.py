@@ -120,6 +120,7 @@ def load_lgg(
         class_names=("background", "tumour"),
         label_names=("no_tumour", "tumour"),
         channel_names=tuple(channels),
+        lr_flip_safe=True,  # a mirrored axial brain slice is a plausible slice (tumour side)
     )
 
 

@@ -51,4 +51,5 @@ def load_pneumoniamnist(root: str | Path, *, size: int | None = None) -> ImageSe
         class_names=("background",),
         label_names=("normal", "pneumonia"),
         channel_names=("xray",),
+        lr_flip_safe=False,  # a flipped chest X-ray puts the heart on the wrong side
     )
