@@ -559,6 +559,14 @@ class VAELatentConfig(LatentConfig):
     Attributes:
         channels: feature maps of its four levels.
         kl_weight: weight of the KL term (1 = the ELBO).
+        mask_loss: how the lumen-mask channel is fitted. ``"dice_bce"`` (default): the channel
+            is a logit, fitted by its Bernoulli log-likelihood summed over pixels (the image's
+            Gaussian one is summed the same way) plus ``H * W`` x the pair's soft Dice loss
+            (MONAI ``DiceLoss``), the usual segmentation loss for a small foreground;
+            ``"bernoulli"``: the log-likelihood alone; ``"mse"``: the squared error on the -1/+1
+            channel like the image's (the loss before issue 11's diagnosis, and of the archived
+            ``aisel_phantom`` grid; its configs serialise without this key, so their cache keys
+            and checkpoints are unchanged). See :class:`VAELatent` for why.
     """
 
     channels: tuple[int, ...] = (8, 16, 32, 32)
@@ -595,9 +603,22 @@ class VAELatent(LatentGenerator):
 
     Differences from the VAE manifold of :mod:`generative.manifold` (Dai et al.): it is trained on
     the 2-channel (image, mask) pairs in ``[-1, 1]`` (no per-image z-score, so decoded images
-    keep absolute intensity), with the same architecture and loss (:func:`vae.vae_loss`: MSE
-    summed over pixels + ``kl_weight`` * KL), by the shared resumable epoch loop. The decoded
-    mask channel is thresholded at 0.
+    keep absolute intensity), with the same architecture, the image channel's loss of
+    :func:`vae.vae_loss` (MSE summed over pixels + ``kl_weight`` * KL) and the shared resumable
+    epoch loop. The decoded mask channel is thresholded at 0; with a logit mask channel
+    (``mask_loss`` ``"dice_bce"`` / ``"bernoulli"``) :meth:`decode_pairs` returns
+    ``tanh(logit / 2) = 2 p - 1`` (the pairs' -1/+1 convention; > 0 exactly when p > 0.5).
+
+    The mask loss (issue 11, ``experiments/aisel_vae_diagnose.py``, docs/results.md): with the
+    MSE on the -1/+1 channel, 20 epochs (the ``aisel_phantom`` grid's budget) left the decoded
+    lumen on a plateau near 0 (p ~ 0.5: median 0.01 inside the true lumens of seed 1's
+    reconstructions), so whether a lumen survived the threshold depended on the seed: 0 valid
+    candidates on grid seeds 1 and 3. The plateau is not posterior collapse (every latent
+    coordinate carries 0.8-4 nats; a KL weight of 0.1 gave the same plateau) and not the
+    likelihood alone (the Bernoulli loss stalls at logit ~0 too); it ends with longer training
+    (epoch ~45 on seed 1). The soft Dice term, which weighs a lumen by its overlap whatever its
+    pixel count, lifts the lumen above the threshold within the same 20 epochs. Decoded images
+    stay blurry at 20 epochs (most remaining rejections are the wall-contrast rule).
     """
 
     name = "vae"
