@@ -251,6 +251,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     help="read-only caches to load a matching checkpoint from (the grid's)")
     ap.add_argument("--json", type=Path, default=None,
                     help="summary JSON (default OUT/vae_diagnose.json)")
+    ap.add_argument("--collect", action="store_true",
+                    help="fit nothing: summarise the seed x variant JSONs already under OUT/work")
     args = ap.parse_args(argv)
     from activesynth.metrics import to_jsonable
     from activesynth.utils import atomic_write_json
@@ -265,6 +267,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             if f.is_file():
                 results[var][str(seed)] = json.loads(f.read_text())
                 say(f"seed {seed} {var}: cached")
+                continue
+            if args.collect:
                 continue
             if s is None:
                 s = diag.grid_setup(seed, arm=ARM)
