@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import math
+import textwrap
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -199,7 +200,8 @@ def save_traversal_png(
             if r == 0:
                 a.set_title(f"{values[c]:+.1f}", fontsize=7)
         name = labels[r] if labels else f"z[{d}]"
-        axes[r, 0].set_ylabel(name, fontsize=7)
+        # wrapped: a row is 1.4 in high, a long label would run into its neighbours
+        axes[r, 0].set_ylabel(textwrap.fill(name, 16), fontsize=7)
     fig.suptitle(f"{gen.name}: latent traversals", fontsize=9)
     fig.tight_layout()
     import io
