@@ -539,11 +539,15 @@ AISEL_KEYS = (
     "alpha",
     "med_p",
     "mc_samples",
+    "uncertainty",
+    "ensemble_size",
     "validity",
     "fit_on",
     "timeout_s",
 )
 AISEL_FIT_ON = ("pool", "labelled")
+#: members of the deep ensemble when ``uncertainty`` is ``"ensemble"`` and no size is given
+AISEL_ENSEMBLE_SIZE = 5
 
 
 def normalise_aisel(s: dict[str, Any], cfg: LoopConfig) -> dict[str, Any]:
@@ -555,12 +559,14 @@ def normalise_aisel(s: dict[str, Any], cfg: LoopConfig) -> dict[str, Any]:
     synthetic items per round, >= 1), the candidate settings of
     :class:`~activesynth.synthesis.aisel.AISELConfig` (``n_prior``, ``n_perturb``, ``sigma``,
     ``alpha``, ``med_p``, ``mc_samples``, ``validity``), ``fit_on`` (``"pool"``: every real
-    pool image with its lumen mask, no labels; ``"labelled"``: the labelled real items only)
-    and ``timeout_s`` (per physics solve, None = wait).
-
-    Cut for now: the loop's uncertainty is MC dropout of the round's task model only; the deep
-    ensemble that :func:`~activesynth.synthesis.aisel.predictive_uncertainty` also takes (issue
-    11 item 3) needs several task models per round, which the loop does not train yet.
+    pool image with its lumen mask, no labels; ``"labelled"``: the labelled real items only),
+    ``timeout_s`` (per physics solve, None = wait) and the exploitation term's ``uncertainty``
+    (issue 11 item 3): ``"mc-dropout"`` (default; ``mc_samples`` passes of round r - 1's task
+    model, which then needs dropout > 0) or ``"ensemble"`` (a deep ensemble, Lakshminarayanan
+    et al. 2017: round r - 1's task model plus ``ensemble_size - 1`` members trained from
+    scratch on the same training set with other seeds, the variance of their predictions).
+    The two ``uncertainty`` keys enter the normalised mapping only when the ensemble is chosen,
+    so runs made before they existed resume unchanged.
     """
     from activesynth.generative.latent import make_latent_generator
     from activesynth.synthesis.aisel import AISELConfig
@@ -610,6 +616,19 @@ def normalise_aisel(s: dict[str, Any], cfg: LoopConfig) -> dict[str, Any]:
             )
         if not isinstance(v, int | float) or isinstance(v, bool) or v < 0:
             raise ConfigError(f"AISEL validity {key} must be a number >= 0, got {v!r}.")
+    from activesynth.synthesis.aisel import UNCERTAINTIES
+
+    uncertainty = check_option(
+        s.get("uncertainty", "mc-dropout"), UNCERTAINTIES, "AISEL uncertainty"
+    )
+    size = s.get("ensemble_size", AISEL_ENSEMBLE_SIZE)
+    if "ensemble_size" in s and uncertainty != "ensemble":
+        raise ConfigError(
+            "AISEL ensemble_size is only used with uncertainty 'ensemble'; drop it or set "
+            "uncertainty to 'ensemble'."
+        )
+    if not _is_int(size) or size < 2:
+        raise ConfigError(f"AISEL ensemble_size must be an integer >= 2, got {size!r}.")
     acfg = AISELConfig(
         method=s.get("acquisition", "med"),
         n_prior=int(s.get("n_prior", 500)),
@@ -617,12 +636,18 @@ def normalise_aisel(s: dict[str, Any], cfg: LoopConfig) -> dict[str, Any]:
         sigma=float(s.get("sigma", 0.3)),
         alpha=float(s.get("alpha", 0.5)),
         med_p=s.get("med_p"),
+        uncertainty=uncertainty,
         mc_samples=int(s.get("mc_samples", 10)),
         validity=validity,
     )
-    if acfg.method in ("med", "product", "uncertainty") and cfg.dropout <= 0:
+    if (
+        acfg.method in ("med", "product", "uncertainty")
+        and uncertainty == "mc-dropout"
+        and cfg.dropout <= 0
+    ):
         raise ConfigError(
-            f"AISEL acquisition {acfg.method!r} needs MC-dropout uncertainty: set dropout > 0."
+            f"AISEL acquisition {acfg.method!r} needs MC-dropout uncertainty: set dropout > 0, "
+            "or uncertainty 'ensemble'."
         )
     timeout = s.get("timeout_s")
     if timeout is not None and not (isinstance(timeout, int | float) and timeout > 0):
@@ -643,6 +668,9 @@ def normalise_aisel(s: dict[str, Any], cfg: LoopConfig) -> dict[str, Any]:
         "fit_on": check_option(s.get("fit_on", "pool"), AISEL_FIT_ON, "AISEL fit_on"),
         "timeout_s": None if timeout is None else float(timeout),
     }
+    if uncertainty == "ensemble":  # only then: older runs' normalised configs stay as they were
+        out["uncertainty"] = uncertainty
+        out["ensemble_size"] = int(size)
     if out["fit_on"] == "labelled" and out["acquisition"] in ("med", "product", "maximin"):
         # the generator is refitted whenever the labelled set grows, so the codes of earlier
         # rounds' synthetic items (the repulsion points) belong to another latent space
@@ -1295,6 +1323,23 @@ class _Run:
         self._latent = (key, gen)
         return gen
 
+    def _ensemble_members(self, pool: Pool, r: int, n: int) -> list[nn.Module]:
+        """``n`` deep-ensemble members for round ``r``'s AISEL uncertainty (besides round
+        ``r - 1``'s task model): each trained from scratch on the training set at synthesis
+        time (round ``r - 1``'s real and synthetic items, plus round ``r``'s real labels if the
+        arm buys any) with round ``r - 1``'s recipe (``aux_steps`` steps if set), seed
+        ``seed_for(seed, 8, r, m)``. Not saved: a resumed round retrains them to the same
+        weights."""
+        cfg = self.cfg
+        tcfg = cfg.train_config(r - 1)
+        train = pool.training_set(self.pool_data)
+        members = []
+        for m in range(1, n + 1):
+            seed = seed_for(cfg.seed, 8, r, m) % 2**31
+            c = replace(tcfg, max_steps=cfg.aux_steps or tcfg.max_steps, seed=seed)
+            members.append(fit(train, self.val_set, c, self.model_cfg, quiet=True).model)
+        return members
+
     def synthesize_aisel(self, pool: Pool, r: int) -> Pool:
         """Round ``r``'s AISEL items: ``calls_per_round`` physics calls on latent candidates.
 
@@ -1350,16 +1395,19 @@ class _Run:
             sigma=syn["sigma"],
             alpha=syn["alpha"],
             med_p=syn["med_p"],
+            uncertainty=syn.get("uncertainty", "mc-dropout"),
             mc_samples=syn["mc_samples"],
             validity=syn["validity"],
         )
         uses_u = syn["acquisition"] in ("med", "product", "uncertainty")
-        model = self.model(r - 1) if uses_u else None
+        models = [self.model(r - 1)] if uses_u else []
+        if uses_u and acfg.uncertainty == "ensemble":
+            models += self._ensemble_members(pool, r, int(syn["ensemble_size"]) - 1)
         rng = np.random.default_rng([self.cfg.seed, r, 2])
         with torch.random.fork_rng():
             torch.manual_seed(seed_for(self.cfg.seed, 6, r))
             res = aisel_round(
-                gen, [] if model is None else [model], labelled, oracle,
+                gen, models, labelled, oracle,
                 syn["calls_per_round"], rng=rng, config=acfg, extra_labelled_codes=extra,
                 round_=r,
             )  # fmt: skip

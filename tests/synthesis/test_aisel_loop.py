@@ -87,6 +87,17 @@ def test_aisel_config_defaults_and_checks() -> None:
         cfg_of(schedule={"per_round": 0})
     with pytest.raises(ConfigError, match="Unknown synthesis method"):
         cfg_of(schedule=[1], synthesis={**AISEL, "method": "aisle"})
+    # the deep ensemble (issue 11 item 3): its keys appear only when chosen (old runs resume)
+    assert "uncertainty" not in syn and "ensemble_size" not in syn
+    ens = cfg_of(dropout=0.0, synthesis={**AISEL, "uncertainty": "ensemble"}).synthesis
+    assert ens["uncertainty"] == "ensemble" and ens["ensemble_size"] == 5
+    for over, msg in [
+        ({"uncertainty": "ensembel"}, "Did you mean 'ensemble'"),
+        ({"uncertainty": "ensemble", "ensemble_size": 1}, "ensemble_size must be an integer >= 2"),
+        ({"ensemble_size": 3}, "only used with uncertainty 'ensemble'"),
+    ]:
+        with pytest.raises(ConfigError, match=msg):
+            cfg_of(synthesis={**AISEL, **over})
 
 
 def reference_config() -> LoopConfig:
@@ -211,6 +222,45 @@ def test_failed_solves_are_recorded_counted_and_the_run_goes_on(tmp_path, monkey
         assert hist.records[r]["n_oracle_calls"] == calls
     assert n_failed > 0 and set(fate.values()) >= {"raise", "ok"}
     assert Pool.load(tmp_path).n_synthetic == calls - 6 - n_failed
+
+
+def test_deep_ensemble_uncertainty_trains_members_and_resumes_exactly(
+    tmp_path, monkeypatch
+) -> None:
+    """uncertainty 'ensemble': each round trains ensemble_size - 1 members from scratch (on the
+    training set, with their own seeds), scores candidates by the members' variance (no
+    dropout needed), and an interrupted run retrains them to the same picks."""
+    import activesynth.loop as loop_mod
+    from activesynth.synthesis import aisel as aisel_mod
+
+    seen: list[tuple[int, str]] = []
+    real_u = aisel_mod.predictive_uncertainty
+
+    def spy(models, images, **kw):
+        seen.append((len(models), kw.get("method")))
+        return real_u(models, images, **kw)
+
+    monkeypatch.setattr(aisel_mod, "predictive_uncertainty", spy)
+    trained: list[int] = []
+    real_fit = loop_mod.fit
+
+    def count_fit(train, val, c, *a, **kw):
+        trained.append(c.seed)
+        return real_fit(train, val, c, *a, **kw)
+
+    monkeypatch.setattr(loop_mod, "fit", count_fit)
+    syn = {**AISEL, "acquisition": "uncertainty", "uncertainty": "ensemble", "ensemble_size": 3}
+    cfg = cfg_of(dropout=0.0, synthesis=syn)
+    ref = run_loop(cfg, tmp_path / "ref", quiet=True)
+    assert seen and all(s == (3, "ensemble") for s in seen)
+    # 3 task-model rounds + 2 members in each of the 2 synthesis rounds, all seeds distinct
+    assert len(trained) == 3 + 2 * 2 and len(set(trained)) == len(trained)
+    for r in (1, 2):
+        s = ref.records[r]["synthetic"]
+        assert s["added"] == 3 and len(set(np.round(s["scores"], 12))) > 1  # members disagree
+    stop_loop_at(cfg, tmp_path / "cut", ("trained", 1))
+    resumed = run_loop(cfg, tmp_path / "cut", quiet=True)
+    assert resumed.without_timing() == ref.without_timing()
 
 
 @pytest.mark.slow
