@@ -25,7 +25,8 @@
 Randomness. Every random draw is a function of ``(seed, round)`` only: the initial set uses
 ``np.random.default_rng([seed, 0, 0])``, the query of round r ``np.random.default_rng([seed, r,
 1])`` (and torch's global RNG is reseeded from the same pair before it, for strategies that
-sample dropout masks), training round r uses ``TrainConfig.seed = seed_for(seed, 11, r)``.
+sample dropout masks), training round r uses ``TrainConfig.seed = seed_for(seed, 11, r)``;
+an AISEL deep ensemble's member m of round r ``seed_for(seed, 8, r, m)``.
 Nothing depends on what ran before in the process, which is what makes resuming exact.
 
 Files in ``out_dir`` (each written atomically, in this order within a round):
@@ -562,9 +563,11 @@ def normalise_aisel(s: dict[str, Any], cfg: LoopConfig) -> dict[str, Any]:
     pool image with its lumen mask, no labels; ``"labelled"``: the labelled real items only),
     ``timeout_s`` (per physics solve, None = wait) and the exploitation term's ``uncertainty``
     (issue 11 item 3): ``"mc-dropout"`` (default; ``mc_samples`` passes of round r - 1's task
-    model, which then needs dropout > 0) or ``"ensemble"`` (a deep ensemble, Lakshminarayanan
-    et al. 2017: round r - 1's task model plus ``ensemble_size - 1`` members trained from
-    scratch on the same training set with other seeds, the variance of their predictions).
+    model, which then needs dropout > 0) or ``"ensemble"`` (a deep ensemble after
+    Lakshminarayanan et al. 2017: round r - 1's warm-started task model plus ``ensemble_size -
+    1`` members trained from scratch with other seeds on the training set at synthesis time,
+    which also holds round r's real labels if the arm buys any; the variance of their
+    predictions; only with an acquisition that scores uncertainty).
     The two ``uncertainty`` keys enter the normalised mapping only when the ensemble is chosen,
     so runs made before they existed resume unchanged.
     """
@@ -640,6 +643,11 @@ def normalise_aisel(s: dict[str, Any], cfg: LoopConfig) -> dict[str, Any]:
         mc_samples=int(s.get("mc_samples", 10)),
         validity=validity,
     )
+    if uncertainty == "ensemble" and acfg.method not in ("med", "product", "uncertainty"):
+        raise ConfigError(
+            f"AISEL uncertainty 'ensemble' is unused by acquisition {acfg.method!r} (it scores "
+            "no uncertainty); drop it or use med / product / uncertainty."
+        )
     if (
         acfg.method in ("med", "product", "uncertainty")
         and uncertainty == "mc-dropout"
@@ -1325,26 +1333,42 @@ class _Run:
 
     def _ensemble_members(self, pool: Pool, r: int, n: int) -> list[nn.Module]:
         """``n`` deep-ensemble members for round ``r``'s AISEL uncertainty (besides round
-        ``r - 1``'s task model): each trained from scratch on the training set at synthesis
+        ``r - 1``'s task model, which is warm-started like every round's model, so the ensemble
+        is not the homogeneous one of Lakshminarayanan et al.: ours, to reuse that model): each
+        trained from scratch on the training set at synthesis
         time (round ``r - 1``'s real and synthetic items, plus round ``r``'s real labels if the
         arm buys any) with round ``r - 1``'s recipe (``aux_steps`` steps if set), seed
         ``seed_for(seed, 8, r, m)``. Not saved: a resumed round retrains them to the same
-        weights."""
+        weights. Their seeds, best steps, validation scores and training-set size go into the
+        round summary (``ensemble``)."""
         cfg = self.cfg
         tcfg = cfg.train_config(r - 1)
         train = pool.training_set(self.pool_data)
-        members = []
-        for m in range(1, n + 1):
-            seed = seed_for(cfg.seed, 8, r, m) % 2**31
-            c = replace(tcfg, max_steps=cfg.aux_steps or tcfg.max_steps, seed=seed)
-            members.append(fit(train, self.val_set, c, self.model_cfg, quiet=True).model)
+        members: list[nn.Module] = []
+        record: dict[str, Any] = {
+            "seeds": [],
+            "best_step": [],
+            "val_score": [],
+            "n_train": len(train),
+        }
+        with torch.random.fork_rng():  # fit reseeds torch's global generator; keep it ours
+            for m in range(1, n + 1):
+                seed = seed_for(cfg.seed, 8, r, m) % 2**31
+                c = replace(tcfg, max_steps=cfg.aux_steps or tcfg.max_steps, seed=seed)
+                res = fit(train, self.val_set, c, self.model_cfg, quiet=True)
+                members.append(res.model)
+                record["seeds"].append(int(seed))
+                record["best_step"].append(int(res.best_step))
+                record["val_score"].append(float(res.best_score))
+        self._ensemble_record = record
         return members
 
     def synthesize_aisel(self, pool: Pool, r: int) -> Pool:
         """Round ``r``'s AISEL items: ``calls_per_round`` physics calls on latent candidates.
 
         Candidates come from the prior and around ``encode`` of the labelled real images; the
-        arm's acquisition picks codes with round ``r - 1``'s model (MC dropout); their decoded
+        arm's acquisition picks codes with round ``r - 1``'s model (MC dropout, or with deep-
+        ensemble members, :meth:`_ensemble_members`); their decoded
         lumens are solved by the physics oracle (:class:`~activesynth.synthesis.aisel.
         CachedOracle`; a failed solve is recorded and counted, never retried) and the
         successes join the pool with ``LabelCost.ORACLE`` and their latent code in the
@@ -1401,6 +1425,7 @@ class _Run:
         )
         uses_u = syn["acquisition"] in ("med", "product", "uncertainty")
         models = [self.model(r - 1)] if uses_u else []
+        self._ensemble_record: dict[str, Any] | None = None
         if uses_u and acfg.uncertainty == "ensemble":
             models += self._ensemble_members(pool, r, int(syn["ensemble_size"]) - 1)
         rng = np.random.default_rng([self.cfg.seed, r, 2])
@@ -1453,6 +1478,7 @@ class _Run:
                 "scores": np.asarray(res.scores, np.float64).tolist(),
                 "ids": pool.ids[n_before:].tolist(),
                 "solved": solved,
+                **({} if self._ensemble_record is None else {"ensemble": self._ensemble_record}),
                 "oracle_seconds": res.oracle["seconds"],
                 "phase_seconds": {f"{k}_seconds": v for k, v in res.timings.items()},
                 "seconds": time.perf_counter() - t0,

@@ -95,6 +95,8 @@ def test_aisel_config_defaults_and_checks() -> None:
         ({"uncertainty": "ensembel"}, "Did you mean 'ensemble'"),
         ({"uncertainty": "ensemble", "ensemble_size": 1}, "ensemble_size must be an integer >= 2"),
         ({"ensemble_size": 3}, "only used with uncertainty 'ensemble'"),
+        ({"uncertainty": "ensemble", "acquisition": "maximin"}, "unused by acquisition 'maximin'"),
+        ({"uncertainty": "ensemble", "acquisition": "random"}, "unused by acquisition 'random'"),
     ]:
         with pytest.raises(ConfigError, match=msg):
             cfg_of(synthesis={**AISEL, **over})
@@ -242,10 +244,13 @@ def test_deep_ensemble_uncertainty_trains_members_and_resumes_exactly(
 
     monkeypatch.setattr(aisel_mod, "predictive_uncertainty", spy)
     trained: list[int] = []
+    members: list[tuple[int, bool]] = []  # (training-set size, warm-started) of each member
     real_fit = loop_mod.fit
 
     def count_fit(train, val, c, *a, **kw):
         trained.append(c.seed)
+        if kw.get("out_dir") is None:  # the loop's rounds write checkpoints; members do not
+            members.append((len(train), kw.get("init_state") is not None))
         return real_fit(train, val, c, *a, **kw)
 
     monkeypatch.setattr(loop_mod, "fit", count_fit)
@@ -255,9 +260,14 @@ def test_deep_ensemble_uncertainty_trains_members_and_resumes_exactly(
     assert seen and all(s == (3, "ensemble") for s in seen)
     # 3 task-model rounds + 2 members in each of the 2 synthesis rounds, all seeds distinct
     assert len(trained) == 3 + 2 * 2 and len(set(trained)) == len(trained)
+    # members start from scratch on round r-1's training set: 6 real + 3 synthetic per round so far
+    assert members == [(6, False), (6, False), (9, False), (9, False)]
     for r in (1, 2):
         s = ref.records[r]["synthetic"]
         assert s["added"] == 3 and len(set(np.round(s["scores"], 12))) > 1  # members disagree
+        ens = s["ensemble"]
+        assert len(ens["seeds"]) == 2 and ens["n_train"] == 6 + 3 * (r - 1)
+        assert all(np.isfinite(ens["val_score"])) and all(b >= 0 for b in ens["best_step"])
     stop_loop_at(cfg, tmp_path / "cut", ("trained", 1))
     resumed = run_loop(cfg, tmp_path / "cut", quiet=True)
     assert resumed.without_timing() == ref.without_timing()

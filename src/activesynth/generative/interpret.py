@@ -201,7 +201,9 @@ def save_traversal_png(
                 a.set_title(f"{values[c]:+.1f}", fontsize=7)
         name = labels[r] if labels else f"z[{d}]"
         # wrapped: a row is 1.4 in high, a long label would run into its neighbours
-        axes[r, 0].set_ylabel(textwrap.fill(name, 16), fontsize=7)
+        axes[r, 0].set_ylabel(
+            textwrap.fill(name, 16, break_long_words=False, break_on_hyphens=False), fontsize=7
+        )
     fig.suptitle(f"{gen.name}: latent traversals", fontsize=9)
     fig.tight_layout()
     import io
