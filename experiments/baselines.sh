@@ -20,8 +20,8 @@ run pneumonia-cls --dataset pneumoniamnist --task cls --split official --max-ste
 run jsrt-cls --dataset jsrt --task cls --split official --size 256 --max-steps 2000 \
     --eval-every 100 --patience 8
 # The same two at the scale of the chest X-ray active-learning grids (experiments/jsrt_lung.json
-# at 64 px, experiments/jsrt_nodule.json at 128 px), so that "labels to reach X % of full data"
-# compares like with like.
+# at 64 px, experiments/jsrt_nodule.json at 128 px). Reference figures only: the grids no longer
+# read them; each grid runs its own matched `full` entry per seed (issue 9).
 run jsrt64-seg --dataset jsrt --task seg --split official --size 64 --max-steps 1500 \
     --eval-every 100 --patience 6
 run jsrt128-cls --dataset jsrt --task cls --split official --size 128 --max-steps 2000 \
