@@ -9,7 +9,7 @@ run() { local name=$1; shift; activesynth train --out "$OUT/$name-s$SEED" --seed
 
 # Brain MRI, FLAIR abnormality, all three channels, 128 px, patient-wise split 60/15/25.
 run lgg-seg --dataset lgg --task seg --max-steps 3000 --eval-every 150 --patience 6
-# The same at 64 px: the full-data reference of experiments/lgg_dai.json.
+# The same at 64 px (the full-data reference experiments/lgg_dai.json once read; it now runs a matched `full` entry per seed).
 run lgg64-seg --dataset lgg --task seg --size 64 --max-steps 3000 --eval-every 150 --patience 6
 # Chest X-ray lung fields, 128 px, the public repository's split (174/22/51).
 run jsrt-seg --dataset jsrt --task seg --split official --max-steps 1500 --eval-every 100 --patience 6
