@@ -1331,7 +1331,9 @@ class _Run:
         self._latent = (key, gen)
         return gen
 
-    def _ensemble_members(self, pool: Pool, r: int, n: int) -> list[nn.Module]:
+    def _ensemble_members(
+        self, pool: Pool, r: int, n: int
+    ) -> tuple[list[nn.Module], dict[str, Any]]:
         """``n`` deep-ensemble members for round ``r``'s AISEL uncertainty (besides round
         ``r - 1``'s task model, which is warm-started like every round's model, so the ensemble
         is not the homogeneous one of Lakshminarayanan et al.: ours, to reuse that model): each
@@ -1360,8 +1362,7 @@ class _Run:
                 record["seeds"].append(int(seed))
                 record["best_step"].append(int(res.best_step))
                 record["val_score"].append(float(res.best_score))
-        self._ensemble_record = record
-        return members
+        return members, record
 
     def synthesize_aisel(self, pool: Pool, r: int) -> Pool:
         """Round ``r``'s AISEL items: ``calls_per_round`` physics calls on latent candidates.
@@ -1425,9 +1426,10 @@ class _Run:
         )
         uses_u = syn["acquisition"] in ("med", "product", "uncertainty")
         models = [self.model(r - 1)] if uses_u else []
-        self._ensemble_record: dict[str, Any] | None = None
+        ensemble: dict[str, Any] | None = None
         if uses_u and acfg.uncertainty == "ensemble":
-            models += self._ensemble_members(pool, r, int(syn["ensemble_size"]) - 1)
+            members, ensemble = self._ensemble_members(pool, r, int(syn["ensemble_size"]) - 1)
+            models += members
         rng = np.random.default_rng([self.cfg.seed, r, 2])
         with torch.random.fork_rng():
             torch.manual_seed(seed_for(self.cfg.seed, 6, r))
@@ -1478,7 +1480,7 @@ class _Run:
                 "scores": np.asarray(res.scores, np.float64).tolist(),
                 "ids": pool.ids[n_before:].tolist(),
                 "solved": solved,
-                **({} if self._ensemble_record is None else {"ensemble": self._ensemble_record}),
+                **({} if ensemble is None else {"ensemble": ensemble}),
                 "oracle_seconds": res.oracle["seconds"],
                 "phase_seconds": {f"{k}_seconds": v for k, v in res.timings.items()},
                 "seconds": time.perf_counter() - t0,
