@@ -14,7 +14,7 @@ from activesynth.strategies.clsmc import (
     similarity_matrix,
 )
 from activesynth.train import seed_for
-from tests.conftest import SMALL_VAE
+from tests.conftest import SMALL_VAE, TINY_SEG_LOOP
 
 
 def test_proportional_allocation() -> None:
@@ -205,20 +205,11 @@ def test_resumed_loop_reveals_the_same_one_shot_picks(tmp_path, monkeypatch) -> 
     monkeypatch.setenv("ACTIVESYNTH_CACHE", str(tmp_path / "cache"))
     cfg = LoopConfig.from_dict(
         {
-            "dataset": "phantom",
-            "task": "seg",
+            **TINY_SEG_LOOP,
             "strategy": "clsmc",
             "strategy_params": {"vae": SMALL_VAE},
-            "size": 32,
-            "dataset_kwargs": {"n": 28},
-            "channels": [4, 8, 16],
             "max_steps": 3,
             "eval_every": 3,
-            "batch_size": 8,
-            "augment": False,
-            "threads": 1,
-            "initial": 4,
-            "schedule": [3, 3],
         }
     )
     M.clear_memory()

@@ -18,7 +18,7 @@ from activesynth.strategies.gradient_guided import (
     multiclass_dice_loss,
     scale_gradient,
 )
-from tests.conftest import SMALL_VAE
+from tests.conftest import SMALL_VAE, TINY_SEG_LOOP
 
 SMALL = SMALL_VAE
 pytestmark = pytest.mark.usefixtures("fresh_manifolds")
@@ -122,20 +122,7 @@ def test_zero_gradients_fall_back_to_nearest(ctx_factory) -> None:
 
 def test_loop_saves_query_arrays_and_shares_the_manifold(tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("ACTIVESYNTH_CACHE", str(tmp_path / "cache"))
-    base = {
-        "dataset": "phantom",
-        "task": "seg",
-        "size": 32,
-        "dataset_kwargs": {"n": 28},
-        "channels": [4, 8, 16],
-        "max_steps": 5,
-        "eval_every": 5,
-        "batch_size": 8,
-        "augment": False,
-        "threads": 1,
-        "initial": 4,
-        "schedule": [3],
-    }
+    base = {**TINY_SEG_LOOP, "max_steps": 5, "schedule": [3]}
     cfg = LoopConfig.from_dict(
         {**base, "strategy": "gradient-guided", "strategy_params": {"vae": SMALL}}
     )

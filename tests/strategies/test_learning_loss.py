@@ -28,6 +28,7 @@ from activesynth.models.loss_predictor import (
 from activesynth.strategies import make_strategy
 from activesynth.strategies.base import strategy_model_options
 from activesynth.train import TrainConfig, fit, load_checkpoint, make_loss, seed_for
+from tests.conftest import TINY_SEG_LOOP
 from tests.strategies.conftest import tiny_model_config
 from tests.toydata import discs
 
@@ -311,19 +312,10 @@ def test_the_loop_enables_the_joint_module_for_learning_loss_runs(tmp_path) -> N
 
     cfg = LoopConfig.from_dict(
         {
-            "dataset": "phantom",
-            "task": "seg",
+            **TINY_SEG_LOOP,
             "strategy": "learning-loss",
             "strategy_params": {"hidden": 8},
-            "size": 32,
-            "dataset_kwargs": {"n": 28},
-            "channels": [4, 8, 16],
             "max_steps": 5,
-            "eval_every": 5,
-            "batch_size": 8,
-            "augment": False,
-            "threads": 1,
-            "initial": 4,
             "schedule": [3],
         }
     )
