@@ -104,7 +104,21 @@ def test_cli_bench_dry_run_and_report(tmp_path: Path, grid: GridConfig) -> None:
     runner = CliRunner()
     res = runner.invoke(app, ["bench", str(cfg), "--out", str(tmp_path / "o"), "--dry-run"])
     assert res.exit_code == 0, res.output
-    assert res.output.count("pending") == 4 and "4 runs, 4 to run." in res.output
+    assert res.output.count("pending") == 4 and "4 runs, 0 finished, 4 to run." in res.output
+    # --dry-run with --reuse says which runs another results directory would supply
+    from activesynth.bench.grid import load_grid
+
+    main = tmp_path / "main"
+    run_grid(load_grid(cfg), main, executor=InlineExecutor(), run_fn=fake_run, quiet=True)
+    shared = cfg.parent / "shared.json"
+    doc = json.loads(cfg.read_text())
+    shared.write_text(json.dumps({**doc, "strategies": ["random", "margin"]}))
+    args = ["bench", str(shared), "--out", str(tmp_path / "o2"), "--dry-run"]
+    res = runner.invoke(app, [*args, "--reuse", str(main)])
+    assert res.exit_code == 0, res.output
+    assert res.output.count("reuse ") == 2 and res.output.count("pending") == 2
+    assert "4 runs, 0 finished, 2 linked from --reuse, 2 to run." in res.output
+    assert not (tmp_path / "o2").exists()  # a dry run links nothing
     cfg.write_text(json.dumps({"datasets": ["phantom"], "strategies": ["randm"], "seeds": 1}))
     res = runner.invoke(app, ["bench", str(cfg), "--out", str(tmp_path / "o")])
     assert res.exit_code != 0 and "Did you mean 'random'" in str(res.exception)

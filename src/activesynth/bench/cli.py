@@ -109,13 +109,26 @@ def bench(
     units = grid.units()
     check_datasets(units)
     if dry_run:
-        done = set()
+        done: set[str] = set()
         if (out / "manifest.json").is_file():
             store = ResultsStore.open(out)
             done = {u.run_id for u in units if store.is_done(u)}
+        # what --reuse would link: the first source holding the run finished (same config hash)
+        reusable: dict[str, Path] = {}
+        for src in [ResultsStore.open(Path(p)) for p in reuse or ()]:
+            for u in units:
+                if u.run_id not in done and u.run_id not in reusable and src.is_done(u):
+                    reusable[u.run_id] = src.root
         for u in units:
-            typer.echo(f"{'done   ' if u.run_id in done else 'pending'}  {u.run_id}")
-        typer.echo(f"{len(units)} runs, {len(units) - len(done)} to run.")
+            if u.run_id in done:
+                typer.echo(f"done     {u.run_id}")
+            elif u.run_id in reusable:
+                typer.echo(f"reuse    {u.run_id}  ({reusable[u.run_id]})")
+            else:
+                typer.echo(f"pending  {u.run_id}")
+        todo = len(units) - len(done) - len(reusable)
+        tail = f", {len(reusable)} linked from --reuse" if reuse else ""
+        typer.echo(f"{len(units)} runs, {len(done)} finished{tail}, {todo} to run.")
         return
     ex = make_executor(executor, workers=workers, address=address)
     result = run_grid(

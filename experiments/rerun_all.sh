@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# The experiment backlog of issues 9 (benchmark truth) and 10 (synthesis), in the order the
+# results are needed: run it, stop it at any point (Ctrl-C, kill, end of a sitting), run it
+# again to continue. Nothing finished is recomputed:
+#   - every grid resumes its own runs/<grid> (a killed run resumes from its last finished round);
+#   - finished runs are linked from the committed JSON archives results/<grid> of this grid and of
+#     the grids it shares runs with (same run id = same config and seed; e.g. the `full` and
+#     `mc-dropout-fast` runs of lgg_dai serve lgg_mc_fast_vs_full and lgg_synthesis);
+#   - each grid's finished runs are archived to results/<grid> when the grid completes (commit
+#     them), so a fresh checkout continues where this machine stopped.
+# Cost on 2 CPU cores (docs/benchmarks.md, docs/results.md): 12-30 min per run per worker at
+# 64 px, up to about 1 h for a synthesis arm; the whole backlog is a few dozen hours, so it
+# runs across many sittings.
+#
+#   bash experiments/rerun_all.sh               # all grids, 2 workers
+#   WORKERS=1 bash experiments/rerun_all.sh lgg_synthesis pneumonia   # some grids only
+#   DRY=1 bash experiments/rerun_all.sh        # list each grid's runs and what it reuses
+#
+# Needs the real data (ACTIVESYNTH_DATA, else ../shared/data) and an installed activesynth.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+WORKERS=${WORKERS:-2}
+PY=${PYTHON:-python}
+
+# grid, then the grids whose archives hold runs it shares. Order = value for the issues per CPU
+# hour; new runs left on 2026-12-01 in brackets (DRY=1 prints the current figures):
+ORDER=(
+  "lgg_dai"                              # issue 9's rerun, the product's main claim [21]
+  "lgg_synthesis lgg_dai"                # issue 10: synthesis on top of selection, LGG [5 + lgg_dai's]
+  "jsrt_lung_synthesis jsrt_lung"        # issue 10: the paper's Table 1, lung fields [21]
+  "pneumonia"                            # issue 9: 28 px, the cheapest rerun [45]
+  "jsrt_nodule_synthesis"                # issue 10: the paper's Table 1, nodules [20]
+  "lgg_mc_fast_vs_full lgg_dai"          # issue 9: fast vs. full MC dropout [5 + lgg_dai's]
+  "jsrt_lung jsrt_lung_synthesis"        # issue 9: strategies on lung fields [35 + shared]
+  "jsrt_nodule"                          # issue 9: strategies on nodules [50]
+  "lgg_dai_ablation lgg_dai"             # issue 9: Dai et al.'s ablations [20 + lgg_dai's]
+)
+
+run_grid() {
+  local grid=$1
+  shift
+  local reuse=()
+  for r in "$grid" "$@"; do
+    if [ -d "results/$r/runs" ]; then reuse+=(--reuse "results/$r"); fi
+  done
+  echo "== $(date -u +%H:%M:%S) $grid (${reuse[*]:-no archive to reuse})"
+  if [ -n "${DRY:-}" ]; then
+    "$PY" -m activesynth.cli bench "experiments/$grid.json" --out "/tmp/rerun_all_dry/$grid" \
+      --dry-run "${reuse[@]}" | tail -1
+    return
+  fi
+  "$PY" -m activesynth.cli bench "experiments/$grid.json" --out "runs/$grid" \
+    --workers "$WORKERS" "${reuse[@]}"
+  "$PY" -m activesynth.bench.archive "runs/$grid" "results/$grid"
+}
+
+for entry in "${ORDER[@]}"; do
+  read -r -a parts <<<"$entry"
+  if [ $# -gt 0 ]; then
+    wanted=0
+    for g in "$@"; do [ "$g" = "${parts[0]}" ] && wanted=1; done
+    [ $wanted = 1 ] || continue
+  fi
+  run_grid "${parts[@]}"
+done
