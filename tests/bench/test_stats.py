@@ -139,7 +139,7 @@ def test_curves_tables_and_ranking() -> None:
     md = stats.markdown_table(g)
     assert "| good | **0.610 ± 0.010** |" in md
     assert "AULC 10%–30%" in md
-    assert "0/3 reached (all > 30 images, the max budget)" in stats.markdown_reach(g)
+    assert "0/3 reached (all beyond their budgets, 30 images)" in stats.markdown_reach(g)
     w = g["wilcoxon"]
     assert (w["a"], w["b"]) == ("good", "random")
     assert w["aulc"]["n"] == 3
@@ -358,9 +358,25 @@ def test_significance_text_names_the_significant_comparisons() -> None:
     text = stats.significance_text(g)
     t = g["comparisons"][0]["aulc"]["ttest"]
     assert t["p_holm"] < stats.ALPHA  # a 0.05 gain with SD 0.008 over 5 seeds
-    assert text.startswith("Significant after Holm correction (α = 0.05): noisy vs ref AULC")
-    assert "t-test p_holm" in text and "Every other comparison" in text
+    assert text.startswith(
+        "Significant after Holm correction (α = 0.05; the verdict is the paired t"
+    )
+    assert "noisy vs ref AULC" in text and "Every other comparison" in text
+    assert "paired t p_holm = " in text and "Wilcoxon p_holm = 0.062" in text
+    assert "cannot go below p = 0.0625 with 5 seeds" in text
     assert "significant (p_holm = " in stats.markdown_comparisons(g)
+
+
+def test_the_verdict_is_the_primary_tests_not_either_test() -> None:
+    # 6 seeds all ahead (Wilcoxon's smallest p, 0.031) but one huge seed makes the t-test's p
+    # large: "either test" would call it significant, the primary (paired t) does not
+    gain = np.array([0.001, 0.001, 0.001, 0.001, 0.001, 0.3])
+    rows, pv = _group({"ref": 0.0, "odd": gain}, seeds=range(6))
+    g = _summary(rows, pv)
+    q = g["comparisons"][0]["aulc"]
+    assert q["wilcoxon"]["p_holm"] < stats.ALPHA <= q["ttest"]["p_holm"]
+    assert stats.PRIMARY_TEST == "ttest"
+    assert stats.significance_text(g).startswith("**No significant difference**")
 
 
 def test_definitions_cover_every_statistic_with_the_reports_parameters() -> None:
@@ -370,7 +386,30 @@ def test_definitions_cover_every_statistic_with_the_reports_parameters() -> None
         assert t in terms
     assert "Labels to reach p% of full data" in terms and "Labels (x-axis)" in terms
     ci = next(d["text"] for d in defs if d["term"] == "95% CI")
-    assert "321 resamples (seed 7)" in ci
+    assert "321 resamples (seed 7)" in ci and "Expanded percentile" in ci
+
+
+def test_expanded_levels_match_hesterberg_and_widen_the_interval() -> None:
+    from activesynth.errors import DataError
+
+    lo, hi = stats.expanded_levels(5)
+    want = sps.norm.cdf(-np.sqrt(5 / 4) * sps.t.ppf(0.975, 4))
+    assert lo == pytest.approx(want) and hi == pytest.approx(1 - want)
+    assert lo == pytest.approx(0.00096, abs=2e-5)
+    # large k: back to the plain percentile levels
+    assert stats.expanded_levels(10_000)[0] == pytest.approx(0.025, abs=1e-3)
+    with pytest.raises(DataError, match="at least 2 seeds"):
+        stats.expanded_levels(1)
+    # seed-only bootstrap of 5 per-seed differences: the expanded interval is wider than the
+    # plain one and about as wide as the t interval over seeds (normal-ish data)
+    d = np.array([0.01, 0.03, -0.01, 0.02, 0.05])
+    per = [np.array([x]) for x in d]
+    plain = stats.hierarchical_bootstrap(per, n_boot=20000, expanded=False)
+    wide = stats.hierarchical_bootstrap(per, n_boot=20000)
+    half_t = sps.t.ppf(0.975, 4) * d.std(ddof=1) / np.sqrt(5)
+    assert wide[1] - wide[0] > plain[1] - plain[0]
+    assert wide[0] < d.mean() - 0.6 * half_t and wide[1] > d.mean() + 0.6 * half_t
+    assert wide[0] >= d.min() - 1e-12 and wide[1] <= d.max() + 1e-12  # never beyond the data
 
 
 def test_cis_widen_with_seed_variance_of_the_gain() -> None:
@@ -411,7 +450,7 @@ def test_labels_to_reach_uses_each_seeds_own_full_run_and_counts_failures() -> N
     assert r90["per_seed"][0] is None
     assert math.isnan(r90["n_labelled_mean"])  # never a mean over the successful seeds alone
     cell = stats.markdown_reach(g)
-    assert "3/4 reached; median" in cell and "1 run > 40 images (max budget)" in cell
+    assert "3/4 reached; median" in cell and "1 run beyond its budget, 40 images" in cell
     assert "no full run for seed 4" in cell
     assert "| full data |" in cell
     assert "no full run for seed 4" in stats.reference_text(g)
@@ -423,7 +462,9 @@ def test_no_full_run_and_no_figure_is_said() -> None:
     rows, pv = _group({"ref": 0.0, "better": 0.05})
     g = _summary(rows, pv)
     assert g["full_data"]["kind"] == "none"
-    assert 'set `"full": true` in the grid' in stats.markdown_reach(g)
+    assert 'set `"full": true` in the grid' in stats.reference_text(g)
+    # said once: the report prints reference_text above the (empty) reach table
+    assert "full" not in stats.markdown_reach(g).replace("full-data", "")
 
 
 def test_aulc_uses_one_common_range_and_states_it() -> None:
@@ -488,3 +529,43 @@ def test_mixed_metric_schemas_are_refused_naming_the_runs() -> None:
     msg = str(err.value)
     assert "metrics_schema 1 (1 runs), metrics_schema 2 (9 runs)" in msg
     assert "runs/ref-3" in msg and "rerun `activesynth bench` with the same config" in msg
+
+
+def test_bold_and_ranking_compare_strategies_on_the_seeds_all_finished() -> None:
+    # "late" finished only seeds 0-2, which happen to be its good ones; on seeds 0-2 "ref" is
+    # better. Own-seed means would bold and rank "late" first: that compares seed sets.
+    rows, pv = _group({"ref": np.array([0.10, 0.10, 0.10, -0.2, -0.2]), "late": 0.05})
+    rows = [r for r in rows if not (r["strategy"] == "late" and r["seed"] >= 3)]
+    g = _summary(rows, pv)
+    assert g["aulc"]["late"]["mean"] > g["aulc"]["ref"]["mean"]  # own seeds
+    assert g["ranking"][0] == "ref" and g["ranking_seeds"] == [0, 1, 2]
+    assert all(b == [] for b in g["table"]["best"][g["metric"]])
+    table = stats.markdown_table(g)
+    assert "**" not in table
+    assert "average different seeds (no bold there" in stats.table_caption(g, g["metric"])
+    assert "over the 3 seeds every strategy finished (seeds 0, 1, 2)" in stats.markdown_wilcoxon(g)
+    # complete grids: plain means, bold as before
+    rows, pv = _group({"ref": 0.0, "better": 0.05})
+    g = _summary(rows, pv)
+    assert g["ranking_seeds"] is None and g["ranking"][0] == "better"
+    assert "**" in stats.markdown_table(g)
+
+
+def test_censored_median_is_exact_or_a_labelled_lower_bound() -> None:
+    cm = stats.censored_median
+    # the reviewer's case: reached at 88 and 204.7, censored at budgets 247 and 241: the
+    # median of 4 falls between 204.7 and a censored run, so it is a lower bound
+    got = cm([(88.0, 0.036, False), (204.7, 0.083, False), (247, 0.10, True), (241, 0.10, True)])
+    assert got["censored"] and got["n"] == pytest.approx((204.7 + 241) / 2)
+    # odd count, the middle run reached and every censored run above it: exact
+    got = cm([(50.0, 0.02, False), (60.0, 0.025, False), (247, 0.1, True)])
+    assert not got["censored"] and got["n"] == 60.0 and got["fraction"] == 0.025
+    # a censored budget below a reached value: the ordering at budgets still bounds from below
+    got = cm([(230, 0.09, True), (240.0, 0.097, False), (100.0, 0.04, False)])
+    assert got["censored"] and got["n"] == 230
+    # all reached: the plain median
+    assert cm([(1.0, 0.1, False), (3.0, 0.3, False)]) == {
+        "n": 2.0,
+        "fraction": 0.2,
+        "censored": False,
+    }

@@ -51,7 +51,7 @@ from typing import Any
 
 from activesynth.bench import stats
 from activesynth.bench.grid import GridConfig, parse_grid, slug
-from activesynth.bench.store import SCHEMA_VERSION, ResultsStore, collect
+from activesynth.bench.store import SCHEMA_VERSION, ResultsStore, collect, hd95_penalty_counts
 from activesynth.errors import ConfigError, DataError
 from activesynth.utils import atomic_write, atomic_write_json, atomic_write_text
 
@@ -114,6 +114,29 @@ def _grid_of(store: ResultsStore) -> GridConfig:
     )
 
 
+def _hd95_penalties(
+    store: ResultsStore, rows: list[dict[str, Any]], metrics: list[str]
+) -> dict[str, dict[str, int]]:
+    """Per HD95 table metric, how many per-patient values of the strategies' runs (every
+    round, ``full`` runs excluded) are the missed-structure penalty: ``{"penalised", "values"}``
+    (metrics without recorded counts are left out)."""
+    out: dict[str, dict[str, int]] = {}
+    for m in metrics:
+        pm = stats.patient_measure(m)
+        if pm is None or not pm[0].startswith("hd95"):
+            continue
+        k = n = 0
+        for r in rows:
+            if r["strategy"] == stats.FULL:
+                continue
+            got = hd95_penalty_counts(store, r["run_id"], int(r["round"]), pm[0], pm[1])
+            if got is not None:
+                k, n = k + got[0], n + got[1]
+        if n:
+            out[m] = {"penalised": k, "values": n}
+    return out
+
+
 def summarise(
     root: str | os.PathLike, *, n_boot: int = stats.N_BOOT, boot_seed: int = stats.BOOT_SEED
 ) -> dict[str, Any]:
@@ -146,20 +169,21 @@ def summarise(
         def full(metric: str, dataset: str = dataset) -> float | None:
             return grid.full_data_figure(dataset, metric)
 
-        groups.append(
-            stats.summarise_group(
-                grows,
-                metric=grid.metric_for(dataset),
-                full_data=full,
-                fractions=grid.table_fractions,
-                patient_values=store.patient_values,
-                order=[st.label for st in grid.strategies],
-                reference=grid.reference,
-                compare=grid.compare,
-                n_boot=n_boot,
-                boot_seed=boot_seed,
-            )
+        g = stats.summarise_group(
+            grows,
+            metric=grid.metric_for(dataset),
+            full_data=full,
+            fractions=grid.table_fractions,
+            patient_values=store.patient_values,
+            order=[st.label for st in grid.strategies],
+            reference=grid.reference,
+            compare=grid.compare,
+            n_boot=n_boot,
+            boot_seed=boot_seed,
         )
+        g["hd95_penalties"] = _hd95_penalties(store, grows, g["table"]["metrics"])
+        g["full_overrides"] = dict(grid.full or {})
+        groups.append(g)
     return {
         "schema": SCHEMA_VERSION,
         "generated": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),

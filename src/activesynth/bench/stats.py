@@ -38,9 +38,10 @@ the nested bootstrap. Conventions (stated in the report too):
   ``full_data`` figure is used only as an "external, unmatched reference", labelled so.
 - **Labels to reach p% of full data**: per run, the first crossing of ``p * full_seed``
   (``full_seed / p`` for lower-is-better metrics such as HD95), linearly interpolated between the
-  two rounds around it. Runs that never reach it count as "> max budget" (censored): a cell
-  shows ``k/n`` reached and the median over all ``n`` runs (censored runs ranked last); a mean is
-  shown only when every run reached the target. "% of full data" is each run's value at the end
+  two rounds around it. Runs that never reach it are censored at their own budgets: a cell
+  shows ``k/n`` reached and the median over all ``n`` runs (:func:`censored_median`: each
+  censored run at its budget, so a median that falls on one is a lower bound and says so); a
+  mean is shown only when every run reached the target. "% of full data" is each run's value at the end
   of the common range as a percentage of its seed's full-data figure (inverted for
   lower-is-better metrics), mean +- SD over seeds.
 - **Tests**: paired by seed, on the per-seed AULC and on the per-seed value at each table
@@ -48,15 +49,19 @@ the nested bootstrap. Conventions (stated in the report too):
   seeds the smallest possible p is 0.0625) and the paired t-test (``scipy.stats.ttest_rel``),
   both printed. With fewer than ``MIN_TEST_SEEDS`` seeds no test is made and the report says so.
   All differences zero gives p = 1. p-values of the strategies compared with one reference are
-  Holm-adjusted across those strategies, per column (AULC, each fraction) and per test.
-- **Confidence intervals**: 95 % percentile intervals of the mean difference (a - b) from a
-  hierarchical bootstrap (:func:`hierarchical_bootstrap`): resample seeds with replacement, then
-  the test patients within each resampled seed, paired (the same draws for a and b). Metrics
-  without per-patient values (classification AUC) resample seeds only, and say so. ``n_boot``
-  resamples (default 2000) from a seeded generator, so a report is reproducible. No interval
-  below ``MIN_TEST_SEEDS`` seeds. With few seeds a percentile interval treats the observed
-  seeds as the population and is narrower than the seed-level tests imply (the report says so):
-  an interval excluding 0 is not a significant test.
+  Holm-adjusted across those strategies, per column (AULC, each fraction) and per test. The
+  verdict "significant" is the paired t-test's (:data:`PRIMARY_TEST`); the Wilcoxon test is
+  printed beside it as the distribution-free check.
+- **Confidence intervals**: 95 % *expanded percentile* intervals (Hesterberg 2015,
+  :func:`expanded_levels`) of the mean difference (a - b) from a hierarchical bootstrap
+  (:func:`hierarchical_bootstrap`): resample seeds with replacement, then the test patients
+  within each resampled seed, paired (the same draws for a and b). Metrics without per-patient
+  values (classification AUC) resample seeds only, and say so. ``n_boot`` resamples (default
+  2000) from a seeded generator, so a report is reproducible. No interval below
+  ``MIN_TEST_SEEDS`` seeds. The expansion matters: a plain percentile interval treats the
+  observed seeds as the population and from 5 seeds covers about 85 %, not 95 %; the expanded
+  one is as wide as a t interval over seeds when the bootstrap distribution is normal. An
+  interval is still not a test: the verdict is the primary test's (below).
 - **Tables**: mean +- SD over seeds; the best mean per column in bold; a cell averaging fewer
   runs or patients than the table's others shows its ``n``.
 - Patient-level tests are not made: patients of one run are not independent replicates of the
@@ -65,6 +70,7 @@ the nested bootstrap. Conventions (stated in the report too):
 
 from __future__ import annotations
 
+import json
 import math
 import warnings
 from collections import defaultdict
@@ -93,6 +99,11 @@ BOOT_SEED = 0
 CI_LEVEL = 0.95
 ALPHA = 0.05
 """Significance level of the Holm-adjusted tests: ``p_holm < ALPHA`` is called significant."""
+PRIMARY_TEST = "ttest"
+"""The test whose Holm-adjusted p decides "significant" (``"ttest"``: the paired t-test over
+seeds; the Wilcoxon test is printed beside it as the distribution-free check, and with 5 seeds
+cannot go below p = 0.0625). One primary test keeps the family's error rate; "either test"
+would not."""
 EXACT_WILCOXON_MAX = 50
 """scipy's Wilcoxon is exact up to this many pairs (without ties or zero differences)."""
 _LOWER_IS_BETTER = ("hd95", "loss", "mae", "rmse", "error", "ece", "brier")
@@ -528,7 +539,8 @@ def wilcoxon_test(a: Sequence[float], b: Sequence[float]) -> dict[str, Any]:
 
     Returns:
         ``{"n", "statistic", "p", "median_diff", "note"}``; ``p`` is 1 when every difference is
-        zero (no evidence of any difference), NaN with a note for fewer than 2 pairs.
+        zero (no evidence of any difference), NaN with a note for fewer than 2 pairs; ``n``
+        counts every pair, and the note says how many zero differences scipy dropped.
     """
     from scipy import stats
 
@@ -551,6 +563,12 @@ def wilcoxon_test(a: Sequence[float], b: Sequence[float]) -> dict[str, Any]:
         res = stats.wilcoxon(x, y)
     out["statistic"] = float(res.statistic)
     out["p"] = float(res.pvalue)
+    zeros = int(np.sum(x == y))
+    if zeros:  # scipy's default zero_method "wilcox" drops them: the test has n - zeros pairs
+        out["note"] = (
+            f"{zeros} zero difference{'s' if zeros > 1 else ''} dropped (zero_method 'wilcox'): "
+            f"the test uses {len(x) - zeros} pairs"
+        )
     return out
 
 
@@ -625,6 +643,35 @@ def _resample_plan(sizes: tuple[int, ...], n_boot: int, seed: int) -> tuple[np.n
     return flat, weight
 
 
+def expanded_levels(k: int, level: float = CI_LEVEL) -> tuple[float, float]:
+    """Quantile levels of the *expanded percentile* interval for a mean of ``k`` units.
+
+    A plain percentile bootstrap interval of a mean is too narrow for small samples: it uses
+    the plug-in SD (divisor ``k``, not ``k - 1``) and normal rather than t quantiles, so from
+    5 seeds a nominal 95 % interval covers about 85 % (``P(|t_4| < 1.96 sqrt(4/5))``).
+    Hesterberg (2015, "What teachers should know about the bootstrap", The American
+    Statistician 69(4), Sec. 4.1) widens the percentile levels instead:
+    ``alpha' / 2 = Phi(-sqrt(k / (k - 1)) * t_{k-1, 1 - alpha/2})``, which makes the interval
+    as wide as the t interval when the bootstrap distribution is normal and keeps the
+    percentile interval's shape otherwise. ``k`` is the number of seeds (the unit of
+    replication), also in the nested (seeds, then patients) bootstrap.
+
+    Args:
+        k: number of top-level units (seeds), >= 2.
+        level: nominal coverage.
+
+    Returns:
+        ``(lo, hi)`` quantile levels, e.g. (0.00096, 0.99904) for ``k = 5`` at 95 %.
+    """
+    from scipy import stats
+
+    if k < 2:
+        raise DataError(f"expanded_levels: k={k}; an interval needs at least 2 seeds.")
+    alpha = (1.0 - level) / 2
+    q = float(stats.norm.cdf(-math.sqrt(k / (k - 1)) * stats.t.ppf(1.0 - alpha, k - 1)))
+    return q, 1.0 - q
+
+
 def hierarchical_bootstrap(
     per_seed: Sequence[np.ndarray],
     *,
@@ -632,12 +679,16 @@ def hierarchical_bootstrap(
     seed: int = BOOT_SEED,
     level: float = CI_LEVEL,
     plans: dict[Any, tuple[np.ndarray, np.ndarray]] | None = None,
+    expanded: bool = True,
 ) -> tuple[float, float]:
-    """Percentile CI of the mean over seeds of the per-seed mean, by a nested bootstrap.
+    """Expanded percentile CI of the mean over seeds of the per-seed mean, by a nested bootstrap.
 
     Each resample draws ``K`` seeds with replacement, then, independently for each drawn seed,
     its patients with replacement; the statistic is the mean over drawn seeds of the mean over
-    drawn patients. Vectorised: one gather of shape ``(n_boot, K, P_max)``.
+    drawn patients. Vectorised: one gather of shape ``(n_boot, K, P_max)``. The interval's
+    quantile levels are :func:`expanded_levels` of ``K`` (``expanded=False``: the plain
+    percentile levels, which undercover with few seeds); with few resamples the extreme
+    levels fall on the smallest and largest resampled means (``np.quantile``, linear).
 
     Args:
         per_seed: K arrays, seed k's (P_k,) per-patient values (for a comparison: paired
@@ -649,9 +700,11 @@ def hierarchical_bootstrap(
             alike (common random numbers) and the report is reproducible.
         level: coverage of the interval.
         plans: optional cache of the draws, shared between calls (a report's speed).
+        expanded: widen the percentile levels for ``K`` seeds (default; see above).
 
     Returns:
-        ``(lo, hi)``; NaN for no seed.
+        ``(lo, hi)``; NaN for no seed; with one seed the plain percentile interval over its
+        patients (no seed-level variation exists to expand for).
 
     Raises:
         DataError: an empty per-seed array or ``n_boot < 1``.
@@ -676,7 +729,8 @@ def hierarchical_bootstrap(
         data[i, : len(x)] = np.asarray(x, np.float64)
     stat = (data.ravel()[flat] * weight).sum(axis=(1, 2))
     alpha = (1.0 - level) / 2
-    lo, hi = np.quantile(stat, [alpha, 1.0 - alpha])
+    q_lo, q_hi = expanded_levels(k, level) if expanded and k >= 2 else (alpha, 1.0 - alpha)
+    lo, hi = np.quantile(stat, [q_lo, q_hi])
     return float(lo), float(hi)
 
 
@@ -705,7 +759,9 @@ def _default_fractions(curves: Sequence[Curve]) -> list[float]:
     return fr
 
 
-def _patient_measure(metric: str) -> tuple[str, str] | None:
+def patient_measure(metric: str) -> tuple[str, str] | None:
+    """``(measure, class)`` of a per-patient metric name (``hd95_px_patient_tumour`` ->
+    ``("hd95_px", "tumour")``), or None for other metrics."""
     for measure in ("hd95_px", "hd95_mm", "dice"):
         prefix = f"{measure}_patient_"
         if metric.startswith(prefix):
@@ -723,7 +779,7 @@ class _Patients:
     def get(self, run: RunCurve, metric: str) -> tuple[list[str], np.ndarray] | None:
         """(P patient ids, (P, R) values by round, NaN where a round lacks one), or None when
         the metric has no per-patient values or the run kept none."""
-        pm = _patient_measure(metric)
+        pm = patient_measure(metric)
         if self._pv is None or pm is None:
             return None
         key = (run.run_id, metric)
@@ -890,41 +946,73 @@ def _reach(
 ) -> dict[str, Any]:
     """Labels-to-reach of one strategy at one level (censored at each run's max budget)."""
     per_seed: dict[int, list[float] | None] = {}
+    budgets: dict[int, tuple[float, float]] = {}  # seed -> (n, fraction) of its last round
     no_full: list[int] = []
-    max_n, max_f = -math.inf, -math.inf
     for c in runs.values():
         full = _ref_for(ref, c.seed)
         if full is None:
             no_full.append(c.seed)
             continue
-        max_n = max(max_n, float(np.nanmax(c.n_labelled)))
-        max_f = max(max_f, float(np.nanmax(c.fraction)))
+        budgets[c.seed] = (float(np.nanmax(c.n_labelled)), float(np.nanmax(c.fraction)))
         hit = labels_to_reach(
             c.fraction, c.n_labelled, c.value, reach_target(full, level, higher), higher=higher
         )
         per_seed[c.seed] = None if hit is None else [hit[0], hit[1]]
     got = [h for h in per_seed.values() if h is not None]
     n_runs = len(per_seed)
-    n_med = float(np.median([h[1] if h else math.inf for h in per_seed.values()] or [math.nan]))
-    f_med = float(np.median([h[0] if h else math.inf for h in per_seed.values()] or [math.nan]))
+    med = censored_median(
+        [(h[1], h[0], False) if h else (*budgets[k], True) for k, h in per_seed.items()]
+    )
     all_in = n_runs > 0 and len(got) == n_runs
     fm, fsd, _ = mean_sd(h[0] for h in got) if all_in else (math.nan, math.nan, 0)
     nm, nsd, _ = mean_sd(h[1] for h in got) if all_in else (math.nan, math.nan, 0)
+    cens = [budgets[k][0] for k, h in per_seed.items() if h is None]
     return {
         "reached": len(got),
         "runs": n_runs,
         "per_seed": per_seed,
         "no_full_seeds": sorted(no_full),
-        "max_budget_n": max_n if n_runs else math.nan,
-        "max_budget_fraction": max_f if n_runs else math.nan,
-        "median_censored": n_runs > 0 and not math.isfinite(n_med),
-        "median_n_labelled": n_med,
-        "median_fraction": f_med,
+        "max_budget_n": max(b[0] for b in budgets.values()) if budgets else math.nan,
+        "max_budget_fraction": max(b[1] for b in budgets.values()) if budgets else math.nan,
+        "censored_budget_n": [min(cens), max(cens)] if cens else None,
+        "median_censored": med["censored"],
+        "median_n_labelled": med["n"],
+        "median_fraction": med["fraction"],
         "fraction_mean": fm,
         "fraction_sd": fsd,
         "n_labelled_mean": nm,
         "n_labelled_sd": nsd,
     }
+
+
+def censored_median(items: Sequence[tuple[float, float, bool]]) -> dict[str, Any]:
+    """Median labels-to-reach over runs, some censored at their own budgets.
+
+    Args:
+        items: per run ``(n, fraction, censored)``: the labels (and label fraction) at which the
+            run reached the target, or, when ``censored``, its own budget (it never reached the
+            target, so its true value is larger).
+
+    Returns:
+        ``{"n", "fraction", "censored"}``. The runs are ordered by ``n`` with each censored run
+        at its budget, and the median is the middle run (the mean of the two middle runs for an
+        even count; ``fraction`` from the same runs). Because a censored run's true value is
+        larger than its budget, that median is a lower bound of the true one; it is exact
+        (``censored`` False) when putting every censored run last gives the same middle runs'
+        values and none of them is censored.
+    """
+    if not items:
+        return {"n": math.nan, "fraction": math.nan, "censored": False}
+    lower = sorted(items, key=lambda t: (t[0], t[2]))
+    upper = sorted(items, key=lambda t: (math.inf if t[2] else t[0], t[2]))
+    m = len(items)
+    mid = [m // 2] if m % 2 else [m // 2 - 1, m // 2]
+
+    def at(order: list[tuple[float, float, bool]], j: int) -> float:
+        return float(np.mean([order[i][j] for i in mid]))
+
+    exact = at(lower, 0) == at(upper, 0) and not any(upper[i][2] for i in mid)
+    return {"n": at(lower, 0), "fraction": at(lower, 1), "censored": not exact}
 
 
 def _no_test(n: int) -> dict[str, Any]:
@@ -1022,12 +1110,15 @@ def summarise_group(
             vals = patients.at(c, metric, aulc_w(c))
             n_pat = None if vals is None or n_pat is None else n_pat + len(vals)
         aulcs[s] = {"mean": m, "sd": sd, "n": n, "n_patients": n_pat, "per_seed": per_seed}
+    # rank on the seeds every strategy finished: means over different seed sets would rank
+    # which seeds finished, not which strategy is better (an incomplete grid)
+    rank_means, rank_seeds = common_seed_means({s: aulcs[s]["per_seed"] for s in strategies})
     ranked = sorted(
         strategies,
         key=lambda s: (
             -math.inf
-            if not math.isfinite(aulcs[s]["mean"])
-            else (aulcs[s]["mean"] if higher else -aulcs[s]["mean"])
+            if not math.isfinite(rank_means[s])
+            else (rank_means[s] if higher else -rank_means[s])
         ),
         reverse=True,
     )
@@ -1058,25 +1149,33 @@ def summarise_group(
         for m in tmetrics:
             cols = []
             for f in fr:
-                vals, n_pat = [], 0
+                vals, n_pat, seeds_ok = [], 0, []
                 for c in runs_m[m][s].values():
                     w = interp_weights(c.fraction, f)
                     v = apply_weights(w, c.value)
                     vals.append(v)
+                    if math.isfinite(v):
+                        seeds_ok.append(c.seed)
                     pv = patients.at(c, m, w)
                     if pv is None and patients.get(c, m) is None:
                         n_pat = None
                     elif n_pat is not None and math.isfinite(v):
                         n_pat += len(pv or {})
                 mu, sd, n = mean_sd(vals)
-                cols.append({"mean": mu, "sd": sd, "n": n, "n_patients": n_pat})
+                cols.append(
+                    {"mean": mu, "sd": sd, "n": n, "n_patients": n_pat, "seeds": sorted(seeds_ok)}
+                )
             cells[s][m] = cols
+    # bold only where every strategy's cell averages the same seeds (else it would compare
+    # seed sets); the caption says which columns have no bold and why
     best: dict[str, list[list[str]]] = {}
     for m in tmetrics:
-        best[m] = [
-            best_of({s: cells[s][m][j]["mean"] for s in strategies}, higher_is_better(m))
-            for j in range(len(fr))
-        ]
+        best[m] = []
+        for j in range(len(fr)):
+            col = {s: cells[s][m][j] for s in strategies}
+            same = _same_seed_sets([c["seeds"] for c in col.values() if c["seeds"]])
+            means = {s: c["mean"] for s, c in col.items()}
+            best[m].append(best_of(means, higher_is_better(m)) if same else [])
 
     plans: dict[Any, tuple[np.ndarray, np.ndarray]] = {}
 
@@ -1167,6 +1266,7 @@ def summarise_group(
         "aulc": aulcs,
         "aulc_range": span,
         "ranking": ranked,
+        "ranking_seeds": rank_seeds,
         "full_data": ref,
         "labels_to_reach": reach,
         "pct_of_full": pct,
@@ -1251,6 +1351,38 @@ def _holm_family(comps: Sequence[dict[str, Any]]) -> None:
             for c, p in zip(comps, adj, strict=True):
                 col(c)[test]["p_holm"] = float(p)
                 col(c)[test]["holm_m"] = int(np.isfinite(adj).sum())
+
+
+def _same_seed_sets(sets: Sequence[Sequence[int]]) -> bool:
+    return all(list(x) == list(sets[0]) for x in sets)
+
+
+def common_seed_means(
+    per_seed: Mapping[str, Mapping[int, float]],
+) -> tuple[dict[str, float], list[int] | None]:
+    """Each strategy's mean over the seeds that every strategy finished (finite values).
+
+    Args:
+        per_seed: strategy -> seed -> value (NaN: not finished or undefined).
+
+    Returns:
+        ``(means, seeds)``: ``seeds`` is None when every strategy with a value has the same
+        seeds (the means are the plain means), else the common seeds (possibly []: then the
+        means are NaN, nothing can be ranked fairly).
+    """
+    ok = {s: sorted(k for k, v in d.items() if math.isfinite(v)) for s, d in per_seed.items()}
+    sets = [v for v in ok.values() if v]
+    if not sets or _same_seed_sets(sets):
+        return {
+            s: float(np.mean([d[k] for k in ok[s]])) if ok[s] else math.nan
+            for s, d in per_seed.items()
+        }, None
+    common = sorted(set.intersection(*(set(x) for x in sets)))
+    means = {
+        s: float(np.mean([d[k] for k in common])) if common and ok[s] else math.nan
+        for s, d in per_seed.items()
+    }
+    return means, common
 
 
 def best_of(means: Mapping[str, float], higher: bool) -> list[str]:
@@ -1345,8 +1477,14 @@ def markdown_table(summary: Mapping[str, Any], metric: str | None = None) -> str
         head.append(aulc_header(summary))
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     aulcs = summary["aulc"]
-    best_aulc = best_of(
-        {s: aulcs[s]["mean"] for s in summary["strategies"]}, summary["higher_is_better"]
+    aulc_sets = [
+        sorted(k for k, v in aulcs[s]["per_seed"].items() if math.isfinite(v))
+        for s in summary["strategies"]
+    ]
+    best_aulc = (
+        best_of({s: aulcs[s]["mean"] for s in summary["strategies"]}, summary["higher_is_better"])
+        if _same_seed_sets([x for x in aulc_sets if x])
+        else []
     )
     digits = _digits(metric)
     strategies = summary["strategies"]
@@ -1384,7 +1522,32 @@ def table_caption(summary: Mapping[str, Any], metric: str) -> str:
             f", each run's value the mean over its test patients ({pat_max} patient values in "
             "the fullest cell)"
         )
-    text += "; a cell over fewer shows its n. Best mean per column in bold."
+    pen = (summary.get("hd95_penalties") or {}).get(metric)
+    if "hd95" in metric:
+        text += (
+            ". HD95 of a missed or spurious structure (exactly one of prediction and truth "
+            "empty) is the image's (per patient: the volume's) diagonal, included in every mean"
+        )
+        if pen:
+            text += (
+                f"; {pen['penalised']} of the {pen['values']} per-patient values of these runs "
+                f"(all rounds) are such penalties ({100 * pen['penalised'] / pen['values']:.1f}%)"
+            )
+    text += "; a cell over fewer shows its n. Best mean per column in bold"
+    t = summary["table"]
+    unbolded = [
+        j
+        for j, b in enumerate(t["best"].get(metric, []))
+        if not b
+        and any(math.isfinite(t["cells"][s][metric][j]["mean"]) for s in summary["strategies"])
+    ]
+    if unbolded:
+        text += (
+            ", except where the strategies' cells average different seeds (no bold there: "
+            "it would compare seed sets, not strategies; the paired Δ below uses the common "
+            "seeds)"
+        )
+    text += "."
     span = summary["aulc_range"]
     if metric == summary["metric"] and (span["refused"] or span["note"]):
         text += " AULC: " + (f"not computed, {span['refused']}." if span["refused"] else "")
@@ -1410,9 +1573,17 @@ def reference_text(summary: Mapping[str, Any]) -> str:
     ref = summary["full_data"]
     digits = _digits(summary["metric"])
     if ref["kind"] == "matched":
+        over = summary.get("full_overrides") or {}
+        recipe = (
+            "recipe except "
+            + ", ".join(f"`{k}` = {json.dumps(v)}" for k, v in sorted(over.items()))
+            + " for the whole pool"
+            if over
+            else "recipe"
+        )
         text = (
             f"Full-data reference: each seed's own `{FULL}` run (same split, network and "
-            f"recipe), {_fmt(ref['mean'], ref['sd'], digits)} over n = {ref['n']} seeds"
+            f"{recipe}), {_fmt(ref['mean'], ref['sd'], digits)} over n = {ref['n']} seeds"
         )
         if ref["missing_seeds"]:
             text += f"; no full run for {_seeds_text(ref['missing_seeds'])}"
@@ -1432,22 +1603,24 @@ def reference_text(summary: Mapping[str, Any]) -> str:
 def _reach_cell(r: Mapping[str, Any]) -> str:
     if r["runs"] == 0:
         return "no full run for " + _seeds_text(r["no_full_seeds"])
-    cap = f"{r['max_budget_n']:.0f} images (max budget)"
     k, n = r["reached"], r["runs"]
+    cb = r.get("censored_budget_n")
+    if cb:
+        budget = f"{cb[0]:.0f}" if round(cb[0]) == round(cb[1]) else f"{cb[0]:.0f}-{cb[1]:.0f}"
+        cap = f"its budget, {budget} images" if n - k == 1 else f"their budgets, {budget} images"
+    else:  # summaries from before per-run budgets were recorded
+        cap = f"the max budget, {r['max_budget_n']:.0f} images"
     if k == n:
         txt = (
             f"{_fmt(r['n_labelled_mean'], r['n_labelled_sd'], 0)} images "
             f"({_fmt(r['fraction_mean'] * 100, r['fraction_sd'] * 100, 1)}%), {k}/{n} runs"
         )
     elif k == 0:
-        txt = f"0/{n} reached (all > {r['max_budget_n']:.0f} images, the max budget)"
-    elif r["median_censored"]:
-        txt = f"{k}/{n} reached; median > {cap}"
+        txt = f"0/{n} reached (all beyond {cap})"
     else:
-        txt = (
-            f"{k}/{n} reached; median {r['median_n_labelled']:.0f} images "
-            f"({r['median_fraction'] * 100:.1f}%), {n - k} run{'s' if n - k > 1 else ''} > {cap}"
-        )
+        med = f"{r['median_n_labelled']:.0f} images ({r['median_fraction'] * 100:.1f}%)"
+        med = f"median > {med} (a lower bound)" if r["median_censored"] else f"median {med}"
+        txt = f"{k}/{n} reached; {med}; {n - k} run{'s' if n - k > 1 else ''} beyond {cap}"
     if r["no_full_seeds"]:
         txt += "; no full run for " + _seeds_text(r["no_full_seeds"])
     return txt
@@ -1457,8 +1630,8 @@ def markdown_reach(summary: Mapping[str, Any]) -> str:
     """Labels needed to reach 90/95/99% of each seed's full-data figure, and the value at the
     end of the common range as % of full data, as a markdown table with a "full data" row."""
     ref = summary["full_data"]
-    if ref["kind"] == "none":
-        return "_" + reference_text(summary) + "_"
+    if ref["kind"] == "none":  # reference_text, printed above it, already says so
+        return "_No labels-to-reach table without a full-data reference._"
     levels = [f"{round(x * 100)}" for x in REACH_LEVELS]
     hi = summary["aulc_range"]["hi"]
     at = f"{_pct(hi)} labelled" if math.isfinite(hi) else "the last common fraction"
@@ -1528,33 +1701,52 @@ def _test_cell(t: Mapping[str, Any], holm_adj: bool) -> str:
 
 
 def significance_text(summary: Mapping[str, Any]) -> str:
-    """In words, which Holm-adjusted comparisons are significant at :data:`ALPHA` (either test),
-    or that none is; "" when nothing was tested."""
-    found, tested = [], 0
+    """In words, which comparisons the primary test (:data:`PRIMARY_TEST`, Holm-adjusted) finds
+    significant at :data:`ALPHA`, with the secondary test's adjusted p beside each, or that
+    none is; "" when nothing was tested.
+
+    One test decides, so the verdict keeps the Holm family's error rate (calling a difference
+    significant when *either* of two tests passes would not).
+    """
+    prim, sec = PRIMARY_TEST, "wilcoxon" if PRIMARY_TEST == "ttest" else "ttest"
+    names = {"ttest": "paired t", "wilcoxon": "Wilcoxon"}
+    found, tested, n_max = [], 0, 0
     for c in summary.get("comparisons") or []:
         quantities = [(aulc_header(summary), c["aulc"])] + [
             (f"at {_pct(q['fraction'])}", q) for q in c["at_fraction"]
         ]
         for label, q in quantities:
-            hits = []
-            for test, name in (("wilcoxon", "Wilcoxon"), ("ttest", "t-test")):
-                ph = q[test].get("p_holm")
-                if ph is not None and math.isfinite(ph):
-                    tested += 1
-                    if ph < ALPHA:
-                        hits.append(f"{name} p_holm = {_p(ph)}")
-            if hits:
+            ph = q[prim].get("p_holm")
+            if ph is None or not math.isfinite(ph):
+                continue
+            tested += 1
+            n_max = max(n_max, int(q.get("n") or 0))
+            if ph < ALPHA:
                 d = _signed(q["delta"], _digits(c["metric"]) + 1)
-                found.append(f"{c['a']} vs {c['b']} {label} (Δ {d}; {', '.join(hits)})")
+                ps = q[sec].get("p_holm")
+                other = (
+                    f", {names[sec]} p_holm = {_p(ps)}"
+                    if ps is not None and math.isfinite(ps)
+                    else ""
+                )
+                found.append(
+                    f"{c['a']} vs {c['b']} {label} (Δ {d}; {names[prim]} p_holm = {_p(ph)}{other})"
+                )
     if not tested:
         return ""
+    how = (
+        f"α = {ALPHA:g}; the verdict is the {names[prim]} test's over seeds, Holm-adjusted; the "
+        f"{names[sec]} test beside it is the distribution-free check"
+    )
+    if sec == "wilcoxon" and n_max and smallest_p(n_max) >= ALPHA:
+        how += f", which cannot go below p = {smallest_p(n_max):.3g} with {n_max} seeds"
     if not found:
         return (
             f"**No significant difference**: no comparison is significant after Holm "
-            f"correction (α = {ALPHA:g}; AULC and every label percentage, Wilcoxon and t-test)."
+            f"correction ({how}; AULC and every label percentage)."
         )
     return (
-        f"Significant after Holm correction (α = {ALPHA:g}): "
+        f"Significant after Holm correction ({how}): "
         + "; ".join(found)
         + ". Every other comparison: no significant difference."
     )
@@ -1609,8 +1801,10 @@ def definitions(
             "term": "Labels to reach p% of full data",
             "text": "Per run, the first crossing of p × the seed's full-data figure (full / p "
             "for lower-is-better metrics), interpolated between rounds. A run that never "
-            "reaches it counts as > max budget: cells give k/n reached and the median over all "
-            "n runs; a mean only when every run reached it.",
+            "reaches it is censored at its own budget: cells give k/n reached and the median "
+            "over all n runs, ordered with each censored run at its budget; when the median "
+            "falls on a censored run it is a lower bound (shown as > ...); a mean only when "
+            "every run reached it.",
         },
         {
             "term": "% of full data",
@@ -1625,11 +1819,13 @@ def definitions(
         },
         {
             "term": f"{pct} CI",
-            "text": f"Percentile interval of Δ from a hierarchical bootstrap with {n_boot} "
-            f"resamples (seed {boot_seed}): seeds resampled with replacement, then the test "
-            "patients within each drawn seed, the same draws for a and b (seeds only for "
-            "metrics without per-patient values). With few seeds it is narrower than the tests "
-            "imply: an interval excluding 0 is not a significant test.",
+            "text": f"Expanded percentile interval (Hesterberg 2015) of Δ from a hierarchical "
+            f"bootstrap with {n_boot} resamples (seed {boot_seed}): seeds resampled with "
+            "replacement, then the test patients within each drawn seed, the same draws for a "
+            "and b (seeds only for metrics without per-patient values). The percentile levels "
+            "are widened for the number of seeds n (α′/2 = Φ(−√(n/(n−1)) t₍ₙ₋₁₎)), because a "
+            "plain percentile interval from 5 seeds covers about 85 %. An interval is not a "
+            "test: the verdict is the paired t-test's.",
         },
         {
             "term": "Wilcoxon p",
@@ -1704,8 +1900,24 @@ def pairing_text(summary: Mapping[str, Any]) -> str:
         text += f" With fewer than {MIN_TEST_SEEDS} seeds no test is possible."
     else:
         text += " " + smallest_p_text(len(seeds))
+        pair_ns = sorted(
+            {
+                int(q["n"])
+                for c in [*(summary.get("comparisons") or []), summary.get("wilcoxon") or {}]
+                if c
+                for q in [c["aulc"], *c["at_fraction"]]
+                if 0 < int(q["n"]) < len(seeds)
+            }
+        )
+        if pair_ns:
+            text += (
+                f" Some pairs share fewer seeds (n per row: {', '.join(map(str, pair_ns))}); "
+                f"their smallest possible Wilcoxon p is 2 / 2ⁿ"
+                f" ({', '.join(f'{smallest_p(n):.3g}' for n in pair_ns)})."
+            )
     text += (
-        f" 95% CIs of Δ: hierarchical bootstrap ({b['n_boot']} resamples, seed {b['seed']}): "
+        f" 95% CIs of Δ: hierarchical bootstrap, expanded percentile ({b['n_boot']} resamples, "
+        f"seed {b['seed']}): "
         "seeds resampled, then "
     )
     if pats:
@@ -1717,9 +1929,11 @@ def pairing_text(summary: Mapping[str, Any]) -> str:
     else:
         text += "nothing within seeds (this metric has no per-patient values)."
     return text + (
-        " Patients are nested in runs and are never the unit of a test. With few seeds the "
-        "percentile interval treats the observed seeds as the whole population and is narrower "
-        "than the seed-level tests imply: an interval that excludes 0 is not a significant test."
+        " The percentile levels are expanded for the number of seeds (Hesterberg 2015), since a "
+        "plain percentile interval from few seeds treats them as the whole population and "
+        "undercovers. Patients are nested in runs and are never the unit of a test. "
+        f'"Significant" is the Holm-adjusted paired t-test\'s verdict (α = {ALPHA:g}); the '
+        "Wilcoxon test is its distribution-free check."
     )
 
 
@@ -1759,8 +1973,11 @@ def markdown_wilcoxon(summary: Mapping[str, Any]) -> str:
     w = summary["wilcoxon"]
     if not w:
         return "_Fewer than two strategies with an AULC: nothing to test._"
+    rs = summary.get("ranking_seeds")
+    on = f" over the {len(rs)} seeds every strategy finished ({_seeds_text(rs)})" if rs else ""
     lines = [
-        f"Top two by mean AULC: **{w['a']}** vs **{w['b']}** ({_metric_label(w['metric'])}). "
+        f"Top two by mean AULC{on}: **{w['a']}** vs **{w['b']}** "
+        f"({_metric_label(w['metric'])}). "
         "Post hoc: chosen because they rank first and second, so the p-values are descriptive "
         "(not adjusted for that choice); pairing and intervals as for the comparisons.",
         "",

@@ -276,6 +276,23 @@ class ResultsStore:
         return {}
 
 
+def hd95_penalty_counts(
+    store: ResultsStore, run_id: str, round_: int, measure: str, class_name: str
+) -> tuple[int, int] | None:
+    """``(penalised, n)`` per-patient HD95 values of one round: how many of the ``n`` are the
+    diagonal penalty (exactly one of prediction and truth empty: ``n_empty_pred +
+    n_empty_target`` of ``metrics.json``), or None when the round did not record them."""
+    rdir = round_dir(store.run_dir(run_id), round_)
+    if rdir is None or not (rdir / "metrics.json").is_file():
+        return None
+    doc = _read_json(rdir / "metrics.json")
+    try:
+        s = doc["test"]["per_patient"][measure][class_name]
+        return int(s["n_empty_pred"]) + int(s["n_empty_target"]), int(s["n"])
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
 def round_dir(run_dir: Path, round_: int) -> Path | None:
     """The ``round_XX`` folder of round ``round_`` (any zero padding), or None."""
     for p in run_dir.glob("round_*"):
