@@ -569,3 +569,22 @@ def test_censored_median_is_exact_or_a_labelled_lower_bound() -> None:
         "fraction": 0.2,
         "censored": False,
     }
+
+
+def test_a_run_that_ends_short_of_its_strategys_runs_does_not_shrink_the_range() -> None:
+    # e.g. seed 3 of a synthesis arm found almost no valid candidate: 50 -> 54 calls while its
+    # other seeds and every other arm reach 110. It used to cut every run's AULC to 50-54.
+    rows, pv = _group({"ref": 0.0, "arm": 0.0})
+    rows = [r for r in rows if not (r["strategy"] == "arm" and r["seed"] == 3 and r["round"] >= 2)]
+    for r in rows:
+        if r["strategy"] == "arm" and r["seed"] == 3 and r["round"] == 1:
+            r["fraction"] = 0.12  # advanced a little, then nothing more to pay for
+    g = _summary(rows, pv)
+    span = g["aulc_range"]
+    assert (span["lo"], span["hi"]) == pytest.approx((0.1, 0.4))
+    assert [s.split("/")[0] for s in span["short"]] == ["arm"] and not span["stalled"]
+    assert "budget unspent" in span["note"]
+    assert math.isnan(g["aulc"]["arm"]["per_seed"][3]) and g["aulc"]["arm"]["n"] == 4
+    # a whole strategy on a shorter schedule still shrinks the range (previous test's rule)
+    rows, pv = _group({"ref": 0.0, "short": 0.0}, fractions={"short": (0.1, 0.2, 0.3)})
+    assert stats.summarise_group(rows, patient_values=pv, n_boot=50)["aulc_range"]["short"] == []

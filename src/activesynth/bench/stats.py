@@ -313,7 +313,7 @@ def interpolated_curve(
     from scipy import stats as sps
 
     span = common_range({"_": {c.run_id: c for c in curves}})
-    stalled = [s.split("/", 1)[1] for s in span["stalled"]]
+    stalled = [s.split("/", 1)[1] for s in [*span["stalled"], *span["short"]]]
     keys = ("fraction", "n_labelled", "mean", "sd", "lo", "hi", "min", "max")
     out: dict[str, Any] = {k: [] for k in keys}
     out.update(n=[], range=[span["lo"], span["hi"]], stalled=stalled, note=span["refused"])
@@ -840,15 +840,19 @@ def common_range(runs: Mapping[str, Mapping[str, RunCurve]]) -> dict[str, Any]:
         runs: strategy -> run id -> curve (of the headline metric).
 
     Returns:
-        ``{"lo", "hi", "per_strategy": {s: [first, last]}, "note", "refused", "stalled"}``:
+        ``{"lo", "hi", "per_strategy": {s: [first, last]}, "note", "refused", "stalled",
+        "short"}``:
         ``lo`` the latest first point and ``hi`` the earliest last point (finite values only)
         over all runs; ``refused`` is the reason when they share no range ("" otherwise);
         ``note`` names the strategies that cover more than the common range and the stalled
         runs. A run whose x never advances (all its rounds at one point, e.g. a synthesis arm
         on the physics-call axis that found no valid candidate to pay for) while other runs do
         advance is left out of the range and listed in ``stalled`` (``"strategy/run_id"``): it
-        would otherwise shrink every run's AULC to its first point. Its AULC is then NaN (it
-        does not cover the range), so the tables show the smaller n.
+        would otherwise shrink every run's AULC to its first point. Likewise a run that advanced
+        but ended more than ``FRACTION_TOL`` before the median end of its strategy's runs (it
+        could not spend its budget) is listed in ``short``. Their AULC is then NaN (they do
+        not cover the range), so the tables show the smaller n. A whole strategy run over a
+        shorter schedule still shrinks the range (the note says so).
     """
     per: dict[str, list[float]] = {}
     firsts, lasts = [], []
@@ -859,22 +863,40 @@ def common_range(runs: Mapping[str, Mapping[str, RunCurve]]) -> dict[str, Any]:
             if len(f):
                 spans.append((s, rid, f))
     advancing = any(float(f.max() - f.min()) > FRACTION_TOL for _, _, f in spans)
-    stalled: list[str] = []
+    stalled = [
+        f"{s}/{rid}"
+        for s, rid, f in spans
+        if advancing and len(f) > 1 and float(f.max() - f.min()) <= FRACTION_TOL
+    ]
+    moving = [(s, rid, f) for s, rid, f in spans if f"{s}/{rid}" not in stalled]
+    short: list[str] = []
+    # a run that advanced but ended well before the other runs of its strategy could not
+    # spend its budget (e.g. too few valid synthetic candidates): left out like a stalled run,
+    # so it does not shrink every run's range; a whole strategy on a shorter schedule still does
+    ends: dict[str, list[float]] = defaultdict(list)
+    for s, _, f in moving:
+        ends[s].append(float(f.max()))
+    for s, rid, f in moving:
+        if float(f.max()) < float(np.median(ends[s])) - FRACTION_TOL:
+            short.append(f"{s}/{rid}")
     for s, rid, f in spans:
-        if advancing and len(f) > 1 and float(f.max() - f.min()) <= FRACTION_TOL:
-            stalled.append(f"{s}/{rid}")
+        if f"{s}/{rid}" in stalled or f"{s}/{rid}" in short:
             continue
         firsts.append((float(f.min()), s))
         lasts.append((float(f.max()), s))
         cur = per.setdefault(s, [math.inf, -math.inf])
         cur[0], cur[1] = min(cur[0], float(f.min())), max(cur[1], float(f.max()))
     out: dict[str, Any] = {"lo": math.nan, "hi": math.nan, "per_strategy": per}
-    out.update(note="", refused="", stalled=stalled)
-    stalled_note = (
-        f"left out of the AULC range (their x never advances): {', '.join(stalled)}"
-        if stalled
-        else ""
-    )
+    out.update(note="", refused="", stalled=stalled, short=short)
+    notes = []
+    if stalled:
+        notes.append(f"left out of the AULC range (their x never advances): {', '.join(stalled)}")
+    if short:
+        notes.append(
+            "left out of the AULC range (they ended well before the other runs of their "
+            f"strategy, budget unspent): {', '.join(short)}"
+        )
+    stalled_note = "; ".join(notes)
     if not firsts:
         out["refused"] = "no run has a finite value"
         return out
