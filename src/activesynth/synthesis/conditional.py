@@ -37,6 +37,7 @@ from torch import nn
 from activesynth.data.imageset import ImageSet
 from activesynth.errors import CheckpointError, ConfigError, DataError
 from activesynth.generative.fingerprint import check_fingerprint, fingerprint
+from activesynth.models.cgan_nets import pool_images
 from activesynth.registry import did_you_mean
 from activesynth.synthesis.candidates import Candidates, LabelCost, Provenance
 from activesynth.synthesis.perturb import ChainRecord, PerturbConfig, draw_spatial
@@ -423,7 +424,10 @@ class MaskConditionedModel:
             ``len(sources) * n`` Candidates, source-major: images (M, H, W, C) of the pool's
             dtype, the perturbed masks (M, H, W) uint8 as inherited labels (cost
             ``INHERITED``), image labels copied from the sources when they have them, one
-            Provenance each (perturbation record, seed, checkpoint ``<name>:<key>``).
+            Provenance each (perturbation record, seed, checkpoint ``<name>:<key>``). An image
+            whose generated pixels held NaN/inf is flagged in ``nonfinite`` (a uint8 pool
+            cannot hold NaN; see ``models.cgan_nets.pool_images``), so ``filter_valid``
+            rejects it and ``invalid_counts`` counts it as "nan".
 
         Raises:
             ConfigError: ``n`` outside 1..200. DataError: sources without masks, multi-class
@@ -466,7 +470,7 @@ class MaskConditionedModel:
                         seed=int(seeds[i, j]),
                     )
                 )
-        images = self.generate(xs, masks) if len(xs) else xs
+        images, nonfinite = pool_images(self.generate(xs, masks) if len(xs) else xs, xs.dtype)
         return Candidates(
             images=images,
             provenance=tuple(prov),
@@ -474,6 +478,7 @@ class MaskConditionedModel:
             labels=None if sources.labels is None else np.repeat(sources.labels, n),
             cost=LabelCost.INHERITED,
             info={self.name: self.config.as_dict(), "key": self.key},
+            nonfinite=nonfinite if nonfinite.any() else None,
         )
 
 
