@@ -172,3 +172,23 @@ def test_nan_output_in_a_uint8_pool_is_rejected_as_nan(trained, pool, monkeypatc
     # the replay of a NaN candidate shows the NaN instead of grey levels
     img, _ = model.replay(src.images[0], src.masks[0], c.provenance[1].perturbation)
     assert img.dtype == np.float32 and np.isnan(img).any()
+
+
+def test_generator_inputs_are_what_the_model_received(trained, pool) -> None:
+    """The galleries show ``generator_inputs``: the sources perturbed as recorded. Generating
+    from them with the inherited masks gives back exactly the synthetic images."""
+    from activesynth.synthesis.classic import ClassicAugmentation
+    from activesynth.synthesis.conditional import generator_inputs
+
+    model, _ = trained
+    src = pool.subset([0, 5])
+    c = model.propose(src, 3, rng=np.random.default_rng(11))
+    rep = np.repeat(np.arange(2), 3)
+    shown = generator_inputs(src.images[rep], src.masks[rep], c.provenance)
+    assert shown.dtype == src.images.dtype and not np.array_equal(shown, src.images[rep])
+    np.testing.assert_array_equal(model.generate(shown, c.masks), c.images)
+    # classic augmentation transforms the source itself: that is what it received
+    k = ClassicAugmentation().propose(src, 2, rng=np.random.default_rng(0))
+    rep2 = np.repeat(np.arange(2), 2)
+    same = generator_inputs(src.images[rep2], src.masks[rep2], k.provenance)
+    np.testing.assert_array_equal(same, src.images[rep2])
