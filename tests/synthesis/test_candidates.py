@@ -179,3 +179,21 @@ def test_from_gan_range_keeps_nan_out_of_uint8() -> None:
     f = from_gan_range(x, 0.0, 1.0, np.float32)  # float pools keep NaN as they are
     assert f.dtype == np.float32 and np.isnan(f[1, 0, 0, 0])
     assert pool_images(f, np.float32)[1].tolist() == [False, True, False]
+
+
+def test_provenance_of_older_pool_files_loads_without_round_seed() -> None:
+    old = {
+        "source_id": "a",
+        "source_group": "p",
+        "generator": "cgan",
+        "checkpoint": "cgan:k",
+        "perturbation": {},
+        "seed": [0, 1, 2],  # older loops overwrote the item's seed with this
+        "round": 1,
+    }
+    p = Provenance.from_dict(old)
+    assert p.round_seed is None and p.seed == [0, 1, 2]
+    new = Provenance.from_dict({**old, "seed": 123, "round_seed": [0, 1, 2]})
+    assert new.as_dict()["seed"] == 123 and new.as_dict()["round_seed"] == [0, 1, 2]
+    with pytest.raises(DataError, match="Bad provenance record"):
+        Provenance.from_dict({**old, "round_sed": [0]})
