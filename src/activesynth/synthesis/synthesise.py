@@ -9,13 +9,13 @@ train), proposes candidates from a seeded selection of source items, drops NaN/c
 - ``images/<group>/syn_NNNNN.png`` and ``masks/syn_NNNNN_mask.png`` (binary masks as 0/255,
   multi-class as class ids), or ``.nii.gz`` with ``fmt="nifti"`` (2D volumes, channels last,
   identity affine). ``<group>`` is ``syn:<source patient>`` (percent-encoded where the patient
-  id holds characters other than letters, digits, ``.``, ``_``, ``-``), one folder per source
+  id holds characters other than letters, digits, ``.``, ``_``, ``-``, ``~``), one folder per source
   patient, so every synthetic item reloads as a synthetic item of its source's patient;
 - ``dataset.json`` (PNG only): a dataset spec of the written set (``group: {level: 0}``: the
   folder below ``images`` is the group), so ``activesynth train --dataset OUT/dataset.json``
-  reads it back with groups ``syn:<source patient>``. Such a set can only be training data: a
+  reads it back with groups ``syn:<source patient>``. Such a set is training data only: a
   patient split of it refuses to put synthetic items into validation or test
-  (``data.splits.check_disjoint``), so add it to a real training set instead;
+  (``data.splits.check_disjoint``, one line naming the items);
 - ``quality.json``: the batch's quality figures (``synthesis.report.batch_quality``; features
   and label fidelity need a ``reference`` task-model checkpoint, else raw-pixel realism and
   memorisation only);
@@ -363,14 +363,11 @@ def synthesise(
 
 
 def _group_folder(group: str) -> str:
-    """A folder name holding ``group`` (``syn:<source patient>``): kept as it is when made of
-    letters, digits, ``:``, ``.``, ``_``, ``-``; otherwise those others are percent-encoded."""
+    """A folder name holding ``group`` (``syn:<source patient>``, so never ``.`` or ``..``):
+    letters, digits and ``:._-~`` are kept, any other character is percent-encoded."""
     from urllib.parse import quote
 
-    name = quote(group, safe=":")
-    if name in (".", "..") or name.startswith("."):
-        name = "%2E" + name[1:]
-    return name
+    return quote(group, safe=":")
 
 
 def _writer(body: bytes) -> Callable[[Any], None]:
