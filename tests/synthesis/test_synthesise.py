@@ -52,6 +52,7 @@ def test_cgan_pairs_with_provenance_quality_and_a_reusable_cache(tmp_path) -> No
     doc = json.loads((out / "provenance.json").read_text())
     assert doc["written"] == 10 == len(doc["items"]) and doc["label_cost"] == "inherited"
     assert doc["n_sources"] == 10 and doc["per_source"] == 1
+    assert doc["rejected"] == 0 and doc["rejected_reasons"] == {"nan": 0, "constant": 0}
     q = json.loads((out / "quality.json").read_text())
     assert q["n"] == 10 and 0 <= q["ssim"]["mean"] <= 1 and "memorisation" in q
     assert (out / "gallery.png").read_bytes()[:4] == b"\x89PNG"

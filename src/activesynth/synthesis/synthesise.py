@@ -351,6 +351,7 @@ def synthesise(
         "per_source": per,
         "generated": len(cands),
         "rejected": rejected,
+        "rejected_reasons": cands.invalid_counts(),
         "written": len(keep),
         "label_cost": keep.cost.value,
         "quality": figs,
