@@ -63,12 +63,14 @@ does not count and is recorded as such in the history; ``"labelled-dataset-masks
 expert-labelled items with their expert labels but the dataset's own masks, for a
 mask-conditioned generator in a classification run, where the expert gives a class and the
 masks (JSRT's lung fields) are extra labels the budget does not count, also recorded as such). NaN/constant images are rejected and
-counted; the rest are scored by a registered strategy (``score``, default the run's) through a
+counted (``rejected``; ``rejected_reasons`` splits it into ``nan`` / ``constant``, a generated
+uint8 image whose raw output held NaN counting as ``nan``); the rest are scored by a registered strategy (``score``, default the run's) through a
 :class:`QueryContext` over the candidates (every candidate unlabelled, ground-truth extras =
 their inherited targets) with the previous round's model, and the top ``top_k`` (or ``top_k[c]``
 per class: the inherited image label, or for segmentation the highest class in the mask) join
 the pool as synthetic items of round r with their provenance and label cost 0
-(``Pool.append_synthetic``). They train with the real labelled items; strategies query real
+(``Pool.append_synthetic``; each record keeps the item's own ``seed`` and gets the round's rng
+seed material ``[seed, r, 2]`` as ``round_seed``). They train with the real labelled items; strategies query real
 items only (they see ``Pool.real()``, so auxiliary models such as DAL's are trained on the real
 labelled items). The pool is saved (pixels included) with ``Pool.info["synthesis"][r]``, the
 round's summary, in one atomic write, so a kill at any point redoes the step identically (its
@@ -1262,9 +1264,12 @@ class _Run:
         gen.fit(fit_set, rng=rng)  # a trained generator learns from every item it may read
         cands = gen.propose(sources, syn["per_source"], rng=rng)
         check_proposal(cands, sources, syn["per_source"], syn["generator"])
+        # each item keeps its own seed; the round's rng seed material is recorded beside it
         cands = replace(
-            cands, provenance=tuple(replace(p, seed=seed_material) for p in cands.provenance)
+            cands,
+            provenance=tuple(replace(p, round_seed=seed_material) for p in cands.provenance),
         )
+        reasons = cands.invalid_counts()
         valid, n_rejected = cands.filter_valid()
         pick, scores, per_class = self.rank_candidates(valid, r)
         added = valid.subset(pick)
@@ -1281,6 +1286,7 @@ class _Run:
                 "per_source": syn["per_source"],
                 "generated": len(cands),
                 "rejected": n_rejected,
+                "rejected_reasons": reasons,
                 "added": len(added),
                 "score": syn["score"],
                 "scores": np.asarray(scores, np.float64).tolist(),
@@ -1537,15 +1543,25 @@ class _Run:
         )
         rows = min(q["gallery"], len(added))
         if rows:
-            src = np.array([index[p.source_id] for p in added.provenance[:rows]], np.int64)
+            from activesynth.synthesis.conditional import generator_inputs
+
+            # what G received: the source perturbed as recorded (with the source mask the
+            # generator saw, from fit_set), contoured with the perturbed mask it inherits
+            prov = added.provenance[:rows]
+            fit_index = {str(i): k for k, i in enumerate(fit_set.ids)}
+            src = np.array([fit_index[p.source_id] for p in prov], np.int64)
+            shown = generator_inputs(
+                fit_set.images[src], None if fit_set.masks is None else fit_set.masks[src], prov
+            )
             write_gallery(
                 _round_dir(self.out, r) / GALLERY_NAME,
-                self.pool_data.images[src],
+                shown,
                 None if added.masks is None else added.masks[:rows],
                 added.images[:rows],
                 scores=np.asarray(scores)[:rows],
                 fidelity=per_item[:rows],
-                title=f"round {r}: {self.cfg.synthesis['generator']}, top {rows} of {len(added)}",
+                title=f"round {r}: {self.cfg.synthesis['generator']}, top {rows} of {len(added)}; "
+                "source = the perturbed source the generator received",
             )
         figs["quality_seconds"] = time.perf_counter() - t0
         return figs

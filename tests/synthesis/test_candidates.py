@@ -143,3 +143,57 @@ def test_check_proposal_catches_broken_generators(phantom) -> None:
         check_proposal(good, src, 2, "cgan")
     with pytest.raises(DataError, match="have neither"):
         gen.propose(ImageSet(images=src.images, groups=src.groups), 1, rng=np.random.default_rng(0))
+
+
+def test_nonfinite_flags_count_as_nan_and_follow_subsets() -> None:
+    imgs = np.random.default_rng(2).integers(0, 255, (4, 5, 5, 1), dtype=np.uint8)
+    imgs[3] = 0  # a flagged image zero-filled by the cast: "nan", not "constant"
+    imgs[1] = 7  # constant
+    flags = np.array([False, False, True, True])
+    c = Candidates(images=imgs, labels=np.arange(4), provenance=_prov(4), nonfinite=flags)
+    assert c.invalid_counts() == {"nan": 2, "constant": 1}
+    valid, n = c.filter_valid()
+    assert n == 3 and valid.labels.tolist() == [0]
+    assert c.subset([3, 0]).nonfinite.tolist() == [True, False]
+    both = Candidates.concat([c.subset([0, 2]), Candidates(imgs[:1], _prov(1), labels=[5])])
+    assert both.nonfinite.tolist() == [False, True, False]
+    with pytest.raises(DataError, match="nonfinite flags must be"):
+        Candidates(images=imgs, labels=np.arange(4), provenance=_prov(4), nonfinite=flags[:2])
+
+
+def test_from_gan_range_keeps_nan_out_of_uint8() -> None:
+    import torch
+
+    from activesynth.models.cgan_nets import from_gan_range, pool_images
+
+    x = torch.zeros(3, 1, 2, 2)
+    np.testing.assert_array_equal(
+        from_gan_range(x, 0, 255, np.uint8), np.full((3, 2, 2, 1), 128, np.uint8)
+    )
+    x[1, 0, 0, 0] = torch.nan
+    y = from_gan_range(x, 0, 255, np.uint8)
+    assert y.dtype == np.float32 and np.isnan(y[1, 0, 0, 0]) and y[0, 0, 0, 0] == 128
+    imgs, bad = pool_images(y, np.uint8)
+    assert imgs.dtype == np.uint8 and bad.tolist() == [False, True, False]
+    assert imgs[1, 0, 0, 0] == 0 and imgs[1, 1, 1, 0] == 128
+    f = from_gan_range(x, 0.0, 1.0, np.float32)  # float pools keep NaN as they are
+    assert f.dtype == np.float32 and np.isnan(f[1, 0, 0, 0])
+    assert pool_images(f, np.float32)[1].tolist() == [False, True, False]
+
+
+def test_provenance_of_older_pool_files_loads_without_round_seed() -> None:
+    old = {
+        "source_id": "a",
+        "source_group": "p",
+        "generator": "cgan",
+        "checkpoint": "cgan:k",
+        "perturbation": {},
+        "seed": [0, 1, 2],  # older loops overwrote the item's seed with this
+        "round": 1,
+    }
+    p = Provenance.from_dict(old)
+    assert p.round_seed is None and p.seed == [0, 1, 2]
+    new = Provenance.from_dict({**old, "seed": 123, "round_seed": [0, 1, 2]})
+    assert new.as_dict()["seed"] == 123 and new.as_dict()["round_seed"] == [0, 1, 2]
+    with pytest.raises(DataError, match="Bad provenance record"):
+        Provenance.from_dict({**old, "round_sed": [0]})

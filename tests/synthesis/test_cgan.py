@@ -339,3 +339,33 @@ def test_default_flips_follow_the_data_and_an_explicit_choice_wins(trained, pool
     assert all(_lr_flips(model.propose(chest, 4, rng=np.random.default_rng(3), perturb=forced)))
     ud = PerturbConfig(p_spatial=1.0, spatial={"flip_axes": [0], "p_flip": 1.0})
     assert not any(_lr_flips(model.propose(src, 4, rng=np.random.default_rng(3), perturb=ud)))
+
+
+def test_nan_output_in_a_uint8_pool_is_rejected_as_nan(trained, pool) -> None:
+    """cgan.py's unchanged call of ``from_gan_range``: NaN pixels in G's output for two of six
+    candidates of a uint8 pool are flagged, counted as "nan" and filtered out."""
+    model, _ = trained
+    src = pool.subset([0, 5])
+
+    def nan_rows(_module, _inputs, out):
+        out = out.clone()
+        out[[2, 3], :, 0, :4] = torch.nan
+        return out
+
+    handle = model.generator.register_forward_hook(nan_rows)
+    try:
+        c = model.propose(src, 3, rng=np.random.default_rng(3))
+    finally:
+        handle.remove()
+    assert c.images.dtype == np.uint8 and len(c) == 6
+    assert c.invalid_counts() == {"nan": 2, "constant": 0}
+    valid, n_rejected = c.filter_valid()
+    assert n_rejected == 2 and [p.source_id for p in valid.provenance] == [
+        str(src.ids[0]),
+        str(src.ids[0]),
+        str(src.ids[1]),
+        str(src.ids[1]),
+    ]
+    clean = model.propose(src, 3, rng=np.random.default_rng(3))
+    assert clean.nonfinite is None and clean.filter_valid()[1] == 0
+    np.testing.assert_array_equal(valid.images, clean.images[[0, 1, 4, 5]])

@@ -57,9 +57,18 @@ def test_labelled_subset_thins_the_minority() -> None:
     assert np.array_equal(
         idx, I.labelled_subset(labels, np.arange(60), 20, 0.25, 1, np.random.default_rng(0))
     )
-    with pytest.raises(DataError, match="needs 15 minority"):
-        I.labelled_subset(labels, np.arange(60), 20, 0.75, 1, np.random.default_rng(0))[:1]
+    # a share of 0.75 fits a pool of 30 + 30 ...
+    up = I.labelled_subset(labels, np.arange(60), 20, 0.75, 1, np.random.default_rng(0))
+    assert len(up) == 20 and (labels[up] == 1).sum() == 15
+    # ... but not one with 10 minority images, nor a pool with too few of the other class
+    with pytest.raises(DataError, match="needs 15 minority and 5 other images; the pool has 10"):
         I.labelled_subset(labels[:40], np.arange(40), 20, 0.75, 1, np.random.default_rng(0))
+    with pytest.raises(
+        DataError, match="needs 5 minority and 15 other images; the pool has 30 and 10"
+    ):
+        I.labelled_subset(labels[20:], np.arange(40), 20, 0.25, 1, np.random.default_rng(0))
+    with pytest.raises(DataError, match="labelled 70 is more than the pool's 60"):
+        I.labelled_subset(labels, np.arange(60), 70, None, None, np.random.default_rng(0))
 
 
 @pytest.mark.slow  # 60 phantoms are generated (about 15 s) and three tiny models trained

@@ -128,7 +128,10 @@ def test_synthetic_items_join_training_but_not_the_label_count(reference) -> Non
     for i in syn:
         prov = pool.provenance_of(int(i))
         assert prov["source_id"] in labelled_sources  # honest default: only expert-labelled masks
-        assert prov["round"] == pool.labelled_round[i] and prov["seed"] == [0, prov["round"], 2]
+        assert prov["round"] == pool.labelled_round[i]
+        # classic augmentation draws from the round's rng, no per-item seed; the round's seed
+        # material is recorded in its own field
+        assert prov["seed"] is None and prov["round_seed"] == [0, prov["round"], 2]
         assert set(prov["perturbation"]) == {"flip", "rotate_deg", "scale", "translate_px"}
     # strategies only ever query real items
     for q in hist.queried_ids():
@@ -313,9 +316,22 @@ def test_cgan_candidates_ranked_by_mc_dropout_join_the_pool(cgan_reference) -> N
     assert "| 1 | 7 | cgan | 4 / 32 |" in table and "not Inception" in table
     pool = Pool.load(out)
     assert pool.n_expert_labels == 7 and (pool.label_cost[pool.synthetic] == "inherited").all()
-    split = json.loads((out / "split.json").read_text())
-    syn_ids = set(pool.ids[pool.synthetic])
-    assert not syn_ids & (set(split["val"]) | set(split["test"]))
+    # synthetic items offered to a validation or test set are refused
+    from activesynth.data.phantoms import make_phantoms
+    from activesynth.data.splits import Split, check_disjoint
+    from activesynth.errors import DataError
+    from activesynth.pool import refuse_synthetic
+
+    data = make_phantoms(28, size=32, seed=0)
+    at = {str(i): k for k, i in enumerate(data.ids)}
+    real = data.subset([at[str(i)] for i in pool.ids[: pool.n_real]])  # the run's pool items
+    syn_set = pool.synthetic_set(real)
+    assert syn_set is not None and len(syn_set) == 4
+    for part in ("validation", "test"):
+        with pytest.raises(DataError, match=f"offered to the {part} split"):
+            refuse_synthetic(syn_set, part)
+    with pytest.raises(DataError, match="would enter the test split"):
+        check_disjoint(syn_set, Split(np.arange(3), np.array([], np.int64), np.array([3])))
     # the cGAN was trained on the expert-labelled items only, cached under the run, and every
     # added item replays from its source pair and the perturbation record in its provenance
     model = load_cgan(out / "cache" / f"cgan-{s['checkpoint'].split(':')[1]}")
@@ -330,6 +346,8 @@ def test_cgan_candidates_ranked_by_mc_dropout_join_the_pool(cgan_reference) -> N
         )
         np.testing.assert_array_equal(img, pool.synthetic_images[j])
         np.testing.assert_array_equal(mk, pool.masks[i])
+        # the item's own perturbation seed survives the loop; the round's is beside it
+        assert isinstance(prov["seed"], int) and prov["round_seed"] == [0, 1, 2]
 
 
 def _pool_image(out: Path, item_id: str) -> np.ndarray:

@@ -98,3 +98,30 @@ def test_readers_refuse_a_folder_without_history_and_format_missing_figures(tmp_
     row = {"round": 1, "n_expert_labels": 5, "generator": "classic", "added": 2, "generated": 9}
     table = quality_table([row])
     assert "| 1 | 5 | classic | 2 / 9 | - | - |" in table
+
+
+def test_synthetic_items_note_names_each_arms_own_sources_protocol() -> None:
+    """An arm that read unbudgeted labels is described by the protocol it used: the nodule
+    arms' ``labelled-dataset-masks`` is not Mahapatra's ``pool-masks``."""
+    from activesynth.bench.report import synthetic_items_markdown
+
+    def rounds(sources: str, unbudgeted: bool) -> dict:
+        row = {"seed": 0, "round": 1, "generator": "cgan", "sources": sources}
+        row |= {"generated": 8, "rejected": 0, "added": 4, "n_synthetic": 4}
+        return {"rounds": [{**row, "reads_unbudgeted_labels": unbudgeted}], "min": 4, "max": 4}
+
+    group = {
+        "dataset": "jsrt",
+        "schedule": "s",
+        "strategies": ["mahapatra", "nodule", "honest"],
+        "synthetic": {
+            "mahapatra": rounds("pool-masks", True),
+            "nodule": rounds("labelled-dataset-masks", True),
+            "honest": rounds("labelled", False),
+        },
+    }
+    md = synthetic_items_markdown({"groups": [group]})
+    note = next(line for line in md.splitlines() if line.startswith("_Note_"))
+    assert "mahapatra (`pool-masks`: every pool item's manual mask, Mahapatra" in note
+    assert "nodule (`labelled-dataset-masks`: the expert-labelled items with the dataset" in note
+    assert note.count("Mahapatra") == 1 and "honest" not in note

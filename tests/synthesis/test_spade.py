@@ -137,3 +137,58 @@ def test_registered_and_warm_started(trained, pool) -> None:
     m = S.train_spade(fl, S.SPADEConfig(**{**TINY, "epochs": 1}), None, quiet=True)
     out = m.generate(fl.images[:2], fl.masks[:2])
     assert out.dtype == np.float32 and np.isfinite(out).all()
+
+
+def test_nan_output_in_a_uint8_pool_is_rejected_as_nan(trained, pool, monkeypatch) -> None:
+    """A generator whose output holds NaN for some images (a few pixels of items 1 and 4):
+    uint8 has no NaN, so the images are flagged before the cast, counted as "nan" by the
+    validity check and never reach the pool."""
+    from activesynth.pool import Pool
+
+    model, _ = trained
+    src = pool.subset([0, 5])
+    clean = model.propose(src, 3, rng=np.random.default_rng(7))
+    decode = S._decode
+
+    def nan_decode(g, seg, z):
+        out = decode(g, seg, z).clone()
+        rows = [1, 4] if len(out) == 6 else [0]  # 6 candidates in one batch, or one replay
+        out[rows, :, 3:5, 3:5] = torch.nan
+        return out
+
+    monkeypatch.setattr(S, "_decode", nan_decode)
+    c = model.propose(src, 3, rng=np.random.default_rng(7))
+    assert c.images.dtype == np.uint8 and pool.images.dtype == np.uint8
+    check_proposal(c, src, 3, "spade")  # the contract holds: 6 uint8 images, in order
+    assert c.nonfinite.tolist() == [False, True, False, False, True, False]
+    assert c.invalid_counts() == {"nan": 2, "constant": 0}
+    valid, n_rejected = c.filter_valid()
+    assert n_rejected == 2 and [p.seed for p in valid.provenance] == [
+        clean.provenance[i].seed for i in (0, 2, 3, 5)
+    ]
+    np.testing.assert_array_equal(valid.images, clean.images[[0, 2, 3, 5]])
+    grown = Pool.empty(pool, "seg").append_synthetic(valid, 1)
+    assert grown.n_synthetic == 4
+    # the replay of a NaN candidate shows the NaN instead of grey levels
+    img, _ = model.replay(src.images[0], src.masks[0], c.provenance[1].perturbation)
+    assert img.dtype == np.float32 and np.isnan(img).any()
+
+
+def test_generator_inputs_are_what_the_model_received(trained, pool) -> None:
+    """The galleries show ``generator_inputs``: the sources perturbed as recorded. Generating
+    from them with the inherited masks gives back exactly the synthetic images."""
+    from activesynth.synthesis.classic import ClassicAugmentation
+    from activesynth.synthesis.conditional import generator_inputs
+
+    model, _ = trained
+    src = pool.subset([0, 5])
+    c = model.propose(src, 3, rng=np.random.default_rng(11))
+    rep = np.repeat(np.arange(2), 3)
+    shown = generator_inputs(src.images[rep], src.masks[rep], c.provenance)
+    assert shown.dtype == src.images.dtype and not np.array_equal(shown, src.images[rep])
+    np.testing.assert_array_equal(model.generate(shown, c.masks), c.images)
+    # classic augmentation transforms the source itself: that is what it received
+    k = ClassicAugmentation().propose(src, 2, rng=np.random.default_rng(0))
+    rep2 = np.repeat(np.arange(2), 2)
+    same = generator_inputs(src.images[rep2], src.masks[rep2], k.provenance)
+    np.testing.assert_array_equal(same, src.images[rep2])

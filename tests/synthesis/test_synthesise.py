@@ -14,7 +14,9 @@ from typer.testing import CliRunner
 from activesynth.cli import app
 from activesynth.data.datasets import load_dataset
 from activesynth.data.phantoms import make_phantoms
-from activesynth.errors import ConfigError
+from activesynth.data.splits import patient_split
+from activesynth.errors import ConfigError, DataError
+from activesynth.pool import synthetic_groups
 from activesynth.synthesis.cgan import load_cgan
 from activesynth.synthesis.synthesise import synthesise
 
@@ -50,6 +52,7 @@ def test_cgan_pairs_with_provenance_quality_and_a_reusable_cache(tmp_path) -> No
     doc = json.loads((out / "provenance.json").read_text())
     assert doc["written"] == 10 == len(doc["items"]) and doc["label_cost"] == "inherited"
     assert doc["n_sources"] == 10 and doc["per_source"] == 1
+    assert doc["rejected"] == 0 and doc["rejected_reasons"] == {"nan": 0, "constant": 0}
     q = json.loads((out / "quality.json").read_text())
     assert q["n"] == 10 and 0 <= q["ssim"]["mean"] <= 1 and "memorisation" in q
     assert (out / "gallery.png").read_bytes()[:4] == b"\x89PNG"
@@ -57,7 +60,7 @@ def test_cgan_pairs_with_provenance_quality_and_a_reusable_cache(tmp_path) -> No
     back = load_dataset(str(out / "dataset.json"))
     assert len(back) == 10 and back.class_names == ("background", "lumen")
     it = doc["items"][3]
-    k = int(np.flatnonzero(back.ids == f"images/{it['id']}")[0])  # ids: path below root
+    k = int(np.flatnonzero(back.ids == it["image"].removesuffix(".png"))[0])  # path below root
     assert np.array_equal(back.images[k, ..., 0], np.asarray(Image.open(out / it["image"])))
     # each pair replays from its source and the perturbation record in its provenance
     model = load_cgan(tmp_path / "cache" / f"cgan-{doc['checkpoint'].split(':')[1]}")
@@ -65,6 +68,17 @@ def test_cgan_pairs_with_provenance_quality_and_a_reusable_cache(tmp_path) -> No
     s = int(np.flatnonzero(src.ids == it["provenance"]["source_id"])[0])
     img, mk = model.replay(src.images[s], src.masks[s], it["provenance"]["perturbation"])
     assert np.array_equal(img, back.images[k]) and np.array_equal(mk, back.masks[k])
+    # every item reloads as synthetic, grouped with its source's patient (siblings together)
+    src_group = {str(i): str(g) for i, g in zip(src.ids, src.groups, strict=True)}
+    by_id = {str(i): str(g) for i, g in zip(back.ids, back.groups, strict=True)}
+    for d in doc["items"]:
+        g = src_group[d["provenance"]["source_id"]]
+        assert d["provenance"]["source_group"] == g
+        assert by_id[d["image"].removesuffix(".png")] == f"syn:{g}"
+    assert synthetic_groups(back.groups).all()
+    # so `train --dataset OUT/dataset.json` cannot put them in validation or test
+    with pytest.raises(DataError, match=r"synthetic items .* would enter the"):
+        patient_split(back, seed=0)
     # a second set from the same data and options reuses the trained cGAN
     again = _cli(tmp_path / "b", tmp_path / "cache")
     assert again.exit_code == 0 and "epoch" not in again.output
@@ -103,3 +117,29 @@ def test_classic_nifti_and_errors(tmp_path) -> None:
         synthesise("phantom", tmp_path / "y", 2, fmt="jpeg", **kw)
     with pytest.raises(ConfigError, match="Unknown cgan option 'epoch'"):
         synthesise("phantom", tmp_path / "z", 2, size=32, params={"epoch": 1}, quiet=True)
+
+
+def test_official_split_keeps_the_test_set_unseen(tmp_path) -> None:
+    """``split="official"`` fits on and draws sources from the published train part only; a
+    dataset without an official split is refused with a one-line reason."""
+    rng = np.random.default_rng(0)
+    root = tmp_path / "set"
+    for part, n in (("train", 4), ("test", 3)):
+        (root / part).mkdir(parents=True)
+        for i in range(n):
+            img = rng.integers(0, 255, (32, 32), dtype=np.uint8)
+            mask = np.zeros((32, 32), np.uint8)
+            mask[8 + i : 20 + i, 10:22] = 255
+            Image.fromarray(img).save(root / part / f"{part}{i}.png")
+            Image.fromarray(mask).save(root / part / f"{part}{i}_mask.png")
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps({"root": str(root), "masks": {"pattern": "{stem}_mask{ext}"}}))
+    kw = {"generator": "classic", "quality": False, "gallery": 0, "quiet": True}
+    doc = synthesise(str(spec), tmp_path / "o", 8, split="official", **kw)
+    assert doc["split"] == "official" and doc["n_sources"] == 4
+    sources = {d["provenance"]["source_id"] for d in doc["items"]}
+    assert sources and all(s.startswith("train/") for s in sources)
+    with pytest.raises(ConfigError, match=r"--split official: .* has no official split"):
+        synthesise(
+            "phantom", tmp_path / "p", 2, size=32, data_options={"n": 12}, split="official", **kw
+        )

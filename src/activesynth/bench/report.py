@@ -348,6 +348,14 @@ def report_sections(paths: Sequence[str] = REPORT_SECTIONS) -> list[SectionRende
     return out
 
 
+#: What each unbudgeted synthesis ``sources`` protocol (``LoopConfig.synthesis["sources"]``) reads.
+_SOURCES_NOTE = {
+    "pool-masks": "every pool item's manual mask, Mahapatra et al.'s protocol",
+    "labelled-dataset-masks": "the expert-labelled items with the dataset's own masks, which "
+    "the budget did not pay for",
+}
+
+
 def synthetic_items_markdown(summary: Mapping[str, Any]) -> str:
     """Per group, arm, run and round: what synthesis generated, rejected and added (markdown);
     "" when no run of the report added synthetic items."""
@@ -362,11 +370,11 @@ def synthetic_items_markdown(summary: Mapping[str, Any]) -> str:
             "synthetic in training set |",
             "|---|---|---|---|---|---|---|---|---|",
         ]
-        unbudgeted = set()
+        unbudgeted: dict[str, set[str]] = {}  # arm -> the sources protocols it used
         for s in g["strategies"]:
             for r in syn.get(s, {}).get("rounds", []):
                 if r["reads_unbudgeted_labels"]:
-                    unbudgeted.add(s)
+                    unbudgeted.setdefault(s, set()).add(str(r["sources"]))
                 cells = [s, r["seed"], r["round"], r["generator"], r["sources"]]
                 cells += [r["generated"], r["rejected"], r["added"], r["n_synthetic"]]
                 lines.append("| " + " | ".join("–" if c is None else str(c) for c in cells) + " |")
@@ -374,11 +382,16 @@ def synthetic_items_markdown(summary: Mapping[str, Any]) -> str:
         totals = "; ".join(f"**{stats.arm_label(g, s)}**" for s in g["strategies"] if s in syn)
         parts.append(f"By each run's last round: {totals} (per run; the range over seeds).")
         if unbudgeted:
+            notes = [
+                f"{arm} ("
+                + ", ".join(f"`{p}`: {_SOURCES_NOTE.get(p, p)}" for p in sorted(ps))
+                + ")"
+                for arm, ps in sorted(unbudgeted.items())
+            ]
             parts.append(
-                "_Note_: "
-                + ", ".join(sorted(unbudgeted))
-                + " generated from the pool's manual masks (`pool-masks`, Mahapatra et al.'s "
-                "protocol), which reads labels the budget does not count."
+                "_Note_: these arms generated from labels the budget does not count: "
+                + "; ".join(notes)
+                + "."
             )
     if not parts:
         return ""

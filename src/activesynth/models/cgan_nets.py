@@ -54,11 +54,45 @@ def to_gan_range(images: np.ndarray, lo: float, hi: float) -> torch.Tensor:
 
 
 def from_gan_range(x: torch.Tensor, lo: float, hi: float, dtype: np.dtype) -> np.ndarray:
-    """(B, C, H, W) tensor in [-1, 1] -> (B, H, W, C) pool images (uint8 rounded, or float32)."""
+    """(B, C, H, W) tensor in [-1, 1] -> (B, H, W, C) pool images (uint8 rounded, or float32).
+
+    NaN / inf outputs are never cast: uint8 has no NaN, and a cast would turn them into
+    ordinary grey levels that pass every validity check. So when any output is non-finite the
+    result is float32 instead of uint8 (the finite pixels hold the same rounded grey levels, the
+    non-finite ones NaN) and :func:`pool_images` (which the mask-conditioned generators'
+    ``propose`` applies) casts it back and flags those images. With finite outputs the result
+    is exactly as before: uint8 for a uint8 pool.
+    """
     y = ((x.clamp(-1.0, 1.0) + 1.0) * 0.5 * (hi - lo) + lo).permute(0, 2, 3, 1).numpy()
     if np.dtype(dtype) == np.uint8:
+        finite = np.isfinite(y)
+        if not finite.all():
+            return np.where(finite, np.clip(np.rint(y), 0, 255), np.nan).astype(np.float32)
         return np.clip(np.rint(y), 0, 255).astype(np.uint8)
     return y.astype(np.float32)
+
+
+def pool_images(images: np.ndarray, dtype: np.dtype | str) -> tuple[np.ndarray, np.ndarray]:
+    """Generated images in the pool's dtype, and which of them were not finite.
+
+    Args:
+        images: (N, ...) generator output from :func:`from_gan_range` (float32 with NaN for a
+            uint8 pool when some output was non-finite, else already the pool's dtype).
+        dtype: the pool's image dtype (uint8 or float32).
+
+    Returns:
+        ``(images, nonfinite)``: (N, ...) images of ``dtype`` (a uint8 image that held NaN/inf
+        has those pixels set to 0: it is flagged, never to be used) and (N,) bool, True where
+        an image held a NaN/inf pixel.
+    """
+    a = np.asarray(images)
+    flat = a.reshape(len(a), -1)
+    nonfinite = ~np.isfinite(flat).all(axis=1) if a.dtype.kind == "f" else np.zeros(len(a), bool)
+    if np.dtype(dtype) == np.uint8 and a.dtype != np.uint8:
+        a = np.clip(np.rint(np.nan_to_num(a, nan=0.0, posinf=0.0, neginf=0.0)), 0, 255).astype(
+            np.uint8
+        )
+    return a, nonfinite
 
 
 def one_hot_masks(masks: np.ndarray | torch.Tensor, n_classes: int) -> torch.Tensor:

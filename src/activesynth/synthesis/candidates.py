@@ -8,7 +8,11 @@ parameters drawn for it, the seed, the round), and one :class:`LabelCost` for th
 
 Validation: a generated image that is NaN/inf anywhere, or constant (every pixel equal, so it
 carries no signal and z-scores to zeros), is never added to a pool. ``filter_valid`` drops such
-items and says how many it dropped; the loop reports that count per round.
+items and says how many it dropped; the loop reports that count per round, and
+:meth:`Candidates.invalid_counts` splits it into ``{"nan", "constant"}``. A uint8 pool cannot
+hold NaN, so a generator whose raw output was non-finite casts the image to uint8 anyway (to
+keep the ``propose`` contract: one image per candidate, the pool's dtype) and flags it in
+``nonfinite``; such an item counts as "nan" and is dropped like a float image holding NaN.
 
 Label costs (``LabelCost``), per pool item:
 
@@ -73,8 +77,12 @@ class Provenance:
         generator: registered generator name (``GENERATORS``).
         checkpoint: the generator's checkpoint hash (content hash of weights or parameters).
         perturbation: the parameters drawn for this item (JSON-ready), so it can be replayed.
-        seed: the seed of the draw (the generator's rng seed material).
+        seed: the item's own seed (what its perturbation was drawn from; the seed material of
+            the generator's rng for generators without per-item seeds), or None.
         round: the loop round that added it (None until added).
+        round_seed: the seed material of the loop round's rng that drew ``seed`` (the loop's
+            ``[seed, round, 2]``), or None (outside the loop, and in pool files written before
+            this field existed).
     """
 
     source_id: str
@@ -84,6 +92,7 @@ class Provenance:
     perturbation: dict[str, Any] = field(default_factory=dict)
     seed: int | list[int] | None = None
     round: int | None = None
+    round_seed: list[int] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return json.loads(json.dumps(asdict(self)))
@@ -125,6 +134,8 @@ class Candidates:
         cost: what labelling the batch cost (``INHERITED`` when masks/labels come from the
             source; ``ORACLE`` / ``EXPERT`` when someone must still be asked).
         info: generator-level details (e.g. its parameters), JSON-ready.
+        nonfinite: (N,) bool, True where the generator's raw output held NaN/inf before the
+            image was cast to the pool's dtype (uint8 pools), or None (= none flagged).
 
     Raises:
         DataError: on shape or dtype mismatches (not on NaN/constant images: those are
@@ -137,6 +148,7 @@ class Candidates:
     labels: np.ndarray | None = None
     cost: LabelCost = LabelCost.INHERITED
     info: dict[str, Any] = field(default_factory=dict)
+    nonfinite: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         imgs = np.asarray(self.images)
@@ -168,6 +180,11 @@ class Candidates:
                 raise DataError(f"Candidate labels must be ({n},) numbers, got {lab.shape}.")
             lab = lab.astype(np.float32 if lab.dtype.kind == "f" else np.int64)
             object.__setattr__(self, "labels", lab)
+        if self.nonfinite is not None:
+            nf = np.asarray(self.nonfinite)
+            if nf.shape != (n,) or nf.dtype != bool:
+                raise DataError(f"Candidate nonfinite flags must be ({n},) bool, got {nf.shape}.")
+            object.__setattr__(self, "nonfinite", nf)
         object.__setattr__(self, "cost", LabelCost.parse(self.cost))
         if self.cost is LabelCost.NONE:
             raise DataError("Candidates need a label cost other than 'none'.")
@@ -188,15 +205,32 @@ class Candidates:
             provenance=tuple(self.provenance[i] for i in idx),
             masks=None if self.masks is None else self.masks[idx],
             labels=None if self.labels is None else self.labels[idx],
+            nonfinite=None if self.nonfinite is None else self.nonfinite[idx],
         )
 
+    def _nan_constant(self) -> tuple[np.ndarray, np.ndarray]:
+        """(N,) bool each: items with NaN/inf (in the images or flagged), and constant ones."""
+        flagged = np.zeros(len(self), bool) if self.nonfinite is None else self.nonfinite
+        flat = self.images.reshape(len(self), -1)
+        nan = flagged | (
+            ~np.isfinite(flat).all(axis=1) if flat.dtype.kind == "f" else np.zeros(len(self), bool)
+        )
+        return nan, invalid_images(self.images) & ~nan
+
+    def invalid_counts(self) -> dict[str, int]:
+        """``{"nan": k, "constant": m}``: the items :meth:`filter_valid` drops, by reason (an
+        image with NaN/inf, or flagged ``nonfinite``, counts as "nan" only)."""
+        nan, const = self._nan_constant()
+        return {"nan": int(nan.sum()), "constant": int(const.sum())}
+
     def filter_valid(self) -> tuple[Candidates, int]:
-        """Drop NaN/inf and constant images.
+        """Drop NaN/inf (also those flagged ``nonfinite``) and constant images.
 
         Returns:
             (the valid candidates in their order, number rejected).
         """
-        bad = invalid_images(self.images)
+        nan, const = self._nan_constant()
+        bad = nan | const
         if not bad.any():
             return self, 0
         return self.subset(np.flatnonzero(~bad)), int(bad.sum())
@@ -227,6 +261,12 @@ class Candidates:
             vals = [getattr(p, attr) for p in parts]
             return None if vals[0] is None else np.concatenate(vals)
 
+        flags = None
+        if any(p.nonfinite is not None for p in parts):
+            flags = np.concatenate(
+                [np.zeros(len(p), bool) if p.nonfinite is None else p.nonfinite for p in parts]
+            )
+
         return cls(
             images=np.concatenate([p.images for p in parts]),
             provenance=tuple(x for p in parts for x in p.provenance),
@@ -234,4 +274,5 @@ class Candidates:
             labels=cat("labels"),
             cost=first.cost,
             info=dict(first.info),
+            nonfinite=flags,
         )

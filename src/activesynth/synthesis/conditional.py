@@ -8,7 +8,7 @@ losses only. Everything around them is here, written once:
   alike); the model's ``generate(perturbed image, perturbed mask)`` is the synthetic image, the
   perturbed mask its inherited label (cost ``INHERITED``), and the provenance stores the chain's
   record, so :meth:`MaskConditionedModel.replay` rebuilds a candidate from its source and
-  record alone.
+  record alone, and :func:`generator_inputs` shows what the model received (the galleries).
 - :class:`ConditionalGenerator`: the registered ``Generator``-protocol face (options,
   perturbation config, a given checkpoint, the warm start's parent from the cache).
 - :class:`WarmStart`: round r fine-tunes round r-1's checkpoint (the *parent*, named by its
@@ -25,7 +25,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any, ClassVar
@@ -37,6 +37,7 @@ from torch import nn
 from activesynth.data.imageset import ImageSet
 from activesynth.errors import CheckpointError, ConfigError, DataError
 from activesynth.generative.fingerprint import check_fingerprint, fingerprint
+from activesynth.models.cgan_nets import pool_images
 from activesynth.registry import did_you_mean
 from activesynth.synthesis.candidates import Candidates, LabelCost, Provenance
 from activesynth.synthesis.perturb import ChainRecord, PerturbConfig, draw_spatial
@@ -423,7 +424,10 @@ class MaskConditionedModel:
             ``len(sources) * n`` Candidates, source-major: images (M, H, W, C) of the pool's
             dtype, the perturbed masks (M, H, W) uint8 as inherited labels (cost
             ``INHERITED``), image labels copied from the sources when they have them, one
-            Provenance each (perturbation record, seed, checkpoint ``<name>:<key>``).
+            Provenance each (perturbation record, seed, checkpoint ``<name>:<key>``). An image
+            whose generated pixels held NaN/inf is flagged in ``nonfinite`` (a uint8 pool
+            cannot hold NaN; see ``models.cgan_nets.pool_images``), so ``filter_valid``
+            rejects it and ``invalid_counts`` counts it as "nan".
 
         Raises:
             ConfigError: ``n`` outside 1..200. DataError: sources without masks, multi-class
@@ -466,7 +470,7 @@ class MaskConditionedModel:
                         seed=int(seeds[i, j]),
                     )
                 )
-        images = self.generate(xs, masks) if len(xs) else xs
+        images, nonfinite = pool_images(self.generate(xs, masks) if len(xs) else xs, xs.dtype)
         return Candidates(
             images=images,
             provenance=tuple(prov),
@@ -474,7 +478,37 @@ class MaskConditionedModel:
             labels=None if sources.labels is None else np.repeat(sources.labels, n),
             cost=LabelCost.INHERITED,
             info={self.name: self.config.as_dict(), "key": self.key},
+            nonfinite=nonfinite if nonfinite.any() else None,
         )
+
+
+def generator_inputs(
+    images: np.ndarray, masks: np.ndarray | None, provenance: Sequence[Provenance]
+) -> np.ndarray:
+    """The images a generator received for each candidate: its source, perturbed as recorded.
+
+    A mask-conditioned model's candidate was generated from the *perturbed* source (its
+    provenance ``perturbation["record"]``, applied to the source pair); that image, with the
+    perturbed mask, is what a gallery should show beside the synthetic one. Other generators
+    (classic augmentation: the transform of the source is the synthetic image) received the
+    source itself. Deterministic: no randomness is drawn.
+
+    Args:
+        images: (R, H, W, C) each candidate's source image.
+        masks: (R, H, W) each candidate's source mask as the generator saw it, or None.
+        provenance: R records, in the same order.
+
+    Returns:
+        (R, H, W, C) images of ``images``' dtype.
+    """
+    out = np.array(images, copy=True)
+    if masks is None:
+        return out
+    for i, p in enumerate(provenance):
+        rec = p.perturbation.get("record") if isinstance(p.perturbation, dict) else None
+        if rec is not None:
+            out[i] = perturb_apply(rec, images[i], np.asarray(masks[i]).astype(np.uint8))[0]
+    return out
 
 
 # ---- the Generator-protocol face ----------------------------------------------------------------

@@ -178,7 +178,10 @@ def synthetic_minority(
     The generator is fitted on ``labelled`` (every class: more to learn appearance from) and
     proposes ``per_source`` candidates per labelled minority image; NaN / constant images are
     dropped; ``n_synthetic`` are drawn without replacement (seeded). Their labels are the
-    minority class (inherited from the sources), their groups ``synthetic-<source group>``.
+    minority class (inherited from the sources), their groups ``syn:<source group>`` (the pool's
+    ``SYNTHETIC_GROUP_PREFIX``, so ``check_disjoint`` / ``refuse_synthetic`` know them; the
+    groups of a training set feed no seed, order or metric of ``run_arm``, so the prefix does not
+    change an arm's results).
 
     Returns:
         (the synthetic set, a record: generator, checkpoint hash, counts).
@@ -186,6 +189,7 @@ def synthetic_minority(
     import inspect
 
     from activesynth.generative.base import GENERATORS, make_generator
+    from activesynth.pool import SYNTHETIC_GROUP_PREFIX
 
     assert labelled.labels is not None
     name, n = arm["generator"], int(arm["n_synthetic"])
@@ -210,7 +214,7 @@ def synthetic_minority(
     c = cands.subset(pick)
     syn = ImageSet(
         images=c.images,
-        groups=np.array([f"synthetic-{p.source_group}" for p in c.provenance]),
+        groups=np.array([f"{SYNTHETIC_GROUP_PREFIX}{p.source_group}" for p in c.provenance]),
         ids=np.array([f"syn-{arm['label']}-{i:05d}" for i in range(n)]),
         masks=c.masks if labelled.masks is not None and c.masks is not None else None,
         labels=np.full(n, minority, dtype=labelled.labels.dtype),

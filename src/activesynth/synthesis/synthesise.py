@@ -6,10 +6,16 @@ trained once and cached, content-addressed by pool and config; ``"classic"``: no
 train), proposes candidates from a seeded selection of source items, drops NaN/constant images
 (counted), and writes under ``out``:
 
-- ``images/syn_NNNNN.png`` and ``masks/syn_NNNNN_mask.png`` (binary masks as 0/255, multi-class as
-  class ids), or ``.nii.gz`` with ``fmt="nifti"`` (2D volumes, channels last, identity affine);
-- ``dataset.json`` (PNG only): a dataset spec of the written set, so ``activesynth train
-  --dataset OUT/dataset.json`` reads it back;
+- ``images/<group>/syn_NNNNN.png`` and ``masks/syn_NNNNN_mask.png`` (binary masks as 0/255,
+  multi-class as class ids), or ``.nii.gz`` with ``fmt="nifti"`` (2D volumes, channels last,
+  identity affine). ``<group>`` is ``syn:<source patient>`` (percent-encoded where the patient
+  id holds characters other than letters, digits, ``.``, ``_``, ``-``, ``~``), one folder per source
+  patient, so every synthetic item reloads as a synthetic item of its source's patient;
+- ``dataset.json`` (PNG only): a dataset spec of the written set (``group: {level: 0}``: the
+  folder below ``images`` is the group), so ``activesynth train --dataset OUT/dataset.json``
+  reads it back with groups ``syn:<source patient>``. Such a set is training data only: a
+  patient split of it refuses to put synthetic items into validation or test
+  (``data.splits.check_disjoint``, one line naming the items);
 - ``quality.json``: the batch's quality figures (``synthesis.report.batch_quality``; features
   and label fidelity need a ``reference`` task-model checkpoint, else raw-pixel realism and
   memorisation only);
@@ -19,8 +25,10 @@ train), proposes candidates from a seeded selection of source items, drops NaN/c
   perturbation record that replays it, the inherited label).
 
 Every file is written atomically. Sources: every item with a mask (or label) in the dataset,
-or only its patient-split training part with ``split="train"`` (the split of ``train``/``loop``
-with the same seed), so a held-out test set stays unseen by the generator. Items per source:
+or only the training part of a split, so a held-out test set stays unseen by the generator:
+``split="train"``, the patient split of ``train``/``loop`` with the same seed;
+``split="official"``, the dataset's published split (``data.splits.official_split``, what the
+JSRT configs use; an error when the dataset has none). Items per source:
 ``ceil(n / sources)`` (at most 200); the first ``n`` valid candidates, source-major, are kept.
 Progress goes to stderr as log lines (also when stderr is not a terminal).
 """
@@ -49,7 +57,7 @@ __all__ = ["FORMATS", "default_cache_dir", "synthesise"]
 
 log = logging.getLogger(__name__)
 FORMATS = ("png", "nifti")
-SPLITS = ("all", "train")
+SPLITS = ("all", "train", "official")
 MAX_PER_SOURCE = 200
 
 
@@ -168,7 +176,8 @@ def synthesise(
         data_root: folder of the registered datasets.
         data_options: dataset loader / spec options.
         size: image side to load at (None: the dataset's default).
-        split: "all" items with masks, or "train": the patient split's training part only.
+        split: "all" items with masks, "train": the patient split's training part only, or
+            "official": the training part of the dataset's official split.
         fmt: "png" or "nifti".
         seed: seeds the split, source selection, generator training and perturbations.
         reference: a task-model checkpoint (``best.pt``) for features and label fidelity.
@@ -185,7 +194,8 @@ def synthesise(
         set already in ``out``; one line naming the culprit.
     """
     from activesynth.data.datasets import check_dataset, load_dataset
-    from activesynth.data.splits import patient_split
+    from activesynth.data.splits import official_split, patient_split
+    from activesynth.pool import SYNTHETIC_GROUP_PREFIX
     from activesynth.synthesis.report import batch_quality, write_gallery
     from activesynth.utils import atomic_write, atomic_write_json
 
@@ -211,6 +221,13 @@ def synthesise(
     split_index = None
     if split == "train":
         split_index = patient_split(data, seed=seed).train
+    elif split == "official":
+        if "split" not in data.meta:
+            raise ConfigError(
+                f"--split official: {data.name} has no official split (no published train/val/"
+                "test assignment); use --split train (a patient split) or --split all."
+            )
+        split_index = official_split(data).train
     fit_set, sources, per = _sources(data, split_index, n, rng)
     say(
         f"{data.name}: {len(data)} items, {len(fit_set)} to fit on; {len(sources)} sources x "
@@ -242,7 +259,8 @@ def synthesise(
     for i in range(len(keep)):
         name = f"syn_{i:05d}"
         img = keep.images[i]
-        rec: dict[str, Any] = {"id": name, "image": f"images/{name}{ext}"}
+        folder = _group_folder(SYNTHETIC_GROUP_PREFIX + keep.provenance[i].source_group)
+        rec: dict[str, Any] = {"id": name, "image": f"images/{folder}/{name}{ext}"}
         if fmt == "png":
             atomic_write(
                 out / rec["image"], _writer(_png_bytes(img[..., 0] if img.shape[-1] == 1 else img))
@@ -287,14 +305,21 @@ def synthesise(
         )
         atomic_write_json(out / "quality.json", figs)
     if gallery:
+        from activesynth.synthesis.conditional import generator_inputs
+
         rows = min(gallery, len(keep))
         src = _indices(data, [p.source_id for p in keep.provenance[:rows]])
         write_gallery(
             out / "gallery.png",
-            data.images[src],
+            generator_inputs(
+                data.images[src],
+                None if data.masks is None else data.masks[src],
+                keep.provenance[:rows],
+            ),
             None if keep.masks is None else keep.masks[:rows],
             keep.images[:rows],
-            title=f"{data.name}: {generator} ({len(keep)} written)",
+            title=f"{data.name}: {generator} ({len(keep)} written); source = the perturbed "
+            "source the generator received",
         )
     if fmt == "png" and keep.masks is not None:
         labels = (
@@ -308,6 +333,8 @@ def synthesise(
                 "masks": {"pattern": "{stem}_mask{ext}", "folder": "../masks"},
                 "mask_values": "binary" if binary else "ids",
                 "labels": labels,
+                # the folder below images/ is each item's group: syn:<source patient>
+                "group": {"level": 0},
             },
         )
     doc = {
@@ -324,6 +351,7 @@ def synthesise(
         "per_source": per,
         "generated": len(cands),
         "rejected": rejected,
+        "rejected_reasons": cands.invalid_counts(),
         "written": len(keep),
         "label_cost": keep.cost.value,
         "quality": figs,
@@ -333,6 +361,14 @@ def synthesise(
     atomic_write_json(out / "provenance.json", doc)
     say(f"wrote {len(keep)} pairs to {out} ({doc['seconds']:.0f} s)")
     return doc
+
+
+def _group_folder(group: str) -> str:
+    """A folder name holding ``group`` (``syn:<source patient>``, so never ``.`` or ``..``):
+    letters, digits and ``:._-~`` are kept, any other character is percent-encoded."""
+    from urllib.parse import quote
+
+    return quote(group, safe=":")
 
 
 def _writer(body: bytes) -> Callable[[Any], None]:
