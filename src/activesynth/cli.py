@@ -467,7 +467,11 @@ def synthesise(
     task: Annotated[str, typer.Option(help="seg (masks) or cls (inherited labels).")] = "seg",
     size: Annotated[int | None, typer.Option(help="Image side in pixels.")] = None,
     split: Annotated[
-        str, typer.Option(help="'all' labelled items, or 'train': the patient split's train part.")
+        str,
+        typer.Option(
+            help="'all' labelled items, 'train': the patient split's train part, or 'official': "
+            "the dataset's published train part (e.g. JSRT's), so its test set stays unseen."
+        ),
     ] = "all",
     fmt: Annotated[str, typer.Option("--format", help="png or nifti.")] = "png",
     seed: Annotated[int, typer.Option(help="Seed of sources, training and perturbations.")] = 0,

@@ -129,8 +129,9 @@ def check_disjoint(data: ImageSet, split: Split) -> None:
         if syn.any():
             raise DataError(
                 f"{data.name}: synthetic items {data.ids[idx][syn][:3].tolist()} would enter the "
-                f"{what} split; split the real items only and add synthetic ones to the training "
-                "side with Pool.append_synthetic."
+                f"{what} split; split the real items only and add the synthetic ones to the "
+                "training side (a folder written by `activesynth synthesise` holds training "
+                "data only; in code: Pool.append_synthetic)."
             )
     parts = {k: set(data.groups[getattr(split, k)]) for k in ("train", "val", "test")}
     for a, b in (("train", "val"), ("train", "test"), ("val", "test")):

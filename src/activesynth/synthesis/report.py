@@ -22,8 +22,9 @@ What is measured (``synthesis.quality.quality_report`` on a seeded subsample of 
   not on the full data), so that is the default and it is named so; a full-data checkpoint can
   be given as ``reference`` (a ``best.pt`` path), which the run then reads.
 
-The gallery (``synthesis_gallery.png``) shows one row per item: the source image, the
-perturbed mask's contour on the source, and the synthetic image, titled with its rank score and
+The gallery (``synthesis_gallery.png``) shows one row per item: the generator's input (the
+source after its recorded perturbation chain), the inherited (perturbed) mask's contour on it,
+and the synthetic image, titled with its rank score and
 label fidelity. Matplotlib's Agg canvas, no pyplot state; written atomically.
 """
 
@@ -246,8 +247,13 @@ def write_gallery(
     scores: Sequence[float] | None = None,
     fidelity: Sequence[float] | None = None,
     title: str = "",
+    source_title: str = "generator input",
 ) -> Path:
     """Write a PNG: per row the source, the perturbed mask on it, and the synthetic image.
+
+    The loop and ``synthesise`` pass as ``sources`` what the generator received (the source
+    after its recorded perturbation chain, ``conditional.generator_inputs``), so the first
+    column is titled ``source_title`` ("generator input") and the mask's contour lines up.
 
     Args:
         path: the PNG to write (atomically).
@@ -258,6 +264,7 @@ def write_gallery(
         scores: (R,) rank scores, or None.
         fidelity: (R,) label fidelity (Dice or 1/0 agreement; NaN = not measured), or None.
         title: the figure title.
+        source_title: the first column's title (e.g. "source" for unperturbed sources).
 
     Returns:
         ``path``.
@@ -289,7 +296,7 @@ def write_gallery(
             bits.append(f"score {scores[i]:.3g}")
         if fidelity is not None and np.isfinite(fidelity[i]):
             bits.append(f"fidelity {fidelity[i]:.2f}")
-        for j, name in enumerate(("source", "perturbed mask", "synthetic")):
+        for j, name in enumerate((source_title, "+ inherited mask", "synthetic")):
             axes[i, j].set_title(
                 name if j < 2 or not bits else f"{name}\n{', '.join(bits)}", fontsize=8
             )
