@@ -76,7 +76,9 @@ def test_training_uses_the_pairing(singletons, monkeypatch) -> None:
         return real(images, items, seed=seed, epoch=epoch, lr_flip_safe=lr_flip_safe)
 
     monkeypatch.setattr(C, "perturbed_sources", spy)
-    mixed = replace(singletons, groups=np.array(["a"] * 4 + ["b"] * 4 + [f"s{i}" for i in range(8)]))
+    mixed = replace(
+        singletons, groups=np.array(["a"] * 4 + ["b"] * 4 + [f"s{i}" for i in range(8)])
+    )
     C.train_cgan(mixed, C.CGANConfig(**{**TINY, "pairing": "group-perturbed"}), quiet=True)
     for epoch in range(TINY["epochs"]):
         got = sorted(i for e, items in seen if e == epoch for i in items)
