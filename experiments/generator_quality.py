@@ -32,6 +32,9 @@ separate processes in parallel and ``report`` reads them back:
     python experiments/generator_quality.py --out /tmp/gq --cgan-epochs 40 --step parent+perturbed &
     wait; python experiments/generator_quality.py --out /tmp/gq --cgan-epochs 40 --step report \
         --models parent,parent+perturbed
+    # the same models, candidates drawn without the alpha-beta intensity step (no retraining):
+    python experiments/generator_quality.py --out /tmp/gq --cgan-epochs 40 --step report \
+        --models parent,parent+perturbed --perturb '{"p_intensity": 0}' --tag _nointensity
 """
 
 from __future__ import annotations
@@ -162,7 +165,7 @@ def report(args: argparse.Namespace) -> None:
     sources = pool.subset(src_idx)
     outdir = Path(args.out)
     for which in args.models.split(","):
-        path = outdir / f"quality_{which}.json"
+        path = outdir / f"quality_{which}{args.tag}.json"
         if path.is_file():
             continue
         m = train(args, which)
@@ -170,7 +173,7 @@ def report(args: argparse.Namespace) -> None:
             sources,
             args.per_source,
             rng=np.random.default_rng([args.seed, 3]),
-            perturb=PerturbConfig(**PERTURB),
+            perturb=PerturbConfig(**{**PERTURB, **json.loads(args.perturb)}),
         )
         q, _ = batch_quality(
             cands,
@@ -193,7 +196,7 @@ def report(args: argparse.Namespace) -> None:
     )
     known = ("parent", "warm", "warm-lowlr", "scratch", "spade")
     for which in (*known, *(w for w in args.models.split(",") if w not in known)):
-        path = outdir / f"quality_{which}.json"
+        path = outdir / f"quality_{which}{args.tag}.json"
         if not path.is_file():
             continue
         r = json.loads(path.read_text())
@@ -222,6 +225,12 @@ def main() -> None:
     p.add_argument("--warm-lr-low", type=float, default=5e-5, help="warm-lowlr's fine-tune lr")
     p.add_argument("--per-source", type=int, default=8)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument(
+        "--perturb",
+        default="{}",
+        help="report: PerturbConfig keys over the default, as JSON (e.g. '{\"p_intensity\": 0}')",
+    )
+    p.add_argument("--tag", default="", help="report: suffix of the quality_*.json files")
     p.add_argument(
         "--models", default="parent,warm,warm-lowlr,scratch,spade", help="report: which models"
     )
