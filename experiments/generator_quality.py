@@ -21,6 +21,20 @@ separate processes in parallel and ``report`` reads them back:
     python experiments/generator_quality.py --out /tmp/gq --step scratch &
     python experiments/generator_quality.py --out /tmp/gq --step spade &
     wait; python experiments/generator_quality.py --out /tmp/gq --step report
+
+3. Training pairs (issue 10): a cGAN step name may carry a pairing, ``<step>+<pairing>``
+   (e.g. ``parent+perturbed``, ``scratch+group-perturbed``): the same model with
+   ``CGANConfig.pairing`` set, everything else equal (same labelled set, seed, mask autoencoder
+   and feature network, which do not depend on the pairing). ``--cgan-epochs 40`` is the epoch
+   count of experiments/jsrt_lung_synthesis.json. The pairing comparison of issue 10:
+
+    python experiments/generator_quality.py --out /tmp/gq --cgan-epochs 40 --step parent &
+    python experiments/generator_quality.py --out /tmp/gq --cgan-epochs 40 --step parent+perturbed &
+    wait; python experiments/generator_quality.py --out /tmp/gq --cgan-epochs 40 --step report \
+        --models parent,parent+perturbed
+    # the same models, candidates drawn without the alpha-beta intensity step (no retraining):
+    python experiments/generator_quality.py --out /tmp/gq --cgan-epochs 40 --step report \
+        --models parent,parent+perturbed --perturb '{"p_intensity": 0}' --tag _nointensity
 """
 
 from __future__ import annotations
@@ -75,10 +89,16 @@ def reference(args: argparse.Namespace, pool: Any, val: Any) -> Any:
     return fit(pool, val, cfg, mcfg, out_dir=Path(args.out) / "ref", quiet=True).model
 
 
-def cgan_cfg(args: argparse.Namespace) -> Any:
+def cgan_cfg(args: argparse.Namespace, pairing: str = "group") -> Any:
     from activesynth.synthesis.cgan import CGANConfig
 
-    return CGANConfig(**{**CGAN, "epochs": args.cgan_epochs})
+    return CGANConfig(**{**CGAN, "epochs": args.cgan_epochs, "pairing": pairing})
+
+
+def split_step(which: str) -> tuple[str, str]:
+    """``"parent+perturbed"`` -> ``("parent", "perturbed")``; no ``+`` -> the default pairing."""
+    base, _, pairing = which.partition("+")
+    return base, pairing or "group"
 
 
 def train(args: argparse.Namespace, which: str) -> Any:
@@ -89,8 +109,11 @@ def train(args: argparse.Namespace, which: str) -> Any:
     pool, _, r1, r2, _ = setup(args)
     cache = Path(args.out) / "cache"
     t0 = time.perf_counter()
+    which, pairing = split_step(which)
+    if pairing != "group" and which not in ("parent", "scratch"):
+        raise SystemExit(f"--step {which}+{pairing}: a pairing goes with parent or scratch only.")
     if which == "parent":
-        m = train_cgan(pool.subset(r1), cgan_cfg(args), cache, seed=11, quiet=True)
+        m = train_cgan(pool.subset(r1), cgan_cfg(args, pairing), cache, seed=11, quiet=True)
     elif which == "warm":
         parent = train(args, "parent")
         m = train_cgan(
@@ -113,7 +136,7 @@ def train(args: argparse.Namespace, which: str) -> Any:
             warm_start=WarmStart(epochs=args.warm_epochs, lr=args.warm_lr_low),
         )
     elif which == "scratch":
-        m = train_cgan(pool.subset(r2), cgan_cfg(args), cache, seed=12, quiet=True)
+        m = train_cgan(pool.subset(r2), cgan_cfg(args, pairing), cache, seed=12, quiet=True)
     else:
         cfg = SPADEConfig(epochs=args.spade_epochs)
         m = train_spade(pool.subset(r2), cfg, cache, seed=12, quiet=True)
@@ -136,13 +159,13 @@ def report(args: argparse.Namespace) -> None:
     from activesynth.synthesis.perturb import PerturbConfig
     from activesynth.synthesis.report import batch_quality
 
-    pool, val, _, r2, hold = setup(args)
+    pool, val, r1, r2, hold = setup(args)
     ref = reference(args, pool, val)
     src_idx = np.sort(np.random.default_rng([args.seed, 2]).choice(r2, 16, replace=False))
     sources = pool.subset(src_idx)
     outdir = Path(args.out)
     for which in args.models.split(","):
-        path = outdir / f"quality_{which}.json"
+        path = outdir / f"quality_{which}{args.tag}.json"
         if path.is_file():
             continue
         m = train(args, which)
@@ -150,12 +173,12 @@ def report(args: argparse.Namespace) -> None:
             sources,
             args.per_source,
             rng=np.random.default_rng([args.seed, 3]),
-            perturb=PerturbConfig(**PERTURB),
+            perturb=PerturbConfig(**{**PERTURB, **json.loads(args.perturb)}),
         )
         q, _ = batch_quality(
             cands,
             pool_data=pool,
-            fitted_on=r2,
+            fitted_on=r1 if split_step(which)[0] == "parent" else r2,  # what it was trained on
             holdout=hold,
             task="seg",
             model=ref,
@@ -171,8 +194,9 @@ def report(args: argparse.Namespace) -> None:
     print(
         "| model | train min (wall) | SSIM | PSNR dB | Frechet | MMD | realism AUC | Dice | memo |"
     )
-    for which in ("parent", "warm", "warm-lowlr", "scratch", "spade"):
-        path = outdir / f"quality_{which}.json"
+    known = ("parent", "warm", "warm-lowlr", "scratch", "spade")
+    for which in (*known, *(w for w in args.models.split(",") if w not in known)):
+        path = outdir / f"quality_{which}{args.tag}.json"
         if not path.is_file():
             continue
         r = json.loads(path.read_text())
@@ -190,7 +214,9 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--out", required=True)
     p.add_argument(
-        "--step", choices=("ref", "parent", "warm", "warm-lowlr", "scratch", "spade", "report")
+        "--step",
+        help="ref, parent, warm, warm-lowlr, scratch, spade, report; parent+<pairing> or "
+        "scratch+<pairing> sets CGANConfig.pairing (e.g. parent+perturbed)",
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--cgan-epochs", type=int, default=20)
@@ -200,9 +226,18 @@ def main() -> None:
     p.add_argument("--per-source", type=int, default=8)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument(
+        "--perturb",
+        default="{}",
+        help="report: PerturbConfig keys over the default, as JSON (e.g. '{\"p_intensity\": 0}')",
+    )
+    p.add_argument("--tag", default="", help="report: suffix of the quality_*.json files")
+    p.add_argument(
         "--models", default="parent,warm,warm-lowlr,scratch,spade", help="report: which models"
     )
     args = p.parse_args()
+    steps = ("ref", "parent", "warm", "warm-lowlr", "scratch", "spade", "report")
+    if args.step is not None and split_step(args.step)[0] not in steps:
+        p.error(f"--step {args.step!r}: choose from {', '.join(steps)} (+<pairing>).")
     from activesynth.utils import set_torch_threads
 
     set_torch_threads(args.threads)
