@@ -20,10 +20,10 @@ For a metric where higher is better (``auc``, ``accuracy``, ``balanced_accuracy`
 grid, experiments/aisel_phantom_severity.json) the error is ``1 - metric`` and both claims are
 computed on it, so (b) reads "relative error reduction" for every task.
 
-Prints one line per arm: per-seed values, their mean and, with >= 2 seeds, a seeded bootstrap
-95 % interval over seeds (10,000 resamples; expanded percentile levels for the number of seeds,
-``bench.stats.expanded_levels``, Hesterberg 2015, since a plain percentile interval from 5 seeds
-covers about 85 %). Fewer than 5 seeds is not evidence.
+Prints one line per arm: per-seed values, their mean and, with >= 2 seeds, a 95 % interval over
+seeds (``bench.stats.hierarchical_bootstrap`` with one value per seed: the bootstrap SE times
+t(k-1) * sqrt(k/(k-1)), i.e. the t interval over seeds, 10,000 resamples; percentile intervals
+undercover with so few seeds). Fewer than 5 seeds is not evidence.
 
     PYTHONPATH=src python experiments/aisel_claims.py runs/aisel_phantom [--metric rmse]
     PYTHONPATH=src python experiments/aisel_claims.py runs/aisel_phantom_severity --metric auc
@@ -37,7 +37,7 @@ from collections import defaultdict
 
 import numpy as np
 
-from activesynth.bench.stats import expanded_levels
+from activesynth.bench.stats import hierarchical_bootstrap
 from activesynth.bench.store import collect
 
 #: metrics where higher is better: the claims use the error 1 - metric
@@ -59,10 +59,9 @@ def boot_ci(v: list[float], seed: int = 0, n: int = 10_000) -> tuple[float, floa
     v = [a for a in v if np.isfinite(a)]
     if len(v) < 2:
         return None
-    rng = np.random.default_rng(seed)
-    means = rng.choice(np.asarray(v), size=(n, len(v))).mean(1)
-    lo, hi = expanded_levels(len(v))  # widened for few seeds, as the benchmark report does
-    return float(np.quantile(means, lo)), float(np.quantile(means, hi))
+    # the benchmark report's interval: bootstrap SE over seeds times t(k-1) * sqrt(k/(k-1)),
+    # i.e. the t interval over seeds (percentile intervals undercover with few seeds)
+    return hierarchical_bootstrap([np.array([a]) for a in v], n_boot=n, seed=seed)
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -333,7 +333,7 @@ def test_a_fixed_gain_on_every_seed_gives_that_delta_and_the_smallest_p() -> Non
         assert q["delta"] == pytest.approx(diff, abs=1e-12)
     md = stats.markdown_comparisons(g)
     assert "| better vs ref | AULC 10%–40% | 5 (30 pt) | +0.0500 | [0.0500, 0.0500] |" in md
-    assert "0.062: no significant difference (p_holm = 0.12)" in md
+    assert "0.062 (p_holm = 0.12)" in md  # the Wilcoxon column: p_holm only, no verdict
     assert "Holm: across the 2 strategies compared with ref" in md
     # the t-test of an identical gain on every seed has no variance: only the Wilcoxon is
     # tested, and nothing is significant, which the table says in words
@@ -386,30 +386,38 @@ def test_definitions_cover_every_statistic_with_the_reports_parameters() -> None
         assert t in terms
     assert "Labels to reach p% of full data" in terms and "Labels (x-axis)" in terms
     ci = next(d["text"] for d in defs if d["term"] == "95% CI")
-    assert "321 resamples (seed 7)" in ci and "Expanded percentile" in ci
+    assert "321 resamples (seed 7)" in ci and "t × SE" in ci
 
 
-def test_expanded_levels_match_hesterberg_and_widen_the_interval() -> None:
+def test_interval_is_the_t_interval_over_seeds_and_covers_with_few_seeds() -> None:
     from activesynth.errors import DataError
 
-    lo, hi = stats.expanded_levels(5)
-    want = sps.norm.cdf(-np.sqrt(5 / 4) * sps.t.ppf(0.975, 4))
-    assert lo == pytest.approx(want) and hi == pytest.approx(1 - want)
-    assert lo == pytest.approx(0.00096, abs=2e-5)
-    # large k: back to the plain percentile levels
-    assert stats.expanded_levels(10_000)[0] == pytest.approx(0.025, abs=1e-3)
+    assert stats.t_scale(5) == pytest.approx(sps.t.ppf(0.975, 4) * np.sqrt(5 / 4))
     with pytest.raises(DataError, match="at least 2 seeds"):
-        stats.expanded_levels(1)
-    # seed-only bootstrap of 5 per-seed differences: the expanded interval is wider than the
-    # plain one and about as wide as the t interval over seeds (normal-ish data)
+        stats.t_scale(1)
+    # one value per seed: the paired t interval over seeds (up to bootstrap noise)
     d = np.array([0.01, 0.03, -0.01, 0.02, 0.05])
     per = [np.array([x]) for x in d]
-    plain = stats.hierarchical_bootstrap(per, n_boot=20000, expanded=False)
-    wide = stats.hierarchical_bootstrap(per, n_boot=20000)
+    lo, hi = stats.hierarchical_bootstrap(per, n_boot=20000)
     half_t = sps.t.ppf(0.975, 4) * d.std(ddof=1) / np.sqrt(5)
-    assert wide[1] - wide[0] > plain[1] - plain[0]
-    assert wide[0] < d.mean() - 0.6 * half_t and wide[1] > d.mean() + 0.6 * half_t
-    assert wide[0] >= d.min() - 1e-12 and wide[1] <= d.max() + 1e-12  # never beyond the data
+    assert lo == pytest.approx(d.mean() - half_t, rel=0.03)
+    assert hi == pytest.approx(d.mean() + half_t, rel=0.03)
+    # with 3 seeds a percentile interval cannot leave the seeds' range; this one does
+    d3 = [np.array([x]) for x in (0.1, 0.5, 0.3)]
+    p_lo, p_hi = stats.hierarchical_bootstrap(d3, n_boot=4000, method="percentile")
+    t_lo, t_hi = stats.hierarchical_bootstrap(d3, n_boot=4000)
+    assert p_lo >= 0.1 - 1e-12 and p_hi <= 0.5 + 1e-12
+    assert t_lo < -0.1 and t_hi > 0.7  # t interval: 0.3 -+ 4.30 * 0.2 / sqrt(3) = (-0.20, 0.80)
+    # coverage with 4 seeds of normal data, nominal 95 % (60 replications: loose bounds)
+    rng = np.random.default_rng(3)
+    hits = 0
+    for _ in range(60):
+        x = rng.normal(0.0, 1.0, 4)
+        lo, hi = stats.hierarchical_bootstrap([np.array([v]) for v in x], n_boot=400)
+        hits += lo <= 0.0 <= hi
+    assert hits >= 52  # a percentile interval covers about 80 % (48 of 60)
+    with pytest.raises(DataError, match="method"):
+        stats.hierarchical_bootstrap(per, method="bca")
 
 
 def test_cis_widen_with_seed_variance_of_the_gain() -> None:
@@ -543,7 +551,10 @@ def test_bold_and_ranking_compare_strategies_on_the_seeds_all_finished() -> None
     table = stats.markdown_table(g)
     assert "**" not in table
     assert "average different seeds (no bold there" in stats.table_caption(g, g["metric"])
-    assert "over the 3 seeds every strategy finished (seeds 0, 1, 2)" in stats.markdown_wilcoxon(g)
+    assert (
+        "over the 3 seeds every strategy with an AULC finished (seeds 0, 1, 2)"
+        in stats.markdown_wilcoxon(g)
+    )
     # complete grids: plain means, bold as before
     rows, pv = _group({"ref": 0.0, "better": 0.05})
     g = _summary(rows, pv)
@@ -588,3 +599,44 @@ def test_a_run_that_ends_short_of_its_strategys_runs_does_not_shrink_the_range()
     # a whole strategy on a shorter schedule still shrinks the range (previous test's rule)
     rows, pv = _group({"ref": 0.0, "short": 0.0}, fractions={"short": (0.1, 0.2, 0.3)})
     assert stats.summarise_group(rows, patient_values=pv, n_boot=50)["aulc_range"]["short"] == []
+
+
+def test_a_short_run_that_still_covers_the_shared_range_is_kept() -> None:
+    # "arm": 4 runs to 40 %, seed 3 to 30 %; "late" ends at 30 % on every seed: the range is
+    # 10-30 %, which seed 3 of "arm" covers, so it is not left out
+    rows, pv = _group({"ref": 0.0, "arm": 0.0}, fractions={"ref": (0.1, 0.2, 0.3)})
+    rows = [
+        r for r in rows if not (r["strategy"] == "arm" and r["seed"] == 3 and r["fraction"] > 0.3)
+    ]
+    g = _summary(rows, pv)
+    assert g["aulc_range"]["short"] == [] and g["aulc"]["arm"]["n"] == 5
+    assert (g["aulc_range"]["lo"], g["aulc_range"]["hi"]) == pytest.approx((0.1, 0.3))
+
+
+def test_censoring_uses_the_last_evaluated_round() -> None:
+    got = stats.censored_median([(10.0, 0.1, False), (20.0, 0.2, True), (30.0, 0.3, False)])
+    assert got["censored"] and got["n"] == 20.0
+    full = {k: 2.0 for k in range(5)}  # out of reach: every run censored
+    rows, pv = _group({"ref": 0.0}, full=full)
+    for r in rows:
+        if r["strategy"] == "ref" and r["seed"] == 0 and r["round"] >= 2:
+            r["dice_patient_tumour"] = math.nan
+    g = _summary(rows, pv)
+    r90 = g["labels_to_reach"]["ref"]["90"]
+    # seed 0 was planned to 40 labels but evaluated only to 20: censored at 20, not 40
+    assert r90["reached"] == 0 and r90["censored_budget_n"][0] == pytest.approx(20.0)
+
+
+def test_no_common_seed_gives_no_top_two() -> None:
+    rows, pv = _group({"ref": 0.0, "other": 0.05})
+    rows = [
+        r
+        for r in rows
+        if not (
+            (r["strategy"] == "ref" and r["seed"] >= 2)
+            or (r["strategy"] == "other" and r["seed"] < 2)
+        )
+    ]
+    g = _summary(rows, pv)
+    assert g["ranking_seeds"] == [] and g["wilcoxon"] == {}
+    assert "No seed is common to all strategies" in stats.markdown_wilcoxon(g)

@@ -183,6 +183,7 @@ def summarise(
         )
         g["hd95_penalties"] = _hd95_penalties(store, grows, g["table"]["metrics"])
         g["full_overrides"] = dict(grid.full or {})
+        g["metrics_schema"] = min(int(r.get("metrics_schema") or 1) for r in grows)
         groups.append(g)
     return {
         "schema": SCHEMA_VERSION,
@@ -265,6 +266,8 @@ def plot_curves(
         colour = colours[k % len(colours)]
         style = ("-", "--", ":")[(k // len(colours)) % 3]  # more than 10 strategies: new style
         n_seeds = group["n_seeds"][s]
+        out = len(c.get("stalled") or [])  # stalled / short runs the curve leaves out
+        n_text = f"n={n_seeds - out}, {out} left out" if out else f"n={n_seeds}"
         ax.plot(
             x,
             mean,
@@ -273,7 +276,7 @@ def plot_curves(
             lw=1.6,
             ls=style,
             color=colour,
-            label=f"{stats.arm_label(group, s)} (n={n_seeds})",
+            label=f"{stats.arm_label(group, s)} ({n_text})",
         )
         ax.fill_between(
             x,

@@ -40,7 +40,8 @@ the nested bootstrap. Conventions (stated in the report too):
   (``full_seed / p`` for lower-is-better metrics such as HD95), linearly interpolated between the
   two rounds around it. Runs that never reach it are censored at their own budgets: a cell
   shows ``k/n`` reached and the median over all ``n`` runs (:func:`censored_median`: each
-  censored run at its budget, so a median that falls on one is a lower bound and says so); a
+  censored run at its last evaluated round's budget, so a median that depends on a censored run
+  is a lower bound, printed "≥"); a
   mean is shown only when every run reached the target. "% of full data" is each run's value at the end
   of the common range as a percentage of its seed's full-data figure (inverted for
   lower-is-better metrics), mean +- SD over seeds.
@@ -52,16 +53,17 @@ the nested bootstrap. Conventions (stated in the report too):
   Holm-adjusted across those strategies, per column (AULC, each fraction) and per test. The
   verdict "significant" is the paired t-test's (:data:`PRIMARY_TEST`); the Wilcoxon test is
   printed beside it as the distribution-free check.
-- **Confidence intervals**: 95 % *expanded percentile* intervals (Hesterberg 2015,
-  :func:`expanded_levels`) of the mean difference (a - b) from a hierarchical bootstrap
-  (:func:`hierarchical_bootstrap`): resample seeds with replacement, then the test patients
-  within each resampled seed, paired (the same draws for a and b). Metrics without per-patient
-  values (classification AUC) resample seeds only, and say so. ``n_boot`` resamples (default
-  2000) from a seeded generator, so a report is reproducible. No interval below
-  ``MIN_TEST_SEEDS`` seeds. The expansion matters: a plain percentile interval treats the
-  observed seeds as the population and from 5 seeds covers about 85 %, not 95 %; the expanded
-  one is as wide as a t interval over seeds when the bootstrap distribution is normal. An
-  interval is still not a test: the verdict is the primary test's (below).
+- **Confidence intervals**: 95 % intervals of the mean difference (a - b) from a hierarchical
+  bootstrap (:func:`hierarchical_bootstrap`): resample seeds with replacement, then the test
+  patients within each resampled seed, paired (the same draws for a and b); the interval is the
+  mean ± :func:`t_scale` (Student's t on K - 1 df, times sqrt(K / (K - 1))) × the bootstrap SD.
+  With one value per seed that is the paired t interval over seeds; with patients it adds their
+  variance. Percentile intervals are not used: from K seeds they cannot reach beyond about the
+  range of the seeds and cover 75-93 % for K = 3-5 (0.85 in theory for a plain percentile
+  interval from 5 seeds). Metrics without per-patient values (classification AUC) resample
+  seeds only, and say so. ``n_boot`` resamples (default 2000) from a seeded generator, so a
+  report is reproducible. No interval below ``MIN_TEST_SEEDS`` seeds. An interval is still not
+  a test: the verdict is the primary test's (below).
 - **Tables**: mean +- SD over seeds; the best mean per column in bold; a cell averaging fewer
   runs or patients than the table's others shows its ``n``.
 - Patient-level tests are not made: patients of one run are not independent replicates of the
@@ -313,7 +315,9 @@ def interpolated_curve(
     from scipy import stats as sps
 
     span = common_range({"_": {c.run_id: c for c in curves}})
-    stalled = [s.split("/", 1)[1] for s in [*span["stalled"], *span["short"]]]
+    # stalled runs only: a curve ends where its shortest run ends (no extrapolation), also
+    # for a run the AULC leaves out as short (the legend counts what the curve leaves out)
+    stalled = [s.split("/", 1)[1] for s in span["stalled"]]
     keys = ("fraction", "n_labelled", "mean", "sd", "lo", "hi", "min", "max")
     out: dict[str, Any] = {k: [] for k in keys}
     out.update(n=[], range=[span["lo"], span["hi"]], stalled=stalled, note=span["refused"])
@@ -643,33 +647,31 @@ def _resample_plan(sizes: tuple[int, ...], n_boot: int, seed: int) -> tuple[np.n
     return flat, weight
 
 
-def expanded_levels(k: int, level: float = CI_LEVEL) -> tuple[float, float]:
-    """Quantile levels of the *expanded percentile* interval for a mean of ``k`` units.
+def t_scale(k: int, level: float = CI_LEVEL) -> float:
+    """Half-width multiplier of the interval from a bootstrap standard error over ``k`` seeds.
 
-    A plain percentile bootstrap interval of a mean is too narrow for small samples: it uses
-    the plug-in SD (divisor ``k``, not ``k - 1``) and normal rather than t quantiles, so from
-    5 seeds a nominal 95 % interval covers about 85 % (``P(|t_4| < 1.96 sqrt(4/5))``).
-    Hesterberg (2015, "What teachers should know about the bootstrap", The American
-    Statistician 69(4), Sec. 4.1) widens the percentile levels instead:
-    ``alpha' / 2 = Phi(-sqrt(k / (k - 1)) * t_{k-1, 1 - alpha/2})``, which makes the interval
-    as wide as the t interval when the bootstrap distribution is normal and keeps the
-    percentile interval's shape otherwise. ``k`` is the number of seeds (the unit of
-    replication), also in the nested (seeds, then patients) bootstrap.
+    ``t_{k-1, 1 - alpha/2} * sqrt(k / (k - 1))``: the bootstrap SD of a mean over ``k`` seeds
+    uses the plug-in variance (divisor ``k``), so it is scaled by ``sqrt(k / (k - 1))``, and the
+    quantile is Student's t on ``k - 1`` degrees of freedom (the seeds are the replicates). With
+    one value per seed this reproduces the paired t interval over seeds; with patients nested in
+    seeds the bootstrap SD also carries the patient-level variance. Percentile intervals (plain
+    or Hesterberg's expanded percentile) cannot do this with few seeds: they never reach beyond
+    the most extreme resampled means, i.e. about the range of the seeds, and from 3-5 seeds cover
+    75-93 % instead of 95 % (simulated in the review of session 14; 0.85 in theory for a plain
+    percentile interval from 5 seeds).
 
     Args:
-        k: number of top-level units (seeds), >= 2.
+        k: number of seeds, >= 2.
         level: nominal coverage.
 
     Returns:
-        ``(lo, hi)`` quantile levels, e.g. (0.00096, 0.99904) for ``k = 5`` at 95 %.
+        The multiplier of the bootstrap SD (e.g. 3.10 for ``k = 5`` at 95 %).
     """
     from scipy import stats
 
     if k < 2:
-        raise DataError(f"expanded_levels: k={k}; an interval needs at least 2 seeds.")
-    alpha = (1.0 - level) / 2
-    q = float(stats.norm.cdf(-math.sqrt(k / (k - 1)) * stats.t.ppf(1.0 - alpha, k - 1)))
-    return q, 1.0 - q
+        raise DataError(f"t_scale: k={k}; an interval needs at least 2 seeds.")
+    return float(stats.t.ppf(1.0 - (1.0 - level) / 2, k - 1) * math.sqrt(k / (k - 1)))
 
 
 def hierarchical_bootstrap(
@@ -679,16 +681,17 @@ def hierarchical_bootstrap(
     seed: int = BOOT_SEED,
     level: float = CI_LEVEL,
     plans: dict[Any, tuple[np.ndarray, np.ndarray]] | None = None,
-    expanded: bool = True,
+    method: str = "t-se",
 ) -> tuple[float, float]:
-    """Expanded percentile CI of the mean over seeds of the per-seed mean, by a nested bootstrap.
+    """CI of the mean over seeds of the per-seed mean, from a nested bootstrap's standard error.
 
     Each resample draws ``K`` seeds with replacement, then, independently for each drawn seed,
     its patients with replacement; the statistic is the mean over drawn seeds of the mean over
-    drawn patients. Vectorised: one gather of shape ``(n_boot, K, P_max)``. The interval's
-    quantile levels are :func:`expanded_levels` of ``K`` (``expanded=False``: the plain
-    percentile levels, which undercover with few seeds); with few resamples the extreme
-    levels fall on the smallest and largest resampled means (``np.quantile``, linear).
+    drawn patients. Vectorised: one gather of shape ``(n_boot, K, P_max)``. The interval is
+    ``mean ± t_scale(K) * SD(resampled statistics)`` (:func:`t_scale`: Student's t on ``K - 1``
+    degrees of freedom with the small-sample correction), which keeps its nominal coverage with
+    few seeds where percentile intervals cannot (``method="percentile"`` gives the plain
+    percentile interval, for comparison).
 
     Args:
         per_seed: K arrays, seed k's (P_k,) per-patient values (for a comparison: paired
@@ -700,11 +703,11 @@ def hierarchical_bootstrap(
             alike (common random numbers) and the report is reproducible.
         level: coverage of the interval.
         plans: optional cache of the draws, shared between calls (a report's speed).
-        expanded: widen the percentile levels for ``K`` seeds (default; see above).
+        method: ``"t-se"`` (default, above) or ``"percentile"``.
 
     Returns:
-        ``(lo, hi)``; NaN for no seed; with one seed the plain percentile interval over its
-        patients (no seed-level variation exists to expand for).
+        ``(lo, hi)``; NaN for no seed; with one seed the percentile interval over its patients
+        (no seed-level replication exists).
 
     Raises:
         DataError: an empty per-seed array or ``n_boot < 1``.
@@ -728,9 +731,14 @@ def hierarchical_bootstrap(
     for i, x in enumerate(per_seed):
         data[i, : len(x)] = np.asarray(x, np.float64)
     stat = (data.ravel()[flat] * weight).sum(axis=(1, 2))
+    if method not in ("t-se", "percentile"):
+        raise DataError(f"hierarchical_bootstrap: method={method!r}; use 't-se' or 'percentile'.")
+    if method == "t-se" and k >= 2:
+        centre = float(np.mean([np.mean(np.asarray(x, np.float64)) for x in per_seed]))
+        half = t_scale(k, level) * float(np.std(stat, ddof=1)) if len(stat) > 1 else math.nan
+        return centre - half, centre + half
     alpha = (1.0 - level) / 2
-    q_lo, q_hi = expanded_levels(k, level) if expanded and k >= 2 else (alpha, 1.0 - alpha)
-    lo, hi = np.quantile(stat, [q_lo, q_hi])
+    lo, hi = np.quantile(stat, [alpha, 1.0 - alpha])
     return float(lo), float(hi)
 
 
@@ -849,8 +857,9 @@ def common_range(runs: Mapping[str, Mapping[str, RunCurve]]) -> dict[str, Any]:
         on the physics-call axis that found no valid candidate to pay for) while other runs do
         advance is left out of the range and listed in ``stalled`` (``"strategy/run_id"``): it
         would otherwise shrink every run's AULC to its first point. Likewise a run that advanced
-        but ended more than ``FRACTION_TOL`` before the median end of its strategy's runs (it
-        could not spend its budget) is listed in ``short``. Their AULC is then NaN (they do
+        but ended more than ``FRACTION_TOL`` before the median end of its strategy's runs (at
+        least 3; it could not spend its budget) *and* before the range the other runs share is
+        listed in ``short``. Their AULC is then NaN (they do
         not cover the range), so the tables show the smaller n. A whole strategy run over a
         shorter schedule still shrinks the range (the note says so).
     """
@@ -876,9 +885,19 @@ def common_range(runs: Mapping[str, Mapping[str, RunCurve]]) -> dict[str, Any]:
     ends: dict[str, list[float]] = defaultdict(list)
     for s, _, f in moving:
         ends[s].append(float(f.max()))
-    for s, rid, f in moving:
-        if float(f.max()) < float(np.median(ends[s])) - FRACTION_TOL:
-            short.append(f"{s}/{rid}")
+    cand = {  # with fewer than 3 runs the median cannot tell which run fell short
+        f"{s}/{rid}"
+        for s, rid, f in moving
+        if len(ends[s]) >= 3 and float(f.max()) < float(np.median(ends[s])) - FRACTION_TOL
+    }
+    # only those that end before the range the other runs share are left out
+    rest = [float(f.max()) for s, rid, f in moving if f"{s}/{rid}" not in cand]
+    hi_rest = min(rest) if rest else math.inf
+    short = [
+        f"{s}/{rid}"
+        for s, rid, f in moving
+        if f"{s}/{rid}" in cand and float(f.max()) < hi_rest - FRACTION_TOL
+    ]
     for s, rid, f in spans:
         if f"{s}/{rid}" in stalled or f"{s}/{rid}" in short:
             continue
@@ -975,7 +994,11 @@ def _reach(
         if full is None:
             no_full.append(c.seed)
             continue
-        budgets[c.seed] = (float(np.nanmax(c.n_labelled)), float(np.nanmax(c.fraction)))
+        ok = np.isfinite(c.value) & np.isfinite(c.n_labelled) & np.isfinite(c.fraction)
+        if not ok.any():  # nothing evaluated: neither reached nor censored
+            continue
+        # censored at the last round that was evaluated, not at the last planned one
+        budgets[c.seed] = (float(c.n_labelled[ok].max()), float(c.fraction[ok].max()))
         hit = labels_to_reach(
             c.fraction, c.n_labelled, c.value, reach_target(full, level, higher), higher=higher
         )
@@ -1253,7 +1276,7 @@ def summarise_group(
             "at_fraction": at_f,
         }
 
-    finite_ranked = [s for s in ranked if math.isfinite(aulcs[s]["mean"])]
+    finite_ranked = [s for s in ranked if math.isfinite(rank_means[s])]
     wil: dict[str, Any] = (
         pair(finite_ranked[0], finite_ranked[1], "post hoc") if len(finite_ranked) >= 2 else {}
     )
@@ -1545,7 +1568,7 @@ def table_caption(summary: Mapping[str, Any], metric: str) -> str:
             "the fullest cell)"
         )
     pen = (summary.get("hd95_penalties") or {}).get(metric)
-    if "hd95" in metric:
+    if "hd95" in metric and summary.get("metrics_schema", 2) >= 2:
         text += (
             ". HD95 of a missed or spurious structure (exactly one of prediction and truth "
             "empty) is the image's (per patient: the volume's) diagonal, included in every mean"
@@ -1557,13 +1580,20 @@ def table_caption(summary: Mapping[str, Any], metric: str) -> str:
             )
     text += "; a cell over fewer shows its n. Best mean per column in bold"
     t = summary["table"]
+    aulc_unbolded = False
+    if metric == summary["metric"]:
+        sets = [
+            sorted(k for k, v in summary["aulc"][st]["per_seed"].items() if math.isfinite(v))
+            for st in summary["strategies"]
+        ]
+        aulc_unbolded = not _same_seed_sets([x for x in sets if x])
     unbolded = [
         j
         for j, b in enumerate(t["best"].get(metric, []))
         if not b
         and any(math.isfinite(t["cells"][s][metric][j]["mean"]) for s in summary["strategies"])
     ]
-    if unbolded:
+    if unbolded or aulc_unbolded:
         text += (
             ", except where the strategies' cells average different seeds (no bold there: "
             "it would compare seed sets, not strategies; the paired Δ below uses the common "
@@ -1641,7 +1671,7 @@ def _reach_cell(r: Mapping[str, Any]) -> str:
         txt = f"0/{n} reached (all beyond {cap})"
     else:
         med = f"{r['median_n_labelled']:.0f} images ({r['median_fraction'] * 100:.1f}%)"
-        med = f"median > {med} (a lower bound)" if r["median_censored"] else f"median {med}"
+        med = f"median ≥ {med} (a lower bound)" if r["median_censored"] else f"median {med}"
         txt = f"{k}/{n} reached; {med}; {n - k} run{'s' if n - k > 1 else ''} beyond {cap}"
     if r["no_full_seeds"]:
         txt += "; no full run for " + _seeds_text(r["no_full_seeds"])
@@ -1711,12 +1741,16 @@ def holm_verdict(t: Mapping[str, Any]) -> str:
     return f"no significant difference (p_holm = {_p(ph)})"
 
 
-def _test_cell(t: Mapping[str, Any], holm_adj: bool) -> str:
+def _test_cell(t: Mapping[str, Any], holm_adj: bool, primary: bool = True) -> str:
+    """A test's p, with the Holm verdict for the primary test and a bare ``p_holm`` for the
+    secondary one (only the primary test decides "significant")."""
     if not math.isfinite(t["p"]):
         return t.get("note") or "–"
     txt = _p(t["p"])
-    if holm_adj and holm_verdict(t):
+    if holm_adj and primary and holm_verdict(t):
         txt += f": {holm_verdict(t)}"
+    elif holm_adj and t.get("p_holm") is not None and math.isfinite(t["p_holm"]):
+        txt += f" (p_holm = {_p(t['p_holm'])})"
     if t.get("note"):
         txt += f"; {t['note']}"
     return txt
@@ -1825,8 +1859,8 @@ def definitions(
             "for lower-is-better metrics), interpolated between rounds. A run that never "
             "reaches it is censored at its own budget: cells give k/n reached and the median "
             "over all n runs, ordered with each censored run at its budget; when the median "
-            "falls on a censored run it is a lower bound (shown as > ...); a mean only when "
-            "every run reached it.",
+            "depends on where a censored run really lies it is a lower bound (shown as ≥ ...); "
+            "a mean only when every run reached it.",
         },
         {
             "term": "% of full data",
@@ -1841,13 +1875,14 @@ def definitions(
         },
         {
             "term": f"{pct} CI",
-            "text": f"Expanded percentile interval (Hesterberg 2015) of Δ from a hierarchical "
-            f"bootstrap with {n_boot} resamples (seed {boot_seed}): seeds resampled with "
-            "replacement, then the test patients within each drawn seed, the same draws for a "
-            "and b (seeds only for metrics without per-patient values). The percentile levels "
-            "are widened for the number of seeds n (α′/2 = Φ(−√(n/(n−1)) t₍ₙ₋₁₎)), because a "
-            "plain percentile interval from 5 seeds covers about 85 %. An interval is not a "
-            "test: the verdict is the paired t-test's.",
+            "text": f"Δ ± t × SE: SE is the SD of Δ over {n_boot} resamples (seed {boot_seed}) "
+            "of a hierarchical bootstrap (seeds resampled with replacement, then the test "
+            "patients within each drawn seed, the same draws for a and b; seeds only for metrics "
+            "without per-patient values), t is Student's t on n − 1 degrees of freedom for n "
+            "seeds, times √(n/(n−1)). With one value per seed this is the paired t interval "
+            "over seeds. Percentile intervals are not used: from 3-5 seeds they cannot reach "
+            "beyond about the seeds' range and cover 75-93 %. An interval is not a test: the "
+            "verdict is the paired t-test's.",
         },
         {
             "term": "Wilcoxon p",
@@ -1895,7 +1930,8 @@ def _quantity_rows(
         n = f"{q['n']}" + (f" ({q['n_patients']} pt)" if q.get("n_patients") else "")
         rows.append(
             f"| {comp['a']} vs {comp['b']} | {label} | {n} | {_signed(q['delta'], digits)} | {ci} | "
-            f"{_test_cell(q['wilcoxon'], holm_adj)} | {_test_cell(q['ttest'], holm_adj)} |"
+            f"{_test_cell(q['wilcoxon'], holm_adj, PRIMARY_TEST == 'wilcoxon')} | "
+            f"{_test_cell(q['ttest'], holm_adj, PRIMARY_TEST == 'ttest')} |"
         )
     return rows
 
@@ -1938,9 +1974,8 @@ def pairing_text(summary: Mapping[str, Any]) -> str:
                 f" ({', '.join(f'{smallest_p(n):.3g}' for n in pair_ns)})."
             )
     text += (
-        f" 95% CIs of Δ: hierarchical bootstrap, expanded percentile ({b['n_boot']} resamples, "
-        f"seed {b['seed']}): "
-        "seeds resampled, then "
+        f" 95% CIs of Δ: Δ ± t(n − 1) × √(n/(n−1)) × the SD of a hierarchical bootstrap "
+        f"({b['n_boot']} resamples, seed {b['seed']}): seeds resampled, then "
     )
     if pats:
         rng = f"{pats[0]}" if pats[0] == pats[-1] else f"{pats[0]}–{pats[-1]}"
@@ -1951,9 +1986,9 @@ def pairing_text(summary: Mapping[str, Any]) -> str:
     else:
         text += "nothing within seeds (this metric has no per-patient values)."
     return text + (
-        " The percentile levels are expanded for the number of seeds (Hesterberg 2015), since a "
-        "plain percentile interval from few seeds treats them as the whole population and "
-        "undercovers. Patients are nested in runs and are never the unit of a test. "
+        " Percentile intervals are not used: from few seeds they cannot reach beyond about the "
+        "seeds' range and undercover. Patients are nested in runs and are never the unit of a "
+        "test. "
         f'"Significant" is the Holm-adjusted paired t-test\'s verdict (α = {ALPHA:g}); the '
         "Wilcoxon test is its distribution-free check."
     )
@@ -1994,9 +2029,15 @@ def markdown_wilcoxon(summary: Mapping[str, Any]) -> str:
     CIs; post hoc: the pair is chosen by the data, so the p-values are not confirmatory."""
     w = summary["wilcoxon"]
     if not w:
+        if summary.get("ranking_seeds") == []:
+            return "_No seed is common to all strategies: no fair ranking, so no top two._"
         return "_Fewer than two strategies with an AULC: nothing to test._"
     rs = summary.get("ranking_seeds")
-    on = f" over the {len(rs)} seeds every strategy finished ({_seeds_text(rs)})" if rs else ""
+    on = (
+        f" over the {len(rs)} seeds every strategy with an AULC finished ({_seeds_text(rs)})"
+        if rs
+        else ""
+    )
     lines = [
         f"Top two by mean AULC{on}: **{w['a']}** vs **{w['b']}** "
         f"({_metric_label(w['metric'])}). "
