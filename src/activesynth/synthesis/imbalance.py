@@ -418,7 +418,7 @@ def markdown_summary(summary: dict[str, Any]) -> str:
     cols = [f"{m} (mean ± SD)" for m in ms]
     out = [
         f"Unit of replication: the seed (one labelled subset and one test evaluation each); "
-        f"{head} deltas against `{ref}` paired by seed; interval: seed bootstrap 95 %, expanded percentile levels for the number of seeds; "
+        f"{head} deltas against `{ref}` paired by seed; interval: 95 %, bootstrap SE over seeds times t(k - 1) (the t interval over seeds); "
         f"p: Wilcoxon signed-rank / paired t / Holm-adjusted paired t over "
         f"{len(summary['arms']) - 1} comparisons.",
         "",
