@@ -59,9 +59,9 @@ the nested bootstrap. Conventions (stated in the report too):
   mean ± :func:`t_scale` (Student's t on K - 1 df, times sqrt(K / (K - 1))) × the bootstrap SD.
   With one value per seed that is the paired t interval over seeds; with patients it adds their
   variance. Percentile intervals are not used: from K seeds they cannot reach beyond about the
-  range of the seeds and cover 75-93 % for K = 3-5 (0.85 in theory for a plain percentile
-  interval from 5 seeds). Metrics without per-patient values (classification AUC) resample
-  seeds only, and say so. ``n_boot`` resamples (default 2000) from a seeded generator, so a
+  range of the seeds; a plain one covers 75 / 81 / 85 % for 3 / 4 / 5 seeds (normal data:
+  P(|t_{K-1}| < 1.96 sqrt((K-1)/K))). Metrics without per-patient values (classification AUC)
+  resample seeds only, and say so. ``n_boot`` resamples (default 2000) from a seeded generator, so a
   report is reproducible. No interval below ``MIN_TEST_SEEDS`` seeds. An interval is still not
   a test: the verdict is the primary test's (below).
 - **Tables**: mean +- SD over seeds; the best mean per column in bold; a cell averaging fewer
@@ -657,8 +657,8 @@ def t_scale(k: int, level: float = CI_LEVEL) -> float:
     seeds the bootstrap SD also carries the patient-level variance. Percentile intervals (plain
     or Hesterberg's expanded percentile) cannot do this with few seeds: they never reach beyond
     the most extreme resampled means, i.e. about the range of the seeds, and from 3-5 seeds cover
-    75-93 % instead of 95 % (simulated in the review of session 14; 0.85 in theory for a plain
-    percentile interval from 5 seeds).
+    75-85 % instead of 95 % (a plain percentile interval from normal data covers
+    P(|t_{K-1}| < 1.96 sqrt((K-1)/K)): 0.75, 0.81, 0.85 for 3, 4, 5 seeds).
 
     Args:
         k: number of seeds, >= 2.
@@ -878,7 +878,6 @@ def common_range(runs: Mapping[str, Mapping[str, RunCurve]]) -> dict[str, Any]:
         if advancing and len(f) > 1 and float(f.max() - f.min()) <= FRACTION_TOL
     ]
     moving = [(s, rid, f) for s, rid, f in spans if f"{s}/{rid}" not in stalled]
-    short: list[str] = []
     # a run that advanced but ended well before the other runs of its strategy could not
     # spend its budget (e.g. too few valid synthetic candidates): left out like a stalled run,
     # so it does not shrink every run's range; a whole strategy on a shorter schedule still does
@@ -1881,7 +1880,7 @@ def definitions(
             "without per-patient values), t is Student's t on n − 1 degrees of freedom for n "
             "seeds, times √(n/(n−1)). With one value per seed this is the paired t interval "
             "over seeds. Percentile intervals are not used: from 3-5 seeds they cannot reach "
-            "beyond about the seeds' range and cover 75-93 %. An interval is not a test: the "
+            "beyond about the seeds' range and cover 75-85 % (3-5 seeds). An interval is not a test: the "
             "verdict is the paired t-test's.",
         },
         {
