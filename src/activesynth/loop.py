@@ -129,7 +129,7 @@ from activesynth.registry import check_option, did_you_mean
 from activesynth.strategies import STRATEGIES, BudgetError, Query, QueryContext, make_strategy
 from activesynth.strategies.base import strategy_model_options
 from activesynth.synthesis.candidates import Candidates, LabelCost
-from activesynth.synthesis.report import normalise_quality
+from activesynth.synthesis.report import gate_verdict, normalise_gate, normalise_quality
 from activesynth.train import TrainConfig, fit, load_checkpoint, model_config_for, seed_for
 from activesynth.utils import atomic_write, atomic_write_json, progress_enabled
 
@@ -190,7 +190,11 @@ class LoopConfig:
             generator still learns from all items it may read) or None,
             "quality": quality figures and gallery of each added batch (``synthesis.report.
             QUALITY_DEFAULTS``: ``enabled``, ``max_items``, ``max_real``, ``gallery`` rows,
-            ``reference`` checkpoint; false turns them off)}``; see the module docstring.
+            ``reference`` checkpoint; false turns them off),
+            "gate": None (default: every batch is added, as the paper) or ``{"min_fidelity":
+            x, "min_ssim": y}`` (ours: a batch whose measured mean label fidelity or SSIM is
+            below its threshold is not added; ``synthesis.report.normalise_gate``)}``; see
+            the module docstring.
             Stored with every default filled in. Cost per round: ``per_source`` x sources
             candidates are generated, held in memory at once (uint8 images + masks) and scored
             in one strategy call; ``max_sources`` bounds both.
@@ -449,6 +453,7 @@ SYNTHESIS_KEYS = (
     "sources",
     "max_sources",
     "quality",
+    "gate",
 )
 SYNTHESIS_SOURCES = ("labelled", "labelled-dataset-masks", "pool-masks")
 MAX_PER_SOURCE = 200
@@ -516,6 +521,8 @@ def normalise_synthesis(s: Any, cfg: LoopConfig) -> dict[str, Any] | None:
     cap = s.get("max_sources")
     if cap is not None and (not _is_int(cap) or cap < 1):
         raise ConfigError(f"synthesis max_sources must be an integer >= 1 or null, got {cap!r}.")
+    quality = normalise_quality(s.get("quality"))
+    gate = normalise_gate(s.get("gate"), quality)
     return {
         "generator": s["generator"],
         "params": params,
@@ -525,7 +532,9 @@ def normalise_synthesis(s: Any, cfg: LoopConfig) -> dict[str, Any] | None:
         "score_params": score_params,
         "sources": sources,
         "max_sources": None if cap is None else int(cap),
-        "quality": normalise_quality(s.get("quality")),
+        "quality": quality,
+        # stored only when given: runs made before the gate keep their config (and run id)
+        **({} if gate is None else {"gate": gate}),
     }
 
 
@@ -1274,6 +1283,15 @@ class _Run:
         pick, scores, per_class = self.rank_candidates(valid, r)
         added = valid.subset(pick)
         quality = self.synthesis_quality(added, fit_set, pool, r, scores)
+        verdict = None
+        if syn.get("gate") is not None and len(added):
+            verdict = gate_verdict(quality, syn["gate"])
+            if not verdict["passed"]:  # the measured batch is not trusted: nothing is added
+                log.warning(
+                    "round %d: synthetic batch of %d not added (gate: %s)",
+                    r, len(added), "; ".join(verdict["reasons"]),
+                )  # fmt: skip
+                added = added.subset(np.zeros(0, np.int64))
         pool = pool.append_synthetic(added, r)
         summary = to_jsonable(
             {
@@ -1293,6 +1311,7 @@ class _Run:
                 "ids": pool.ids[len(pool) - len(added) :].tolist(),
                 "per_class": per_class,
                 "quality": quality,
+                **({} if verdict is None else {"gate": verdict, "ranked": len(pick)}),
                 "seconds": time.perf_counter() - t0,
             }
         )

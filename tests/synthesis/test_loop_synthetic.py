@@ -22,6 +22,7 @@ from activesynth.synthesis.report import (
     GALLERY_NAME,
     QUALITY_DEFAULTS,
     collect_synthesis,
+    gate_verdict,
     quality_table,
 )
 from tests.conftest import TINY_SEG_LOOP, stop_loop_at
@@ -81,12 +82,44 @@ def test_synthesis_config_defaults_and_checks() -> None:
         ({"max_sources": 0}, "max_sources"),
         ({"quality": {"max_item": 9}}, "Did you mean 'max_items'"),
         ({"quality": {"gallery": -1}}, "gallery must be an integer >= 0"),
+        ({"gate": {"min_fidelty": 0.4}}, "Did you mean 'min_fidelity'"),
+        ({"gate": {"min_fidelity": 1.5}}, r"min_fidelity must be a number in \[0, 1\]"),
+        ({"gate": {"min_ssim": True}}, r"min_ssim must be a number in \[-1, 1\]"),
+        ({"gate": {}}, "gate names no threshold"),
+        ({"gate": 0.4}, "gate must be a mapping"),
+        ({"gate": {"min_fidelity": 0.4}, "quality": False}, "turn synthesis quality on"),
     ]
     for over, msg in bad:
         with pytest.raises(ConfigError, match=msg):
             syn_cfg(synthesis={**SYN["synthesis"], **over})
     with pytest.raises(ConfigError, match="needs 'top_k'"):
         syn_cfg(synthesis={"generator": "classic", "per_source": 2})
+
+
+def test_gate_is_stored_only_when_given() -> None:
+    """Runs made before the gate keep their normalised config, hence their run id."""
+    assert "gate" not in syn_cfg().synthesis
+    gated = syn_cfg(synthesis={**SYN["synthesis"], "gate": {"min_ssim": 0.5}})
+    assert gated.synthesis["gate"] == {"min_fidelity": None, "min_ssim": 0.5}
+    assert LoopConfig.from_dict(gated.as_dict()) == gated
+
+
+def test_gate_verdict_on_measured_figures() -> None:
+    gate = {"min_fidelity": 0.4, "min_ssim": None}
+    seg = {"label_fidelity": {"mask_dice_mean": 0.21}, "ssim": {"mean": 0.17}}
+    v = gate_verdict(seg, gate)
+    assert not v["passed"] and v["reasons"] == ["fidelity 0.210 < 0.4"]
+    assert v["fidelity"] == 0.21 and v["min_fidelity"] == 0.4
+    assert gate_verdict({"label_fidelity": {"class_agreement": 0.9}}, gate)["passed"]
+    # a figure the gate needs but the batch did not measure fails it
+    for q in (
+        None,
+        {"label_fidelity": {"model": "m"}},
+        {"label_fidelity": {"mask_dice_mean": None}},
+    ):
+        assert gate_verdict(q, gate)["reasons"] == ["fidelity not measured"]
+    both = gate_verdict(seg, {"min_fidelity": 0.1, "min_ssim": 0.2})
+    assert both["reasons"] == ["ssim 0.170 < 0.2"]
 
 
 # ---- a run ---------------------------------------------------------------------------------------
@@ -407,3 +440,40 @@ def test_labelled_dataset_masks_sources_for_a_mask_conditioned_generator_in_clas
         None,
     )
     assert plain.synthesis_sources(pool, np.random.default_rng(0))[0].masks is None
+
+
+def test_a_gated_batch_is_measured_but_not_added(reference, tmp_path) -> None:
+    """SSIM to the source is below 1 for every transformed image, so a gate at SSIM 1 keeps
+    every batch out: nothing synthetic joins the pool, each round records why, and the real
+    part of the run is the ungated reference's until synthetic items would first train a model.
+    A gate every batch passes changes nothing."""
+    _, ref, ref_out = reference
+    gate = {"min_ssim": 1.0, "min_fidelity": 0.0}
+    hist = run_loop(syn_cfg(synthesis={**SYN["synthesis"], "gate": gate}), tmp_path, quiet=True)
+    assert hist.column("n_synthetic").tolist() == [0, 0, 0]
+    assert hist.column("n_expert_labels").tolist() == [4, 7, 10]
+    pool = Pool.load(tmp_path)
+    assert pool.n_synthetic == 0
+    for r in (1, 2):
+        s = hist.records[r]["synthetic"]
+        assert s["added"] == 0 and s["ids"] == [] and s["ranked"] == 4
+        assert s["gate"]["passed"] is False and s["gate"]["min_ssim"] == 1.0
+        assert s["gate"]["reasons"] == [f"ssim {s['gate']['ssim']:.3f} < 1"]
+        assert s["quality"]["ssim"]["mean"] == s["gate"]["ssim"] < 1
+    # round 1's query comes from round 0's model, which no synthetic item has touched yet
+    assert hist.queried_ids()[:1] == ref.queried_ids()[:1]
+    rows = collect_synthesis(tmp_path)
+    assert [r["gated"] for r in rows] == [True, True]
+    table = quality_table(rows)
+    assert "0 / 21 (gated)" in table and "not added" in table
+
+    passing = tmp_path / "passing"
+    open_gate = {"min_fidelity": 0.0}
+    hist2 = run_loop(
+        syn_cfg(synthesis={**SYN["synthesis"], "gate": open_gate}), passing, quiet=True
+    )
+    assert hist2.column("n_synthetic").tolist() == ref.column("n_synthetic").tolist()
+    assert hist2.queried_ids() == ref.queried_ids()
+    assert all(hist2.records[r]["synthetic"]["gate"]["passed"] for r in (1, 2))
+    np.testing.assert_array_equal(Pool.load(passing).ids, Pool.load(ref_out).ids)
+    assert [r["gated"] for r in collect_synthesis(passing)] == [False, False]

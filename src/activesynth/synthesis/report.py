@@ -44,9 +44,12 @@ from activesynth.synthesis.candidates import Candidates
 
 __all__ = [
     "GALLERY_NAME",
+    "GATE_KEYS",
     "QUALITY_DEFAULTS",
     "batch_quality",
     "collect_synthesis",
+    "gate_verdict",
+    "normalise_gate",
     "normalise_quality",
     "quality_section",
     "quality_table",
@@ -96,6 +99,86 @@ def normalise_quality(q: Any) -> dict[str, Any]:
     if ref is not None and not isinstance(ref, str):
         raise ConfigError(f"synthesis quality reference must be a checkpoint path, got {ref!r}.")
     return out
+
+
+GATE_KEYS = ("min_fidelity", "min_ssim")
+"""``synthesis["gate"]``: thresholds a batch's measured figures must reach to be added."""
+
+
+def normalise_gate(g: Any, quality: dict[str, Any]) -> dict[str, float | None] | None:
+    """Validate ``synthesis["gate"]`` (None = no gate, the default and Mahapatra et al.'s loop).
+
+    The gate is ours, not the paper's: a whole batch whose mean label fidelity (mask Dice or
+    class agreement against the quality reference) is below ``min_fidelity``, or whose mean
+    SSIM to its sources is below ``min_ssim``, is not added (see :func:`gate_verdict`). It
+    judges the measured batch as a whole, not item by item: dropping single items that the
+    round's own task model disagrees with would keep the images it already predicts, the
+    opposite of what an uncertainty ranking looks for.
+
+    Raises:
+        ConfigError: unknown keys (did-you-mean), a threshold outside [0, 1] (SSIM: [-1, 1]),
+            no threshold, or quality figures turned off (the gate reads them).
+    """
+    from activesynth.registry import did_you_mean
+
+    if g is None:
+        return None
+    if not isinstance(g, dict):
+        raise ConfigError(
+            f"synthesis gate must be a mapping such as {{'min_fidelity': 0.4}} or null, got {g!r}."
+        )
+    for k in g:
+        if k not in GATE_KEYS:
+            raise ConfigError(
+                f"Unknown synthesis gate option {k!r}; known: {', '.join(GATE_KEYS)}."
+                + did_you_mean(str(k), list(GATE_KEYS))
+            )
+    out: dict[str, float | None] = {k: None for k in GATE_KEYS}
+    for k, lo in (("min_fidelity", 0.0), ("min_ssim", -1.0)):
+        v = g.get(k)
+        if v is None:
+            continue
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not lo <= v <= 1:
+            raise ConfigError(f"synthesis gate {k} must be a number in [{lo:g}, 1], got {v!r}.")
+        out[k] = float(v)
+    if all(v is None for v in out.values()):
+        raise ConfigError(
+            f"synthesis gate names no threshold; give one of {', '.join(GATE_KEYS)} or drop it."
+        )
+    if not quality["enabled"]:
+        raise ConfigError(
+            "synthesis gate reads each batch's quality figures; turn synthesis quality on "
+            "(quality: true) or drop the gate."
+        )
+    return out
+
+
+def gate_verdict(quality: dict[str, Any] | None, gate: dict[str, float | None]) -> dict[str, Any]:
+    """Whether a measured batch passes ``gate`` (from :func:`normalise_gate`).
+
+    Returns:
+        ``{"passed": bool, "reasons": [...], "fidelity": x, "ssim": y, **thresholds}``; a
+        figure the gate needs but the batch did not measure fails it (named in ``reasons``):
+        an unmeasured batch is not trusted.
+    """
+    q = quality or {}
+    fid = q.get("label_fidelity") or {}
+    figures = {
+        "min_fidelity": ("fidelity", fid.get("mask_dice_mean", fid.get("class_agreement"))),
+        "min_ssim": ("ssim", (q.get("ssim") or {}).get("mean")),
+    }
+    reasons: list[str] = []
+    out: dict[str, Any] = {}
+    for key, threshold in gate.items():
+        name, value = figures[key]
+        out[name] = value
+        if threshold is None:
+            continue
+        if value is None or not np.isfinite(value):
+            reasons.append(f"{name} not measured")
+        elif value < threshold:
+            reasons.append(f"{name} {value:.3f} < {threshold:g}")
+    return {"passed": not reasons, "reasons": reasons, **out, **gate}
 
 
 def _subsample(n: int, cap: int, rng: np.random.Generator) -> np.ndarray:
@@ -318,7 +401,8 @@ def collect_synthesis(run_dir: str | Path) -> list[dict[str, Any]]:
 
     Returns:
         Rows with ``round``, ``n_expert_labels``, ``generator``, ``checkpoint``, ``sources``,
-        ``reads_unbudgeted_labels``, ``generated``, ``rejected``, ``added``, ``ssim``,
+        ``reads_unbudgeted_labels``, ``generated``, ``rejected``, ``added``, ``gated`` (None
+        without a gate; True when the gate kept the batch out), ``ssim``,
         ``psnr_db``, ``realism_auc``, ``frechet_distance``, ``mmd``, ``memorisation_ratio``,
         ``fidelity`` (mean mask Dice or class agreement), ``fidelity_model`` and ``gallery``
         (path or None); figures a batch did not measure are None.
@@ -351,6 +435,7 @@ def collect_synthesis(run_dir: str | Path) -> list[dict[str, Any]]:
                 "generated": s.get("generated"),
                 "rejected": s.get("rejected"),
                 "added": s.get("added"),
+                "gated": None if s.get("gate") is None else not s["gate"]["passed"],
                 "ssim": (q.get("ssim") or {}).get("mean"),
                 "psnr_db": (q.get("psnr_db") or {}).get("mean"),
                 "realism_auc": q.get("realism_auc"),
@@ -389,13 +474,19 @@ def quality_table(rows: Sequence[dict[str, Any]]) -> str:
         cells = []
         for _, key, fmt in _TABLE_COLUMNS:
             if key is None:
-                cells.append(f"{r.get('added')} / {r.get('generated')}")
+                gated = " (gated)" if r.get("gated") else ""
+                cells.append(f"{r.get('added')} / {r.get('generated')}{gated}")
                 continue
             v = r.get(key)
             cells.append("-" if v is None else fmt.format(v))
         lines.append("| " + " | ".join(cells) + " |")
     refs = sorted({str(r["fidelity_model"]) for r in rows if r.get("fidelity_model")})
     note = "\n\n*Frechet distance and MMD on our own network's features, not Inception."
+    if any(r.get("gated") for r in rows):
+        note += (
+            " (gated): the batch was measured (the figures are of its ranked top items) but not "
+            "added, because a figure fell below the arm's synthesis gate."
+        )
     if refs:
         note += " Fidelity measured by: " + "; ".join(refs) + "."
     return "\n".join(lines) + note + "\n"
