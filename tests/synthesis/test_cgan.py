@@ -125,6 +125,39 @@ def test_content_loss_is_lower_for_more_different_images() -> None:
     assert float(far.detach()) < float(near) and set(terms) == {"nmi", "feat", "mse"}
 
 
+def test_target_bound_stops_rewarding_dissimilarity_beyond_the_target() -> None:
+    """Eq. 5 as printed keeps rewarding G for moving away from x; the "target" bound rewards it
+    only up to the real target's own distance from x (no gradient beyond it), and leaves a
+    closer image's loss as printed."""
+    f = FeatureNet(1, 2, (4, 4, 8, 8)).eval()
+    paper = C.CGANConfig(**TINY)
+    bound = C.CGANConfig(**{**TINY, "content_bound": "target"})
+    x = torch.linspace(-1, 1, 32 * 32).view(1, 1, 32, 32).repeat(2, 1, 1, 1)
+    target = x * 0.5
+    far = (-x).requires_grad_(True)
+    unbounded, _ = C.content_loss(x, far, f, paper)
+    bounded, terms = C.content_loss(x, far, f, bound, target=target)
+    assert set(terms) == {"nmi", "feat", "mse", "feat_target", "mse_target"}
+    assert terms["mse"] > terms["mse_target"] and terms["feat"] > terms["feat_target"]
+    assert float(bounded.detach()) > float(
+        unbounded.detach()
+    )  # the reward stops at the target's distance
+    (grad,) = torch.autograd.grad(bounded, far)
+    nmi = C.soft_nmi((x + 1) / 2, (far + 1) / 2, paper.nmi_bins).mean()
+    (nmi_grad,) = torch.autograd.grad(paper.w_nmi * nmi, far)
+    assert torch.allclose(grad, nmi_grad, atol=1e-6)  # only NMI still pulls: the rest is flat
+    near = x * 0.9  # closer to x than the target: bounded as printed
+    a, _ = C.content_loss(x, near, f, paper)
+    b, _ = C.content_loss(x, near, f, bound, target=target)
+    assert torch.allclose(a, b, atol=1e-6)
+    with pytest.raises(ConfigError, match="needs the real targets"):
+        C.content_loss(x, near, f, bound)
+    with pytest.raises(ConfigError, match="content_bound"):
+        C.CGANConfig(content_bound="hinge")
+    assert "content_bound" not in paper.as_dict()  # the paper's config keeps its cache keys
+    assert C.CGANConfig.from_dict(bound.as_dict()) == bound
+
+
 # ---- config and inputs --------------------------------------------------------------------------
 def test_config_is_validated(pool) -> None:
     with pytest.raises(ConfigError, match="Did you mean 'lambda_l1'"):
