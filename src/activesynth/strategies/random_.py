@@ -7,6 +7,12 @@ to obtain than masks. The nnActive benchmark (Lüth, Traub et al., "nnActive: A 
 Evaluation of Active Learning in 3D Biomedical Segmentation", arXiv:2511.19183, 2025) found that
 while the active-learning methods it tested beat plain random sampling, none reliably beat
 foreground-aware random sampling. Report strategies against it, not only against ``random``.
+
+On a classification task the "presence" label is the class itself (``loop.truth_extras``:
+label != 0), so ``random-foreground`` becomes random sampling stratified by the true class of
+the unlabelled images: it reads the labels the budget pays for. There it is a label-aware
+baseline (simulation only) and ``random`` is the honest reference
+(``experiments/pneumonia.json``).
 """
 
 from __future__ import annotations
