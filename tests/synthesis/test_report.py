@@ -125,3 +125,26 @@ def test_synthetic_items_note_names_each_arms_own_sources_protocol() -> None:
     assert "mahapatra (`pool-masks`: every pool item's manual mask, Mahapatra" in note
     assert "nodule (`labelled-dataset-masks`: the expert-labelled items with the dataset" in note
     assert note.count("Mahapatra") == 1 and "honest" not in note
+
+
+def test_synthetic_items_table_says_when_a_gate_kept_a_batch_out() -> None:
+    from activesynth.bench.report import synthetic_items_markdown
+
+    row = {"seed": 0, "generator": "cgan", "sources": "labelled", "generated": 800}
+    row |= {"rejected": 0, "reads_unbudgeted_labels": False}
+    gated = {"passed": False, "reasons": ["fidelity 0.210 < 0.5"]}
+    rounds = [
+        {**row, "round": 1, "added": 0, "n_synthetic": 0, "gate": gated},
+        {**row, "round": 2, "added": 16, "n_synthetic": 16, "gate": {"passed": True}},
+    ]
+    group = {
+        "dataset": "jsrt",
+        "schedule": "s",
+        "strategies": ["gated"],
+        "synthetic": {"gated": {"rounds": rounds, "min": 16, "max": 16}},
+    }
+    md = synthetic_items_markdown({"groups": [group]})
+    assert (
+        "| gated | 0 | 1 | cgan | labelled | 800 | 0 | 0 (gated: fidelity 0.210 < 0.5) | 0 |" in md
+    )
+    assert "| gated | 0 | 2 | cgan | labelled | 800 | 0 | 16 | 16 |" in md

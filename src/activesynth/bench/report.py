@@ -379,7 +379,11 @@ def synthetic_items_markdown(summary: Mapping[str, Any]) -> str:
                 if r["reads_unbudgeted_labels"]:
                     unbudgeted.setdefault(s, set()).add(str(r["sources"]))
                 cells = [s, r["seed"], r["round"], r["generator"], r["sources"]]
-                cells += [r["generated"], r["rejected"], r["added"], r["n_synthetic"]]
+                gate = r.get("gate")
+                added = r["added"]
+                if isinstance(gate, Mapping) and not gate.get("passed", True):
+                    added = f"{added} (gated: {'; '.join(gate.get('reasons') or [])})"
+                cells += [r["generated"], r["rejected"], added, r["n_synthetic"]]
                 lines.append("| " + " | ".join("–" if c is None else str(c) for c in cells) + " |")
         parts.append("\n".join(lines))
         totals = "; ".join(f"**{stats.arm_label(g, s)}**" for s in g["strategies"] if s in syn)
@@ -402,7 +406,8 @@ def synthetic_items_markdown(summary: Mapping[str, Any]) -> str:
         "Synthetic items train the task model but are never counted as labels: the x-axis of "
         "every curve and table counts expert labels of real pool items only. Per run and "
         "round: the candidates generated, those rejected (NaN or constant images), those added "
-        "to the training set, and the synthetic items in that round's training set."
+        "to the training set (\"gated\": an arm's synthesis gate kept the measured batch out, "
+        "with the figure that failed), and the synthetic items in that round's training set."
     )
     return "\n\n".join([intro, *parts])
 

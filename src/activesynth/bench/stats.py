@@ -1333,7 +1333,8 @@ def synthetic_summary(by_strategy: Mapping[str, Sequence[Mapping[str, Any]]]) ->
     Returns:
         ``{strategy: {"final": {seed: synthetic items in its last round's training set},
         "min", "max", "rounds": [{"run_id", "seed", "round", "generator", "sources",
-        "reads_unbudgeted_labels", "generated", "rejected", "added", "n_synthetic"}]}}``; the
+        "reads_unbudgeted_labels", "generated", "rejected", "added", "gate", "n_synthetic"}]}}``
+        (``gate``: the round's gate verdict, None without a gate); the
         rounds are those whose record carries a synthesis summary, by seed then round.
     """
     out: dict[str, Any] = {}
@@ -1359,6 +1360,7 @@ def synthetic_summary(by_strategy: Mapping[str, Sequence[Mapping[str, Any]]]) ->
                         "generated": syn.get("generated"),
                         "rejected": syn.get("rejected"),
                         "added": syn.get("added"),
+                        "gate": syn.get("gate"),  # None without a synthesis gate
                         "n_synthetic": int(r.get("n_synthetic") or 0),
                     }
                 )
