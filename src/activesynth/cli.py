@@ -457,9 +457,13 @@ def synthesise(
     timeout: Annotated[
         float | None, typer.Option(help="AISEL: seconds per oracle call before it fails.")
     ] = 60.0,
-    generator: Annotated[str, typer.Option(help="Registered generator: cgan or classic.")] = (
-        "cgan"
-    ),
+    generator: Annotated[
+        str,
+        typer.Option(
+            help="Registered generator: cgan (Mahapatra et al.), spade (MONAI's SPADE) or "
+            "classic (flips, rotations, translations; nothing to train)."
+        ),
+    ] = "cgan",
     param: Annotated[
         list[str] | None,
         typer.Option(metavar="KEY=VALUE", help="Generator option, VALUE as JSON (repeatable)."),

@@ -338,6 +338,9 @@ def test_a_fixed_gain_on_every_seed_gives_that_delta_and_the_smallest_p() -> Non
     # the t-test of an identical gain on every seed has no variance: only the Wilcoxon is
     # tested, and nothing is significant, which the table says in words
     assert "**No significant difference**: no comparison is significant after Holm" in md
+    # ... and says why the paired t gave no verdict, naming the constant gain
+    assert "differ by the same amount on every seed, where the paired t test is undefined" in md
+    assert "better vs ref AULC 10%–40% (Δ +0.0500 on every seed)" in md
 
 
 def test_holm_verdicts_and_the_smallest_possible_p_in_words() -> None:

@@ -406,7 +406,7 @@ def synthetic_items_markdown(summary: Mapping[str, Any]) -> str:
         "Synthetic items train the task model but are never counted as labels: the x-axis of "
         "every curve and table counts expert labels of real pool items only. Per run and "
         "round: the candidates generated, those rejected (NaN or constant images), those added "
-        "to the training set (\"gated\": an arm's synthesis gate kept the measured batch out, "
+        'to the training set ("gated": an arm\'s synthesis gate kept the measured batch out, '
         "with the figure that failed), and the synthetic items in that round's training set."
     )
     return "\n\n".join([intro, *parts])

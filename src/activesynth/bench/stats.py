@@ -58,7 +58,9 @@ the nested bootstrap. Conventions (stated in the report too):
   patients within each resampled seed, paired (the same draws for a and b); the interval is the
   mean ± :func:`t_scale` (Student's t on K - 1 df, times sqrt(K / (K - 1))) × the bootstrap SD.
   With one value per seed that is the paired t interval over seeds; with patients it adds their
-  variance. Percentile intervals are not used: from K seeds they cannot reach beyond about the
+  variance, which the spread of the seed means already contains, so the two-stage interval is
+  deliberately conservative (wider than the seed-level t interval by the patient term, small
+  with 25-50 test patients per seed; Davison & Hinkley 1997, sec. 3.8). Percentile intervals are not used: from K seeds they cannot reach beyond about the
   range of the seeds; a plain one covers 75 / 81 / 85 % for 3 / 4 / 5 seeds (normal data:
   P(|t_{K-1}| < 1.96 sqrt((K-1)/K))). Metrics without per-patient values (classification AUC)
   resample seeds only, and say so. ``n_boot`` resamples (default 2000) from a seeded generator, so a
@@ -1768,11 +1770,15 @@ def significance_text(summary: Mapping[str, Any]) -> str:
     prim, sec = PRIMARY_TEST, "wilcoxon" if PRIMARY_TEST == "ttest" else "ttest"
     names = {"ttest": "paired t", "wilcoxon": "Wilcoxon"}
     found, tested, n_max = [], 0, 0
+    constant: list[str] = []  # the same difference on every seed: t undefined, no verdict
     for c in summary.get("comparisons") or []:
         quantities = [(aulc_header(summary), c["aulc"])] + [
             (f"at {_pct(q['fraction'])}", q) for q in c["at_fraction"]
         ]
         for label, q in quantities:
+            if "no variance" in str(q[prim].get("note") or ""):
+                d = _signed(q["delta"], _digits(c["metric"]) + 1)
+                constant.append(f"{c['a']} vs {c['b']} {label} (Δ {d} on every seed)")
             ph = q[prim].get("p_holm")
             if ph is None or not math.isfinite(ph):
                 continue
@@ -1789,8 +1795,15 @@ def significance_text(summary: Mapping[str, Any]) -> str:
                 found.append(
                     f"{c['a']} vs {c['b']} {label} (Δ {d}; {names[prim]} p_holm = {_p(ph)}{other})"
                 )
+    same = (
+        f" {len(constant)} comparison(s) differ by the same amount on every seed, where the "
+        f"{names[prim]} test is undefined (no variance) and gives no verdict; read their Δ and "
+        f"the {names[sec]} p: " + "; ".join(constant) + "."
+        if constant and prim == "ttest"
+        else ""
+    )
     if not tested:
-        return ""
+        return same.strip()
     how = (
         f"α = {ALPHA:g}; the verdict is the {names[prim]} test's over seeds, Holm-adjusted; the "
         f"{names[sec]} test beside it is the distribution-free check"
@@ -1800,12 +1813,13 @@ def significance_text(summary: Mapping[str, Any]) -> str:
     if not found:
         return (
             f"**No significant difference**: no comparison is significant after Holm "
-            f"correction ({how}; AULC and every label percentage)."
+            f"correction ({how}; AULC and every label percentage)." + same
         )
     return (
         f"Significant after Holm correction ({how}): "
         + "; ".join(found)
         + ". Every other comparison: no significant difference."
+        + same
     )
 
 
@@ -1881,7 +1895,9 @@ def definitions(
             "patients within each drawn seed, the same draws for a and b; seeds only for metrics "
             "without per-patient values), t is Student's t on n − 1 degrees of freedom for n "
             "seeds, times √(n/(n−1)). With one value per seed this is the paired t interval "
-            "over seeds. Percentile intervals are not used: from 3-5 seeds they cannot reach "
+            "over seeds; resampling patients as well counts their variance a second time "
+            "(the seed means already hold it), so the interval is deliberately conservative. "
+            "Percentile intervals are not used: from 3-5 seeds they cannot reach "
             "beyond about the seeds' range and cover 75-85 % (3-5 seeds). An interval is not a test: the "
             "verdict is the paired t-test's.",
         },

@@ -286,7 +286,12 @@ def synthesise(
     if quality:
         say("measuring quality")
         model, model_name = None, "none"
-        if reference is not None:
+        if reference is None:
+            say(
+                "label fidelity and feature-based figures not measured (quality.json 'skipped'): "
+                "pass --reference with a task model's best.pt, ideally trained on the full data"
+            )
+        else:
             from activesynth.train import load_checkpoint
 
             model, _ = load_checkpoint(reference, data)
