@@ -643,3 +643,15 @@ def test_no_common_seed_gives_no_top_two() -> None:
     g = _summary(rows, pv)
     assert g["ranking_seeds"] == [] and g["wilcoxon"] == {}
     assert "No seed is common to all strategies" in stats.markdown_wilcoxon(g)
+
+
+def test_arms_trained_with_another_recipe_are_named() -> None:
+    g = {
+        "strategies": ["ref", "learning-loss"],
+        "arm_overrides": {"learning-loss": {"aleatoric": False}, "absent": {"lr": 1}},
+    }
+    text = stats.overrides_text(g)
+    assert "learning-loss (`aleatoric` = false)" in text and "absent" not in text
+    assert "mix the strategy with that change" in text
+    assert stats.overrides_text({"strategies": ["ref"], "arm_overrides": {}}) == ""
+    assert stats.overrides_text({"strategies": ["ref"]}) == ""

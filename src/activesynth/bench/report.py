@@ -183,6 +183,12 @@ def summarise(
         )
         g["hd95_penalties"] = _hd95_penalties(store, grows, g["table"]["metrics"])
         g["full_overrides"] = dict(grid.full or {})
+        # arms trained with another recipe than the grid's base (synthesis is the arm itself)
+        g["arm_overrides"] = {
+            st.label: {k: v for k, v in st.config.items() if k != "synthesis"}
+            for st in grid.strategies
+            if any(k != "synthesis" for k in st.config)
+        }
         g["metrics_schema"] = min(int(r.get("metrics_schema") or 1) for r in grows)
         groups.append(g)
     return {
@@ -474,7 +480,7 @@ def _group_markdown(g: Mapping[str, Any]) -> str:
             title,
             f"Headline metric: `{g['metric']}` "
             f"({'higher' if g['higher_is_better'] else 'lower'} is better); seeds per "
-            f"strategy: {seeds}.",
+            f"strategy: {seeds}." + stats.overrides_text(g),
             stats.pairing_text(g),
             *[
                 part

@@ -1623,6 +1623,27 @@ def _seeds_text(seeds: Sequence[int]) -> str:
     return f"seed{'s' if len(seeds) > 1 else ''} {', '.join(str(k) for k in seeds)}"
 
 
+def overrides_text(summary: Mapping[str, Any]) -> str:
+    """ " Trained differently: ..." for the arms of a group whose loop config overrides the
+    grid's base recipe (``summary["arm_overrides"]``), or "" when none does: their Δ mixes the
+    strategy with that change of the task model's recipe."""
+    over = {
+        arm: cfg
+        for arm, cfg in (summary.get("arm_overrides") or {}).items()
+        if arm in summary.get("strategies", ())
+    }
+    if not over:
+        return ""
+    arms = "; ".join(
+        f"{arm} (" + ", ".join(f"`{k}` = {json.dumps(v)}" for k, v in sorted(cfg.items())) + ")"
+        for arm, cfg in over.items()
+    )
+    return (
+        f" **Trained with another recipe than the grid's base:** {arms}; their Δ and % of "
+        "full data mix the strategy with that change."
+    )
+
+
 def reference_text(summary: Mapping[str, Any]) -> str:
     """One line on the group's full-data reference: matched per seed, external, or none."""
     ref = summary["full_data"]
