@@ -7,7 +7,9 @@
 #     the grids it shares runs with (same run id = same config and seed; e.g. the `full` and
 #     `mc-dropout-fast` runs of lgg_dai serve lgg_mc_fast_vs_full and lgg_synthesis);
 #   - each grid's finished runs are archived to results/<grid> when the grid completes (commit
-#     them), so a fresh checkout continues where this machine stopped.
+#     them), so a fresh checkout continues where this machine stopped; before that, every
+#     synthetic batch is re-measured against its seed's full-data model (synthesis.requality:
+#     the archive keeps JSON only, so this cannot be done later).
 # Cost on 2 CPU cores (docs/benchmarks.md, docs/results.md): 12-30 min per run per worker at
 # 64 px, up to about 1 h for a synthesis arm; the whole backlog is a few dozen hours, so it
 # runs across many sittings.
@@ -51,6 +53,8 @@ run_grid() {
   fi
   "$PY" -m activesynth.cli bench "experiments/$grid.json" --out "runs/$grid" \
     --workers "$WORKERS" "${reuse[@]}"
+  # synthetic batches against each seed's full-data model, while pool.npz is still there
+  "$PY" -m activesynth.synthesis.requality "runs/$grid"
   "$PY" -m activesynth.bench.archive "runs/$grid" "results/$grid"
 }
 

@@ -8,8 +8,9 @@ read:
 - ``manifest.json`` of the results directory;
 - per run: ``DONE`` (the finished marker with the config hash), ``unit.json``, ``state.json``,
   ``history.json``, ``split.json`` (item ids of the patient split) and every round's
-  ``record.json``, ``metrics.json`` (per-patient test values) and ``query.json`` (queried ids and
-  scores).
+  ``record.json``, ``metrics.json`` (per-patient test values), ``query.json`` (queried ids and
+  scores) and, where ``synthesis.requality`` wrote it, ``quality_full.json`` (a synthetic
+  batch's figures against the seed's full-data model).
 
 Never copied: checkpoints (``*.pt``), ``pool.npz`` / ``pool.json`` (the pool's labels: masks of
 the licensed datasets), ``query_arrays.npz`` (example images) and caches, so an archive holds no
@@ -34,7 +35,7 @@ from activesynth.bench.store import DONE, HISTORY, MANIFEST, UNIT, ResultsStore
 from activesynth.errors import ActivesynthError, DataError
 
 RUN_FILES = (DONE, UNIT, "state.json", HISTORY, "split.json")
-ROUND_FILES = ("record.json", "metrics.json", "query.json")
+ROUND_FILES = ("record.json", "metrics.json", "query.json", "quality_full.json")
 _ROUND = re.compile(r"^round_\d{2,}$")
 
 

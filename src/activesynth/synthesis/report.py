@@ -424,6 +424,11 @@ def collect_synthesis(run_dir: str | Path) -> list[dict[str, Any]]:
         fid = q.get("label_fidelity") or {}
         mem = q.get("memorisation") or {}
         gallery = run / f"round_{int(rec['round']):02d}" / GALLERY_NAME
+        full_path = run / f"round_{int(rec['round']):02d}" / "quality_full.json"
+        full_fid: dict[str, Any] = {}
+        if full_path.is_file():
+            full_q = json.loads(full_path.read_text()).get("quality") or {}
+            full_fid = full_q.get("label_fidelity") or {}
         rows.append(
             {
                 "round": rec["round"],
@@ -444,6 +449,9 @@ def collect_synthesis(run_dir: str | Path) -> list[dict[str, Any]]:
                 "memorisation_ratio": mem.get("ratio"),
                 "fidelity": fid.get("mask_dice_mean", fid.get("class_agreement")),
                 "fidelity_model": fid.get("model"),
+                # the same items against the seed's full-data model (synthesis.requality)
+                "fidelity_full": full_fid.get("mask_dice_mean", full_fid.get("class_agreement")),
+                "fidelity_full_model": full_fid.get("model"),
                 "gallery": str(gallery) if gallery.is_file() else None,
             }
         )
@@ -467,12 +475,16 @@ _TABLE_COLUMNS = (
 
 def quality_table(rows: Sequence[dict[str, Any]]) -> str:
     """A markdown table of :func:`collect_synthesis` rows (``-`` where not measured), with a note
-    naming the feature network and the fidelity reference."""
-    head = "| " + " | ".join(c[0] for c in _TABLE_COLUMNS) + " |"
-    lines = [head, "|" + "---|" * len(_TABLE_COLUMNS)]
+    naming the feature network and the fidelity reference; a "fidelity (full data)" column when
+    any row was re-measured against a full-data model (``synthesis.requality``)."""
+    columns = list(_TABLE_COLUMNS)
+    if any(r.get("fidelity_full") is not None for r in rows):
+        columns.append(("fidelity (full data)", "fidelity_full", "{:.3f}"))
+    head = "| " + " | ".join(c[0] for c in columns) + " |"
+    lines = [head, "|" + "---|" * len(columns)]
     for r in rows:
         cells = []
-        for _, key, fmt in _TABLE_COLUMNS:
+        for _, key, fmt in columns:
             if key is None:
                 gated = " (gated)" if r.get("gated") else ""
                 cells.append(f"{r.get('added')} / {r.get('generated')}{gated}")
@@ -489,6 +501,15 @@ def quality_table(rows: Sequence[dict[str, Any]]) -> str:
         )
     if refs:
         note += " Fidelity measured by: " + "; ".join(refs) + "."
+    full_refs = sorted(
+        {str(r["fidelity_full_model"]) for r in rows if r.get("fidelity_full_model")}
+    )
+    if full_refs:
+        note += (
+            " Fidelity (full data): the same items re-measured after the run against "
+            + "; ".join(full_refs)
+            + "."
+        )
     return "\n".join(lines) + note + "\n"
 
 

@@ -1,0 +1,215 @@
+"""Label fidelity of a grid's synthetic batches against the seed's full-data model, after the fact.
+
+In a run the only honest judge of a synthetic batch is the previous round's task model (trained
+on the expert labels so far): a run has no full-data model, and reading one would leak labels
+the budget does not pay for. Issue 10 asks for fidelity against a *full-data* segmenter or
+classifier. A benchmark grid has one per seed: its ``full`` run (same split, same network,
+every pool label). This module re-measures, once the grid's runs are finished, every batch a
+synthesis run added, with that seed's full-data model as the reference:
+
+    python -m activesynth.synthesis.requality runs/jsrt_lung_synthesis
+
+For each finished run with synthesis rounds, its ``pool.npz`` (the synthetic images, inherited
+masks or labels and provenance) and the same dataset and seed's finished ``full`` run, each
+round ``r`` that added items gets ``round_XX/quality_full.json``: ``synthesis.report.
+batch_quality`` of exactly the items the round added, with the loop's own subsample rng
+(``default_rng([seed, r, 4])``) and caps, the fit set and held-out real images the round had,
+so the figures pair item for item with the run's own ``quality`` record; only the reference
+(and so the features, Frechet / MMD and label fidelity) differs. The archive keeps the file
+(``bench.archive.ROUND_FILES``) and the report shows it beside the run's own fidelity.
+
+Nothing the loop wrote is changed; a file already there is kept (it is a function of the run,
+the full model and this code); every file is written atomically. Runs without ``pool.npz``
+(archives: JSON only) or without a finished ``full`` run of their seed are listed as skipped
+with the reason. Needs the runs' data (``ACTIVESYNTH_DATA``) to rebuild the pool images.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from activesynth.errors import ActivesynthError, DataError
+
+__all__ = ["QUALITY_FULL", "requality", "requality_run"]
+
+QUALITY_FULL = "quality_full.json"
+FULL = "full"
+
+
+def _units(root: Path) -> list[tuple[Path, dict[str, Any]]]:
+    runs = root / "runs"
+    if not runs.is_dir():
+        raise DataError(f"{root} has no runs/ folder; give a bench results directory.")
+    out = []
+    for d in sorted(runs.iterdir()):
+        unit = d / "unit.json"
+        if unit.is_file() and (d / "DONE").is_file():
+            out.append((d, json.loads(unit.read_text())))
+    return out
+
+
+def requality_run(
+    run_dir: str | Path,
+    reference: str | Path,
+    reference_name: str,
+    *,
+    data_root: str | Path | None = None,
+) -> list[int]:
+    """Write ``round_XX/quality_full.json`` for every round of ``run_dir`` that added items.
+
+    Args:
+        run_dir: a finished loop run with ``state.json``, ``history.json`` and ``pool.npz``.
+        reference: the full-data model's checkpoint (``best.pt``).
+        reference_name: how the figures name it (``label_fidelity["model"]``).
+        data_root: root of the shared datasets (None: ``ACTIVESYNTH_DATA``).
+
+    Returns:
+        The rounds written by this call (rounds with a file already are skipped).
+
+    Raises:
+        DataError: no ``pool.npz`` (an archive), or a pool whose synthetic items do not match
+            the history's record of them.
+    """
+    from activesynth.experiment import prepare_data
+    from activesynth.loop import LoopConfig
+    from activesynth.pool import Pool
+    from activesynth.synthesis.candidates import Candidates, Provenance
+    from activesynth.synthesis.report import batch_quality
+    from activesynth.train import load_checkpoint
+    from activesynth.utils import atomic_write_json
+
+    run = Path(run_dir)
+    if not (run / "pool.npz").is_file():
+        raise DataError(
+            f"{run} has no pool.npz (an archive keeps JSON only); re-measure before archiving."
+        )
+    cfg = LoopConfig.from_dict(json.loads((run / "state.json").read_text())["config"])
+    syn = cfg.synthesis
+    if syn is None or syn.get("method", "candidates") != "candidates" or "generator" not in syn:
+        return []
+    records = json.loads((run / "history.json").read_text())["rounds"]
+    todo = [
+        rec
+        for rec in records
+        if (rec.get("synthetic") or {}).get("added")
+        and not (run / f"round_{int(rec['round']):02d}" / QUALITY_FULL).is_file()
+    ]
+    if not todo:
+        return []
+    data, split, _ = prepare_data(cfg.train_job(), data_root)
+    pool_data = data.subset(split.train)
+    pool = Pool.load(run)
+    model, _ = load_checkpoint(reference, pool_data)
+    n_real = len(pool_data)
+    q = syn["quality"]
+    written = []
+    for rec in todo:
+        r = int(rec["round"])
+        s = rec["synthetic"]
+        sel = np.flatnonzero(pool.is_synthetic & (pool.labelled_round == r))
+        if pool.ids[sel].tolist() != list(s["ids"]):
+            raise DataError(
+                f"{run}: the pool's synthetic items of round {r} are not the ones its history "
+                "records; the run folder is inconsistent."
+            )
+        batch = Candidates(
+            images=pool.synthetic_images[sel - n_real],
+            provenance=tuple(Provenance.from_dict(pool.provenance[i - n_real]) for i in sel),
+            masks=None if pool.masks is None or cfg.task != "seg" else pool.masks[sel],
+            labels=None if pool.labels is None or cfg.task != "cls" else pool.labels[sel],
+        )
+        real_round = pool.labelled_round[:n_real]
+        known = (real_round >= 0) & (real_round <= r)  # expert-labelled when round r synthesised
+        fitted = np.arange(n_real) if syn["sources"] == "pool-masks" else np.flatnonzero(known)
+        holdout = np.setdiff1d(np.flatnonzero(~known), fitted)
+        figs, _ = batch_quality(
+            batch,
+            pool_data=pool_data,
+            fitted_on=fitted,
+            holdout=holdout,
+            task=cfg.task,
+            model=model,
+            model_name=reference_name,
+            rng=np.random.default_rng([cfg.seed, r, 4]),  # the loop's: the same subsamples
+            max_items=q["max_items"],
+            max_real=q["max_real"],
+        )
+        atomic_write_json(
+            run / f"round_{r:02d}" / QUALITY_FULL,
+            {"reference": reference_name, "round": r, "added": len(sel), "quality": figs},
+        )
+        written.append(r)
+    return written
+
+
+def requality(
+    results_dir: str | Path,
+    *,
+    data_root: str | Path | None = None,
+    say: Any = print,
+) -> dict[str, Any]:
+    """Re-measure every synthesis run of a bench results directory (see the module docstring).
+
+    Returns:
+        ``{"written": {run_id: [rounds]}, "skipped": {run_id: reason}}``.
+    """
+    root = Path(results_dir)
+    units = _units(root)
+    fulls = {(u["dataset"], int(u["seed"])): d for d, u in units if u.get("strategy") == FULL}
+    written: dict[str, list[int]] = {}
+    skipped: dict[str, str] = {}
+    for d, u in units:
+        cfg = u.get("config") or {}
+        if u.get("strategy") == FULL or not cfg.get("synthesis"):
+            continue
+        if not (d / "pool.npz").is_file():
+            skipped[d.name] = (
+                "no pool.npz (an archive keeps JSON only; re-measure before archiving)"
+            )
+            continue
+        full = fulls.get((u["dataset"], int(u["seed"])))
+        best = None if full is None else full / "round_00" / "best.pt"
+        if best is None or not best.is_file():
+            skipped[d.name] = f"no finished `full` run with a best.pt for seed {u['seed']}"
+            continue
+        try:
+            rounds = requality_run(
+                d,
+                best,
+                f"full-data run {full.name} (every pool label, seed {u['seed']})",
+                data_root=data_root,
+            )
+        except DataError as exc:
+            skipped[d.name] = str(exc)
+            continue
+        written[d.name] = rounds
+        say(f"{d.name}: rounds {rounds or 'none new'}")
+    for name, why in skipped.items():
+        say(f"{name}: skipped ({why})")
+    return {"written": written, "skipped": skipped}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        prog="python -m activesynth.synthesis.requality",
+        description="Re-measure a grid's synthetic batches against each seed's full-data model.",
+    )
+    p.add_argument("results_dir", help="a bench --out folder with the runs' pool.npz")
+    p.add_argument("--data-root", default=None, help="datasets root (default: ACTIVESYNTH_DATA)")
+    args = p.parse_args(argv)
+    try:
+        requality(args.results_dir, data_root=args.data_root)
+    except ActivesynthError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
