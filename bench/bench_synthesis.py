@@ -179,20 +179,54 @@ def perturb_config(args: argparse.Namespace) -> Any:
     return PerturbConfig(**grid_cgan(args.grid).get("perturb", {}))
 
 
+def current_rss_kib() -> int:
+    """This process's resident set now (KiB, Linux ``/proc/self/statm``), or its peak so far
+    (``ru_maxrss``) where /proc is missing."""
+    try:
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+        return pages * os.sysconf("SC_PAGE_SIZE") // 1024
+    except (OSError, ValueError, IndexError):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
 def memory_child(args: argparse.Namespace) -> None:
-    """The round's synthesis step alone; prints RSS before and the peak after (KiB). The cGAN is
-    fitted for one epoch on the sources only (its weights do not change the memory)."""
+    """The round's synthesis step alone: generation, scoring and the added batch's quality
+    figures; prints the RSS before it (current, not the earlier peak), the process's peak
+    before it and the peak after (KiB). The cGAN is fitted for one epoch on the sources only
+    (its weights do not change the memory)."""
+    from activesynth.synthesis.report import batch_quality
+
     data = load(args)
     model = task_model(data)
     sources = data.subset(np.arange(args.sources))
     gan = fit_cgan(sources, args, 1)
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    peak_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    before = current_rss_kib()
     cands = gan.propose(
         sources, args.candidates, rng=np.random.default_rng(0), perturb=perturb_config(args)
     )
     score(data, model, cands, 16)
+    batch_quality(  # what a loop round measures on the 16 it adds
+        cands.subset(np.arange(16)),
+        pool_data=data,
+        fitted_on=np.arange(args.sources),
+        holdout=np.arange(args.sources, len(data)),
+        task="seg",
+        model=model,
+        model_name="bench task model",
+        rng=np.random.default_rng(1),
+    )
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(json.dumps({"rss_before_kib": before, "rss_peak_kib": peak, "n": len(cands)}))
+    print(
+        json.dumps(
+            {
+                "rss_before_kib": before,
+                "rss_peak_before_kib": peak_before,
+                "rss_peak_kib": peak,
+                "n": len(cands),
+            }
+        )
+    )
 
 
 def main() -> None:
@@ -309,9 +343,12 @@ def main() -> None:
     mem = json.loads(child.stdout.strip().splitlines()[-1])
     extra = (mem["rss_peak_kib"] - mem["rss_before_kib"]) / 1024
     print(
-        f"round with {args.sources} sources x {args.candidates} = {mem['n']} candidates: peak RSS "
-        f"{mem['rss_peak_kib'] / 1024:.0f} MiB, {extra:.0f} MiB above the loaded models "
-        f"({extra * 1024 * 1024 / mem['n'] / 1024:.1f} KiB per candidate)"
+        f"round with {args.sources} sources x {args.candidates} = {mem['n']} candidates "
+        f"(generated, MC-dropout scored, quality of the 16 added): peak RSS "
+        f"{mem['rss_peak_kib'] / 1024:.0f} MiB, {extra:.0f} MiB above the RSS just before "
+        f"generation with data, task model and cGAN loaded "
+        f"({extra * 1024 * 1024 / mem['n'] / 1024:.1f} KiB per candidate); the peak before "
+        f"generation (the cGAN fit) was {mem['rss_peak_before_kib'] / 1024:.0f} MiB"
     )
 
 

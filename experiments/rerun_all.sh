@@ -29,7 +29,7 @@ PY=${PYTHON:-python}
 ORDER=(
   "lgg_dai"                              # issue 9's rerun, the product's main claim [21]
   "lgg_synthesis lgg_dai"                # issue 10: synthesis on top of selection, LGG [5 + lgg_dai's]
-  "jsrt_lung_synthesis jsrt_lung"        # issue 10: the paper's Table 1, lung fields [26, with the gated arm]
+  "jsrt_lung_synthesis jsrt_lung"        # issue 10: the paper's Table 1, lung fields [26, with the bounded arm]
   "pneumonia"                            # issue 9: 28 px, the cheapest rerun [45]
   "jsrt_nodule_synthesis"                # issue 10: the paper's Table 1, nodules [20]
   "lgg_mc_fast_vs_full lgg_dai"          # issue 9: fast vs. full MC dropout [5 + lgg_dai's]
