@@ -363,7 +363,8 @@ def write_gallery(
             f"a gallery needs as many sources and masks as synthetic images (>= 1), got "
             f"{len(sources)}, {None if masks is None else len(masks)} and {rows}."
         )
-    fig = Figure(figsize=(6.0, 2.1 * rows + 0.4), dpi=80)
+    height = 2.1 * rows + 0.4
+    fig = Figure(figsize=(6.0, height), dpi=80)
     FigureCanvasAgg(fig)
     axes = fig.subplots(rows, 3, squeeze=False)
     for i in range(rows):
@@ -386,7 +387,8 @@ def write_gallery(
             axes[i, j].axis("off")
     if title:
         fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
+    # keep the top 0.4 in for the title (tight_layout ignores a suptitle)
+    fig.tight_layout(rect=(0.0, 0.0, 1.0, 1.0 - (0.4 if title else 0.0) / height))
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
     return atomic_write(path, lambda fh: fh.write(buf.getvalue()))

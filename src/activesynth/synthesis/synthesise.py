@@ -283,6 +283,7 @@ def synthesise(
         if (i + 1) % 50 == 0:
             say(f"wrote {i + 1} of {len(keep)}")
     figs = None
+    per_item = None  # label fidelity per written item (NaN where not measured)
     if quality:
         say("measuring quality")
         model, model_name = None, "none"
@@ -298,7 +299,7 @@ def synthesise(
             model_name = f"reference checkpoint {reference}"
         fitted = _indices(data, fit_set.ids)
         rest = np.setdiff1d(np.arange(len(data)), fitted)
-        figs, _ = batch_quality(
+        figs, per_item = batch_quality(
             keep,
             pool_data=data,
             fitted_on=fitted,
@@ -323,6 +324,7 @@ def synthesise(
             ),
             None if keep.masks is None else keep.masks[:rows],
             keep.images[:rows],
+            fidelity=None if per_item is None else per_item[:rows],
             title=f"{data.name}: {generator} ({len(keep)} written); source = the perturbed "
             "source the generator received",
         )
