@@ -70,6 +70,7 @@ def test_batches_are_re_measured_against_the_seeds_full_data_model(grid_with_ful
     with pytest.raises(DataError, match="re-measure before archiving"):
         requality_run(tmp_path / "arch" / "runs" / syn.name, full / "round_00" / "best.pt", "x")
     assert main([str(tmp_path / "nowhere")]) == 2
+    assert main([str(tmp_path / "arch")]) == 3  # skipped runs: a warning, exit 3
 
 
 @pytest.mark.slow  # shares the grid above

@@ -183,11 +183,12 @@ def summarise(
         )
         g["hd95_penalties"] = _hd95_penalties(store, grows, g["table"]["metrics"])
         g["full_overrides"] = dict(grid.full or {})
-        # arms trained with another recipe than the grid's base (synthesis is the arm itself)
+        # arms whose task model is trained with another recipe than the grid's base (an arm's
+        # synthesis, schedule or oracle is the arm itself, not its recipe)
         g["arm_overrides"] = {
-            st.label: {k: v for k, v in st.config.items() if k != "synthesis"}
+            st.label: {k: v for k, v in st.config.items() if k in stats.RECIPE_KEYS}
             for st in grid.strategies
-            if any(k != "synthesis" for k in st.config)
+            if any(k in stats.RECIPE_KEYS for k in st.config)
         }
         g["metrics_schema"] = min(int(r.get("metrics_schema") or 1) for r in grows)
         groups.append(g)

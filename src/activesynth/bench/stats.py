@@ -1623,6 +1623,16 @@ def _seeds_text(seeds: Sequence[int]) -> str:
     return f"seed{'s' if len(seeds) > 1 else ''} {', '.join(str(k) for k in seeds)}"
 
 
+RECIPE_KEYS = frozenset(
+    {
+        "max_steps", "eval_every", "patience", "min_steps", "batch_size", "lr", "loss",
+        "channels", "dropout", "aleatoric", "augment", "warm_start", "aux_steps",
+    }
+)  # fmt: skip
+"""Loop config keys that change how the task model is trained (what :func:`overrides_text`
+names when an arm overrides them)."""
+
+
 def overrides_text(summary: Mapping[str, Any]) -> str:
     """ " Trained differently: ..." for the arms of a group whose loop config overrides the
     grid's base recipe (``summary["arm_overrides"]``), or "" when none does: their Δ mixes the
@@ -1817,7 +1827,8 @@ def significance_text(summary: Mapping[str, Any]) -> str:
                     f"{c['a']} vs {c['b']} {label} (Δ {d}; {names[prim]} p_holm = {_p(ph)}{other})"
                 )
     same = (
-        f" {len(constant)} comparison(s) differ by the same amount on every seed, where the "
+        f" {len(constant)} quantit{'y' if len(constant) == 1 else 'ies'} (AULC or a label %) "
+        f"differ by the same amount on every seed, where the "
         f"{names[prim]} test is undefined (no variance) and gives no verdict; read their Δ and "
         f"the {names[sec]} p: " + "; ".join(constant) + "."
         if constant and prim == "ttest"

@@ -20,8 +20,12 @@ so the figures pair item for item with the run's own ``quality`` record; only th
 
 Nothing the loop wrote is changed; a file already there is kept (it is a function of the run,
 the full model and this code); every file is written atomically. Runs without ``pool.npz``
-(archives: JSON only) or without a finished ``full`` run of their seed are listed as skipped
-with the reason. Needs the runs' data (``ACTIVESYNTH_DATA``) to rebuild the pool images.
+(archives: JSON only) or without a finished ``full`` run of their dataset, schedule and seed
+with its ``best.pt`` are listed as skipped with the reason, and the command exits with 3.
+**Limitation:** a ``full`` run linked from a JSON archive (``bench --reuse``) has no checkpoint,
+so the synthesis runs of its seed cannot be re-measured; retraining that run's recipe for the
+purpose is not implemented (next step). Needs the runs' data (``ACTIVESYNTH_DATA``) to rebuild
+the pool images.
 """
 
 from __future__ import annotations
@@ -161,7 +165,11 @@ def requality(
     """
     root = Path(results_dir)
     units = _units(root)
-    fulls = {(u["dataset"], int(u["seed"])): d for d, u in units if u.get("strategy") == FULL}
+    fulls = {
+        (u["dataset"], u.get("schedule"), int(u["seed"])): d
+        for d, u in units
+        if u.get("strategy") == FULL
+    }
     written: dict[str, list[int]] = {}
     skipped: dict[str, str] = {}
     for d, u in units:
@@ -173,10 +181,14 @@ def requality(
                 "no pool.npz (an archive keeps JSON only; re-measure before archiving)"
             )
             continue
-        full = fulls.get((u["dataset"], int(u["seed"])))
+        full = fulls.get((u["dataset"], u.get("schedule"), int(u["seed"])))
         best = None if full is None else full / "round_00" / "best.pt"
         if best is None or not best.is_file():
-            skipped[d.name] = f"no finished `full` run with a best.pt for seed {u['seed']}"
+            skipped[d.name] = f"no finished `full` run with a best.pt for seed {u['seed']}" + (
+                " (it was linked from a JSON archive, which keeps no checkpoint)"
+                if full is not None
+                else ""
+            )
             continue
         try:
             rounds = requality_run(
@@ -204,10 +216,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data-root", default=None, help="datasets root (default: ACTIVESYNTH_DATA)")
     args = p.parse_args(argv)
     try:
-        requality(args.results_dir, data_root=args.data_root)
+        got = requality(args.results_dir, data_root=args.data_root)
     except ActivesynthError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if got["skipped"]:
+        print(
+            f"warning: {len(got['skipped'])} synthesis run(s) not re-measured (above); their "
+            "pool.npz is lost once runs/ is gone",
+            file=sys.stderr,
+        )
+        return 3
     return 0
 
 
