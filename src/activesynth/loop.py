@@ -193,7 +193,9 @@ class LoopConfig:
             ``reference`` checkpoint; false turns them off),
             "gate": None (default: every batch is added, as the paper) or ``{"min_fidelity":
             x, "min_ssim": y}`` (ours: a batch whose measured mean label fidelity or SSIM is
-            below its threshold is not added; ``synthesis.report.normalise_gate``)}``; see
+            below its threshold is not added; ``synthesis.report.normalise_gate``; the
+            round's ``scores``, ``per_class``, ``quality`` and gallery then describe the ranked
+            batch that was measured and kept out, ``added`` is 0 and ``gate`` says why)}``; see
             the module docstring.
             Stored with every default filled in. Cost per round: ``per_source`` x sources
             candidates are generated, held in memory at once (uint8 images + masks) and scored
