@@ -27,12 +27,12 @@ PY=${PYTHON:-python}
 # grid, then the grids whose archives hold runs it shares. Order = value for the issues per CPU
 # hour; new runs left on 2026-12-01 in brackets (DRY=1 prints the current figures):
 ORDER=(
-  "lgg_dai"                              # issue 9's rerun, the product's main claim [21]
+  "lgg_dai"                              # issue 9's rerun, the product's main claim [done]
+  "lgg_mc_fast_vs_full lgg_dai"          # issue 9: fast vs. full MC dropout [3 left on 12-01]
   "lgg_synthesis lgg_dai"                # issue 10: synthesis on top of selection, LGG [5 + lgg_dai's]
   "jsrt_lung_synthesis jsrt_lung"        # issue 10: the paper's Table 1, lung fields [26, with the bounded arm]
   "pneumonia"                            # issue 9: 28 px, the cheapest rerun [45]
   "jsrt_nodule_synthesis"                # issue 10: the paper's Table 1, nodules [20]
-  "lgg_mc_fast_vs_full lgg_dai"          # issue 9: fast vs. full MC dropout [5 + lgg_dai's]
   "jsrt_lung jsrt_lung_synthesis"        # issue 9: strategies on lung fields [35 + shared]
   "jsrt_nodule"                          # issue 9: strategies on nodules [50]
   "lgg_dai_ablation lgg_dai"             # issue 9: Dai et al.'s ablations [20 + lgg_dai's]
