@@ -28,7 +28,7 @@ PY=${PYTHON:-python}
 # hour; new runs left on 2026-12-01 in brackets (DRY=1 prints the current figures):
 ORDER=(
   "lgg_dai"                              # issue 9's rerun, the product's main claim [done]
-  "lgg_mc_fast_vs_full lgg_dai"          # issue 9: fast vs. full MC dropout [3 left on 12-01]
+  "lgg_mc_fast_vs_full lgg_dai"          # issue 9: fast vs. full MC dropout [1 left on 12-01]
   "lgg_synthesis lgg_dai"                # issue 10: synthesis on top of selection, LGG [5 + lgg_dai's]
   "jsrt_lung_synthesis jsrt_lung"        # issue 10: the paper's Table 1, lung fields [26, with the bounded arm]
   "pneumonia"                            # issue 9: 28 px, the cheapest rerun [45]
