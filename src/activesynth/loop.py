@@ -902,6 +902,28 @@ def initial_index(
     return np.sort(pick).astype(np.int64)
 
 
+def synthesis_quality_sets(
+    pool: Pool, n_real: int, sources: str, r: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The real pool indices round ``r``'s generator was fitted on, and the real images held out
+    from it, as :func:`batch_quality` needs them (memorisation and realism compare against both).
+
+    Fitted on: the real items expert-labelled by round ``r`` (synthesis sources ``labelled`` and
+    ``labelled-dataset-masks``) or every real item (``pool-masks``); held out: the real items
+    unlabelled at round ``r`` that the generator did not see. Rounds after ``r`` are ignored, so
+    a finished run's pool gives the sets round ``r`` had (``synthesis.requality`` relies on it).
+    """
+    real_round = pool.labelled_round[:n_real]
+    known = (real_round >= 0) & (real_round <= r)
+    fitted = np.arange(n_real) if sources == "pool-masks" else np.flatnonzero(known)
+    return fitted.astype(np.int64), np.setdiff1d(np.flatnonzero(~known), fitted)
+
+
+def synthesis_quality_rng(seed: int, r: int) -> np.random.Generator:
+    """The subsample rng of round ``r``'s quality figures (``default_rng([seed, r, 4])``)."""
+    return np.random.default_rng([int(seed), int(r), 4])
+
+
 def _round_dir(out: Path, r: int) -> Path:
     return out / f"round_{r:02d}"
 
@@ -1546,10 +1568,14 @@ class _Run:
                 f"task model of round {r - 1} ({n_exp} expert labels; the run's own model, "
                 "not a full-data reference)"
             )
-        index = {str(i): k for k, i in enumerate(self.pool_data.ids)}
-        fitted_on = np.array([index[str(i)] for i in fit_set.ids], np.int64)
-        real_unlabelled = pool.unlabelled[pool.unlabelled < len(self.pool_data)]
-        holdout = np.setdiff1d(real_unlabelled, fitted_on)
+        fitted_on, holdout = synthesis_quality_sets(
+            pool, len(self.pool_data), self.cfg.synthesis["sources"], r
+        )
+        if len(fitted_on) != len(fit_set):  # the generator's fit set is what was measured
+            raise RuntimeError(
+                f"internal: round {r}'s generator was fitted on {len(fit_set)} items but "
+                f"synthesis_quality_sets gives {len(fitted_on)}"
+            )
         figs, per_item = batch_quality(
             added,
             pool_data=self.pool_data,
@@ -1558,7 +1584,7 @@ class _Run:
             task=self.cfg.task,
             model=model,
             model_name=name,
-            rng=np.random.default_rng([self.cfg.seed, r, 4]),
+            rng=synthesis_quality_rng(self.cfg.seed, r),
             max_items=q["max_items"],
             max_real=q["max_real"],
         )
