@@ -53,9 +53,10 @@ run_grid() {
   fi
   "$PY" -m activesynth.cli bench "experiments/$grid.json" --out "runs/$grid" \
     --workers "$WORKERS" "${reuse[@]}"
-  # synthetic batches against each seed's full-data model, while pool.npz is still there
-  # (exit 3: some runs could not be, e.g. their seed's `full` run came from an archive and has
-  # no checkpoint; the warning names them, and archiving goes on so the grid's progress is kept)
+  # synthetic batches against each seed's full-data model, while pool.npz is still there (a
+  # `full` run linked from an archive has no checkpoint: its recipe is retrained in
+  # runs/<grid>/references; exit 3: some runs could not be measured, the warning names them,
+  # and archiving goes on so the grid's progress is kept)
   "$PY" -m activesynth.synthesis.requality "runs/$grid" || [ $? -eq 3 ]
   "$PY" -m activesynth.bench.archive "runs/$grid" "results/$grid"
 }

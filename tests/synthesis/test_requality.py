@@ -5,6 +5,7 @@ reference differs; the archive keeps the figures and the report shows them."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -39,7 +40,7 @@ def test_batches_are_re_measured_against_the_seeds_full_data_model(grid_with_ful
     syn, full = _runs(grid_with_full)
     said: list[str] = []
     got = requality(grid_with_full, say=said.append)
-    assert got == {"written": {syn.name: [1, 2]}, "skipped": {}}
+    assert got == {"written": {syn.name: [1, 2]}, "skipped": {}, "retrained": {}}
     hist = json.loads((syn / "history.json").read_text())["rounds"]
     for r in (1, 2):
         doc = json.loads((syn / f"round_{r:02d}" / QUALITY_FULL).read_text())
@@ -82,3 +83,43 @@ def test_a_seed_without_a_full_run_is_skipped_with_the_reason(grid_with_full, tm
     got = requality(tmp_path / "res", say=lambda s: None)
     assert got["written"] == {}
     assert "no finished `full` run" in got["skipped"][syn.name]
+
+
+@pytest.mark.slow  # shares the grid above; retrains its 6-step full run
+def test_a_full_run_from_an_archive_is_retrained_and_checked(grid_with_full, tmp_path):
+    syn, full = _runs(grid_with_full)
+    requality(grid_with_full, say=lambda s: None)  # the figures of the original checkpoint
+    archive(grid_with_full, tmp_path / "arch")  # the full run keeps JSON only
+    res = tmp_path / "res"
+    (res / "runs").mkdir(parents=True)
+    shutil.copytree(syn, res / "runs" / syn.name)  # with pool.npz, as before archiving
+    for f in (res / "runs" / syn.name).glob(f"round_*/{QUALITY_FULL}"):
+        f.unlink()
+    (res / "runs" / full.name).symlink_to(tmp_path / "arch" / "runs" / full.name)
+    assert not (res / "runs" / full.name / "round_00" / "best.pt").exists()
+    # without retraining: skipped, with the reason and the way out
+    got = requality(res, retrain=False, say=lambda s: None)
+    assert "no best.pt" in got["skipped"][syn.name] and "--no-retrain" in got["skipped"][syn.name]
+    said: list[str] = []
+    got = requality(res, say=said.append)
+    assert got["written"] == {syn.name: [1, 2]} and got["skipped"] == {}
+    check = got["retrained"][full.name]
+    assert (res / "references" / full.name / "round_00" / "best.pt").is_file()
+    # same machine, config and seed: the retrained recipe gives the archived run's test score,
+    # and so the label fidelity the original checkpoint gave
+    assert check["retrained_test_score"] == pytest.approx(check["archived_test_score"], abs=1e-9)
+    assert any("retraining its recipe" in s for s in said)
+    for r in (1, 2):
+        doc = json.loads((res / "runs" / syn.name / f"round_{r:02d}" / QUALITY_FULL).read_text())
+        orig = json.loads((syn / f"round_{r:02d}" / QUALITY_FULL).read_text())
+        assert doc["reference_check"] == check and "retrained after the run" in doc["reference"]
+        got_fid, orig_fid = doc["quality"]["label_fidelity"], orig["quality"]["label_fidelity"]
+        assert got_fid["mask_dice_mean"] == pytest.approx(orig_fid["mask_dice_mean"], abs=1e-6)
+    table = quality_table(collect_synthesis(res / "runs" / syn.name))
+    assert "retrained after the run" in table
+    # the retrained reference is kept: a later call trains nothing
+    for f in (res / "runs" / syn.name).glob(f"round_*/{QUALITY_FULL}"):
+        f.unlink()
+    stamp = (res / "references" / full.name / "round_00" / "best.pt").stat().st_mtime_ns
+    assert requality(res, say=lambda s: None)["written"] == {syn.name: [1, 2]}
+    assert (res / "references" / full.name / "round_00" / "best.pt").stat().st_mtime_ns == stamp

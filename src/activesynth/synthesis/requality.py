@@ -19,13 +19,14 @@ so the figures pair item for item with the run's own ``quality`` record; only th
 (``bench.archive.ROUND_FILES``) and the report shows it beside the run's own fidelity.
 
 Nothing the loop wrote is changed; a file already there is kept (it is a function of the run,
-the full model and this code); every file is written atomically. Runs without ``pool.npz``
-(archives: JSON only) or without a finished ``full`` run of their dataset, schedule and seed
-with its ``best.pt`` are listed as skipped with the reason, and the command exits with 3.
-**Limitation:** a ``full`` run linked from a JSON archive (``bench --reuse``) has no checkpoint,
-so the synthesis runs of its seed cannot be re-measured; retraining that run's recipe for the
-purpose is not implemented (next step). Needs the runs' data (``ACTIVESYNTH_DATA``) to rebuild
-the pool images.
+the full model and this code); every file is written atomically. A ``full`` run linked from a JSON archive (``bench --reuse``) has no
+checkpoint: its recipe is retrained in ``RESULTS_DIR/references/<run id>`` (resumable, kept for
+later calls; ``--no-retrain`` skips those seeds instead). Training is not bit-reproducible across
+machines, so every figure measured with a retrained reference records its test score beside the
+archived run's (``reference_check``) and names it "retrained" in the report. Runs without
+``pool.npz`` (archives: JSON only) or without a finished ``full`` run of their dataset, schedule
+and seed are listed as skipped with the reason, and the command exits with 3. Needs the runs'
+data (``ACTIVESYNTH_DATA``) to rebuild the pool images.
 """
 
 from __future__ import annotations
@@ -58,12 +59,28 @@ def _units(root: Path) -> list[tuple[Path, dict[str, Any]]]:
     return out
 
 
+def _pending(run: Path) -> list[dict[str, Any]]:
+    """History records of the rounds of ``run`` that added candidate-generator items and have no
+    ``quality_full.json`` yet (none for runs without such synthesis, e.g. AISEL)."""
+    syn = json.loads((run / "state.json").read_text())["config"].get("synthesis")
+    if not syn or syn.get("method", "candidates") != "candidates" or "generator" not in syn:
+        return []
+    records = json.loads((run / "history.json").read_text())["rounds"]
+    return [
+        rec
+        for rec in records
+        if (rec.get("synthetic") or {}).get("added")
+        and not (run / f"round_{int(rec['round']):02d}" / QUALITY_FULL).is_file()
+    ]
+
+
 def requality_run(
     run_dir: str | Path,
     reference: str | Path,
     reference_name: str,
     *,
     data_root: str | Path | None = None,
+    reference_check: dict[str, Any] | None = None,
 ) -> list[int]:
     """Write ``round_XX/quality_full.json`` for every round of ``run_dir`` that added items.
 
@@ -72,6 +89,8 @@ def requality_run(
         reference: the full-data model's checkpoint (``best.pt``).
         reference_name: how the figures name it (``label_fidelity["model"]``).
         data_root: root of the shared datasets (None: ``ACTIVESYNTH_DATA``).
+        reference_check: written beside the figures when the reference was retrained (its
+            test score here and in the archived run it stands for).
 
     Returns:
         The rounds written by this call (rounds with a file already are skipped).
@@ -81,7 +100,7 @@ def requality_run(
             the history's record of them.
     """
     from activesynth.experiment import prepare_data
-    from activesynth.loop import LoopConfig
+    from activesynth.loop import LoopConfig, synthesis_quality_rng, synthesis_quality_sets
     from activesynth.pool import Pool
     from activesynth.synthesis.candidates import Candidates, Provenance
     from activesynth.synthesis.report import batch_quality
@@ -93,19 +112,11 @@ def requality_run(
         raise DataError(
             f"{run} has no pool.npz (an archive keeps JSON only); re-measure before archiving."
         )
-    cfg = LoopConfig.from_dict(json.loads((run / "state.json").read_text())["config"])
-    syn = cfg.synthesis
-    if syn is None or syn.get("method", "candidates") != "candidates" or "generator" not in syn:
-        return []
-    records = json.loads((run / "history.json").read_text())["rounds"]
-    todo = [
-        rec
-        for rec in records
-        if (rec.get("synthetic") or {}).get("added")
-        and not (run / f"round_{int(rec['round']):02d}" / QUALITY_FULL).is_file()
-    ]
+    todo = _pending(run)
     if not todo:
         return []
+    cfg = LoopConfig.from_dict(json.loads((run / "state.json").read_text())["config"])
+    syn = cfg.synthesis
     data, split, _ = prepare_data(cfg.train_job(), data_root)
     pool_data = data.subset(split.train)
     pool = Pool.load(run)
@@ -128,10 +139,7 @@ def requality_run(
             masks=None if pool.masks is None or cfg.task != "seg" else pool.masks[sel],
             labels=None if pool.labels is None or cfg.task != "cls" else pool.labels[sel],
         )
-        real_round = pool.labelled_round[:n_real]
-        known = (real_round >= 0) & (real_round <= r)  # expert-labelled when round r synthesised
-        fitted = np.arange(n_real) if syn["sources"] == "pool-masks" else np.flatnonzero(known)
-        holdout = np.setdiff1d(np.flatnonzero(~known), fitted)
+        fitted, holdout = synthesis_quality_sets(pool, n_real, syn["sources"], r)
         figs, _ = batch_quality(
             batch,
             pool_data=pool_data,
@@ -140,38 +148,95 @@ def requality_run(
             task=cfg.task,
             model=model,
             model_name=reference_name,
-            rng=np.random.default_rng([cfg.seed, r, 4]),  # the loop's: the same subsamples
+            rng=synthesis_quality_rng(cfg.seed, r),  # the loop's: the same subsamples
             max_items=q["max_items"],
             max_real=q["max_real"],
         )
         atomic_write_json(
             run / f"round_{r:02d}" / QUALITY_FULL,
-            {"reference": reference_name, "round": r, "added": len(sel), "quality": figs},
+            {
+                "reference": reference_name,
+                "reference_check": reference_check,
+                "round": r,
+                "added": len(sel),
+                "quality": figs,
+            },
         )
         written.append(r)
     return written
+
+
+def _test_score(run: Path) -> tuple[str | None, float | None]:
+    rec = json.loads((run / "history.json").read_text())["rounds"][0]
+    return rec.get("test_metric"), rec.get("test_score")
+
+
+def retrain_reference(
+    full: Path,
+    unit: dict[str, Any],
+    root: Path,
+    *,
+    data_root: str | Path | None = None,
+) -> tuple[Path, dict[str, Any]]:
+    """Retrain the recipe of a ``full`` run whose checkpoint is gone (linked from a JSON archive).
+
+    The run's own config (same dataset, split seed, network, training recipe, every pool label)
+    is run again with :func:`activesynth.loop.run_loop` in ``root/references/<run id>``, which
+    resumes like any run and is kept for later calls. Training is not bit-reproducible across
+    machines (docs/results.md measured 0.023 Dice at one LGG round 0), so the retrained model is
+    the same recipe, not necessarily the same weights: its test score here and the archived
+    run's are returned and recorded beside every figure measured with it.
+
+    Returns:
+        The retrained ``best.pt`` and ``{"retrained": True, "archived_run", "test_metric",
+        "archived_test_score", "retrained_test_score"}``.
+    """
+    from activesynth.loop import LoopConfig, run_loop
+
+    out = root / "references" / full.name
+    run_loop(LoopConfig.from_dict(unit["config"]), out, data_root=data_root, quiet=True)
+    best = out / "round_00" / "best.pt"
+    if not best.is_file():
+        raise DataError(f"retraining {full.name} in {out} left no round_00/best.pt.")
+    metric, archived = _test_score(full)
+    _, here = _test_score(out)
+    return best, {
+        "retrained": True,
+        "archived_run": full.name,
+        "test_metric": metric,
+        "archived_test_score": archived,
+        "retrained_test_score": here,
+    }
 
 
 def requality(
     results_dir: str | Path,
     *,
     data_root: str | Path | None = None,
+    retrain: bool = True,
     say: Any = print,
 ) -> dict[str, Any]:
     """Re-measure every synthesis run of a bench results directory (see the module docstring).
 
+    Args:
+        retrain: when a seed's ``full`` run has no checkpoint (it was linked from a JSON
+            archive), retrain its recipe (:func:`retrain_reference`) instead of skipping the
+            seed's synthesis runs.
+
     Returns:
-        ``{"written": {run_id: [rounds]}, "skipped": {run_id: reason}}``.
+        ``{"written": {run_id: [rounds]}, "skipped": {run_id: reason}, "retrained":
+        {full run id: check}}``.
     """
     root = Path(results_dir)
     units = _units(root)
     fulls = {
-        (u["dataset"], u.get("schedule"), int(u["seed"])): d
+        (u["dataset"], u.get("schedule"), int(u["seed"])): (d, u)
         for d, u in units
         if u.get("strategy") == FULL
     }
     written: dict[str, list[int]] = {}
     skipped: dict[str, str] = {}
+    retrained: dict[str, dict[str, Any]] = {}
     for d, u in units:
         cfg = u.get("config") or {}
         if u.get("strategy") == FULL or not cfg.get("synthesis"):
@@ -181,22 +246,55 @@ def requality(
                 "no pool.npz (an archive keeps JSON only; re-measure before archiving)"
             )
             continue
-        full = fulls.get((u["dataset"], u.get("schedule"), int(u["seed"])))
-        best = None if full is None else full / "round_00" / "best.pt"
-        if best is None or not best.is_file():
-            skipped[d.name] = f"no finished `full` run with a best.pt for seed {u['seed']}" + (
-                " (it was linked from a JSON archive, which keeps no checkpoint)"
-                if full is not None
-                else ""
-            )
+        found = fulls.get((u["dataset"], u.get("schedule"), int(u["seed"])))
+        if found is None:
+            skipped[d.name] = f"no finished `full` run for seed {u['seed']}"
             continue
-        try:
-            rounds = requality_run(
-                d,
-                best,
-                f"full-data run {full.name} (every pool label, seed {u['seed']})",
-                data_root=data_root,
+        full, full_unit = found
+        best, check = full / "round_00" / "best.pt", None
+        if not _pending(d):
+            written[d.name] = []
+            say(f"{d.name}: rounds none new")
+            continue
+        if not best.is_file():
+            if not retrain:
+                skipped[d.name] = (
+                    f"the `full` run of seed {u['seed']} has no best.pt (it was linked from a "
+                    "JSON archive, which keeps no checkpoint); run without --no-retrain"
+                )
+                continue
+            if full.name not in retrained:
+                say(f"{full.name}: no checkpoint (archived run); retraining its recipe")
+                try:
+                    ref_best, ref_check = retrain_reference(
+                        full, full_unit, root, data_root=data_root
+                    )
+                    retrained[full.name] = {"best": ref_best, "check": ref_check}
+                except DataError as exc:
+                    retrained[full.name] = {"error": str(exc)}
+                got = retrained[full.name]
+                if "check" in got:
+                    c = got["check"]
+                    say(
+                        f"{full.name}: retrained, test {c['test_metric']} "
+                        f"{_fmt(c['retrained_test_score'])} (archived run: "
+                        f"{_fmt(c['archived_test_score'])})"
+                    )
+            got = retrained[full.name]
+            if "error" in got:
+                skipped[d.name] = got["error"]
+                continue
+            best, check = got["best"], got["check"]
+        name = f"full-data run {full.name} (every pool label, seed {u['seed']})"
+        if check is not None:
+            name = (
+                f"full-data recipe of {full.name} retrained after the run (every pool label, "
+                f"seed {u['seed']}; test {check['test_metric']} "
+                f"{_fmt(check['retrained_test_score'])}, archived run "
+                f"{_fmt(check['archived_test_score'])})"
             )
+        try:
+            rounds = requality_run(d, best, name, data_root=data_root, reference_check=check)
         except DataError as exc:
             skipped[d.name] = str(exc)
             continue
@@ -204,7 +302,15 @@ def requality(
         say(f"{d.name}: rounds {rounds or 'none new'}")
     for name, why in skipped.items():
         say(f"{name}: skipped ({why})")
-    return {"written": written, "skipped": skipped}
+    return {
+        "written": written,
+        "skipped": skipped,
+        "retrained": {k: v["check"] for k, v in retrained.items() if "check" in v},
+    }
+
+
+def _fmt(x: float | None) -> str:
+    return "-" if x is None else f"{x:.3f}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -214,9 +320,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("results_dir", help="a bench --out folder with the runs' pool.npz")
     p.add_argument("--data-root", default=None, help="datasets root (default: ACTIVESYNTH_DATA)")
+    p.add_argument(
+        "--no-retrain",
+        action="store_true",
+        help="skip seeds whose `full` run has no checkpoint instead of retraining its recipe",
+    )
     args = p.parse_args(argv)
     try:
-        got = requality(args.results_dir, data_root=args.data_root)
+        got = requality(args.results_dir, data_root=args.data_root, retrain=not args.no_retrain)
     except ActivesynthError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
