@@ -4,6 +4,7 @@ reference differs; the archive keeps the figures and the report shows them."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -123,3 +124,23 @@ def test_a_full_run_from_an_archive_is_retrained_and_checked(grid_with_full, tmp
     stamp = (res / "references" / full.name / "round_00" / "best.pt").stat().st_mtime_ns
     assert requality(res, say=lambda s: None)["written"] == {syn.name: [1, 2]}
     assert (res / "references" / full.name / "round_00" / "best.pt").stat().st_mtime_ns == stamp
+
+
+@pytest.mark.slow  # shares the grid above
+def test_a_pool_from_other_images_is_refused(grid_with_full, tmp_path, monkeypatch):
+    import activesynth.experiment as experiment
+
+    syn, full = _runs(grid_with_full)
+    copy = tmp_path / syn.name
+    shutil.copytree(syn, copy)
+    for f in copy.glob(f"round_*/{QUALITY_FULL}"):
+        f.unlink()
+    real = experiment.prepare_data
+
+    def shuffled(*args, **kwargs):
+        data, split, info = real(*args, **kwargs)
+        return data, dataclasses.replace(split, train=split.train[1:]), info  # one image less
+
+    monkeypatch.setattr(experiment, "prepare_data", shuffled)
+    with pytest.raises(DataError, match="other images"):
+        requality_run(copy, full / "round_00" / "best.pt", "x")

@@ -120,6 +120,11 @@ def requality_run(
     data, split, _ = prepare_data(cfg.train_job(), data_root)
     pool_data = data.subset(split.train)
     pool = Pool.load(run)
+    if len(pool_data) != pool.n_real or not np.array_equal(pool_data.ids, pool.real_ids):
+        raise DataError(
+            f"{run}: its pool was built from other images than {cfg.dataset} gives now (ids "
+            "differ); check ACTIVESYNTH_DATA / --data-root."
+        )
     model, _ = load_checkpoint(reference, pool_data)
     n_real = len(pool_data)
     q = syn["quality"]
