@@ -51,6 +51,7 @@ from typing import Any
 
 from activesynth.bench import stats
 from activesynth.bench.grid import GridConfig, parse_grid, slug
+from activesynth.bench.reproducibility import round0_check, round0_text
 from activesynth.bench.store import SCHEMA_VERSION, ResultsStore, collect, hd95_penalty_counts
 from activesynth.errors import ConfigError, DataError
 from activesynth.utils import atomic_write, atomic_write_json, atomic_write_text
@@ -191,6 +192,10 @@ def summarise(
             if any(k in stats.RECIPE_KEYS for k in st.config)
         }
         g["metrics_schema"] = min(int(r.get("metrics_schema") or 1) for r in grows)
+        # paired runs made under other numerics (another machine, linked from an archive)
+        g["round0"] = round0_check(
+            store.run_dir(run_id) for run_id in sorted({r["run_id"] for r in grows})
+        )
         groups.append(g)
     return {
         "schema": SCHEMA_VERSION,
@@ -483,6 +488,7 @@ def _group_markdown(g: Mapping[str, Any]) -> str:
             f"({'higher' if g['higher_is_better'] else 'lower'} is better); seeds per "
             f"strategy: {seeds}." + stats.overrides_text(g),
             stats.pairing_text(g),
+            *([text] if (text := round0_text(g.get("round0"))) else []),
             *[
                 part
                 for m in g["table"]["metrics"]

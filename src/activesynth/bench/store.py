@@ -355,7 +355,14 @@ def write_unit(run_dir: Path, unit: RunUnit) -> None:
 
 
 def mark_done(run_dir: Path, unit: RunUnit, **info: Any) -> None:
-    """Write the DONE marker atomically (after run_loop returned)."""
+    """Write the DONE marker atomically (after run_loop returned), with the machine record
+    (``env``: :func:`bench.reproducibility.machine_fingerprint`)."""
+    from activesynth.bench.reproducibility import machine_fingerprint
+
+    try:
+        env: dict[str, Any] | None = machine_fingerprint()
+    except Exception:  # a record, never a reason to lose a finished run
+        env = None
     atomic_write_json(
         run_dir / DONE,
         {
@@ -364,6 +371,7 @@ def mark_done(run_dir: Path, unit: RunUnit, **info: Any) -> None:
             "finished": _now(),
             "host": socket.gethostname(),
             "pid": os.getpid(),
+            "env": env,
             **info,
         },
     )

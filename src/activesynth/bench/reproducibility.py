@@ -1,0 +1,225 @@
+"""Were a grid's paired runs made under the same numerics? A round-0 check and a machine record.
+
+Same config and seed give the same run *on one machine*: training is not bit-reproducible
+across machines or library builds (kernels, vectorisation, BLAS). docs/results.md measured it:
+the LGG base recipe's round 0 of seed 3 gave 0.505 Dice on one machine and 0.528 on another,
+at the same commit, of the order of the effects a grid compares. A grid that links finished
+runs from an archive (``bench --reuse``) may therefore pair, within one seed, a strategy run
+here with a reference run elsewhere, and its seed-paired Δ then carries that drift.
+
+Round 0 detects it without any record of the machine. Before the first query, every arm of a
+seed trains the same model on the same initial labels, so runs whose round-0 recipe is the same
+must report the same round-0 test score to the last digit. :func:`round0_check` groups a
+grid's finished runs by that recipe (dataset, schedule, seed, the loop config without the keys
+that act only after round 0, the model options a strategy adds, the training seed and the
+initial labels) and lists every group whose runs disagree, split into the sets that agree. The
+report prints the result beside each group's tables (:func:`round0_text`).
+
+What it cannot see: runs whose round 0 differs by design (the ``full`` run; an arm that changes
+the recipe) are in groups of their own, so a ``full`` reference made elsewhere shows only in its
+machine record. New runs record one: :func:`machine_fingerprint` goes into each ``DONE`` marker
+(``env``); runs archived before it have none.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+__all__ = ["ROUND0_FREE_KEYS", "machine_fingerprint", "round0_check", "round0_text"]
+
+#: Loop-config keys that act only after round 0 (the strategy, its params, the query schedule,
+#: synthesis, stopping across rounds). Everything else in a run's config shapes round 0. A
+#: strategy that changes the task model (learning loss's joint module) is caught by the
+#: round's recorded ``train.model_options``.
+ROUND0_FREE_KEYS = frozenset(
+    {"strategy", "strategy_params", "schedule", "synthesis", "plateau_rounds", "plateau_delta"}
+)
+
+
+def _cpu() -> tuple[str, str]:
+    """The CPU model name and a short hash of its feature flags (Linux; else platform's)."""
+    model, flags = platform.processor() or platform.machine(), ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name" and model in ("", platform.machine()):
+                model = value.strip()
+            elif key.strip() == "flags" and not flags:
+                flags = " ".join(sorted(value.split()))
+    except OSError:
+        pass
+    return model, hashlib.sha256(flags.encode()).hexdigest()[:12] if flags else ""
+
+
+def machine_fingerprint() -> dict[str, Any]:
+    """What decides a run's floating-point numerics besides its config: CPU model and feature
+    flags (hashed), torch / numpy / MONAI versions, torch's build configuration (hashed) and its
+    thread count, the Python version. Recorded in each run's ``DONE`` marker."""
+    import numpy as np
+    import torch
+
+    try:
+        import monai
+
+        monai_version = monai.__version__
+    except ImportError:  # pragma: no cover - monai is a dependency
+        monai_version = None
+    model, flags = _cpu()
+    return {
+        "cpu": model,
+        "cpu_flags": flags,
+        "cpus": os.cpu_count(),
+        "torch": torch.__version__,
+        "torch_build": hashlib.sha256(torch.__config__.show().encode()).hexdigest()[:12],
+        "torch_threads": torch.get_num_threads(),
+        "numpy": np.__version__,
+        "monai": monai_version,
+        "python": platform.python_version(),
+    }
+
+
+def _round0(run: Path) -> dict[str, Any] | None:
+    try:
+        history = json.loads((run / "history.json").read_text())
+    except (OSError, ValueError):
+        return None
+    rounds = history if isinstance(history, list) else history.get("rounds") or []
+    if not rounds or not isinstance(rounds[0], dict) or rounds[0].get("round") != 0:
+        return None
+    return rounds[0]
+
+
+def _recipe_key(unit: Mapping[str, Any], rec: Mapping[str, Any]) -> str:
+    config = {k: v for k, v in (unit.get("config") or {}).items() if k not in ROUND0_FREE_KEYS}
+    train = rec.get("train") or {}
+    return json.dumps(
+        {
+            "dataset": unit.get("dataset"),
+            "schedule": unit.get("schedule"),
+            "seed": unit.get("seed"),
+            "config": config,
+            "model_options": sorted(train.get("model_options") or []),
+            "train_seed": train.get("seed"),
+            "n_labelled": rec.get("n_labelled"),
+            "n_labelled_foreground": rec.get("n_labelled_foreground"),
+        },
+        sort_keys=True,
+        default=str,
+    )
+
+
+def round0_check(run_dirs: Iterable[Path], *, tol: float = 1e-9) -> dict[str, Any]:
+    """Group finished runs by round-0 recipe and list the groups whose round-0 test scores differ.
+
+    Args:
+        run_dirs: run folders with ``unit.json`` and ``history.json`` (others are ignored).
+        tol: scores closer than this are the same.
+
+    Returns:
+        ``{"n_groups": groups of >= 2 runs, "n_runs": runs in them, "disagree": [{"dataset",
+        "schedule", "seed", "sets": [{"test_score", "strategies", "run_ids", "env"}]}]}``, the
+        sets of a disagreeing group ordered by score; ``env`` lists the distinct machine
+        records of the set's runs (``DONE``'s ``env``; None for runs that have none).
+    """
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for run in run_dirs:
+        try:
+            unit = json.loads((run / "unit.json").read_text())
+        except (OSError, ValueError):
+            continue
+        rec = _round0(run)
+        if rec is None or rec.get("test_score") is None:
+            continue
+        try:
+            env = json.loads((run / "DONE").read_text()).get("env")
+        except (OSError, ValueError):
+            env = None
+        groups.setdefault(_recipe_key(unit, rec), []).append(
+            {
+                "run_id": unit.get("run_id", run.name),
+                "strategy": unit.get("strategy"),
+                "dataset": unit.get("dataset"),
+                "schedule": unit.get("schedule"),
+                "seed": unit.get("seed"),
+                "score": float(rec["test_score"]),
+                "env": env,
+            }
+        )
+    shared = [runs for runs in groups.values() if len(runs) > 1]
+    disagree = []
+    for runs in shared:
+        runs = sorted(runs, key=lambda r: r["score"])
+        sets: list[list[dict[str, Any]]] = [[runs[0]]]
+        for r in runs[1:]:
+            if abs(r["score"] - sets[-1][0]["score"]) <= tol:
+                sets[-1].append(r)
+            else:
+                sets.append([r])
+        if len(sets) < 2:
+            continue
+        first = runs[0]
+        disagree.append(
+            {
+                "dataset": first["dataset"],
+                "schedule": first["schedule"],
+                "seed": first["seed"],
+                "sets": [
+                    {
+                        "test_score": s[0]["score"],
+                        "strategies": [r["strategy"] for r in s],
+                        "run_ids": [r["run_id"] for r in s],
+                        "env": _distinct(r["env"] for r in s),
+                    }
+                    for s in sets
+                ],
+            }
+        )
+    disagree.sort(key=lambda d: (str(d["dataset"]), str(d["schedule"]), int(d["seed"])))
+    return {
+        "n_groups": len(shared),
+        "n_runs": sum(len(r) for r in shared),
+        "disagree": disagree,
+    }
+
+
+def _distinct(envs: Iterable[Any]) -> list[Any]:
+    out: list[Any] = []
+    for e in envs:
+        if e not in out:
+            out.append(e)
+    return out
+
+
+def round0_text(check: Mapping[str, Any] | None) -> str:
+    """One paragraph for a report group: how many runs the check covered, and each seed whose
+    arms disagree at round 0 (so their paired Δ includes machine or library drift)."""
+    if not check or not check.get("n_groups"):
+        return ""
+    bad = check["disagree"]
+    head = (
+        f"**Round-0 check** (same recipe, same round 0 on one machine): {check['n_runs']} runs "
+        f"in {check['n_groups']} seed groups that share a round-0 recipe"
+    )
+    if not bad:
+        return head + "; every group agrees to the last digit."
+    seeds = []
+    for d in bad:
+        sets = "; ".join(
+            "{" + ", ".join(dict.fromkeys(st["strategies"])) + f"}} {st['test_score']:.4f}"
+            for st in d["sets"]
+        )
+        seeds.append(f"seed {d['seed']}: {sets}")
+    return (
+        head
+        + f"; **{len(bad)} disagree**: "
+        + " · ".join(seeds)
+        + ". Runs in different sets of a seed were made on different machines or library "
+        "builds (e.g. linked from an archive made elsewhere); a Δ between them includes that "
+        "drift, not only the strategy. Rerun one side on one machine to remove it."
+    )

@@ -1,0 +1,112 @@
+"""The round-0 check (paired runs made under other numerics) and the machine record in DONE."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from activesynth.bench.grid import RunUnit
+from activesynth.bench.reproducibility import machine_fingerprint, round0_check, round0_text
+from activesynth.bench.store import mark_done
+
+BASE = {"dataset": "lgg", "task": "seg", "max_steps": 1200, "initial": 0.01, "channels": [8, 16]}
+
+
+def _run(
+    root: Path,
+    name: str,
+    strategy: str,
+    seed: int,
+    score: float,
+    *,
+    config: dict[str, Any] | None = None,
+    model_options: list[str] | None = None,
+) -> Path:
+    d = root / name
+    d.mkdir(parents=True)
+    cfg = {**BASE, "seed": seed, "strategy": strategy.split("+")[0], **(config or {})}
+    unit = {"run_id": name, "dataset": "lgg", "strategy": strategy, "seed": seed}
+    (d / "unit.json").write_text(json.dumps({**unit, "schedule": "s", "config": cfg}))
+    rec = {
+        "round": 0,
+        "n_labelled": 25,
+        "n_labelled_foreground": 9,
+        "test_score": score,
+        "train": {"seed": 100 + seed, "model_options": model_options or []},
+    }
+    later = {**rec, "round": 1, "test_score": score + 0.1}
+    (d / "history.json").write_text(json.dumps({"rounds": [rec, later]}))
+    return d
+
+
+def test_arms_that_share_round_0_agree_or_are_named(tmp_path: Path) -> None:
+    runs = [
+        _run(tmp_path, "a0", "random", 0, 0.478),
+        # strategy, its params, the schedule and synthesis act after round 0: same group
+        _run(tmp_path, "b0", "mc-dropout-fast", 0, 0.478, config={"strategy_params": {"f": 1}}),
+        _run(tmp_path, "c0", "mc-dropout+cgan", 0, 0.478, config={"synthesis": {"g": "cgan"}}),
+        _run(tmp_path, "a1", "random", 1, 0.561),
+        _run(tmp_path, "b1", "mc-dropout-fast", 1, 0.561),
+    ]
+    check = round0_check(runs)
+    assert check == {"n_groups": 2, "n_runs": 5, "disagree": []}
+    assert "every group agrees" in round0_text(check)
+    # another machine's run of seed 1 (linked from an archive made elsewhere)
+    runs.append(_run(tmp_path, "c1", "mc-dropout-full", 1, 0.5469))
+    check = round0_check(runs)
+    (d,) = check["disagree"]
+    assert d["seed"] == 1 and [s["strategies"] for s in d["sets"]] == [
+        ["mc-dropout-full"],
+        ["random", "mc-dropout-fast"],
+    ]
+    assert [s["test_score"] for s in d["sets"]] == [0.5469, 0.561]
+    text = round0_text(check)
+    assert "1 disagree" in text
+    assert "seed 1: {mc-dropout-full} 0.5469; {random, mc-dropout-fast} 0.5610" in text
+
+
+def test_a_changed_recipe_is_a_group_of_its_own(tmp_path: Path) -> None:
+    runs = [
+        _run(tmp_path, "base", "random", 0, 0.478),
+        # another training recipe, a strategy that adds a jointly trained module, a full run:
+        # their round 0 differs by design, so they are not compared with the base
+        _run(tmp_path, "steps", "random", 0, 0.40, config={"max_steps": 600}),
+        _run(tmp_path, "ll", "learning-loss", 0, 0.46, model_options=["loss_prediction"]),
+        _run(tmp_path, "full", "full", 0, 0.67, config={"initial": 1.0}),
+    ]
+    assert round0_check(runs) == {"n_groups": 0, "n_runs": 0, "disagree": []}
+    assert round0_text(round0_check(runs)) == ""
+    # runs without a round-0 test score (or without records) are ignored, not errors
+    (tmp_path / "empty").mkdir()
+    assert round0_check([*runs, tmp_path / "empty"])["n_groups"] == 0
+
+
+def test_done_records_the_machine(tmp_path: Path) -> None:
+    env = machine_fingerprint()
+    assert env["torch"] and env["numpy"] and env["python"] and env["torch_threads"] >= 1
+    assert env == machine_fingerprint()  # deterministic on one machine
+    unit = RunUnit("r", "lgg", "random", 0, "s", {"seed": 0}, "h")
+    mark_done(tmp_path, unit, seconds=1.0)
+    done = json.loads((tmp_path / "DONE").read_text())
+    assert done["env"] == env and done["config_hash"] == "h" and done["seconds"] == 1.0
+
+
+def test_the_report_prints_the_check_beside_each_group(tmp_path: Path, grid: Any) -> None:
+    from activesynth.bench.executors import InlineExecutor, run_grid
+    from activesynth.bench.report import write_report
+    from tests.bench.fakes import fake_run
+
+    out = tmp_path / "res"
+    run_grid(grid, out, executor=InlineExecutor(), run_fn=fake_run, quiet=True)
+    for d in (out / "runs").iterdir():  # the fakes' round 0: one seed's arms from elsewhere
+        hist = json.loads((d / "history.json").read_text())
+        unit = json.loads((d / "unit.json").read_text())
+        moved = unit["seed"] == 1 and unit["strategy"] == "good"
+        hist[0]["test_score"] = 0.5 + 0.1 * unit["seed"] + (0.02 if moved else 0.0)
+        (d / "history.json").write_text(json.dumps(hist))
+    tables = (write_report(out).parent / "tables.md").read_text()
+    assert "**Round-0 check**" in tables and "4 runs in 2 seed groups" in tables
+    assert "seed 1: {random} 0.6000; {good} 0.6200" in tables
+    summary = json.loads((out / "report" / "summary.json").read_text())
+    assert [d["seed"] for d in summary["groups"][0]["round0"]["disagree"]] == [1]
