@@ -110,3 +110,23 @@ def test_the_report_prints_the_check_beside_each_group(tmp_path: Path, grid: Any
     assert "seed 1: {random} 0.6000; {good} 0.6200" in tables
     summary = json.loads((out / "report" / "summary.json").read_text())
     assert [d["seed"] for d in summary["groups"][0]["round0"]["disagree"]] == [1]
+
+
+def test_linking_runs_made_elsewhere_is_logged(tmp_path: Path, grid: Any, caplog) -> None:
+    import logging
+
+    from activesynth.bench.executors import InlineExecutor, made_elsewhere, run_grid
+    from activesynth.bench.store import ResultsStore
+    from tests.bench.fakes import fake_run
+
+    first = tmp_path / "first"
+    run_grid(grid, first, executor=InlineExecutor(), run_fn=fake_run, quiet=True)
+    ids = [u.run_id for u in grid.units()]
+    assert made_elsewhere(ResultsStore.open(first), ids) == 0  # made here, recorded
+    done = first / "runs" / ids[0] / "DONE"
+    doc = json.loads(done.read_text())
+    done.write_text(json.dumps({**doc, "env": {**doc["env"], "torch_build": "other"}}))
+    with caplog.at_level(logging.WARNING, logger="activesynth.bench.executors"):
+        run_grid(grid, tmp_path / "second", executor=InlineExecutor(), run_fn=fake_run,
+                 quiet=True, reuse=[first])  # fmt: skip
+    assert "1 of the linked runs were made on another machine" in caplog.text

@@ -34,6 +34,7 @@ and must be importable by name (a module-level function) so it can be sent to ot
 from __future__ import annotations
 
 import concurrent.futures as cf
+import json
 import logging
 import multiprocessing as mp
 import os
@@ -537,6 +538,22 @@ def make_executor(
     return RayExecutor(address, workers=workers)
 
 
+def made_elsewhere(store: Any, run_ids: Sequence[str]) -> int:
+    """How many of ``run_ids`` in ``store`` were not made under this machine's record (their
+    ``DONE`` has another ``env``, or none: runs archived before it was recorded)."""
+    from activesynth.bench.reproducibility import machine_fingerprint
+
+    here = machine_fingerprint()
+    n = 0
+    for run_id in run_ids:
+        try:
+            env = json.loads((store.run_dir(run_id) / "DONE").read_text()).get("env")
+        except (OSError, ValueError):
+            env = None
+        n += env != here
+    return n
+
+
 def run_grid(
     grid: GridConfig,
     out: str | os.PathLike,
@@ -579,6 +596,15 @@ def run_grid(
 
         linked = reuse_runs(store, units, [Path(p) for p in reuse])
         log.info("linked %d finished runs from %s", len(linked), ", ".join(map(str, reuse)))
+        elsewhere = made_elsewhere(store, linked) if linked else 0
+        if elsewhere:
+            log.warning(
+                "%d of the linked runs were made on another machine or library build, or "
+                "record none (DONE's env); runs of one seed made under other numerics differ "
+                "(training is not bit-reproducible across machines): the report's round-0 "
+                "check shows whether paired arms agree",
+                elsewhere,
+            )
     pending = store.pending(units)
     result = GridResult(store)
     todo = {u.run_id for u in pending}
