@@ -84,7 +84,7 @@ def test_a_changed_recipe_is_a_group_of_its_own(tmp_path: Path) -> None:
 
 def test_done_records_the_machine(tmp_path: Path) -> None:
     env = machine_fingerprint()
-    assert env["torch"] and env["numpy"] and env["python"] and env["torch_threads"] >= 1
+    assert env["torch"] and env["numpy"] and env["python"] and env["cpus"] >= 1
     assert env == machine_fingerprint()  # deterministic on one machine
     unit = RunUnit("r", "lgg", "random", 0, "s", {"seed": 0}, "h")
     mark_done(tmp_path, unit, seconds=1.0)
@@ -115,14 +115,20 @@ def test_the_report_prints_the_check_beside_each_group(tmp_path: Path, grid: Any
 def test_linking_runs_made_elsewhere_is_logged(tmp_path: Path, grid: Any, caplog) -> None:
     import logging
 
-    from activesynth.bench.executors import InlineExecutor, made_elsewhere, run_grid
+    from activesynth.bench.executors import (
+        InlineExecutor,
+        LocalExecutor,
+        made_elsewhere,
+        run_grid,
+    )
     from activesynth.bench.store import ResultsStore
     from tests.bench.fakes import fake_run
 
     first = tmp_path / "first"
-    run_grid(grid, first, executor=InlineExecutor(), run_fn=fake_run, quiet=True)
+    # made here by a spawned, CPU-pinned worker with its own thread count: still "here"
+    run_grid(grid, first, executor=LocalExecutor(workers=1), run_fn=fake_run, quiet=True)
     ids = [u.run_id for u in grid.units()]
-    assert made_elsewhere(ResultsStore.open(first), ids) == 0  # made here, recorded
+    assert made_elsewhere(ResultsStore.open(first), ids) == 0
     done = first / "runs" / ids[0] / "DONE"
     doc = json.loads(done.read_text())
     done.write_text(json.dumps({**doc, "env": {**doc["env"], "torch_build": "other"}}))

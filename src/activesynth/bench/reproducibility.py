@@ -59,8 +59,10 @@ def _cpu() -> tuple[str, str]:
 
 def machine_fingerprint() -> dict[str, Any]:
     """What decides a run's floating-point numerics besides its config: CPU model and feature
-    flags (hashed), torch / numpy / MONAI versions, torch's build configuration (hashed) and its
-    thread count, the Python version. Recorded in each run's ``DONE`` marker."""
+    flags (hashed), torch / numpy / MONAI versions, torch's build configuration (hashed), the
+    Python version. Recorded in each run's ``DONE`` marker. Not the thread count, which also
+    changes float reductions but is a property of the run (its config's ``threads``, or the
+    worker's CPUs), not of the machine: the bench process and its workers differ in it."""
     import numpy as np
     import torch
 
@@ -77,7 +79,6 @@ def machine_fingerprint() -> dict[str, Any]:
         "cpus": os.cpu_count(),
         "torch": torch.__version__,
         "torch_build": hashlib.sha256(torch.__config__.show().encode()).hexdigest()[:12],
-        "torch_threads": torch.get_num_threads(),
         "numpy": np.__version__,
         "monai": monai_version,
         "python": platform.python_version(),
