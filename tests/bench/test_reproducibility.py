@@ -22,6 +22,7 @@ def _run(
     *,
     config: dict[str, Any] | None = None,
     model_options: list[str] | None = None,
+    metrics_schema: int = 2,
 ) -> Path:
     d = root / name
     d.mkdir(parents=True)
@@ -33,6 +34,7 @@ def _run(
         "n_labelled": 25,
         "n_labelled_foreground": 9,
         "test_score": score,
+        "metrics_schema": metrics_schema,
         "train": {"seed": 100 + seed, "model_options": model_options or []},
     }
     later = {**rec, "round": 1, "test_score": score + 0.1}
@@ -46,11 +48,12 @@ def test_arms_that_share_round_0_agree_or_are_named(tmp_path: Path) -> None:
         # strategy, its params, the schedule and synthesis act after round 0: same group
         _run(tmp_path, "b0", "mc-dropout-fast", 0, 0.478, config={"strategy_params": {"f": 1}}),
         _run(tmp_path, "c0", "mc-dropout+cgan", 0, 0.478, config={"synthesis": {"g": "cgan"}}),
+        _run(tmp_path, "d0", "cold", 0, 0.478, config={"warm_start": False, "aux_steps": 9}),
         _run(tmp_path, "a1", "random", 1, 0.561),
         _run(tmp_path, "b1", "mc-dropout-fast", 1, 0.561),
     ]
     check = round0_check(runs)
-    assert check == {"n_groups": 2, "n_runs": 5, "disagree": []}
+    assert check == {"n_groups": 2, "n_runs": 6, "disagree": []}
     assert "every group agrees" in round0_text(check)
     # another machine's run of seed 1 (linked from an archive made elsewhere)
     runs.append(_run(tmp_path, "c1", "mc-dropout-full", 1, 0.5469))
@@ -73,6 +76,18 @@ def test_a_changed_recipe_is_a_group_of_its_own(tmp_path: Path) -> None:
         # their round 0 differs by design, so they are not compared with the base
         _run(tmp_path, "steps", "random", 0, 0.40, config={"max_steps": 600}),
         _run(tmp_path, "ll", "learning-loss", 0, 0.46, model_options=["loss_prediction"]),
+        # ... and a joint module with other params: not the same round 0 either
+        _run(
+            tmp_path,
+            "ll2",
+            "learning-loss",
+            0,
+            0.47,
+            model_options=["loss_prediction"],
+            config={"strategy_params": {"margin": 2.0}},
+        ),
+        # an older metric definition is another figure, not drift
+        _run(tmp_path, "old", "random", 0, 0.49, metrics_schema=1),
         _run(tmp_path, "full", "full", 0, 0.67, config={"initial": 1.0}),
     ]
     assert round0_check(runs) == {"n_groups": 0, "n_runs": 0, "disagree": []}
@@ -125,8 +140,16 @@ def test_linking_runs_made_elsewhere_is_logged(tmp_path: Path, grid: Any, caplog
     from tests.bench.fakes import fake_run
 
     first = tmp_path / "first"
-    # made here by a spawned, CPU-pinned worker with its own thread count: still "here"
-    run_grid(grid, first, executor=LocalExecutor(workers=1), run_fn=fake_run, quiet=True)
+    # made here by a spawned, CPU-pinned worker with another thread count: still "here"
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        ex = LocalExecutor(workers=1, threads=1)
+        run_grid(grid, first, executor=ex, run_fn=fake_run, quiet=True)
+    finally:
+        torch.set_num_threads(before)
     ids = [u.run_id for u in grid.units()]
     assert made_elsewhere(ResultsStore.open(first), ids) == 0
     done = first / "runs" / ids[0] / "DONE"

@@ -80,7 +80,9 @@ def test_a_seed_without_a_full_run_is_skipped_with_the_reason(grid_with_full, tm
     syn, _ = _runs(grid_with_full)
     lonely = tmp_path / "res" / "runs"
     lonely.mkdir(parents=True)
-    (lonely / syn.name).symlink_to(syn)
+    shutil.copytree(syn, lonely / syn.name)
+    for f in (lonely / syn.name).glob(f"round_*/{QUALITY_FULL}"):
+        f.unlink()  # not measured yet
     got = requality(tmp_path / "res", say=lambda s: None)
     assert got["written"] == {}
     assert "no finished `full` run" in got["skipped"][syn.name]
@@ -144,3 +146,20 @@ def test_a_pool_from_other_images_is_refused(grid_with_full, tmp_path, monkeypat
     monkeypatch.setattr(experiment, "prepare_data", shuffled)
     with pytest.raises(DataError, match="other images"):
         requality_run(copy, full / "round_00" / "best.pt", "x")
+
+
+@pytest.mark.slow  # shares the grid above
+def test_two_full_runs_for_one_seed_are_not_guessed_between(grid_with_full, tmp_path):
+    syn, full = _runs(grid_with_full)
+    res = tmp_path / "res" / "runs"
+    res.mkdir(parents=True)
+    shutil.copytree(syn, res / syn.name)
+    for f in (res / syn.name).glob(f"round_*/{QUALITY_FULL}"):
+        f.unlink()
+    (res / full.name).symlink_to(full)
+    (res / "stale-full-run").symlink_to(full)  # e.g. an older grid's full run of the seed
+    got = requality(tmp_path / "res", say=lambda s: None)
+    assert "2 finished `full` runs for seed 0" in got["skipped"][syn.name]
+    # a run measured already is not re-reported as skipped at a later sitting
+    requality(grid_with_full, say=lambda s: None)
+    assert requality(grid_with_full, say=lambda s: None)["skipped"] == {}

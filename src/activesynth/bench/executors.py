@@ -540,7 +540,8 @@ def make_executor(
 
 def made_elsewhere(store: Any, run_ids: Sequence[str]) -> int:
     """How many of ``run_ids`` in ``store`` were not made under this machine's record (their
-    ``DONE`` has another ``env``, or none: runs archived before it was recorded)."""
+    ``DONE`` has another ``env``, or none: runs archived before it was recorded). Only the
+    fields both records have are compared, so a field added later does not flag older runs."""
     from activesynth.bench.reproducibility import machine_fingerprint
 
     here = machine_fingerprint()
@@ -550,7 +551,7 @@ def made_elsewhere(store: Any, run_ids: Sequence[str]) -> int:
             env = json.loads((store.run_dir(run_id) / "DONE").read_text()).get("env")
         except (OSError, ValueError):
             env = None
-        n += env != here
+        n += not isinstance(env, dict) or any(env[k] != v for k, v in here.items() if k in env)
     return n
 
 

@@ -34,12 +34,17 @@ from typing import Any
 __all__ = ["ROUND0_FREE_KEYS", "machine_fingerprint", "round0_check", "round0_text"]
 
 #: Loop-config keys that act only after round 0 (the strategy, its params, the query schedule,
-#: synthesis, stopping across rounds). Everything else in a run's config shapes round 0. A
-#: strategy that changes the task model (learning loss's joint module) is caught by the
-#: round's recorded ``train.model_options``.
+#: synthesis, warm starts and auxiliary models of later rounds, stopping across rounds).
+#: Everything else in a run's config shapes round 0, or might (``inference_batch_size``: kept,
+#: so runs differing in it are never compared). A strategy that changes the task model (learning
+#: loss's joint module) is caught by the round's recorded ``train.model_options``; its params then
+#: stay in the key, since they may set that module.
 ROUND0_FREE_KEYS = frozenset(
-    {"strategy", "strategy_params", "schedule", "synthesis", "plateau_rounds", "plateau_delta"}
-)
+    {
+        "strategy", "strategy_params", "schedule", "synthesis", "plateau_rounds",
+        "plateau_delta", "warm_start", "aux_steps",
+    }
+)  # fmt: skip
 
 
 def _cpu() -> tuple[str, str]:
@@ -97,15 +102,21 @@ def _round0(run: Path) -> dict[str, Any] | None:
 
 
 def _recipe_key(unit: Mapping[str, Any], rec: Mapping[str, Any]) -> str:
-    config = {k: v for k, v in (unit.get("config") or {}).items() if k not in ROUND0_FREE_KEYS}
     train = rec.get("train") or {}
+    options = train.get("model_options") or []
+    options = sorted(options.items() if isinstance(options, Mapping) else options)
+    full = unit.get("config") or {}
+    config = {k: v for k, v in full.items() if k not in ROUND0_FREE_KEYS}
+    if options:  # the strategy trains with the task model: its params may shape round 0
+        config["strategy_params"] = full.get("strategy_params")
     return json.dumps(
         {
             "dataset": unit.get("dataset"),
             "schedule": unit.get("schedule"),
             "seed": unit.get("seed"),
             "config": config,
-            "model_options": sorted(train.get("model_options") or []),
+            "model_options": options,
+            "metrics_schema": rec.get("metrics_schema"),
             "train_seed": train.get("seed"),
             "n_labelled": rec.get("n_labelled"),
             "n_labelled_foreground": rec.get("n_labelled_foreground"),
@@ -220,7 +231,8 @@ def round0_text(check: Mapping[str, Any] | None) -> str:
         head
         + f"; **{len(bad)} disagree**: "
         + " · ".join(seeds)
-        + ". Runs in different sets of a seed were made on different machines or library "
-        "builds (e.g. linked from an archive made elsewhere); a Δ between them includes that "
-        "drift, not only the strategy. Rerun one side on one machine to remove it."
+        + ". Runs in different sets of a seed were made under other numerics: another machine "
+        "or library build (e.g. linked from an archive made elsewhere; DONE's `env` says where "
+        "recorded) or another code version; a Δ between them includes that drift, not only "
+        "the strategy. Rerun one side where the other ran to remove it."
     )

@@ -24,8 +24,10 @@ checkpoint: its recipe is retrained in ``RESULTS_DIR/references/<run id>`` (resu
 later calls; ``--no-retrain`` skips those seeds instead). Training is not bit-reproducible across
 machines, so every figure measured with a retrained reference records its test score beside the
 archived run's (``reference_check``) and names it "retrained" in the report. Runs without
-``pool.npz`` (archives: JSON only) or without a finished ``full`` run of their dataset, schedule
-and seed are listed as skipped with the reason, and the command exits with 3. Needs the runs'
+``pool.npz`` (archives: JSON only) or without exactly one finished ``full`` run of their dataset,
+schedule and seed (two are never guessed between) are listed as skipped with the reason, and the
+command exits with 3; runs whose batches all have the file already are not (also when linked
+from an archive). Needs the runs'
 data (``ACTIVESYNTH_DATA``) to rebuild the pool images.
 """
 
@@ -234,11 +236,10 @@ def requality(
     """
     root = Path(results_dir)
     units = _units(root)
-    fulls = {
-        (u["dataset"], u.get("schedule"), int(u["seed"])): (d, u)
-        for d, u in units
-        if u.get("strategy") == FULL
-    }
+    fulls: dict[tuple[Any, Any, int], list[tuple[Path, dict[str, Any]]]] = {}
+    for d, u in units:
+        if u.get("strategy") == FULL:
+            fulls.setdefault((u["dataset"], u.get("schedule"), int(u["seed"])), []).append((d, u))
     written: dict[str, list[int]] = {}
     skipped: dict[str, str] = {}
     retrained: dict[str, dict[str, Any]] = {}
@@ -246,21 +247,26 @@ def requality(
         cfg = u.get("config") or {}
         if u.get("strategy") == FULL or not cfg.get("synthesis"):
             continue
+        if not _pending(d):  # measured already (also when linked from an archive), or nothing
+            written[d.name] = []
+            say(f"{d.name}: rounds none new")
+            continue
         if not (d / "pool.npz").is_file():
             skipped[d.name] = (
                 "no pool.npz (an archive keeps JSON only; re-measure before archiving)"
             )
             continue
-        found = fulls.get((u["dataset"], u.get("schedule"), int(u["seed"])))
-        if found is None:
-            skipped[d.name] = f"no finished `full` run for seed {u['seed']}"
+        found = fulls.get((u["dataset"], u.get("schedule"), int(u["seed"])), [])
+        if len(found) != 1:
+            skipped[d.name] = (
+                f"no finished `full` run for seed {u['seed']}"
+                if not found
+                else f"{len(found)} finished `full` runs for seed {u['seed']} "
+                f"({', '.join(f.name for f, _ in found)}); keep the grid's own"
+            )
             continue
-        full, full_unit = found
+        full, full_unit = found[0]
         best, check = full / "round_00" / "best.pt", None
-        if not _pending(d):
-            written[d.name] = []
-            say(f"{d.name}: rounds none new")
-            continue
         if not best.is_file():
             if not retrain:
                 skipped[d.name] = (
@@ -275,15 +281,20 @@ def requality(
                         full, full_unit, root, data_root=data_root
                     )
                     retrained[full.name] = {"best": ref_best, "check": ref_check}
-                except DataError as exc:
-                    retrained[full.name] = {"error": str(exc)}
+                except ActivesynthError as exc:  # a reason to skip, not to stop archiving
+                    retrained[full.name] = {"error": f"retraining {full.name} failed: {exc}"}
                 got = retrained[full.name]
                 if "check" in got:
                     c = got["check"]
+                    a, b = c["archived_test_score"], c["retrained_test_score"]
+                    drift = (
+                        f"; differs by {b - a:+.4f}: another machine or library build"
+                        if a is not None and b is not None and abs(b - a) > 1e-9
+                        else ""
+                    )
                     say(
-                        f"{full.name}: retrained, test {c['test_metric']} "
-                        f"{_fmt(c['retrained_test_score'])} (archived run: "
-                        f"{_fmt(c['archived_test_score'])})"
+                        f"{full.name}: retrained, test {c['test_metric']} {_fmt(b)} (archived "
+                        f"run: {_fmt(a)}{drift})"
                     )
             got = retrained[full.name]
             if "error" in got:
