@@ -210,6 +210,10 @@ def main() -> None:
     ap.add_argument("--patience", type=int, nargs="+", default=[3, 4, 6])
     ap.add_argument("--caps", type=int, nargs="+", default=[600, 1000, 2000])
     ap.add_argument("--plot", type=Path, default=None)
+    ap.add_argument(
+        "--starts", nargs="+", choices=("cold", "warm"), default=["cold", "warm"],
+        help="cold only for the full pool (--fractions 1.0: the full-data reference's recipe)",
+    )  # fmt: skip
     a = ap.parse_args()
     a.out.mkdir(parents=True, exist_ok=True)
     if a.summary or a.plot:
@@ -223,7 +227,7 @@ def main() -> None:
         (s, f, st, a.cap, a.eval_every, str(a.out), a.data_root)
         for s in a.seeds
         for f in a.fractions
-        for st in ("cold", "warm")
+        for st in a.starts
     ]
     with ProcessPoolExecutor(a.workers) as ex:
         for i, p in enumerate(ex.map(_one, jobs), 1):

@@ -163,3 +163,25 @@ def test_two_full_runs_for_one_seed_are_not_guessed_between(grid_with_full, tmp_
     # a run measured already is not re-reported as skipped at a later sitting
     requality(grid_with_full, say=lambda s: None)
     assert requality(grid_with_full, say=lambda s: None)["skipped"] == {}
+
+
+@pytest.mark.slow  # shares the grid above; retrains its 6-step full run
+def test_a_retrained_reference_far_below_the_archived_run_is_refused(grid_with_full, tmp_path):
+    syn, full = _runs(grid_with_full)
+    archive(grid_with_full, tmp_path / "arch")
+    res = tmp_path / "res"
+    (res / "runs").mkdir(parents=True)
+    shutil.copytree(syn, res / "runs" / syn.name)
+    for f in (res / "runs" / syn.name).glob(f"round_*/{QUALITY_FULL}"):
+        f.unlink()
+    archived = res / "runs" / full.name
+    shutil.copytree(tmp_path / "arch" / "runs" / full.name, archived)
+    hist = json.loads((archived / "history.json").read_text())
+    hist["rounds"][0]["test_score"] += 0.2  # the archived run did far better than a retrain can
+    (archived / "history.json").write_text(json.dumps(hist))
+    got = requality(res, say=lambda s: None)
+    why = got["skipped"][syn.name]
+    assert "not a full-data judge" in why and f"{hist['rounds'][0]['test_score']:.3f}" in why
+    assert got["written"] == {} and got["retrained"] == {}
+    assert not list((res / "runs" / syn.name).glob(f"round_*/{QUALITY_FULL}"))
+    assert main([str(res)]) == 3  # skipped: archiving goes on in rerun_all.sh

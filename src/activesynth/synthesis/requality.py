@@ -178,12 +178,18 @@ def _test_score(run: Path) -> tuple[str | None, float | None]:
     return rec.get("test_metric"), rec.get("test_score")
 
 
+#: How far (in the test metric's units) a retrained reference may fall short of the archived run
+#: it stands for before it is refused as a judge (see :func:`retrain_reference`).
+MAX_SHORTFALL = 0.05
+
+
 def retrain_reference(
     full: Path,
     unit: dict[str, Any],
     root: Path,
     *,
     data_root: str | Path | None = None,
+    max_shortfall: float = MAX_SHORTFALL,
 ) -> tuple[Path, dict[str, Any]]:
     """Retrain the recipe of a ``full`` run whose checkpoint is gone (linked from a JSON archive).
 
@@ -194,9 +200,18 @@ def retrain_reference(
     the same recipe, not necessarily the same weights: its test score here and the archived
     run's are returned and recorded beside every figure measured with it.
 
+    Early stopping makes that recipe's outcome depend on those numerics: on LGG, the same seed-0
+    full-data recipe stopped at step 3150 (test Dice 0.659) on one machine and at step 700 (0.475)
+    on another. A retrained model more than ``max_shortfall`` below the archived run's test score
+    (higher-is-better metrics) is therefore refused, with both figures: it would judge label
+    fidelity as a weak model, not a full-data one.
+
     Returns:
         The retrained ``best.pt`` and ``{"retrained": True, "archived_run", "test_metric",
         "archived_test_score", "retrained_test_score"}``.
+
+    Raises:
+        DataError: no checkpoint came out, or the retrained model fell short (see above).
     """
     from activesynth.loop import LoopConfig, run_loop
 
@@ -207,6 +222,15 @@ def retrain_reference(
         raise DataError(f"retraining {full.name} in {out} left no round_00/best.pt.")
     metric, archived = _test_score(full)
     _, here = _test_score(out)
+    higher_is_better = not str(metric).startswith("hd95")  # dice, auc: the loop's test metrics
+    short = archived is not None and here is not None and here < archived - max_shortfall
+    if higher_is_better and short:
+        raise DataError(
+            f"the retrained {full.name} reaches test {metric} {here:.3f}, the archived run "
+            f"{archived:.3f} (more than {max_shortfall} short: early stopping took another "
+            f"path on this machine); not a full-data judge. Give the grid its own `full` runs, "
+            f"or inspect {out}"
+        )
     return best, {
         "retrained": True,
         "archived_run": full.name,
