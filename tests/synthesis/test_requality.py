@@ -160,6 +160,11 @@ def test_two_full_runs_for_one_seed_are_not_guessed_between(grid_with_full, tmp_
     (res / "stale-full-run").symlink_to(full)  # e.g. an older grid's full run of the seed
     got = requality(tmp_path / "res", say=lambda s: None)
     assert "2 finished `full` runs for seed 0" in got["skipped"][syn.name]
+    # with a manifest, only its current grid's runs count (a changed config's leftovers do not)
+    units = {syn.name: {}, full.name: {}}
+    (tmp_path / "res" / "manifest.json").write_text(json.dumps({"units": units}))
+    got = requality(tmp_path / "res", say=lambda s: None)
+    assert got["skipped"] == {} and got["written"] == {syn.name: [1, 2]}
     # a run measured already is not re-reported as skipped at a later sitting
     requality(grid_with_full, say=lambda s: None)
     assert requality(grid_with_full, say=lambda s: None)["skipped"] == {}

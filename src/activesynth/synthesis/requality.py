@@ -50,11 +50,18 @@ FULL = "full"
 
 
 def _units(root: Path) -> list[tuple[Path, dict[str, Any]]]:
+    """Finished runs of the results directory's current grid (its manifest's units; every run
+    folder when there is no manifest): runs a changed config left behind are not candidates."""
     runs = root / "runs"
     if not runs.is_dir():
         raise DataError(f"{root} has no runs/ folder; give a bench results directory.")
+    current = None
+    if (root / "manifest.json").is_file():
+        current = set(json.loads((root / "manifest.json").read_text()).get("units") or {}) or None
     out = []
     for d in sorted(runs.iterdir()):
+        if current is not None and d.name not in current:
+            continue
         unit = d / "unit.json"
         if unit.is_file() and (d / "DONE").is_file():
             out.append((d, json.loads(unit.read_text())))
