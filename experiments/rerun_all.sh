@@ -33,16 +33,18 @@ ORDER=(
   # round-0 check). So mc-dropout-fast s0-3 were rerun on the machine of the new arms and archived
   # in results/lgg_mc_fast_vs_full, which therefore comes before results/lgg_dai below (the
   # first archive holding a run id wins).
-  "lgg_mc_fast_vs_full lgg_dai"          # issue 9: fast vs. full MC dropout [+4 reruns, 12-01]
-  "lgg_synthesis lgg_mc_fast_vs_full lgg_dai"   # issue 10: synthesis on top of selection, LGG [5]
-  "jsrt_lung_synthesis jsrt_lung"        # issue 10: the paper's Table 1, lung fields [26, with the bounded arm]
-  "pneumonia"                            # issue 9: 28 px, the cheapest rerun [45]
+  "lgg_mc_fast_vs_full lgg_dai"          # issue 9: fast vs. full MC dropout [done 12-01]
+  # its own full runs (min_steps 3000, docs/benchmarks.md); lgg_dai and fast vs. full can switch
+  # to them (same run ids) by setting the same "full" in their configs
+  "lgg_synthesis lgg_mc_fast_vs_full lgg_dai"   # issue 10: synthesis on top of selection, LGG
+  "jsrt_lung_synthesis jsrt_lung"        # issue 10: the paper's Table 1, lung fields [30]
+  "pneumonia"                            # issue 9: 28 px [45]
   "jsrt_nodule_synthesis"                # issue 10: the paper's Table 1, nodules [20]
-  "jsrt_lung jsrt_lung_synthesis"        # issue 9: strategies on lung fields [35 + shared]
+  "jsrt_lung jsrt_lung_synthesis"        # issue 9: strategies on lung fields [43 + shared]
   "jsrt_nodule"                          # issue 9: strategies on nodules [50]
   # (its shared runs, e.g. gradient-guided s0-3, come from lgg_dai's first machine: if the
   # report's round-0 check shows a split, rerun them where the ablation arms ran, as above)
-  "lgg_dai_ablation lgg_dai"             # issue 9: Dai et al.'s ablations [20 + lgg_dai's]
+  "lgg_dai_ablation lgg_dai"             # issue 9: Dai et al.'s ablations [25 + lgg_dai's]
 )
 
 run_grid() {
