@@ -34,8 +34,8 @@ ORDER=(
   # in results/lgg_mc_fast_vs_full, which therefore comes before results/lgg_dai below (the
   # first archive holding a run id wins).
   "lgg_mc_fast_vs_full lgg_dai"          # issue 9: fast vs. full MC dropout [done 12-01]
-  # its own full runs (min_steps 3000, docs/benchmarks.md); lgg_dai and fast vs. full can switch
-  # to them (same run ids) by setting the same "full" in their configs
+  # its own full runs (min_steps 3000, docs/benchmarks.md: patience alone stopped a full-pool
+  # run early on this machine); lgg_dai keeps its first-machine full runs, matched to its arms
   "lgg_synthesis lgg_mc_fast_vs_full lgg_dai"   # issue 10: synthesis on top of selection, LGG
   "jsrt_lung_synthesis jsrt_lung"        # issue 10: the paper's Table 1, lung fields [30]
   "pneumonia"                            # issue 9: 28 px [45]
