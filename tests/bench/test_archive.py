@@ -75,3 +75,19 @@ def test_archive_refuses_to_mix_grids(tmp_path: Path, grid: GridConfig, grid_doc
     run_grid(other, out2, executor=InlineExecutor(), run_fn=fake_run, quiet=True)
     with pytest.raises(DataError, match="another grid config"):
         archive(out2, dest)
+
+
+def test_a_round_file_written_after_archiving_joins_the_archived_run(
+    tmp_path: Path, grid: GridConfig
+) -> None:
+    out, arch = tmp_path / "res", tmp_path / "arch"
+    run_grid(grid, out, executor=InlineExecutor(), run_fn=fake_run, quiet=True)
+    archive(out, arch)
+    run_id = grid.units()[0].run_id
+    late = out / "runs" / run_id / "round_01" / "quality_full.json"
+    late.write_text('{"late": 1}')  # e.g. synthesis.requality after a partial archive
+    kept = arch / "runs" / run_id / "round_00" / "record.json"
+    kept.write_text('{"edited": 1}')  # a file the archive holds is never overwritten
+    assert archive(out, arch) == []  # no new run
+    assert (arch / "runs" / run_id / "round_01" / "quality_full.json").read_text() == '{"late": 1}'
+    assert kept.read_text() == '{"edited": 1}'

@@ -18,7 +18,8 @@ image or mask of the data. The archive is itself a results directory: ``activesy
 results/lgg_dai`` reports it, and ``activesynth bench CONFIG --out runs/lgg_dai --reuse
 results/lgg_dai`` continues the grid, linking the archived runs instead of rerunning them.
 
-Archiving is idempotent and only ever adds runs; every file is written atomically.
+Archiving is idempotent and only ever adds runs, or round files a finished run gained later
+(``quality_full.json``), never overwriting one; every file is written atomically.
 """
 
 from __future__ import annotations
@@ -81,6 +82,12 @@ def archive(src: str | os.PathLike, dest: str | os.PathLike) -> list[str]:
                     f"{out} already holds run {run_id} with another DONE marker; archive into a "
                     "new folder or delete that run from the archive."
                 )
+            # files written after the run finished (synthesis.requality's quality_full.json)
+            # join an archived run later; nothing the archive holds is overwritten
+            for rd in sorted(p for p in rdir.iterdir() if p.is_dir() and _ROUND.match(p.name)):
+                for name in ROUND_FILES:
+                    if (rd / name).is_file() and not (out / rd.name / name).is_file():
+                        _copy_atomic(rd / name, out / rd.name / name)
             continue
         for name in RUN_FILES:
             if name != DONE and (rdir / name).is_file():
