@@ -36,6 +36,15 @@ def _runs(out: Path) -> tuple[Path, Path]:
     return syn, full
 
 
+def _unmeasured_copy(syn: Path, dest: Path) -> Path:
+    """A copy of the synthesis run ``syn`` at ``dest`` (with its pool.npz, as before archiving)
+    whose batches have not been re-measured yet."""
+    shutil.copytree(syn, dest)
+    for f in dest.glob(f"round_*/{QUALITY_FULL}"):
+        f.unlink()
+    return dest
+
+
 @pytest.mark.slow  # a two-run grid: about 20 s of CPU
 def test_batches_are_re_measured_against_the_seeds_full_data_model(grid_with_full, tmp_path):
     syn, full = _runs(grid_with_full)
@@ -80,9 +89,7 @@ def test_a_seed_without_a_full_run_is_skipped_with_the_reason(grid_with_full, tm
     syn, _ = _runs(grid_with_full)
     lonely = tmp_path / "res" / "runs"
     lonely.mkdir(parents=True)
-    shutil.copytree(syn, lonely / syn.name)
-    for f in (lonely / syn.name).glob(f"round_*/{QUALITY_FULL}"):
-        f.unlink()  # not measured yet
+    _unmeasured_copy(syn, lonely / syn.name)
     got = requality(tmp_path / "res", say=lambda s: None)
     assert got["written"] == {}
     assert "no finished `full` run" in got["skipped"][syn.name]
@@ -95,9 +102,7 @@ def test_a_full_run_from_an_archive_is_retrained_and_checked(grid_with_full, tmp
     archive(grid_with_full, tmp_path / "arch")  # the full run keeps JSON only
     res = tmp_path / "res"
     (res / "runs").mkdir(parents=True)
-    shutil.copytree(syn, res / "runs" / syn.name)  # with pool.npz, as before archiving
-    for f in (res / "runs" / syn.name).glob(f"round_*/{QUALITY_FULL}"):
-        f.unlink()
+    _unmeasured_copy(syn, res / "runs" / syn.name)
     (res / "runs" / full.name).symlink_to(tmp_path / "arch" / "runs" / full.name)
     assert not (res / "runs" / full.name / "round_00" / "best.pt").exists()
     # without retraining: skipped, with the reason and the way out
@@ -134,9 +139,7 @@ def test_a_pool_from_other_images_is_refused(grid_with_full, tmp_path, monkeypat
 
     syn, full = _runs(grid_with_full)
     copy = tmp_path / syn.name
-    shutil.copytree(syn, copy)
-    for f in copy.glob(f"round_*/{QUALITY_FULL}"):
-        f.unlink()
+    _unmeasured_copy(syn, copy)
     real = experiment.prepare_data
 
     def shuffled(*args, **kwargs):
@@ -153,9 +156,7 @@ def test_two_full_runs_for_one_seed_are_not_guessed_between(grid_with_full, tmp_
     syn, full = _runs(grid_with_full)
     res = tmp_path / "res" / "runs"
     res.mkdir(parents=True)
-    shutil.copytree(syn, res / syn.name)
-    for f in (res / syn.name).glob(f"round_*/{QUALITY_FULL}"):
-        f.unlink()
+    _unmeasured_copy(syn, res / syn.name)
     (res / full.name).symlink_to(full)
     (res / "stale-full-run").symlink_to(full)  # e.g. an older grid's full run of the seed
     got = requality(tmp_path / "res", say=lambda s: None)
@@ -176,9 +177,7 @@ def test_a_retrained_reference_far_below_the_archived_run_is_refused(grid_with_f
     archive(grid_with_full, tmp_path / "arch")
     res = tmp_path / "res"
     (res / "runs").mkdir(parents=True)
-    shutil.copytree(syn, res / "runs" / syn.name)
-    for f in (res / "runs" / syn.name).glob(f"round_*/{QUALITY_FULL}"):
-        f.unlink()
+    _unmeasured_copy(syn, res / "runs" / syn.name)
     archived = res / "runs" / full.name
     shutil.copytree(tmp_path / "arch" / "runs" / full.name, archived)
     hist = json.loads((archived / "history.json").read_text())
