@@ -18,6 +18,12 @@ for a few patiences and caps. Everything is seeded (subsets from ``seed_for(seed
 training from the loop's ``train_config``), so a rerun gives the same curves; finished curves are
 kept in ``OUT/<seed>-<fraction>-<start>.json`` and skipped on a rerun (resumable).
 
+``--grid CONFIG`` takes the network, data and training recipe from a grid's matched full-data
+run (its first dataset and schedule, that seed's own split) instead of the LGG recipe above, so
+``--grid experiments/pneumonia.json --fractions 1.0 --starts cold --cap 5000`` asks whether that
+grid's ``full`` runs would stop before their validation curve flattens. The validation figure is
+the loop's checkpoint score for that task (Dice for segmentation, AUC for classification).
+
     python experiments/round_budget_study.py --out runs/round_study --workers 2
     python experiments/round_budget_study.py --out runs/round_study --summary \
         --plot docs/img/round_budget_study.png
@@ -39,9 +45,11 @@ import numpy as np
 PREV = {0.02: 0.01, 0.10: 0.075}
 
 
-def _loop_cfg(seed: int) -> Any:
+def _loop_cfg(seed: int, grid: str | None = None) -> Any:
     from activesynth.loop import LoopConfig
 
+    if grid is not None:
+        return _grid_full_cfg(grid, seed)
     return LoopConfig(
         dataset="lgg",
         task="seg",
@@ -55,6 +63,18 @@ def _loop_cfg(seed: int) -> Any:
     )
 
 
+def _grid_full_cfg(path: str, seed: int) -> Any:
+    """The LoopConfig of a grid's matched full-data run for ``seed`` (first dataset, schedule)."""
+    from activesynth.bench.grid import _full_unit, load_grid
+    from activesynth.loop import LoopConfig
+
+    grid = load_grid(path)
+    if grid.full is None:
+        raise SystemExit(f'{path} has no "full" entry: add one, or leave --grid out for LGG.')
+    unit = _full_unit(grid, grid.datasets[0], grid.schedules[0], seed)
+    return LoopConfig.from_dict(dict(unit.config))
+
+
 def _subsets(n_pool: int, seed: int, fractions: list[float]) -> dict[float, np.ndarray]:
     """Nested random subsets (a smaller fraction is a prefix of the larger ones' permutation)."""
     from activesynth.train import seed_for
@@ -63,8 +83,8 @@ def _subsets(n_pool: int, seed: int, fractions: list[float]) -> dict[float, np.n
     return {f: np.sort(perm[: max(1, round(f * n_pool))]) for f in fractions}
 
 
-def _one(job: tuple[int, float, str, int, int, str, str | None]) -> str:
-    seed, frac, start, cap, every, out, data_root = job
+def _one(job: tuple[int, float, str, int, int, str, str | None, str | None]) -> str:
+    seed, frac, start, cap, every, out, data_root, grid = job
     import torch
 
     from activesynth.experiment import prepare_data
@@ -74,7 +94,7 @@ def _one(job: tuple[int, float, str, int, int, str, str | None]) -> str:
     path = Path(out) / f"s{seed}-{frac:g}-{start}.json"
     if path.is_file():
         return str(path)
-    cfg = _loop_cfg(seed)
+    cfg = _loop_cfg(seed, grid)
     data, split, _ = prepare_data(cfg.train_job(), data_root)
     pool, val = data.subset(split.train), data.subset(split.val)
     fr = sorted({frac, *(PREV.get(frac, frac / 2),)})
@@ -93,9 +113,15 @@ def _one(job: tuple[int, float, str, int, int, str, str | None]) -> str:
             "best_val": prev.best_score,
             "steps": prev.steps,
         }
-    tcfg = replace(cfg.train_config(1), max_steps=cap, eval_every=every, patience=0)
+    # --grid: round 0's seed, the full run's own initialisation (its early stop is on the curve)
+    tcfg = replace(
+        cfg.train_config(0 if grid else 1), max_steps=cap, eval_every=every, patience=0,
+        min_steps=0,
+    )  # fmt: skip
     res = fit(pool.subset(sub[frac]), val, tcfg, mcfg, quiet=True, init_state=init)
     doc = {
+        "grid": grid,
+        "dataset": cfg.dataset,
         "seed": seed,
         "fraction": frac,
         "n_labelled": len(sub[frac]),
@@ -139,7 +165,7 @@ def summarise(out: Path, patiences: list[int], caps: list[int]) -> str:
     if not docs:
         raise SystemExit(f"no finished curves in {out}")
     lines = [
-        "| fraction | start | seeds | best val Dice (whole curve) | best step | "
+        "| fraction | start | seeds | best val score (whole curve) | best step | "
         + " | ".join(f"p={p}, cap {c}: stop / Δ" for c in caps for p in patiences)
         + " | s/step |",
         "|---|---|---|---|---|" + "---|" * (len(caps) * len(patiences)) + "---|",
@@ -160,7 +186,7 @@ def summarise(out: Path, patiences: list[int], caps: list[int]) -> str:
                 cells.append(f"{np.mean(stops):.0f} / {np.mean(losses):+.3f}")
         n = ds[0]["n_labelled"]
         lines.append(
-            f"| {f:.0%} ({n} slices) | {st} | {len(ds)} | {np.mean(bests):.3f} ± {np.std(bests, ddof=1) if len(bests) > 1 else 0:.3f} "
+            f"| {f:.0%} ({n} images) | {st} | {len(ds)} | {np.mean(bests):.3f} ± {np.std(bests, ddof=1) if len(bests) > 1 else 0:.3f} "
             f"| {' / '.join(str(s) for s in bsteps)} | "
             + " | ".join(cells)
             + f" | {np.mean([d['seconds_per_step'] for d in ds]):.3f} |"
@@ -187,9 +213,10 @@ def plot(out: Path, dest: Path) -> None:
             ax.plot(xs, ys, color=colours[d["start"]], alpha=0.7, lw=1)
         for st, c in colours.items():
             ax.plot([], [], color=c, label=st)
-        ax.set_title(f"LGG 64 px, {f:.0%} labelled (random), one line per seed")
-        ax.set_xlabel("training steps (batch 16)")
-        ax.set_ylabel("validation Dice (per patient)")
+        name = next((d.get("dataset") for d in docs if d.get("dataset")), "lgg")
+        ax.set_title(f"{name}, {f:.0%} labelled (random), one line per seed")
+        ax.set_xlabel("training steps")
+        ax.set_ylabel("validation score (the loop's checkpoint figure)")
         ax.axvline(150, color="grey", ls=":", lw=1)
         ax.legend(loc="lower right")
     fig.tight_layout()
@@ -211,6 +238,10 @@ def main() -> None:
     ap.add_argument("--caps", type=int, nargs="+", default=[600, 1000, 2000])
     ap.add_argument("--plot", type=Path, default=None)
     ap.add_argument(
+        "--grid", default=None,
+        help="take the recipe of this grid config's full-data run (default: the LGG recipe)",
+    )  # fmt: skip
+    ap.add_argument(
         "--starts", nargs="+", choices=("cold", "warm"), default=["cold", "warm"],
         help="cold only for the full pool (--fractions 1.0: the full-data reference's recipe)",
     )  # fmt: skip
@@ -224,7 +255,7 @@ def main() -> None:
             print(f"plot: {a.plot}")
         return
     jobs = [
-        (s, f, st, a.cap, a.eval_every, str(a.out), a.data_root)
+        (s, f, st, a.cap, a.eval_every, str(a.out), a.data_root, a.grid)
         for s in a.seeds
         for f in a.fractions
         for st in a.starts
