@@ -13,11 +13,17 @@ pattern when the same round is retrained with the synthetic part of its training
   and so any shift of the image domain, kept);
 - ``real+sources``: each synthetic item replaced by its source, the real labelled slice it was
   generated from, with that slice's expert mask (the same extra weight on the same slices, no
-  synthetic image and no label noise).
+  synthetic image and no label noise);
+- ``real+sources-relabelled``: the same source copies with the full-data model's masks, the
+  control of ``real+syn-relabelled``: the relabeller is itself imperfect (LGG's full-data models
+  reach about 0.68 test Dice), so its masks cost something on real images too.
 
 If inherited labels are the cost, ``real+syn-relabelled`` recovers ``real``; if the images are
-(recognisably synthetic images, a fifth of the training set), it does not; if the cost is the
-extra weight on a few source slices, ``real+sources`` pays it too.
+(recognisably synthetic images, a fifth of the training set), ``real+syn-relabelled`` stays below
+``real+sources-relabelled`` (same relabeller, real images); if the cost is the extra weight on a
+few source slices, ``real+sources`` pays it too. Each fit also records the Dice between the
+inherited and the relabelled masks of the synthetic items (their label fidelity as this
+relabeller sees it).
 
 Every condition of a seed trains the run's network from the same seeded initialisation (the
 run's ``train_config(round)`` seed), cold (the run warm-started from a model that had already
@@ -51,40 +57,57 @@ from typing import Any
 
 import numpy as np
 
-CONDITIONS = ("real", "real+syn", "real+syn-relabelled", "real+sources")
-#: (a, b) pairs reported, a - b: each condition against ``real``, then the two that isolate a cause
+CONDITIONS = (
+    "real",
+    "real+syn",
+    "real+syn-relabelled",
+    "real+sources",
+    "real+sources-relabelled",
+)
+#: (a, b) pairs reported, a - b: the cost as the run paid it, then the ones that isolate a cause
 PAIRS = (
-    ("real+syn", "real"),
-    ("real+syn-relabelled", "real"),
-    ("real+sources", "real"),
-    ("real+syn-relabelled", "real+syn"),
-    ("real+syn", "real+sources"),
+    ("real+syn", "real"),  # the cost, retrained cold
+    ("real+syn-relabelled", "real+syn"),  # what replacing the inherited masks recovers
+    ("real+sources", "real"),  # the extra weight on the source slices alone
+    ("real+syn", "real+sources"),  # synthetic images + inherited masks vs. their sources
+    ("real+syn-relabelled", "real+sources-relabelled"),  # synthetic vs. real images, same masks
 )
 
 
 def find_runs(root: Path, arm: str) -> dict[int, tuple[Path, Path]]:
-    """seed -> (the arm's finished run, the seed's full-data checkpoint) in ``root``."""
+    """seed -> (the arm's finished run, its matched full-data checkpoint) in ``root``: the run of
+    the same dataset, schedule and seed (as ``synthesis.requality`` pairs them)."""
     from activesynth.synthesis.requality import _units
 
-    arms, fulls = {}, {}
+    arms: dict[tuple[str, str, int], Path] = {}
+    fulls: dict[tuple[str, str, int], list[Path]] = {}
     for d, unit in _units(root):
-        seed = int(unit["seed"])
+        key = (str(unit["dataset"]), str(unit["schedule"]), int(unit["seed"]))
         if unit["strategy"] == arm:
-            arms[seed] = d
+            if key in arms:
+                raise SystemExit(f"error: two {arm} runs for {key} in {root}: {arms[key]}, {d}")
+            arms[key] = d
         elif unit["strategy"] == "full":
-            if seed in fulls:
-                raise SystemExit(f"error: two full runs for seed {seed} in {root}; keep one.")
-            fulls[seed] = d
+            fulls.setdefault(key, []).append(d)
     if not arms:
         raise SystemExit(f"error: no finished run of arm {arm!r} in {root}; check --arm.")
+    combos = {k[:2] for k in arms}
+    if len(combos) > 1:
+        raise SystemExit(
+            f"error: {arm} runs of {len(combos)} dataset/schedule pairs in {root} "
+            f"({sorted(combos)}); the study compares one: give a results dir of one."
+        )
     out = {}
-    for seed, d in sorted(arms.items()):
-        best = fulls.get(seed, Path("-")) / "round_00" / "best.pt"
+    for key, d in sorted(arms.items()):
+        ref = fulls.get(key, [])
+        if len(ref) != 1:
+            raise SystemExit(f"error: {len(ref)} finished full runs for {key} in {root}; need 1.")
+        best = ref[0] / "round_00" / "best.pt"
         if not (d / "pool.npz").is_file():
             raise SystemExit(f"error: {d} has no pool.npz (an archive); give the bench output.")
         if not best.is_file():
-            raise SystemExit(f"error: seed {seed} has no full-data checkpoint ({best}).")
-        out[seed] = (d, best)
+            raise SystemExit(f"error: seed {key[2]} has no full-data checkpoint ({best}).")
+        out[key[2]] = (d, best)
     return out
 
 
@@ -95,13 +118,23 @@ def training_sets(run: Path, r: int, reference: Path, data_root: str | None) -> 
     from activesynth.experiment import prepare_data
     from activesynth.loop import LoopConfig
     from activesynth.pool import Pool
+    from activesynth.strategies import make_strategy
+    from activesynth.strategies.base import strategy_model_options
     from activesynth.synthesis.report import _predictor
     from activesynth.train import load_checkpoint
 
     cfg = LoopConfig.from_dict(json.loads((run / "state.json").read_text())["config"])
     if cfg.task != "seg":
         raise SystemExit(f"error: {run} is a {cfg.task} run; this study relabels masks (seg).")
+    n_rounds = len(json.loads((run / "history.json").read_text())["rounds"])
+    if not 0 <= r < n_rounds:
+        raise SystemExit(f"error: round {r}: {run} has rounds 0-{n_rounds - 1}; pick one of them")
     data, split, _ = prepare_data(cfg.train_job(), data_root)
+    if len(data.class_names) != 2:
+        raise SystemExit(
+            f"error: {run} segments {len(data.class_names) - 1} structures; the study's tables "
+            "compare one (binary masks)."
+        )
     pool_data = data.subset(split.train)
     pool = Pool.load(run)
     if not np.array_equal(pool_data.ids, pool.real_ids):
@@ -119,7 +152,8 @@ def training_sets(run: Path, r: int, reference: Path, data_root: str | None) -> 
     assert syn_all is not None
     syn = syn_all.subset(syn_idx - n_real)
     model, _ = load_checkpoint(reference, pool_data)
-    relabelled = replace(syn, masks=_predictor(model, "seg")(syn.images).astype(syn.masks.dtype))
+    relabel = _predictor(model, "seg")  # the label-fidelity figure's own prediction
+    relabelled = replace(syn, masks=relabel(syn.images).astype(syn.masks.dtype))
     pos = {str(i): k for k, i in enumerate(pool_data.ids)}
     src = np.array([pos[str(pool.provenance[i - n_real]["source_id"])] for i in syn_idx])
     if not np.all(np.isin(src, real_idx)):
@@ -134,73 +168,98 @@ def training_sets(run: Path, r: int, reference: Path, data_root: str | None) -> 
         meta={k: v[src] for k, v in pool_data.meta.items()},
         check_finite=False,
     )
+    sources_relabelled = replace(sources, masks=relabel(sources.images).astype(syn.masks.dtype))
+    name = pool_data.name
     return {
         "cfg": cfg,
-        "data": data,
-        "val": data.subset(split.val),
+        "model_cfg": replace(
+            cfg.model_config(data),
+            **strategy_model_options(make_strategy(cfg.strategy, **cfg.strategy_params)),
+        ),  # as the loop builds it (e.g. learning-loss's joint module)
+        "val": data.subset(split.val) if len(split.val) else None,
         "test": data.subset(split.test),
         "sets": {
             "real": real,
-            "real+syn": concat([real, syn], name=pool_data.name),
-            "real+syn-relabelled": concat([real, relabelled], name=pool_data.name),
-            "real+sources": concat([real, sources], name=pool_data.name),
+            "real+syn": concat([real, syn], name=name),
+            "real+syn-relabelled": concat([real, relabelled], name=name),
+            "real+sources": concat([real, sources], name=name),
+            "real+sources-relabelled": concat([real, sources_relabelled], name=name),
         },
         "n_real": len(real_idx),
-        "n_extra": len(syn_idx),
+        "n_synthetic": len(syn_idx),
         "n_distinct_sources": len(np.unique(src)),
+        "relabel_dice": {  # per item, inherited vs. relabelled mask (both empty: 1)
+            "synthetic": _dice(syn.masks, relabelled.masks),
+            "sources": _dice(sources.masks, sources_relabelled.masks),
+        },
     }
 
 
-def _job(job: tuple[str, int, int, str, str, int, str, str | None]) -> str:
-    run, seed, r, reference, cond, cap, out, data_root = job
-    import torch
+def _dice(a: np.ndarray, b: np.ndarray) -> float:
+    """Mean over items of the foreground Dice of two binary mask stacks (both empty: 1)."""
+    a, b = a.reshape(len(a), -1) > 0, b.reshape(len(b), -1) > 0
+    inter, tot = (a & b).sum(1), a.sum(1) + b.sum(1)
+    return float(np.mean(np.where(tot > 0, 2 * inter / np.maximum(tot, 1), 1.0)))
 
+
+def _job(job: tuple[str, str, int, int, str, str, int, str, str | None]) -> str:
+    run, arm, seed, r, reference, cond, cap, out, data_root = job
     from activesynth.experiment import evaluate, headline
+    from activesynth.metrics import to_jsonable
     from activesynth.train import fit
     from activesynth.utils import atomic_write_json
 
-    torch.set_num_threads(1)
     path = Path(out) / f"s{seed}-r{r}-{cond}.json"
-    if path.is_file():
+    if path.is_file():  # resume, but never from another study's fit
+        doc = json.loads(path.read_text())
+        theirs = (doc["run"], doc.get("arm"), doc["train"]["cap"])
+        if theirs != (Path(run).name, arm, cap):
+            raise SystemExit(
+                f"error: {path} is a fit of run {theirs[0]} (arm {theirs[1]}, cap {theirs[2]}), "
+                f"not of {Path(run).name} ({arm}, cap {cap}); give another --out."
+            )
         return str(path)
     t = training_sets(Path(run), r, Path(reference), data_root)
     cfg = t["cfg"]
     train = t["sets"][cond]
-    tcfg = replace(cfg.train_config(r), max_steps=cap, min_steps=0)
-    res = fit(train, t["val"], tcfg, cfg.model_config(t["data"]), quiet=True)
+    # the run's round-r recipe and seed (same initialisation for every condition), cold, capped
+    tcfg = replace(cfg.train_config(r), max_steps=cap)
+    res = fit(train, t["val"], tcfg, t["model_cfg"], quiet=True)
     report = evaluate(res.model, t["test"], "seg", seed=cfg.seed)
-    cls = report["classes"][0] if len(report["classes"]) == 1 else None
-    if cls is None:
-        raise SystemExit(f"error: {run} has {len(report['classes'])} foreground classes; one only")
-    values = report["per_patient"]["dice"][cls]["values"]
-    with open(Path(run) / "history.json") as fh:
-        rec = json.load(fh)["rounds"][r]
+    (cls,) = report["classes"]  # one structure: checked by training_sets
+    rec = json.loads((Path(run) / "history.json").read_text())["rounds"][r]
+    extra = 0 if cond == "real" else t["n_synthetic"]
     atomic_write_json(
         path,
-        {
-            "run": Path(run).name,
-            "seed": seed,
-            "round": r,
-            "condition": cond,
-            "fraction": rec["fraction"],
-            "n_train": len(train),
-            "n_real": t["n_real"],
-            "n_extra": 0 if cond == "real" else t["n_extra"],
-            "n_distinct_sources": t["n_distinct_sources"],
-            "train": {
-                "seed": tcfg.seed,
-                "cap": cap,
-                "patience": tcfg.patience,
-                "best_step": res.best_step,
-                "steps": res.steps,
-                "val_score": res.best_score,
-                "seconds": res.seconds,
-            },
-            "structure": cls,
-            "test": headline(report, "seg"),
-            "test_dice_patient": values,
-            "run_test_score_at_round": rec["test_score"],
-        },
+        to_jsonable(
+            {
+                "run": Path(run).name,
+                "arm": arm,
+                "seed": seed,
+                "round": r,
+                "condition": cond,
+                "fraction": rec["fraction"],
+                "n_train": len(train),
+                "n_real": t["n_real"],
+                "n_extra": extra,
+                "n_synthetic_in_round": t["n_synthetic"],
+                "n_distinct_sources": t["n_distinct_sources"],
+                "relabel_dice": t["relabel_dice"],
+                "train": {
+                    "seed": tcfg.seed,
+                    "cap": cap,
+                    "patience": tcfg.patience,
+                    "best_step": res.best_step,
+                    "steps": res.steps,
+                    "val_score": res.best_score,
+                    "seconds": res.seconds,
+                },
+                "structure": cls,
+                "test": headline(report, "seg"),
+                "test_dice_patient": report["per_patient"]["dice"][cls]["values"],
+                "run_test_score_at_round": rec["test_score"],
+            }
+        ),
     )
     return str(path)
 
@@ -209,55 +268,94 @@ def _mean(doc: dict[str, Any]) -> float:
     return float(doc["test"][f"dice_patient_{doc['structure']}"]["mean"])
 
 
+def _values(doc: dict[str, Any]) -> dict[str, float]:
+    return {k: math.nan if v is None else float(v) for k, v in doc["test_dice_patient"].items()}
+
+
 def summarise(out: Path) -> str:
-    from activesynth.bench.stats import hierarchical_bootstrap, paired_t_test, wilcoxon_test
+    """Markdown tables of the finished fits in ``out``, one block per round; rounds where no
+    seed has every condition yet are named, not tabulated (a study still running)."""
+    from activesynth.bench.stats import (
+        MIN_TEST_SEEDS,
+        hierarchical_bootstrap,
+        paired_t_test,
+        wilcoxon_test,
+    )
 
     docs = [json.loads(p.read_text()) for p in sorted(out.glob("s*-r*-*.json"))]
     if not docs:
         raise SystemExit(f"error: no finished fits in {out}")
     by = {(d["seed"], d["round"], d["condition"]): d for d in docs}
-    rounds = sorted({d["round"] for d in docs})
     lines = []
-    for r in rounds:
+    for r in sorted({d["round"] for d in docs}):
         seeds = sorted({s for s, rr, _ in by if rr == r})
         full = [s for s in seeds if all((s, r, c) in by for c in CONDITIONS)]
-        d0 = by[(full[0], r, "real")] if full else next(d for d in docs if d["round"] == r)
+        if not full:
+            lines += [f"Round {r}: no seed has all {len(CONDITIONS)} conditions yet ({seeds}).", ""]
+            continue
+        first = by[(full[0], r, "real+syn")]
+        n_syn = sorted({by[(s, r, "real+syn")]["n_extra"] for s in full})
+        n_real = sorted({by[(s, r, "real")]["n_real"] for s in full})
         lines += [
-            f"Round {r} ({d0['fraction']:.1%} of the pool labelled), seeds {full} complete "
-            f"(of {seeds}); per seed {d0['n_real']} real slices + {d0['n_extra']} extra for the "
-            "seed shown first. Test Dice per patient, mean over patients, then over seeds.",
+            f"Round {r} ({first['fraction']:.1%} of the pool labelled): seeds {full} have every "
+            f"condition (of {seeds}); {n_real[0]}-{n_real[-1]} real slices, "
+            f"{n_syn[0]}-{n_syn[-1]} synthetic items (or their source copies). Test Dice per "
+            "patient, mean over a seed's patients, then over seeds.",
             "",
-            "| condition | mean ± SD over seeds | per seed | best step (mean) | n train |",
-            "|---|---|---|---|---|",
+            "| condition | mean ± SD over seeds | per seed | best step (mean) |",
+            "|---|---|---|---|",
         ]
         for c in CONDITIONS:
             v = [_mean(by[(s, r, c)]) for s in full]
             st = [by[(s, r, c)]["train"]["best_step"] for s in full]
-            nt = sorted({by[(s, r, c)]["n_train"] for s in full})
             sd = np.std(v, ddof=1) if len(v) > 1 else math.nan
             lines.append(
                 f"| {c} | {np.mean(v):.3f} ± {sd:.3f} | {' / '.join(f'{x:.3f}' for x in v)} | "
-                f"{np.mean(st):.0f} | {nt[0]}-{nt[-1]} |"
+                f"{np.mean(st):.0f} |"
             )
-        lines += ["", "| a − b | Δ mean [95 % CI] | per seed | paired t p | Wilcoxon p |"]
-        lines.append("|---|---|---|---|---|")
+        rd = [by[(s, r, "real+syn")].get("relabel_dice") for s in full]
+        if all(rd):
+            lines += [
+                "",
+                "Dice of the inherited (or expert) masks with the full-data model's, per seed: "
+                "synthetic items "
+                + " / ".join(f"{x['synthetic']:.2f}" for x in rd)
+                + "; their real sources "
+                + " / ".join(f"{x['sources']:.2f}" for x in rd)
+                + ".",
+            ]
+        test = len(full) >= MIN_TEST_SEEDS
+        lines += [
+            "",
+            "| a − b | Δ mean [95 % CI] | per seed | paired t p | Wilcoxon p |",
+            "|---|---|---|---|---|",
+        ]
         for a, b in PAIRS:
             per_seed, diffs = [], []
             for s in full:
-                va = by[(s, r, a)]["test_dice_patient"]
-                vb = by[(s, r, b)]["test_dice_patient"]
+                va, vb = _values(by[(s, r, a)]), _values(by[(s, r, b)])
                 d = np.array([va[p] - vb[p] for p in sorted(va) if p in vb])
-                d = d[np.isfinite(d)]
-                per_seed.append(d)
-                diffs.append(float(d.mean()))
-            lo, hi = hierarchical_bootstrap(per_seed) if len(full) > 1 else (math.nan, math.nan)
+                d = d[np.isfinite(d)]  # patients finite in both conditions
+                if len(d):
+                    per_seed.append(d)
+                    diffs.append(float(d.mean()))
+            lo, hi = hierarchical_bootstrap(per_seed) if test else (math.nan, math.nan)
             zero = [0.0] * len(diffs)
-            t, w = paired_t_test(diffs, zero), wilcoxon_test(diffs, zero)
+            tp = paired_t_test(diffs, zero)["p"] if test else math.nan
+            wp = wilcoxon_test(diffs, zero)["p"] if test else math.nan
             lines.append(
                 f"| {a} − {b} | {np.mean(diffs):+.3f} [{lo:+.3f}, {hi:+.3f}] | "
-                f"{' / '.join(f'{x:+.3f}' for x in diffs)} | {t['p']:.3g} | {w['p']:.3g} |"
+                f"{' / '.join(f'{x:+.3f}' for x in diffs)} | {tp:.3g} | {wp:.3g} |"
             )
-        lines.append("")
+        lines += [
+            "",
+            f"Δ: per seed, the mean over its test patients finite in both conditions; seeds are "
+            f"the unit (t and Wilcoxon over {len(full)} seeds, the interval from the "
+            "hierarchical bootstrap: seeds, then patients)"
+            + ("" if test else f"; no test below {MIN_TEST_SEEDS} seeds")
+            + ".",
+            "",
+        ]
     return "\n".join(lines)
 
 
@@ -283,7 +381,7 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"error: no finished {a.arm} run for seeds {missing} in {a.results}")
     a.out.mkdir(parents=True, exist_ok=True)
     jobs = [
-        (str(runs[s][0]), s, r, str(runs[s][1]), c, a.cap, str(a.out), a.data_root)
+        (str(runs[s][0]), a.arm, s, r, str(runs[s][1]), c, a.cap, str(a.out), a.data_root)
         for s in seeds
         for r in a.round
         for c in CONDITIONS
