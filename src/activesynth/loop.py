@@ -188,6 +188,11 @@ class LoopConfig:
             "labelled-dataset-masks" | "pool-masks",
             "max_sources": cap on source items per round (a seeded random subset; a trained
             generator still learns from all items it may read) or None,
+            "max_per_source": None (default: the top ``k`` whatever their sources, as the
+            paper) or m (ours: at most m added items per source item and class; the score
+            strategy ranks every candidate and the best are taken in its order, skipping a
+            source's once it has m, so a batch spreads over at least k/m sources; fewer than
+            ``k`` are added when too few sources are left),
             "quality": quality figures and gallery of each added batch (``synthesis.report.
             QUALITY_DEFAULTS``: ``enabled``, ``max_items``, ``max_real``, ``gallery`` rows,
             ``reference`` checkpoint; false turns them off),
@@ -454,6 +459,7 @@ SYNTHESIS_KEYS = (
     "score_params",
     "sources",
     "max_sources",
+    "max_per_source",
     "quality",
     "gate",
 )
@@ -523,6 +529,11 @@ def normalise_synthesis(s: Any, cfg: LoopConfig) -> dict[str, Any] | None:
     cap = s.get("max_sources")
     if cap is not None and (not _is_int(cap) or cap < 1):
         raise ConfigError(f"synthesis max_sources must be an integer >= 1 or null, got {cap!r}.")
+    spread = s.get("max_per_source")
+    if spread is not None and (not _is_int(spread) or spread < 1):
+        raise ConfigError(
+            f"synthesis max_per_source must be an integer >= 1 or null, got {spread!r}."
+        )
     quality = normalise_quality(s.get("quality"))
     gate = normalise_gate(s.get("gate"), quality)
     return {
@@ -535,7 +546,8 @@ def normalise_synthesis(s: Any, cfg: LoopConfig) -> dict[str, Any] | None:
         "sources": sources,
         "max_sources": None if cap is None else int(cap),
         "quality": quality,
-        # stored only when given: runs made before the gate keep their config (and run id)
+        # stored only when given: runs made before these options keep their config (and run id)
+        **({} if spread is None else {"max_per_source": int(spread)}),
         **({} if gate is None else {"gate": gate}),
     }
 
@@ -900,6 +912,26 @@ def initial_index(
         [rng.choice(fg, size=k_fg, replace=False), rng.choice(bg, size=n - k_fg, replace=False)]
     )
     return np.sort(pick).astype(np.int64)
+
+
+def spread_by_source(sources: np.ndarray, cap: int, k: int) -> np.ndarray:
+    """Positions of at most ``k`` items of a ranking (best first) with at most ``cap`` per
+    source: greedy in ranking order, skipping an item whose source already has ``cap``.
+
+    Args:
+        sources: (N,) source id of each ranked item, in ranking order.
+        cap: most items per source (>= 1).
+        k: most items in all.
+    """
+    taken: dict[str, int] = {}
+    keep = []
+    for i, src in enumerate(sources.tolist()):
+        if len(keep) == k:
+            break
+        if taken.get(src, 0) < cap:
+            taken[src] = taken.get(src, 0) + 1
+            keep.append(i)
+    return np.asarray(keep, np.int64)
 
 
 def synthesis_quality_sets(
@@ -1636,10 +1668,14 @@ class _Run:
         (K,) scores and the per-class counts (None for a plain ``top_k``).
 
         The score strategy sees a QueryContext over the candidates (all unlabelled) with round
-        ``r - 1``'s model; per class it is asked for ``min(k, available)`` items.
+        ``r - 1``'s model; per class it is asked for ``min(k, available)`` items, or, with
+        ``max_per_source``, to rank every candidate of the class, from which
+        :func:`spread_by_source` takes the best in that order (the counts are then what was
+        taken).
         """
         syn = self.cfg.synthesis
         top = syn["top_k"]
+        spread = syn.get("max_per_source")
         if isinstance(top, dict):
             cls, names = self.candidate_classes(cands)
             wanted: list[tuple[str, np.ndarray, int]] = []
@@ -1668,9 +1704,17 @@ class _Run:
             counts[name] = k
             if k == 0:
                 continue
-            q = self._score(cands.subset(members), k, model, r, rng)
-            picks.append(members[q.index])
-            scores.append(np.asarray(q.scores, np.float64))
+            if spread is None:
+                q = self._score(cands.subset(members), k, model, r, rng)
+                picks.append(members[q.index])
+                scores.append(np.asarray(q.scores, np.float64))
+                continue
+            q = self._score(cands.subset(members), len(members), model, r, rng)  # a ranking
+            src = np.array([cands.provenance[i].source_id for i in members[q.index]])
+            keep = spread_by_source(src, spread, k)
+            counts[name] = len(keep)
+            picks.append(members[q.index[keep]])
+            scores.append(np.asarray(q.scores, np.float64)[keep])
         if not picks:
             return np.zeros(0, np.int64), np.zeros(0), None if not isinstance(top, dict) else counts
         return (

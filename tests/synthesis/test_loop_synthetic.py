@@ -14,7 +14,7 @@ import pytest
 
 from activesynth.errors import ConfigError
 from activesynth.generative.base import GENERATORS
-from activesynth.loop import History, LoopConfig, run_loop
+from activesynth.loop import History, LoopConfig, run_loop, spread_by_source
 from activesynth.pool import Pool
 from activesynth.synthesis.candidates import Candidates
 from activesynth.synthesis.classic import ClassicAugmentation
@@ -102,6 +102,24 @@ def test_gate_is_stored_only_when_given() -> None:
     gated = syn_cfg(synthesis={**SYN["synthesis"], "gate": {"min_ssim": 0.5}})
     assert gated.synthesis["gate"] == {"min_fidelity": None, "min_ssim": 0.5}
     assert LoopConfig.from_dict(gated.as_dict()) == gated
+
+
+def test_max_per_source_is_stored_only_when_given_and_checked() -> None:
+    assert "max_per_source" not in syn_cfg().synthesis  # older runs keep their run id
+    spread = syn_cfg(synthesis={**SYN["synthesis"], "max_per_source": 2})
+    assert spread.synthesis["max_per_source"] == 2
+    assert LoopConfig.from_dict(spread.as_dict()) == spread
+    for bad in (0, 1.5, True, "2"):
+        with pytest.raises(ConfigError, match="max_per_source must be an integer >= 1"):
+            syn_cfg(synthesis={**SYN["synthesis"], "max_per_source": bad})
+
+
+def test_spread_by_source_takes_the_ranking_in_order_with_a_cap() -> None:
+    ranked = np.array(["a", "a", "a", "b", "a", "c", "b", "b", "d"])
+    assert spread_by_source(ranked, 2, 4).tolist() == [0, 1, 3, 5]
+    assert spread_by_source(ranked, 1, 9).tolist() == [0, 3, 5, 8]  # only 4 sources
+    assert spread_by_source(ranked, 9, 3).tolist() == [0, 1, 2]  # no cap binds: the top k
+    assert spread_by_source(ranked[:0], 1, 3).tolist() == []
 
 
 def test_gate_verdict_on_measured_figures() -> None:
@@ -477,3 +495,23 @@ def test_a_gated_batch_is_measured_but_not_added(reference, tmp_path) -> None:
     assert all(hist2.records[r]["synthetic"]["gate"]["passed"] for r in (1, 2))
     np.testing.assert_array_equal(Pool.load(passing).ids, Pool.load(ref_out).ids)
     assert [r["gated"] for r in collect_synthesis(passing)] == [False, False]
+
+
+def test_max_per_source_spreads_a_batch_over_sources(reference, tmp_path) -> None:
+    """With one item per source, each batch is the best of the same ranking the paper's top k
+    comes from, one per source: round 1 (ranked by the shared round-0 model) starts with the
+    reference's best candidate and never beats its top-k scores position by position."""
+    _, ref, _ = reference
+    cfg = syn_cfg(synthesis={**SYN["synthesis"], "max_per_source": 1})
+    hist = run_loop(cfg, tmp_path, quiet=True)
+    pool = Pool.load(tmp_path)
+    for r in (1, 2):
+        s = hist.records[r]["synthetic"]
+        sel = np.flatnonzero(pool.is_synthetic & (pool.labelled_round == r))
+        src = [pool.provenance_of(int(i))["source_id"] for i in sel]
+        assert s["added"] == len(sel) == 4 and len(set(src)) == 4
+        assert s["scores"] == sorted(s["scores"], reverse=True)
+    ours, theirs = hist.records[1]["synthetic"]["scores"], ref.records[1]["synthetic"]["scores"]
+    assert ours[0] == theirs[0] and all(a <= b for a, b in zip(ours, theirs, strict=True))
+    assert ours != theirs  # the reference's round-1 batch repeats two sources
+    assert hist.queried_ids()[:1] == ref.queried_ids()[:1]
