@@ -343,9 +343,11 @@ def summarise(out: Path) -> str:
             zero = [0.0] * len(diffs)
             tp = paired_t_test(diffs, zero)["p"] if test else math.nan
             wp = wilcoxon_test(diffs, zero)["p"] if test else math.nan
+            ci = f"[{lo:+.3f}, {hi:+.3f}]" if test else "(no interval)"
             lines.append(
-                f"| {a} − {b} | {np.mean(diffs):+.3f} [{lo:+.3f}, {hi:+.3f}] | "
-                f"{' / '.join(f'{x:+.3f}' for x in diffs)} | {tp:.3g} | {wp:.3g} |"
+                f"| {a} − {b} | {np.mean(diffs):+.3f} {ci} | "
+                f"{' / '.join(f'{x:+.3f}' for x in diffs)} | "
+                + (f"{tp:.3g} | {wp:.3g} |" if test else "– | – |")
             )
         lines += [
             "",
