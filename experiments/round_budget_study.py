@@ -92,7 +92,14 @@ def _one(job: tuple[int, float, str, int, int, str, str | None, str | None]) -> 
 
     torch.set_num_threads(1)
     path = Path(out) / f"s{seed}-{frac:g}-{start}.json"
-    if path.is_file():
+    if path.is_file():  # resume, but never from a curve of another recipe
+        doc = json.loads(path.read_text())
+        theirs = (doc.get("grid"), doc["cap"], doc["eval_every"])
+        if theirs != (grid, cap, every):
+            raise SystemExit(
+                f"error: {path} is a curve of grid {theirs[0]} (cap {theirs[1]}, eval every "
+                f"{theirs[2]}), not of {grid} ({cap}, {every}); give another --out."
+            )
         return str(path)
     cfg = _loop_cfg(seed, grid)
     data, split, _ = prepare_data(cfg.train_job(), data_root)

@@ -71,6 +71,8 @@ PAIRS = (
     ("real+sources", "real"),  # the extra weight on the source slices alone
     ("real+syn", "real+sources"),  # synthetic images + inherited masks vs. their sources
     ("real+syn-relabelled", "real+sources-relabelled"),  # synthetic vs. real images, same masks
+    ("real+sources-relabelled", "real"),  # the copies with the relabeller's masks
+    ("real+sources-relabelled", "real+sources"),  # the relabeller's masks vs. the expert's
 )
 
 

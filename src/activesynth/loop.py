@@ -189,10 +189,17 @@ class LoopConfig:
             "max_sources": cap on source items per round (a seeded random subset; a trained
             generator still learns from all items it may read) or None,
             "max_per_source": None (default: the top ``k`` whatever their sources, as the
-            paper) or m (ours: at most m added items per source item and class; the score
-            strategy ranks every candidate and the best are taken in its order, skipping a
-            source's once it has m, so a batch spreads over at least k/m sources; fewer than
-            ``k`` are added when too few sources are left),
+            paper) or m (ours: at most m *added* items per source item and class, not to be
+            confused with ``per_source``, the candidates *generated* per source; the score
+            strategy is asked for every candidate and the items are taken in the order it
+            returns, skipping a source's once it has m, so a batch spreads over at least k/m
+            sources; fewer than ``k`` are added when too few sources are left). That order is
+            the ranking the default top ``k`` is cut from for strategies that select by
+            per-item scores (``strategies.base.top_k``: the uncertainty scores, mc-dropout,
+            bald, learning-loss, random, oracle); other strategies (batch ones such as
+            coreset, dal, clsmc, random-foreground, per-class) choose a batch for the budget
+            asked, so with this option they order all candidates by their own rule for the
+            whole set, which need not begin with their top-k choice,
             "quality": quality figures and gallery of each added batch (``synthesis.report.
             QUALITY_DEFAULTS``: ``enabled``, ``max_items``, ``max_real``, ``gallery`` rows,
             ``reference`` checkpoint; false turns them off),
@@ -465,7 +472,8 @@ SYNTHESIS_KEYS = (
 )
 SYNTHESIS_SOURCES = ("labelled", "labelled-dataset-masks", "pool-masks")
 MAX_PER_SOURCE = 200
-"""Mahapatra et al. generate up to 200 synthetic images per source image."""
+"""Mahapatra et al. generate up to 200 synthetic images per source image (the bound of
+``per_source``, candidates generated; ``max_per_source`` caps the items *added* per source)."""
 
 
 def normalise_synthesis(s: Any, cfg: LoopConfig) -> dict[str, Any] | None:

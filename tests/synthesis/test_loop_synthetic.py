@@ -515,3 +515,17 @@ def test_max_per_source_spreads_a_batch_over_sources(reference, tmp_path) -> Non
     assert ours[0] == theirs[0] and all(a <= b for a, b in zip(ours, theirs, strict=True))
     assert ours != theirs  # the reference's round-1 batch repeats two sources
     assert hist.queried_ids()[:1] == ref.queried_ids()[:1]
+
+
+def test_a_cap_that_never_binds_reproduces_the_paper_top_k(reference, tmp_path) -> None:
+    """max_per_source >= top_k: the whole ranking cut at k is the default top k, so the run is
+    the reference run item for item."""
+    _, ref, ref_out = reference
+    cfg = syn_cfg(synthesis={**SYN["synthesis"], "max_per_source": 4})
+    hist = run_loop(cfg, tmp_path, quiet=True)
+    for a, b in zip(hist.records[1:], ref.records[1:], strict=True):
+        assert a["synthetic"]["ids"] == b["synthetic"]["ids"]
+        assert a["synthetic"]["scores"] == b["synthetic"]["scores"]
+    np.testing.assert_array_equal(Pool.load(tmp_path).ids, Pool.load(ref_out).ids)
+    assert hist.queried_ids() == ref.queried_ids()
+    assert [r["test_score"] for r in hist.records] == [r["test_score"] for r in ref.records]
