@@ -77,6 +77,29 @@ def test_archive_refuses_to_mix_grids(tmp_path: Path, grid: GridConfig, grid_doc
         archive(out2, dest)
 
 
+def test_a_grid_that_only_adds_units_continues_its_archive(
+    tmp_path: Path, grid: GridConfig, grid_doc, registry
+) -> None:
+    from activesynth.bench.grid import parse_grid
+
+    out = tmp_path / "runs"
+    run_grid(grid, out, executor=InlineExecutor(), run_fn=fake_run, quiet=True)
+    dest = tmp_path / "results"
+    archive(out, dest)
+    # a new seed: the same units plus two, in the same results directory
+    more = parse_grid({**grid_doc, "seeds": [0, 1, 2]}, strategies=registry, check_config=None)
+    run_grid(more, out, executor=InlineExecutor(), run_fn=fake_run, quiet=True)
+    new_ids = sorted(u.run_id for u in more.units() if u.seed == 2)
+    assert sorted(archive(out, dest)) == new_ids
+    assert ResultsStore.open(dest).manifest["units"].keys() == {u.run_id for u in more.units()}
+    # a grid that drops or changes a unit is still another grid
+    fewer = parse_grid({**grid_doc, "seeds": [0]}, strategies=registry, check_config=None)
+    out2 = tmp_path / "runs2"
+    run_grid(fewer, out2, executor=InlineExecutor(), run_fn=fake_run, quiet=True)
+    with pytest.raises(DataError, match="not one that only adds runs"):
+        archive(out2, dest)
+
+
 def test_a_round_file_written_after_archiving_joins_the_archived_run(
     tmp_path: Path, grid: GridConfig
 ) -> None:

@@ -52,25 +52,40 @@ def _copy_atomic(src: Path, dest: Path) -> None:
         raise
 
 
+def extends(old: dict, new: dict) -> bool:
+    """Whether grid manifest ``new`` keeps every run unit of ``old`` unchanged (same id, same
+    config hash) and only adds units or changes text (e.g. a new arm and its description)."""
+    before, after = old.get("units") or {}, new.get("units") or {}
+    return bool(before) and all(
+        k in after and after[k].get("config_hash") == v.get("config_hash")
+        for k, v in before.items()
+    )
+
+
 def archive(src: str | os.PathLike, dest: str | os.PathLike) -> list[str]:
     """Copy the finished runs of results directory ``src`` into ``dest`` (JSON only).
+
+    An archive holds the runs of one grid. A grid that only gained units (:func:`extends`: a new
+    arm or seed, every archived unit unchanged) continues its archive, whose manifest becomes
+    the new grid's.
 
     Returns:
         The run ids archived by this call (runs already in ``dest`` are skipped).
 
     Raises:
-        DataError: ``src`` is not a results directory, ``dest`` archives another grid config,
+        DataError: ``src`` is not a results directory, ``dest`` archives another grid config
+            (one that does not only add units),
             or ``dest`` holds a run of the same id with another config hash (archive into
             another folder).
     """
     store = ResultsStore.open(src)
     dest = Path(dest)
     if (dest / MANIFEST).is_file():
-        have = ResultsStore.open(dest).manifest.get("grid")
-        if have != store.manifest.get("grid"):
+        have = ResultsStore.open(dest).manifest
+        if have.get("grid") != store.manifest.get("grid") and not extends(have, store.manifest):
             raise DataError(
-                f"{dest} archives another grid config than {src}'s; archive into a new folder "
-                "(an archive holds the runs of one grid)."
+                f"{dest} archives another grid config than {src}'s, and not one that only adds "
+                "runs to it; archive into a new folder (an archive holds the runs of one grid)."
             )
     done: list[str] = []
     for run_id in store.finished_ids(all_runs=True):
