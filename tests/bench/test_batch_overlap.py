@@ -2,20 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.scripts import load_script
 
 
 def _module():
-    spec = importlib.util.spec_from_file_location(
-        "batch_overlap", REPO / "experiments" / "batch_overlap.py"
-    )
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("experiments/batch_overlap.py")
 
 
 def _run(root: Path, run_id: str, queries: list[list[int]], scores: list[float]) -> None:

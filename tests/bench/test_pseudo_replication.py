@@ -3,23 +3,17 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.scripts import load_script
 
 
 def _module():
-    spec = importlib.util.spec_from_file_location(
-        "pseudo_replication", REPO / "experiments" / "pseudo_replication.py"
-    )
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("experiments/pseudo_replication.py")
 
 
 def _run(root: Path, strategy: str, seed: int, rounds: list[dict[str, float]]) -> None:

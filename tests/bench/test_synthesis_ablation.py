@@ -5,7 +5,6 @@ relabelled by the full-data model, the sources instead), and the study resumes f
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import json
 from pathlib import Path
 
@@ -17,17 +16,11 @@ from activesynth.bench.grid import parse_grid
 from activesynth.pool import Pool
 from activesynth.train import load_checkpoint, predict
 from tests.bench.test_synthetic_report import SYN_GRID
-
-REPO = Path(__file__).resolve().parents[2]
+from tests.scripts import load_script
 
 
 def _module():
-    spec = importlib.util.spec_from_file_location(
-        "synthesis_ablation", REPO / "experiments" / "synthesis_ablation.py"
-    )
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("experiments/synthesis_ablation.py")
 
 
 @pytest.fixture(scope="module")

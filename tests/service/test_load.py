@@ -6,27 +6,17 @@ file, a missing row, and an overlapping lease in the audit log."""
 from __future__ import annotations
 
 import datetime as dt
-import importlib.util
-import sys
 from pathlib import Path
 from types import ModuleType, SimpleNamespace
 
 import pytest
 
+from tests.scripts import load_script
 from tests.service.conftest import LiveServer, settings_for
-
-BENCH = Path(__file__).resolve().parents[2] / "bench" / "load_service.py"
 
 
 def _bench() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("load_service", BENCH)
-    assert spec is not None and spec.loader is not None
-    if spec.name in sys.modules:
-        return sys.modules[spec.name]
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod  # its dataclasses look their module up
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("bench/load_service.py")
 
 
 def test_load_core_keeps_its_invariants(folder: Path, db_url: str | None) -> None:

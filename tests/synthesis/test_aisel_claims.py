@@ -2,20 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[2] / "experiments" / "aisel_claims.py"
+from tests.scripts import load_script
 
 
 @pytest.fixture(scope="module")
 def claims():
-    spec = importlib.util.spec_from_file_location("aisel_claims", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("experiments/aisel_claims.py")
 
 
 def rows(metric: str, curves: dict[str, list[float]], seeds=(0, 1, 2)) -> list[dict]:

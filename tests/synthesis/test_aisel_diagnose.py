@@ -2,25 +2,18 @@
 
 from __future__ import annotations
 
-import importlib.util
 import math
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 from scipy import ndimage
 
-SCRIPT = Path(__file__).resolve().parents[2] / "experiments" / "aisel_diagnose.py"
+from tests.scripts import load_script
 
 
 @pytest.fixture(scope="module")
 def diag():
-    spec = importlib.util.spec_from_file_location("aisel_diagnose", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["aisel_diagnose"] = mod  # dataclasses resolve annotations through it
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("experiments/aisel_diagnose.py")
 
 
 def disc(size: int, r: float, cy: float | None = None, cx: float | None = None) -> np.ndarray:

@@ -2,26 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 
 from activesynth.synthesis.aisel import AISELConfig, CachedOracle, aisel_round
+from tests.scripts import load_script
 from tests.synthesis.test_aisel import disc_setup  # noqa: F401  (fixture)
-
-SCRIPT = Path(__file__).resolve().parents[2] / "experiments" / "aisel_vae_diagnose.py"
 
 
 @pytest.fixture(scope="module")
 def vdiag():
-    spec = importlib.util.spec_from_file_location("aisel_vae_diagnose", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["aisel_vae_diagnose"] = mod
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("experiments/aisel_vae_diagnose.py")
 
 
 def test_round_candidates_are_the_loops(vdiag, disc_setup):  # noqa: F811
