@@ -7,7 +7,13 @@ from pathlib import Path
 from typing import Any
 
 from activesynth.bench.grid import RunUnit
-from activesynth.bench.reproducibility import machine_fingerprint, round0_check, round0_text
+from activesynth.bench.reproducibility import (
+    machine_check,
+    machine_fingerprint,
+    machine_text,
+    round0_check,
+    round0_text,
+)
 from activesynth.bench.store import mark_done
 
 BASE = {"dataset": "lgg", "task": "seg", "max_steps": 1200, "initial": 0.01, "channels": [8, 16]}
@@ -97,6 +103,50 @@ def test_a_changed_recipe_is_a_group_of_its_own(tmp_path: Path) -> None:
     assert round0_check([*runs, tmp_path / "empty"])["n_groups"] == 0
 
 
+def _done(run: Path, env: dict[str, Any] | None) -> Path:
+    (run / "DONE").write_text(json.dumps({"run_id": run.name, **({"env": env} if env else {})}))
+    return run
+
+
+HERE = {"cpu": "Xeon", "cpu_flags": "aa", "torch": "2.13.0+cpu", "numpy": "2.4"}
+
+
+def test_a_full_reference_made_elsewhere_is_named(tmp_path: Path) -> None:
+    # the full run's round 0 is its own group, so only its machine record can show that it was
+    # made elsewhere; a field the older record lacks does not split a seed
+    newer = {**HERE, "monai": "1.6.1"}
+    runs = [
+        _done(_run(tmp_path, "a0", "random", 0, 0.478), HERE),
+        _done(_run(tmp_path, "b0", "mc-dropout", 0, 0.478), newer),
+        _done(_run(tmp_path, "f0", "full", 0, 0.67, config={"initial": 1.0}), HERE),
+        _done(_run(tmp_path, "a1", "random", 1, 0.561), HERE),
+        _done(_run(tmp_path, "b1", "mc-dropout", 1, 0.561), HERE),
+        _done(_run(tmp_path, "f1", "full", 1, 0.69, config={"initial": 1.0}), HERE),
+    ]
+    assert round0_check(runs)["disagree"] == []
+    check = machine_check(runs)
+    assert check == {"n_seeds": 2, "n_runs": 6, "n_unrecorded": 0, "mixed": []}
+    assert "within every seed the recorded runs share one record" in machine_text(check)
+    _done(runs[5], {**HERE, "cpu_flags": "bb", "torch": "2.12.0+cpu"})
+    check = machine_check(runs)
+    (d,) = check["mixed"]
+    assert (d["seed"], d["differ"]) == (1, ["cpu_flags", "torch"])
+    assert [st["strategies"] for st in d["sets"]] == [["random", "mc-dropout"], ["full"]]
+    assert round0_check(runs)["disagree"] == []  # the round-0 check cannot see it
+    text = machine_text(check)
+    assert "**1 seed mix records**" in text
+    assert "seed 1: {random, mc-dropout}; {full} (differ in cpu_flags, torch)" in text
+    # runs archived before records were kept are counted, never guessed at
+    _done(runs[0], None)
+    check = machine_check([*runs, tmp_path / "missing"])
+    assert check["n_runs"] == 6 and check["n_unrecorded"] == 1 and len(check["mixed"]) == 1
+    assert "1 record none" in machine_text(check)
+    for r in runs:
+        _done(r, None)
+    assert "none records its machine" in machine_text(machine_check(runs))
+    assert machine_text(machine_check([])) == ""
+
+
 def test_done_records_the_machine(tmp_path: Path) -> None:
     env = machine_fingerprint()
     assert env["torch"] and env["numpy"] and env["python"] and env["cpus"] >= 1
@@ -123,6 +173,8 @@ def test_the_report_prints_the_check_beside_each_group(tmp_path: Path, grid: Any
     tables = (write_report(out).parent / "tables.md").read_text()
     assert "**Round-0 check**" in tables and "4 runs in 2 seed groups" in tables
     assert "seed 1: {random} 0.6000; {good} 0.6200" in tables
+    # every run here records this machine: the machine records agree
+    assert "**Machine records**" in tables and "share one record" in tables
     summary = json.loads((out / "report" / "summary.json").read_text())
     assert [d["seed"] for d in summary["groups"][0]["round0"]["disagree"]] == [1]
 

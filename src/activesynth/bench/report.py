@@ -51,7 +51,12 @@ from typing import Any
 
 from activesynth.bench import stats
 from activesynth.bench.grid import GridConfig, parse_grid, slug
-from activesynth.bench.reproducibility import round0_check, round0_text
+from activesynth.bench.reproducibility import (
+    machine_check,
+    machine_text,
+    round0_check,
+    round0_text,
+)
 from activesynth.bench.store import SCHEMA_VERSION, ResultsStore, collect, hd95_penalty_counts
 from activesynth.errors import ConfigError, DataError
 from activesynth.utils import atomic_write, atomic_write_json, atomic_write_text
@@ -193,9 +198,10 @@ def summarise(
         }
         g["metrics_schema"] = min(int(r.get("metrics_schema") or 1) for r in grows)
         # paired runs made under other numerics (another machine, linked from an archive)
-        g["round0"] = round0_check(
-            store.run_dir(run_id) for run_id in sorted({r["run_id"] for r in grows})
-        )
+        run_dirs = [store.run_dir(run_id) for run_id in sorted({r["run_id"] for r in grows})]
+        g["round0"] = round0_check(run_dirs)
+        # ... and every run of a seed, its full reference included, by machine record
+        g["machines"] = machine_check(run_dirs)
         groups.append(g)
     return {
         "schema": SCHEMA_VERSION,
@@ -489,6 +495,7 @@ def _group_markdown(g: Mapping[str, Any]) -> str:
             f"strategy: {seeds}." + stats.overrides_text(g),
             stats.pairing_text(g),
             *([text] if (text := round0_text(g.get("round0"))) else []),
+            *([text] if (text := machine_text(g.get("machines"))) else []),
             *[
                 part
                 for m in g["table"]["metrics"]

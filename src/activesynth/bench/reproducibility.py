@@ -18,7 +18,9 @@ report prints the result beside each group's tables (:func:`round0_text`).
 What it cannot see: runs whose round 0 differs by design (the ``full`` run; an arm that changes
 the recipe) are in groups of their own, so a ``full`` reference made elsewhere shows only in its
 machine record. New runs record one: :func:`machine_fingerprint` goes into each ``DONE`` marker
-(``env``); runs archived before it have none.
+(``env``); runs archived before it have none. :func:`machine_check` reads those records for every
+run of a seed, the ``full`` reference and recipe-changing arms included, and lists the seeds whose
+runs were made under more than one record (:func:`machine_text` beside the round-0 check).
 """
 
 from __future__ import annotations
@@ -31,7 +33,14 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ROUND0_FREE_KEYS", "machine_fingerprint", "round0_check", "round0_text"]
+__all__ = [
+    "ROUND0_FREE_KEYS",
+    "machine_check",
+    "machine_fingerprint",
+    "machine_text",
+    "round0_check",
+    "round0_text",
+]
 
 #: Loop-config keys that act only after round 0 (the strategy, its params, the query schedule,
 #: synthesis, warm starts and auxiliary models of later rounds, stopping across rounds).
@@ -235,4 +244,111 @@ def round0_text(check: Mapping[str, Any] | None) -> str:
         "or library build (e.g. linked from an archive made elsewhere; DONE's `env` says where "
         "recorded) or another code version; a Δ between them includes that drift, not only "
         "the strategy. Rerun one side where the other ran to remove it."
+    )
+
+
+def _same_env(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
+    """Two machine records agree on every field both have (a field added later does not split
+    older runs from newer ones; the rule of ``bench.executors.made_elsewhere``)."""
+    return all(a[k] == b[k] for k in a.keys() & b.keys())
+
+
+def machine_check(run_dirs: Iterable[Path]) -> dict[str, Any]:
+    """Group finished runs by seed (dataset, schedule, seed) and their ``DONE`` machine records.
+
+    Unlike :func:`round0_check` this covers every run of a seed, the ``full`` reference and arms
+    with another recipe included, but only runs that record a machine (``DONE``'s ``env``, from
+    :func:`machine_fingerprint`); it can tell nothing about runs made before records were kept.
+
+    Args:
+        run_dirs: run folders with ``unit.json`` and ``DONE`` (others are ignored).
+
+    Returns:
+        ``{"n_seeds": seed groups with >= 2 runs, "n_runs": finished runs read, "n_unrecorded":
+        runs without a record, "mixed": [{"dataset", "schedule", "seed", "sets": [{"env",
+        "strategies", "run_ids"}], "differ": [fields that differ]}]}``, one entry per seed whose
+        recorded runs hold more than one record, its sets in order of first appearance (runs
+        without a record are left out of the sets).
+    """
+    seeds: dict[tuple[str, str, int], list[tuple[dict[str, Any], dict[str, Any] | None]]] = {}
+    n_runs = n_unrecorded = 0
+    for run in run_dirs:
+        try:
+            unit = json.loads((run / "unit.json").read_text())
+            done = json.loads((run / "DONE").read_text())
+        except (OSError, ValueError):
+            continue
+        env = done.get("env") if isinstance(done, dict) else None
+        env = env if isinstance(env, dict) else None
+        n_runs += 1
+        n_unrecorded += env is None
+        key = (str(unit.get("dataset")), str(unit.get("schedule")), int(unit.get("seed", -1)))
+        seeds.setdefault(key, []).append((unit, env))
+    mixed = []
+    for (dataset, schedule, seed), runs in sorted(seeds.items()):
+        sets: list[dict[str, Any]] = []
+        for unit, env in runs:
+            if env is None:
+                continue
+            for st in sets:
+                if _same_env(st["env"], env):
+                    break
+            else:
+                st = {"env": env, "strategies": [], "run_ids": []}
+                sets.append(st)
+            st["strategies"].append(unit.get("strategy"))
+            st["run_ids"].append(unit.get("run_id"))
+        if len(sets) < 2:
+            continue
+        differ = sorted(
+            {
+                k
+                for a in sets
+                for b in sets
+                if a is not b
+                for k in a["env"].keys() & b["env"].keys()
+                if a["env"][k] != b["env"][k]
+            }
+        )
+        mixed.append(
+            {"dataset": dataset, "schedule": schedule, "seed": seed, "sets": sets, "differ": differ}
+        )
+    return {
+        "n_seeds": sum(len(r) > 1 for r in seeds.values()),
+        "n_runs": n_runs,
+        "n_unrecorded": n_unrecorded,
+        "mixed": mixed,
+    }
+
+
+def machine_text(check: Mapping[str, Any] | None) -> str:
+    """One paragraph for a report group: whether each seed's runs, its ``full`` reference
+    included, were made under one machine record, and how many runs record none."""
+    if not check or not check.get("n_runs"):
+        return ""
+    n, none = check["n_runs"], check["n_unrecorded"]
+    head = f"**Machine records** (DONE's `env`, every run of a seed, `full` included): {n} runs"
+    if none == n:
+        return (
+            head + "; none records its machine (made before records were kept), so whether a "
+            "seed's runs, its `full` reference included, shared numerics is not known beyond "
+            "the round-0 check."
+        )
+    unknown = f"; {none} record none (made before records were kept)" if none else ""
+    bad = check["mixed"]
+    if not bad:
+        return head + unknown + "; within every seed the recorded runs share one record."
+    seeds = []
+    for d in bad:
+        sets = "; ".join(
+            "{" + ", ".join(dict.fromkeys(map(str, st["strategies"]))) + "}" for st in d["sets"]
+        )
+        seeds.append(f"seed {d['seed']}: {sets} (differ in {', '.join(d['differ'])})")
+    return (
+        head
+        + unknown
+        + f"; **{len(bad)} seed{'s' if len(bad) > 1 else ''} mix records**: "
+        + " · ".join(seeds)
+        + '. A Δ or a "% of full data" between sets of one seed includes the drift between '
+        "machines or library builds; rerun one side where the other ran to remove it."
     )
