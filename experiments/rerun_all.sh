@@ -38,8 +38,8 @@ ORDER=(
   # run early on this machine); lgg_dai keeps its first-machine full runs, matched to its arms
   "lgg_synthesis lgg_mc_fast_vs_full lgg_dai"   # issue 10: synthesis on top of selection, LGG
   "jsrt_lung_synthesis jsrt_lung"        # issue 10: the paper's Table 1, lung fields [30]
-  "pneumonia"                            # issue 9: 28 px [45]
   "jsrt_nodule_synthesis"                # issue 10: the paper's Table 1, nodules [20]
+  "pneumonia"                            # issue 9: 28 px [45]
   "jsrt_lung jsrt_lung_synthesis"        # issue 9: strategies on lung fields [43 + shared]
   "jsrt_nodule"                          # issue 9: strategies on nodules [50]
   # (its shared runs, e.g. gradient-guided s0-3, come from lgg_dai's first machine: if the
