@@ -76,6 +76,8 @@ def test_cgan_pairs_with_provenance_quality_and_a_reusable_cache(tmp_path) -> No
         assert d["provenance"]["source_group"] == g
         assert by_id[d["image"].removesuffix(".png")] == f"syn:{g}"
     assert synthetic_groups(back.groups).all()
+    # every name written is valid on Windows too (no ':' in a folder name)
+    assert not any(set(p.name) & set('<>:"|?*\\') for p in out.rglob("*"))
     # so `train --dataset OUT/dataset.json` cannot put them in validation or test
     with pytest.raises(DataError, match=r"synthetic items .* would enter the"):
         patient_split(back, seed=0)
@@ -143,3 +145,11 @@ def test_official_split_keeps_the_test_set_unseen(tmp_path) -> None:
         synthesise(
             "phantom", tmp_path / "p", 2, size=32, data_options={"n": 12}, split="official", **kw
         )
+
+
+def test_group_folders_are_portable_names() -> None:
+    from activesynth.synthesis.synthesise import _group_folder
+
+    assert _group_folder("TCGA_CS_4941") == "TCGA_CS_4941"
+    assert _group_folder("a:b/c\\d e") == "a%3Ab%2Fc%5Cd%20e"
+    assert [_group_folder(g) for g in ("", ".", "..")] == ["%00", "%2E", "%2E%2E"]

@@ -8,12 +8,13 @@ train), proposes candidates from a seeded selection of source items, drops NaN/c
 
 - ``images/<group>/syn_NNNNN.png`` and ``masks/syn_NNNNN_mask.png`` (binary masks as 0/255,
   multi-class as class ids), or ``.nii.gz`` with ``fmt="nifti"`` (2D volumes, channels last,
-  identity affine). ``<group>`` is ``syn:<source patient>`` (percent-encoded where the patient
-  id holds characters other than letters, digits, ``.``, ``_``, ``-``, ``~``), one folder per source
-  patient, so every synthetic item reloads as a synthetic item of its source's patient;
-- ``dataset.json`` (PNG only): a dataset spec of the written set (``group: {level: 0}``: the
-  folder below ``images`` is the group), so ``activesynth train --dataset OUT/dataset.json``
-  reads it back with groups ``syn:<source patient>``. Such a set is training data only: a
+  identity affine). ``<group>`` is the source patient's id (percent-encoded where it holds
+  characters other than letters, digits, ``.``, ``_``, ``-``, ``~``, so the name is valid on
+  Windows too), one folder per source patient;
+- ``dataset.json`` (PNG only): a dataset spec of the written set (``group: {level: 0, prefix:
+  "syn:"}``: the folder below ``images`` is the patient), so ``activesynth train --dataset
+  OUT/dataset.json`` reads every item back as a synthetic item of its source's patient, group
+  ``syn:<source patient>``. Such a set is training data only: a
   patient split of it refuses to put synthetic items into validation or test
   (``data.splits.check_disjoint``, one line naming the items);
 - ``quality.json``: the batch's quality figures (``synthesis.report.batch_quality``; features
@@ -259,7 +260,7 @@ def synthesise(
     for i in range(len(keep)):
         name = f"syn_{i:05d}"
         img = keep.images[i]
-        folder = _group_folder(SYNTHETIC_GROUP_PREFIX + keep.provenance[i].source_group)
+        folder = _group_folder(keep.provenance[i].source_group)
         rec: dict[str, Any] = {"id": name, "image": f"images/{folder}/{name}{ext}"}
         if fmt == "png":
             atomic_write(
@@ -340,8 +341,9 @@ def synthesise(
                 "masks": {"pattern": "{stem}_mask{ext}", "folder": "../masks"},
                 "mask_values": "binary" if binary else "ids",
                 "labels": labels,
-                # the folder below images/ is each item's group: syn:<source patient>
-                "group": {"level": 0},
+                # the folder below images/ is each item's source patient; its group is
+                # syn:<source patient>, which marks it synthetic
+                "group": {"level": 0, "prefix": SYNTHETIC_GROUP_PREFIX},
             },
         )
     doc = {
@@ -371,11 +373,14 @@ def synthesise(
 
 
 def _group_folder(group: str) -> str:
-    """A folder name holding ``group`` (``syn:<source patient>``, so never ``.`` or ``..``):
-    letters, digits and ``:._-~`` are kept, any other character is percent-encoded."""
+    """A folder name holding a patient id, valid on every OS: letters, digits and ``._-~`` are
+    kept, any other character (``:``, ``/``, ``\\``, ...) is percent-encoded; an empty id or
+    ``.`` / ``..`` (which would name no folder or another one) is spelled out in ``%`` codes."""
     from urllib.parse import quote
 
-    return quote(group, safe=":")
+    if group in ("", ".", ".."):
+        return "".join(f"%{ord(c):02X}" for c in group) or "%00"
+    return quote(group, safe="")
 
 
 def _writer(body: bytes) -> Callable[[Any], None]:
