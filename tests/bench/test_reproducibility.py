@@ -203,11 +203,16 @@ def test_linking_runs_made_elsewhere_is_logged(tmp_path: Path, grid: Any, caplog
     finally:
         torch.set_num_threads(before)
     ids = [u.run_id for u in grid.units()]
-    assert made_elsewhere(ResultsStore.open(first), ids) == 0
+    assert made_elsewhere(ResultsStore.open(first), ids) == (0, 0)
     done = first / "runs" / ids[0] / "DONE"
     doc = json.loads(done.read_text())
     done.write_text(json.dumps({**doc, "env": {**doc["env"], "torch_build": "other"}}))
-    with caplog.at_level(logging.WARNING, logger="activesynth.bench.executors"):
+    # a run archived before records were kept is unknown, not "made elsewhere"
+    old = first / "runs" / ids[1] / "DONE"
+    old.write_text(json.dumps({k: v for k, v in json.loads(old.read_text()).items() if k != "env"}))
+    assert made_elsewhere(ResultsStore.open(first), ids) == (1, 1)
+    with caplog.at_level(logging.INFO, logger="activesynth.bench.executors"):
         run_grid(grid, tmp_path / "second", executor=InlineExecutor(), run_fn=fake_run,
                  quiet=True, reuse=[first])  # fmt: skip
     assert "1 of the linked runs were made on another machine" in caplog.text
+    assert "1 of the linked runs record no machine" in caplog.text

@@ -538,21 +538,25 @@ def make_executor(
     return RayExecutor(address, workers=workers)
 
 
-def made_elsewhere(store: Any, run_ids: Sequence[str]) -> int:
-    """How many of ``run_ids`` in ``store`` were not made under this machine's record (their
-    ``DONE`` has another ``env``, or none: runs archived before it was recorded). Only the
-    fields both records have are compared, so a field added later does not flag older runs."""
-    from activesynth.bench.reproducibility import machine_fingerprint
+def made_elsewhere(store: Any, run_ids: Sequence[str]) -> tuple[int, int]:
+    """How many of ``run_ids`` in ``store`` were made under another machine record than this
+    machine's (their ``DONE`` has another ``env``), and how many record none (runs archived
+    before records were kept: where they were made is unknown). Only the fields both records
+    have are compared, so a field added later does not flag older runs."""
+    from activesynth.bench.reproducibility import machine_fingerprint, same_env
 
     here = machine_fingerprint()
-    n = 0
+    other = unknown = 0
     for run_id in run_ids:
         try:
             env = json.loads((store.run_dir(run_id) / "DONE").read_text()).get("env")
         except (OSError, ValueError):
             env = None
-        n += not isinstance(env, dict) or any(env[k] != v for k, v in here.items() if k in env)
-    return n
+        if not isinstance(env, dict):
+            unknown += 1
+        else:
+            other += not same_env(env, here)
+    return other, unknown
 
 
 def run_grid(
@@ -597,14 +601,20 @@ def run_grid(
 
         linked = reuse_runs(store, units, [Path(p) for p in reuse])
         log.info("linked %d finished runs from %s", len(linked), ", ".join(map(str, reuse)))
-        elsewhere = made_elsewhere(store, linked) if linked else 0
+        elsewhere, unknown = made_elsewhere(store, linked) if linked else (0, 0)
         if elsewhere:
             log.warning(
-                "%d of the linked runs were made on another machine or library build, or "
-                "record none (DONE's env); runs of one seed made under other numerics differ "
-                "(training is not bit-reproducible across machines): the report's round-0 "
-                "check shows whether paired arms agree",
+                "%d of the linked runs were made on another machine or library build (DONE's "
+                "env); runs of one seed made under other numerics differ (training is not "
+                "bit-reproducible across machines): the report's round-0 and machine checks "
+                "show which seeds mix them",
                 elsewhere,
+            )
+        if unknown:
+            log.info(
+                "%d of the linked runs record no machine (made before records were kept); the "
+                "report's round-0 check compares them with the arms that share their round 0",
+                unknown,
             )
     pending = store.pending(units)
     result = GridResult(store)

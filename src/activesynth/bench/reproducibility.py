@@ -40,6 +40,7 @@ __all__ = [
     "machine_text",
     "round0_check",
     "round0_text",
+    "same_env",
 ]
 
 #: Loop-config keys that act only after round 0 (the strategy, its params, the query schedule,
@@ -247,7 +248,7 @@ def round0_text(check: Mapping[str, Any] | None) -> str:
     )
 
 
-def _same_env(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
+def same_env(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
     """Two machine records agree on every field both have (a field added later does not split
     older runs from newer ones; the rule of ``bench.executors.made_elsewhere``)."""
     return all(a[k] == b[k] for k in a.keys() & b.keys())
@@ -291,7 +292,7 @@ def machine_check(run_dirs: Iterable[Path]) -> dict[str, Any]:
             if env is None:
                 continue
             for st in sets:
-                if _same_env(st["env"], env):
+                if same_env(st["env"], env):
                     break
             else:
                 st = {"env": env, "strategies": [], "run_ids": []}
