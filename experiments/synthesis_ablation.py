@@ -35,7 +35,7 @@ matched ``full`` checkpoint (``bench`` output before archiving, e.g. ``runs/lgg_
     ACTIVESYNTH_DATA=../shared/data python experiments/synthesis_ablation.py \\
         runs/lgg_synthesis --arm mc-dropout-fast+cgan --round 3 --out runs/synthesis_ablation
     python experiments/synthesis_ablation.py runs/lgg_synthesis --out runs/synthesis_ablation \\
-        --summary
+        --summary    # the tables, and OUT/ablation_r<round>.png (per-seed Dice and Δ)
 
 Statistics as the benchmark's: the seed is the unit of replication; per condition the paired
 difference to ``real`` per seed (mean over the seed's test patients), paired t and Wilcoxon over
@@ -274,6 +274,83 @@ def _values(doc: dict[str, Any]) -> dict[str, float]:
     return {k: math.nan if v is None else float(v) for k, v in doc["test_dice_patient"].items()}
 
 
+def _paired(by: dict[Any, Any], s: int, r: int, a: str, b: str) -> np.ndarray:
+    """Seed ``s``'s per-patient Δ (a − b) over its test patients finite in both conditions."""
+    va, vb = _values(by[(s, r, a)]), _values(by[(s, r, b)])
+    d = np.array([va[p] - vb[p] for p in sorted(va) if p in vb])
+    return d[np.isfinite(d)]
+
+
+def _load(out: Path) -> dict[tuple[int, int, str], dict[str, Any]]:
+    docs = [json.loads(p.read_text()) for p in sorted(out.glob("s*-r*-*.json"))]
+    if not docs:
+        raise SystemExit(f"error: no finished fits in {out}")
+    return {(d["seed"], d["round"], d["condition"]): d for d in docs}
+
+
+def _complete(by: dict[Any, Any], r: int) -> list[int]:
+    """The seeds of round ``r`` with every condition fitted."""
+    seeds = sorted({s for s, rr, _ in by if rr == r})
+    return [s for s in seeds if all((s, r, c) in by for c in CONDITIONS)]
+
+
+def plot(out: Path) -> list[Path]:
+    """One figure per round with complete seeds, ``OUT/ablation_r<round>.png``: left, each
+    seed's test Dice under every condition (a line per seed, the mean as a bar); right, each
+    seed's paired Δ for every contrast of the tables (a dot per seed, the mean as a bar), so
+    the spread between seeds is seen beside the effect."""
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from activesynth.utils import atomic_write
+
+    by = _load(out)
+    paths = []
+    for r in sorted({rr for _, rr, _ in by}):
+        full = _complete(by, r)
+        if not full:
+            continue
+        fig, (ax, bx) = plt.subplots(1, 2, figsize=(12, 4.2), width_ratios=[1, 1.4])
+        for i, s in enumerate(full):
+            ys = [_mean(by[(s, r, c)]) for c in CONDITIONS]
+            ax.plot(range(len(CONDITIONS)), ys, "-o", color=f"C{i}", lw=0.9, ms=4, label=f"s{s}")
+        means = [np.mean([_mean(by[(s, r, c)]) for s in full]) for c in CONDITIONS]
+        ax.scatter(range(len(CONDITIONS)), means, marker="_", s=700, color="k", zorder=3)
+        ax.set_xticks(range(len(CONDITIONS)), CONDITIONS, rotation=25, ha="right", fontsize=8)
+        ax.set_ylabel("test Dice per patient (mean over a seed's patients)")
+        ax.legend(fontsize=7, ncol=len(full))
+        for j, (a, b) in enumerate(PAIRS):
+            for i, s in enumerate(full):
+                d = _paired(by, s, r, a, b)
+                if len(d):
+                    bx.scatter(j + 0.06 * (i - (len(full) - 1) / 2), d.mean(), color=f"C{i}", s=14)
+            m = np.mean([_paired(by, s, r, a, b).mean() for s in full])
+            bx.scatter(j, m, marker="_", s=700, color="k", zorder=3)
+        bx.axhline(0, color="0.5", lw=0.8, ls="--")
+        bx.set_xticks(
+            range(len(PAIRS)), [f"{a}\n− {b}" for a, b in PAIRS], rotation=30, ha="right",
+            fontsize=7,
+        )  # fmt: skip
+        bx.set_ylabel("paired Δ Dice per seed (bar: mean)")
+        fig.suptitle(
+            f"Round {r} retrained with the synthetic part swapped: {len(full)} seeds "
+            "(a colour per seed; black bars: means)",
+            fontsize=10,
+        )
+        fig.tight_layout()
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=110)
+        plt.close(fig)
+        paths.append(
+            atomic_write(out / f"ablation_r{r}.png", lambda fh, b=buf: fh.write(b.getvalue()))
+        )
+    return paths
+
+
 def summarise(out: Path) -> str:
     """Markdown tables of the finished fits in ``out``, one block per round; rounds where no
     seed has every condition yet are named, not tabulated (a study still running)."""
@@ -284,14 +361,11 @@ def summarise(out: Path) -> str:
         wilcoxon_test,
     )
 
-    docs = [json.loads(p.read_text()) for p in sorted(out.glob("s*-r*-*.json"))]
-    if not docs:
-        raise SystemExit(f"error: no finished fits in {out}")
-    by = {(d["seed"], d["round"], d["condition"]): d for d in docs}
+    by = _load(out)
     lines = []
-    for r in sorted({d["round"] for d in docs}):
+    for r in sorted({rr for _, rr, _ in by}):
         seeds = sorted({s for s, rr, _ in by if rr == r})
-        full = [s for s in seeds if all((s, r, c) in by for c in CONDITIONS)]
+        full = _complete(by, r)
         if not full:
             lines += [f"Round {r}: no seed has all {len(CONDITIONS)} conditions yet ({seeds}).", ""]
             continue
@@ -335,9 +409,7 @@ def summarise(out: Path) -> str:
         for a, b in PAIRS:
             per_seed, diffs = [], []
             for s in full:
-                va, vb = _values(by[(s, r, a)]), _values(by[(s, r, b)])
-                d = np.array([va[p] - vb[p] for p in sorted(va) if p in vb])
-                d = d[np.isfinite(d)]  # patients finite in both conditions
+                d = _paired(by, s, r, a, b)  # patients finite in both conditions
                 if len(d):
                     per_seed.append(d)
                     diffs.append(float(d.mean()))
@@ -373,10 +445,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=Path("runs/synthesis_ablation"))
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--data-root", default=None)
-    ap.add_argument("--summary", action="store_true", help="print the tables of finished fits")
+    ap.add_argument(
+        "--summary",
+        action="store_true",
+        help="print the tables of finished fits and write OUT/ablation_r<round>.png",
+    )
     a = ap.parse_args(argv)
     if a.summary:
         print(summarise(a.out))
+        for p in plot(a.out):
+            print(f"figure: {p}")
         return 0
     runs = find_runs(a.results, a.arm)
     seeds = sorted(runs) if a.seeds is None else a.seeds
@@ -399,6 +477,8 @@ def main(argv: list[str] | None = None) -> int:
         for i, job in enumerate(jobs, 1):
             print(f"[{i}/{len(jobs)}] {_job(job)}", flush=True)
     print(summarise(a.out))
+    for p in plot(a.out):
+        print(f"figure: {p}")
     return 0
 
 

@@ -159,6 +159,10 @@ def test_summary_pairs_patients_within_seeds_and_waits_for_complete_seeds(tmp_pa
     )
     assert "+0.020" in row
     assert "synthetic items 0.50 / 0.50 / 0.50" in text
+    # the figure: one per round with complete seeds (round 4 is still running: none)
+    (fig,) = mod.plot(tmp_path)
+    assert fig == tmp_path / "ablation_r3.png" and fig.read_bytes()[:4] == b"\x89PNG"
+    assert not (tmp_path / "ablation_r4.png").exists()
 
 
 def _pool_data(run: Path):
