@@ -143,6 +143,17 @@ def test_synthetic_items_never_enter_validation_or_test() -> None:
     with pytest.raises(DataError, match=r"offered to the validation split"):
         refuse_synthetic(syn, "validation")
     refuse_synthetic(data, "test")  # real items pass
+    # the folder form of the mark (activesynth synthesise's syn~<patient> folders) counts too
+    from dataclasses import replace
+
+    from activesynth.pool import synthetic_groups
+
+    folder = replace(data, groups=np.array([f"syn~{g}" for g in data.groups]))
+    with pytest.raises(DataError, match=r"offered to the test split"):
+        refuse_synthetic(folder, "test")
+    assert synthetic_groups(np.array(["syn:p0", "syn~p0", "p0", "synp0", "p0~syn"])).tolist() == [
+        True, True, False, False, False,
+    ]  # fmt: skip
     both = pool.training_set(data)
     split = Split(train=np.array([0, 1]), val=np.array([], np.int64), test=np.array([2, 3]))
     with pytest.raises(DataError, match=r"would enter the test split"):

@@ -68,13 +68,22 @@ POOL_SCHEMA = 2
 SYNTHETIC_GROUP_PREFIX = "syn:"
 """Group (patient) id prefix of synthetic items: ``syn:<source patient>``."""
 
+SYNTHETIC_FOLDER_PREFIX = "syn~"
+"""The same mark in a folder name, where ``:`` is not allowed (Windows): ``activesynth
+synthesise`` writes ``images/syn~<source patient>/``, so a folder of its output read with the
+default grouping (first sub-folder = patient) still gives synthetic groups."""
+
 _V1_ORACLE_COSTS = {"physics": LabelCost.ORACLE}
 """Schema-1 migration: oracles whose labels were computed, not given by an expert."""
 
 
 def synthetic_groups(groups: np.ndarray) -> np.ndarray:
-    """(N,) bool: which of the (N,) group ids belong to synthetic items (``syn:...``)."""
-    return np.char.startswith(np.asarray(groups).astype(str), SYNTHETIC_GROUP_PREFIX)
+    """(N,) bool: which of the (N,) group ids belong to synthetic items (``syn:...``, or
+    ``syn~...`` as read from the folders ``activesynth synthesise`` writes)."""
+    g = np.asarray(groups).astype(str)
+    return np.char.startswith(g, SYNTHETIC_GROUP_PREFIX) | np.char.startswith(
+        g, SYNTHETIC_FOLDER_PREFIX
+    )
 
 
 def refuse_synthetic(data: ImageSet, split: str) -> None:
@@ -87,7 +96,8 @@ def refuse_synthetic(data: ImageSet, split: str) -> None:
     if syn.any():
         shown = data.ids[syn][:3].tolist()
         raise DataError(
-            f"Synthetic items {shown} (group {SYNTHETIC_GROUP_PREFIX}...) were offered to the "
+            f"Synthetic items {shown} (group {SYNTHETIC_GROUP_PREFIX}... or "
+            f"{SYNTHETIC_FOLDER_PREFIX}...) were offered to the "
             f"{split} split; synthetic items may only join the training set, so split the real "
             "items and add synthetic ones with Pool.append_synthetic."
         )

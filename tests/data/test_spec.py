@@ -76,32 +76,6 @@ def test_tiff_slices_grouped_by_patient_folder(tmp_path: Path) -> None:
     assert ks == [1, 2, 10]
 
 
-def test_group_prefix_marks_a_folder_of_synthetic_slices(tmp_path: Path) -> None:
-    """``group: {level: 0, prefix: "syn:"}`` (the spec ``activesynth synthesise`` writes):
-    folder names stay valid on every OS, the groups carry the synthetic mark."""
-    from activesynth.data.splits import patient_split
-    from activesynth.pool import synthetic_groups
-
-    doc = layouts.make_tiff_slices(tmp_path)
-    d = load_dataset(str(_spec(tmp_path, {**doc, "group": {"level": 0, "prefix": "syn:"}})))
-    assert sorted(set(d.groups)) == [f"syn:TCGA_CS_{4941 + p}_19960909" for p in range(3)]
-    assert synthetic_groups(d.groups).all()
-    with pytest.raises(DataError, match="synthetic items"):
-        patient_split(d, seed=0)
-    rule = {"regex": r"CS_(\d+)_", "prefix": "p"}
-    d = load_dataset(str(_spec(tmp_path, {**doc, "group": rule})))
-    assert sorted(set(d.groups)) == ["p4941", "p4942", "p4943"]
-    assert (
-        check_spec(read_spec(tmp_path / "spec.json"))["group_rule"] == "regex CS_(\\d+)_ prefix 'p'"
-    )
-    with pytest.raises(ConfigError, match="group prefix must be a string"):
-        read_spec({"group": {"level": 0, "prefix": 1}}, base=tmp_path)
-    with pytest.raises(ConfigError, match=r"must be \{regex: '...'\} or \{level: N\}"):
-        read_spec({"group": {"prefix": "syn:"}}, base=tmp_path)
-    with pytest.raises(ConfigError, match="prefix"):  # did-you-mean names the known keys
-        read_spec({"group": {"level": 0, "prefx": "syn:"}}, base=tmp_path)
-
-
 def test_images_labels_folder_with_options(tmp_path: Path) -> None:
     doc = layouts.make_images_labels(tmp_path)
     d = load_dataset(str(tmp_path), **doc)  # a folder plus options, as --data DIR does

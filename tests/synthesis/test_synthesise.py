@@ -74,8 +74,11 @@ def test_cgan_pairs_with_provenance_quality_and_a_reusable_cache(tmp_path) -> No
     for d in doc["items"]:
         g = src_group[d["provenance"]["source_id"]]
         assert d["provenance"]["source_group"] == g
-        assert by_id[d["image"].removesuffix(".png")] == f"syn:{g}"
+        assert by_id[d["image"].removesuffix(".png")] == f"syn~{g}"
     assert synthetic_groups(back.groups).all()
+    # ... also when the images are read as a plain folder, without the spec
+    plain = load_dataset(str(out / "images"))
+    assert len(plain) == 10 and synthetic_groups(plain.groups).all()
     # every name written is valid on Windows too (no ':' in a folder name)
     assert not any(set(p.name) & set('<>:"|?*\\') for p in out.rglob("*"))
     # so `train --dataset OUT/dataset.json` cannot put them in validation or test
@@ -150,6 +153,6 @@ def test_official_split_keeps_the_test_set_unseen(tmp_path) -> None:
 def test_group_folders_are_portable_names() -> None:
     from activesynth.synthesis.synthesise import _group_folder
 
-    assert _group_folder("TCGA_CS_4941") == "TCGA_CS_4941"
-    assert _group_folder("a:b/c\\d e") == "a%3Ab%2Fc%5Cd%20e"
-    assert [_group_folder(g) for g in ("", ".", "..")] == ["%00", "%2E", "%2E%2E"]
+    assert _group_folder("syn~TCGA_CS_4941") == "syn~TCGA_CS_4941"
+    assert _group_folder("syn~a:b/c\\d e") == "syn~a%3Ab%2Fc%5Cd%20e"
+    assert _group_folder("syn~x.") == "syn~x%2E"  # Windows drops a trailing dot

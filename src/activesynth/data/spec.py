@@ -25,9 +25,7 @@ which defaults to the spec file's folder)::
     mask_values: auto                # auto | binary | ids (see data/sources/folder.py)
     labels: {0: background, 255: vessel}   # raw mask value -> class name (or a list of names)
     group: {regex: "Image_(\\d+)"}   # patient id: first regex group on the path below root,
-                                     # or {level: 0}: that folder level below the image folder;
-                                     # either may add prefix: "syn:" (put before every id;
-                                     # "syn:" marks synthetic items, kept out of val/test)
+                                     # or {level: 0}: that folder level below the image folder
     split: {folders: {train: [training], val: [validation], test: [test]}}
                                      # or {csv: split.csv, column: split, path_column: filename}
     modalities: {flair: "Flair_*", t1: "T1_*"}   # NIfTI: one glob per channel, in case folders
@@ -159,7 +157,6 @@ class DataSpec:
     mask_values: str = "auto"
     labels: tuple[tuple[int, str], ...] | tuple[str, ...] | None = None
     group: tuple[str, Any] | None = None
-    group_prefix: str = ""
     split: dict[str, Any] | None = None
     modalities: tuple[tuple[str, str], ...] = ()
     axis: int = 2
@@ -316,27 +313,14 @@ def _labels(value: Any) -> tuple[tuple[int, str], ...] | tuple[str, ...] | None:
     )
 
 
-def _group_prefix(value: Any) -> str:
-    if not isinstance(value, Mapping) or "prefix" not in value:
-        return ""
-    if not isinstance(value["prefix"], str):
-        raise ConfigError(f"group prefix must be a string, got {value['prefix']!r}.")
-    return value["prefix"]
-
-
 def _group(value: Any) -> tuple[str, Any] | None:
     if value is None:
         return None
     if isinstance(value, str):
         value = {"regex": value}
-    if isinstance(value, Mapping):
-        _unknown(list(value), ("regex", "level", "prefix"), "group")
-        value = {k: v for k, v in value.items() if k != "prefix"}
     if not isinstance(value, Mapping) or len(value) != 1:
-        raise ConfigError(
-            "Spec key 'group' must be {regex: '...'} or {level: N} (either with an optional "
-            "prefix: '...')."
-        )
+        raise ConfigError("Spec key 'group' must be {regex: '...'} or {level: N}.")
+    _unknown(list(value), ("regex", "level"), "group")
     kind, arg = next(iter(value.items()))
     if kind == "regex":
         try:
@@ -456,7 +440,6 @@ def read_spec(
         ),
         labels=_labels(doc.get("labels")),
         group=_group(doc.get("group")),
-        group_prefix=_group_prefix(doc.get("group")),
         split=_split(doc.get("split")),
         modalities=tuple((str(k), str(v)) for k, v in modalities.items()),
         axis=int(axis),
@@ -684,12 +667,12 @@ def _apply_groups(plan: Plan) -> None:
                     f"group regex {arg!r} does not match {it.rel}; fix it so its first group "
                     "captures the patient id of every file."
                 )
-            it.group = spec.group_prefix + h.group(1)
+            it.group = h.group(1)
         return
     for it in items:
         parts = it.rel_image.parts[:-1] if plan.format != "nifti" else it.rel_image.parts
         try:
-            it.group = spec.group_prefix + parts[arg]
+            it.group = parts[arg]
         except IndexError:
             raise DataError(
                 f"group level {arg} does not exist for {it.rel} (its folders below the image "
@@ -1079,10 +1062,7 @@ def check_spec(spec: DataSpec, *, max_masks: int = 50) -> dict[str, Any]:
             **{f"split_{k}": v for k, v in sorted(splits.items())},
         },
         "split": plan.split_source,
-        "group_rule": "default"
-        if spec.group is None
-        else f"{spec.group[0]} {spec.group[1]}"
-        + (f" prefix {spec.group_prefix!r}" if spec.group_prefix else ""),
+        "group_rule": "default" if spec.group is None else f"{spec.group[0]} {spec.group[1]}",
         "masks": None if spec.masks is None else spec.masks.pattern,
         "label_values": sorted(values),
         "label_values_from": f"{len(sampled)} of {len(masked)} masks",

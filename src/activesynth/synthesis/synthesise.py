@@ -8,13 +8,15 @@ train), proposes candidates from a seeded selection of source items, drops NaN/c
 
 - ``images/<group>/syn_NNNNN.png`` and ``masks/syn_NNNNN_mask.png`` (binary masks as 0/255,
   multi-class as class ids), or ``.nii.gz`` with ``fmt="nifti"`` (2D volumes, channels last,
-  identity affine). ``<group>`` is the source patient's id (percent-encoded where it holds
-  characters other than letters, digits, ``.``, ``_``, ``-``, ``~``, so the name is valid on
-  Windows too), one folder per source patient;
-- ``dataset.json`` (PNG only): a dataset spec of the written set (``group: {level: 0, prefix:
-  "syn:"}``: the folder below ``images`` is the patient), so ``activesynth train --dataset
-  OUT/dataset.json`` reads every item back as a synthetic item of its source's patient, group
-  ``syn:<source patient>``. Such a set is training data only: a
+  identity affine). ``<group>`` is ``syn~<source patient>`` (``pool.SYNTHETIC_FOLDER_PREFIX``:
+  the synthetic mark ``syn:`` of a pool's groups cannot be a folder name on Windows; the patient
+  id percent-encoded where it holds characters other than letters, digits, ``.``, ``_``, ``-``,
+  ``~``), one folder per source patient, so every item reloads as a synthetic item of its
+  source's patient, through ``dataset.json`` or as a plain folder of images (the default
+  grouping: first sub-folder = patient);
+- ``dataset.json`` (PNG with masks): a dataset spec of the written set (``group: {level: 0}``:
+  the folder below ``images`` is the group), so ``activesynth train --dataset OUT/dataset.json``
+  reads it back with groups ``syn~<source patient>``. Such a set is training data only: a
   patient split of it refuses to put synthetic items into validation or test
   (``data.splits.check_disjoint``, one line naming the items);
 - ``quality.json``: the batch's quality figures (``synthesis.report.batch_quality``; features
@@ -196,7 +198,7 @@ def synthesise(
     """
     from activesynth.data.datasets import check_dataset, load_dataset
     from activesynth.data.splits import official_split, patient_split
-    from activesynth.pool import SYNTHETIC_GROUP_PREFIX
+    from activesynth.pool import SYNTHETIC_FOLDER_PREFIX
     from activesynth.synthesis.report import batch_quality, write_gallery
     from activesynth.utils import atomic_write, atomic_write_json
 
@@ -260,7 +262,7 @@ def synthesise(
     for i in range(len(keep)):
         name = f"syn_{i:05d}"
         img = keep.images[i]
-        folder = _group_folder(keep.provenance[i].source_group)
+        folder = _group_folder(SYNTHETIC_FOLDER_PREFIX + keep.provenance[i].source_group)
         rec: dict[str, Any] = {"id": name, "image": f"images/{folder}/{name}{ext}"}
         if fmt == "png":
             atomic_write(
@@ -341,9 +343,8 @@ def synthesise(
                 "masks": {"pattern": "{stem}_mask{ext}", "folder": "../masks"},
                 "mask_values": "binary" if binary else "ids",
                 "labels": labels,
-                # the folder below images/ is each item's source patient; its group is
-                # syn:<source patient>, which marks it synthetic
-                "group": {"level": 0, "prefix": SYNTHETIC_GROUP_PREFIX},
+                # the folder below images/ is each item's group: syn~<source patient>
+                "group": {"level": 0},
             },
         )
     doc = {
@@ -373,14 +374,16 @@ def synthesise(
 
 
 def _group_folder(group: str) -> str:
-    """A folder name holding a patient id, valid on every OS: letters, digits and ``._-~`` are
-    kept, any other character (``:``, ``/``, ``\\``, ...) is percent-encoded; an empty id or
-    ``.`` / ``..`` (which would name no folder or another one) is spelled out in ``%`` codes."""
+    """A folder name holding ``group`` (``syn~<source patient>``, so never empty, ``.`` or
+    ``..``, nor a Windows device name such as ``CON``): letters, digits and ``._-~`` are kept,
+    any other character (``:``, ``/``, ``\\``, spaces, ...) is percent-encoded, as is a
+    trailing ``.`` (Windows drops it). Ids that differ only in case still share a folder on a
+    case-insensitive file system (Windows, macOS); their items' groups then merge, which keeps
+    siblings together but may join two patients."""
     from urllib.parse import quote
 
-    if group in ("", ".", ".."):
-        return "".join(f"%{ord(c):02X}" for c in group) or "%00"
-    return quote(group, safe="")
+    name = quote(group, safe="")
+    return name[:-1] + "%2E" if name.endswith(".") else name
 
 
 def _writer(body: bytes) -> Callable[[Any], None]:
