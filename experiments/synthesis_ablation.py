@@ -328,7 +328,8 @@ def plot(out: Path) -> list[Path]:
                 d = _paired(by, s, r, a, b)
                 if len(d):
                     bx.scatter(j + 0.06 * (i - (len(full) - 1) / 2), d.mean(), color=f"C{i}", s=14)
-            m = np.mean([_paired(by, s, r, a, b).mean() for s in full])
+            # the table's mean: seeds with a patient finite in both conditions
+            m = np.mean([d.mean() for s in full if len(d := _paired(by, s, r, a, b))])
             bx.scatter(j, m, marker="_", s=700, color="k", zorder=3)
         bx.axhline(0, color="0.5", lw=0.8, ls="--")
         bx.set_xticks(

@@ -126,7 +126,7 @@ def test_a_full_reference_made_elsewhere_is_named(tmp_path: Path) -> None:
     assert round0_check(runs)["disagree"] == []
     check = machine_check(runs)
     assert check == {"n_seeds": 2, "n_runs": 6, "n_unrecorded": 0, "mixed": []}
-    assert "within every seed the recorded runs share one record" in machine_text(check)
+    assert "within each of the 2 seeds with two or more recorded runs" in machine_text(check)
     _done(runs[5], {**HERE, "cpu_flags": "bb", "torch": "2.12.0+cpu"})
     check = machine_check(runs)
     (d,) = check["mixed"]
@@ -141,10 +141,40 @@ def test_a_full_reference_made_elsewhere_is_named(tmp_path: Path) -> None:
     check = machine_check([*runs, tmp_path / "missing"])
     assert check["n_runs"] == 6 and check["n_unrecorded"] == 1 and len(check["mixed"]) == 1
     assert "1 record none" in machine_text(check)
+    # a seed whose only recorded run is its full run: nothing to compare, and it says so
+    for r in runs[1:5]:
+        _done(r, None)
+    check = machine_check(runs)
+    assert check["n_seeds"] == 0 and "no seed has two recorded runs to compare" in (
+        machine_text(check)
+    )
     for r in runs:
         _done(r, None)
     assert "none records its machine" in machine_text(machine_check(runs))
     assert machine_text(machine_check([])) == ""
+
+
+def test_machine_sets_do_not_depend_on_run_order(tmp_path: Path) -> None:
+    # B lacks the field A and C disagree on: B agrees with both, A and C must still split
+    a = {**HERE, "monai": "1"}
+    b = dict(HERE)
+    c = {**HERE, "monai": "2", "cpu_flags": "zz"}
+    runs = {
+        name: _done(_run(tmp_path, name, name, 0, 0.5), env)
+        for name, env in (("A", a), ("B", b), ("C", c))
+    }
+    for order in ("ABC", "BAC", "CBA", "BCA"):
+        (d,) = machine_check([runs[x] for x in order])["mixed"]
+        assert d["differ"] == ["cpu_flags", "monai"], order
+        sets = [set(st["strategies"]) for st in d["sets"]]
+        assert {"A", "C"} not in sets and not any({"A", "C"} <= st for st in sets), order
+        assert sorted(x for st in sets for x in st) == ["A", "B", "C"]
+    # a DONE or unit with a bad seed is skipped, not a crash
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "unit.json").write_text(json.dumps({"dataset": "lgg", "seed": None}))
+    _done(bad, HERE)
+    assert machine_check([bad, *runs.values()])["n_runs"] == 3
 
 
 def test_done_records_the_machine(tmp_path: Path) -> None:

@@ -260,59 +260,71 @@ def machine_check(run_dirs: Iterable[Path]) -> dict[str, Any]:
     Unlike :func:`round0_check` this covers every run of a seed, the ``full`` reference and arms
     with another recipe included, but only runs that record a machine (``DONE``'s ``env``, from
     :func:`machine_fingerprint`); it can tell nothing about runs made before records were kept.
+    A run joins a set when its record agrees (:func:`same_env`) with every record in the set, so
+    the sets do not depend on the order of the runs.
 
     Args:
         run_dirs: run folders with ``unit.json`` and ``DONE`` (others are ignored).
 
     Returns:
-        ``{"n_seeds": seed groups with >= 2 runs, "n_runs": finished runs read, "n_unrecorded":
-        runs without a record, "mixed": [{"dataset", "schedule", "seed", "sets": [{"env",
-        "strategies", "run_ids"}], "differ": [fields that differ]}]}``, one entry per seed whose
-        recorded runs hold more than one record, its sets in order of first appearance (runs
-        without a record are left out of the sets).
+        ``{"n_seeds": seeds with >= 2 recorded runs (the seeds compared), "n_runs": finished
+        runs read, "n_unrecorded": runs without a record, "mixed": [{"dataset", "schedule",
+        "seed", "sets": [{"env", "strategies", "run_ids"}], "differ": [fields that differ]}]}``,
+        one entry per seed whose recorded runs hold more than one record, its sets in order of
+        first appearance (``env``: the set's first record; runs without a record are left out).
     """
-    seeds: dict[tuple[str, str, int], list[tuple[dict[str, Any], dict[str, Any] | None]]] = {}
+    seeds: dict[tuple[str, str, int], list[tuple[dict[str, Any], dict[str, Any]]]] = {}
     n_runs = n_unrecorded = 0
     for run in run_dirs:
         try:
             unit = json.loads((run / "unit.json").read_text())
             done = json.loads((run / "DONE").read_text())
-        except (OSError, ValueError):
+            key = (str(unit.get("dataset")), str(unit.get("schedule")), int(unit["seed"]))
+        except (OSError, ValueError, TypeError, KeyError, AttributeError):
             continue
         env = done.get("env") if isinstance(done, dict) else None
-        env = env if isinstance(env, dict) else None
         n_runs += 1
-        n_unrecorded += env is None
-        key = (str(unit.get("dataset")), str(unit.get("schedule")), int(unit.get("seed", -1)))
-        seeds.setdefault(key, []).append((unit, env))
+        if not isinstance(env, dict):
+            n_unrecorded += 1
+            continue
+        seeds.setdefault(key, []).append(({**unit, "run_id": unit.get("run_id", run.name)}, env))
     mixed = []
     for (dataset, schedule, seed), runs in sorted(seeds.items()):
         sets: list[dict[str, Any]] = []
         for unit, env in runs:
-            if env is None:
-                continue
             for st in sets:
-                if same_env(st["env"], env):
+                if all(same_env(e, env) for e in st["envs"]):
                     break
             else:
-                st = {"env": env, "strategies": [], "run_ids": []}
+                st = {"envs": [], "strategies": [], "run_ids": []}
                 sets.append(st)
+            st["envs"].append(env)
             st["strategies"].append(unit.get("strategy"))
-            st["run_ids"].append(unit.get("run_id"))
+            st["run_ids"].append(unit["run_id"])
         if len(sets) < 2:
             continue
         differ = sorted(
             {
                 k
-                for a in sets
-                for b in sets
-                if a is not b
-                for k in a["env"].keys() & b["env"].keys()
-                if a["env"][k] != b["env"][k]
+                for i, a in enumerate(sets)
+                for b in sets[i + 1 :]
+                for ea in a["envs"]
+                for eb in b["envs"]
+                for k in ea.keys() & eb.keys()
+                if ea[k] != eb[k]
             }
         )
         mixed.append(
-            {"dataset": dataset, "schedule": schedule, "seed": seed, "sets": sets, "differ": differ}
+            {
+                "dataset": dataset,
+                "schedule": schedule,
+                "seed": seed,
+                "sets": [
+                    {"env": st["envs"][0], "strategies": st["strategies"], "run_ids": st["run_ids"]}
+                    for st in sets
+                ],
+                "differ": differ,
+            }
         )
     return {
         "n_seeds": sum(len(r) > 1 for r in seeds.values()),
@@ -328,7 +340,10 @@ def machine_text(check: Mapping[str, Any] | None) -> str:
     if not check or not check.get("n_runs"):
         return ""
     n, none = check["n_runs"], check["n_unrecorded"]
-    head = f"**Machine records** (DONE's `env`, every run of a seed, `full` included): {n} runs"
+    head = (
+        f"**Machine records** (DONE's `env`, every run of a seed, `full` included): {n} "
+        f"run{'s' if n != 1 else ''}"
+    )
     if none == n:
         return (
             head + "; none records its machine (made before records were kept), so whether a "
@@ -337,8 +352,13 @@ def machine_text(check: Mapping[str, Any] | None) -> str:
         )
     unknown = f"; {none} record none (made before records were kept)" if none else ""
     bad = check["mixed"]
+    if not check.get("n_seeds"):
+        return head + unknown + "; no seed has two recorded runs to compare."
     if not bad:
-        return head + unknown + "; within every seed the recorded runs share one record."
+        return (
+            head + unknown + f"; within each of the {check['n_seeds']} seeds with two or more "
+            "recorded runs, they share one record."
+        )
     seeds = []
     for d in bad:
         sets = "; ".join(
