@@ -1,0 +1,373 @@
+"""Does the uncertainty ranking pick the synthetic candidates whose inherited labels are right?
+
+Mahapatra et al. rank the conditional GAN's candidates by the task model's Bayesian uncertainty
+(Eq. 6, MC dropout) and add the most uncertain, on the premise that an uncertain image is an
+informative one. A generated image can also be uncertain because it is a poor image of its mask:
+then the ranking adds exactly the candidates whose inherited mask is wrong. docs/results.md
+measured that synthesis costs Dice on LGG and on JSRT lungs (seed 0), and that the added batches'
+label fidelity varies; this script asks where the added batch sits among all the candidates it
+was ranked from.
+
+For each seed and synthesis round of a grid's synthesis arm it replays the round's synthesis step
+from the run's own files (the pool as of that round, the generator from the grid's
+content-addressed cache, the seeded perturbations): every candidate the loop generated, scored
+by the arm's score strategy with round ``r - 1``'s model, exactly as the loop ranked them. The
+replay is checked, not assumed: the generator's checkpoint hash must be the one the round
+recorded, and the top-k of the replayed ranking must be the round's added items pixel for pixel,
+with the recorded scores. Then every candidate's label fidelity is measured (Dice of its inherited
+mask with a model's prediction on the image) by two judges:
+
+- ``full``: the seed's matched full-data model (the judge of ``synthesis.requality``);
+- ``own``: round ``r - 1``'s task model, the only model the run itself has (what a run could use
+  to filter its candidates).
+
+Per round it records the Spearman correlation of score and fidelity, and the mean fidelity of the
+added top-k, of all candidates of the class (what a random pick of k gets on average: the arm
+``+cgan-random``), and of the k most certain (the other end of the same ranking).
+
+    ACTIVESYNTH_DATA=../shared/data python experiments/ranking_fidelity.py runs/lgg_synthesis \\
+        --arm mc-dropout-fast+cgan --out runs/ranking_fidelity_lgg
+    python experiments/ranking_fidelity.py runs/lgg_synthesis --out runs/ranking_fidelity_lgg \\
+        --summary    # tables, and OUT/ranking_fidelity.png
+
+It needs the bench output (runs' ``pool.npz``, round checkpoints, the grid's ``cache`` and each
+seed's ``full`` checkpoint), not an archive. Statistics as the benchmark's: the seed is the unit
+of replication (its rounds are averaged first); paired t and Wilcoxon over seeds, and a 95 %
+interval from the hierarchical bootstrap (seeds, then rounds). Each replay is kept in
+``OUT/s<seed>-r<round>.json`` (written atomically) and skipped on a rerun. Only
+segmentation synthesis arms without ``max_per_source`` are replayed (``top_k`` a count, or one
+class of the inherited masks); the
+replay reads, and never writes, the run folder (the generator's cache may gain nothing: the
+checkpoint must already be there, or the script stops).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from synthesis_ablation import find_runs  # noqa: E402  (the same run / full-run pairing)
+
+
+def _pool_as_of(pool: Any, r: int) -> Any:
+    """The pool when round ``r``'s synthesis step ran: real items labelled in rounds <= r (the
+    round's query is labelled first), synthetic items of earlier rounds only."""
+    from dataclasses import replace
+
+    keep = ~pool.is_synthetic | (pool.labelled_round < r)
+    n_real = pool.n_real
+    syn = np.flatnonzero(pool.is_synthetic & keep) - n_real
+    lr = np.where(pool.labelled_round <= r, pool.labelled_round, -1)[keep]
+    return replace(
+        pool,
+        ids=pool.ids[keep],
+        labelled_round=lr,
+        labelled_by=pool.labelled_by[keep],
+        labels=None if pool.labels is None else pool.labels[keep],
+        masks=None if pool.masks is None else pool.masks[keep],
+        is_synthetic=pool.is_synthetic[keep],
+        label_cost=pool.label_cost[keep],
+        synthetic_images=None if pool.synthetic_images is None else pool.synthetic_images[syn],
+        provenance=tuple(pool.provenance[i] for i in syn),
+    )
+
+
+def replay(run: Path, r: int, reference: Path, data_root: str | None) -> dict[str, Any]:
+    """Round ``r``'s candidates of ``run`` with their scores and both judges' fidelity."""
+    import torch
+    from scipy.stats import spearmanr
+
+    from activesynth.loop import LoopConfig, _Run
+    from activesynth.pool import Pool
+    from activesynth.synthesis.quality import mask_fidelity
+    from activesynth.synthesis.report import _predictor
+    from activesynth.train import load_checkpoint, seed_for
+
+    cfg = LoopConfig.from_dict(json.loads((run / "state.json").read_text())["config"])
+    syn = cfg.synthesis
+    top_k = syn.get("top_k")
+    if cfg.task != "seg" or (isinstance(top_k, dict) and len(top_k) != 1):
+        raise SystemExit(
+            f"error: {run.name}: the replay covers segmentation arms whose top_k is a count or "
+            "names one class."
+        )
+    if syn.get("max_per_source"):
+        raise SystemExit(f"error: {run.name}: max_per_source arms are not replayed here.")
+    R = _Run(cfg, run, data_root, quiet=True, on_event=None)
+    pool = Pool.load(run)
+    summary = pool.info["synthesis"][str(r)]
+    before = _pool_as_of(pool, r)
+    rng = np.random.default_rng([int(cfg.seed), int(r), 2])  # the loop's, in its order
+    prev = pool.info["synthesis"].get(str(r - 1), {})
+    gen = R.make_generator(parent=prev.get("checkpoint"))
+    fit_set, sources = R.synthesis_sources(before, rng)
+    gen.fit(fit_set, rng=rng)
+    if gen.checkpoint_hash != summary["checkpoint"]:
+        raise SystemExit(
+            f"error: {run.name} round {r}: the replayed generator is {gen.checkpoint_hash}, the "
+            f"round recorded {summary['checkpoint']}; the replay is not the run's."
+        )
+    cands = gen.propose(sources, syn["per_source"], rng=rng)
+    valid, _ = cands.filter_valid()
+    if isinstance(top_k, dict):  # the class's candidates, as rank_candidates takes them
+        cls, names = R.candidate_classes(valid)
+        ((key, k),) = top_k.items()
+        c = names.index(key) if key in names else int(key)
+        members = np.flatnonzero(cls == c)
+    else:
+        key, k, members = "all", top_k, np.arange(len(valid))
+    model = R.model(r - 1)
+    # the loop's ranking (rank_candidates), asked for every member instead of the top k
+    score_rng = np.random.default_rng([int(cfg.seed), int(r), 3])
+    torch.manual_seed(seed_for(cfg.seed, 6, r))
+    q = R._score(valid.subset(members), len(members), model, r, score_rng)
+    order = members[np.asarray(q.index)]
+    k = min(int(k), len(members))
+    added = np.flatnonzero(pool.is_synthetic & (pool.labelled_round == r)) - pool.n_real
+    same = len(added) == k and all(
+        np.array_equal(valid.images[i], pool.synthetic_images[j])
+        for i, j in zip(order[:k], added, strict=True)
+    )
+    if not same or not np.allclose(np.asarray(q.scores)[:k], summary["scores"], atol=1e-6):
+        raise SystemExit(
+            f"error: {run.name} round {r}: the replayed top {k} are not the round's added items "
+            "(images or scores differ); the replay is not the run's."
+        )
+    scores = np.empty(len(valid))
+    scores[:] = np.nan
+    scores[order] = np.asarray(q.scores, np.float64)
+    full, _ = load_checkpoint(reference, R.pool_data)
+    imgs, masks = valid.images[members], valid.masks[members]
+    fid_full = mask_fidelity(_predictor(full, "seg"), imgs, masks)
+    fid_own = mask_fidelity(_predictor(model, "seg"), imgs, masks)
+    s = scores[members]
+    pos = {int(i): j for j, i in enumerate(members)}
+    top = np.array([pos[int(i)] for i in order[:k]])
+    low = np.array([pos[int(i)] for i in order[-k:]])
+    src = np.array([p.source_id for p in valid.provenance])[members]
+    return {
+        "run": run.name,
+        "seed": int(cfg.seed),
+        "round": r,
+        "score": syn["score"],
+        "class": key,
+        "n_candidates": len(cands),
+        "n_valid": len(valid),
+        "n_class": len(members),
+        "k": k,
+        "n_sources": len(sources),
+        "n_sources_top": len(set(src[top].tolist())),
+        "checkpoint": gen.checkpoint_hash,
+        "spearman_full": float(spearmanr(s, fid_full).statistic),
+        "spearman_own": float(spearmanr(s, fid_own).statistic),
+        "fidelity_full": {
+            "top": float(fid_full[top].mean()),
+            "all": float(fid_full.mean()),
+            "most_certain": float(fid_full[low].mean()),
+        },
+        "fidelity_own": {
+            "top": float(fid_own[top].mean()),
+            "all": float(fid_own.mean()),
+            "most_certain": float(fid_own[low].mean()),
+        },
+        "values": {
+            "score": s.tolist(),
+            "fid_full": fid_full.tolist(),
+            "fid_own": fid_own.tolist(),
+            "top": top.tolist(),
+            "source": src.tolist(),
+        },
+    }
+
+
+def _job(job: tuple[str, int, int, str, str, str | None]) -> str:
+    run, seed, r, reference, out, data_root = job
+    import torch
+
+    from activesynth.metrics import to_jsonable
+    from activesynth.utils import atomic_write_json
+
+    torch.set_num_threads(1)
+    path = Path(out) / f"s{seed}-r{r}.json"
+    if path.is_file():  # resume, but never from another study's replay
+        theirs = json.loads(path.read_text())["run"]
+        if theirs != Path(run).name:
+            raise SystemExit(f"error: {path} replays run {theirs}, not {Path(run).name}.")
+        return str(path)
+    atomic_write_json(path, to_jsonable(replay(Path(run), r, Path(reference), data_root)))
+    return str(path)
+
+
+def _load(out: Path) -> list[dict[str, Any]]:
+    docs = [json.loads(p.read_text()) for p in sorted(out.glob("s*-r*.json"))]
+    if not docs:
+        raise SystemExit(f"error: no finished replays in {out}")
+    return sorted(docs, key=lambda d: (d["seed"], d["round"]))
+
+
+def summarise(out: Path) -> str:
+    """Markdown: one row per replayed round, then the seed-level contrasts."""
+    from activesynth.bench.stats import (
+        MIN_TEST_SEEDS,
+        hierarchical_bootstrap,
+        paired_t_test,
+        wilcoxon_test,
+    )
+
+    docs = _load(out)
+    lines = [
+        "| seed | round | candidates (class) | k | sources (in top k) | Spearman score~fidelity "
+        "(full / own) | fidelity full: top k / all / most certain k | own: top k / all / most "
+        "certain k |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for d in docs:
+        f, o = d["fidelity_full"], d["fidelity_own"]
+        lines.append(
+            f"| {d['seed']} | {d['round']} | {d['n_class']} | {d['k']} | {d['n_sources']} "
+            f"({d['n_sources_top']}) | {d['spearman_full']:+.2f} / {d['spearman_own']:+.2f} | "
+            f"{f['top']:.2f} / {f['all']:.2f} / {f['most_certain']:.2f} | "
+            f"{o['top']:.2f} / {o['all']:.2f} / {o['most_certain']:.2f} |"
+        )
+    seeds = sorted({d["seed"] for d in docs})
+    test = len(seeds) >= MIN_TEST_SEEDS
+    contrasts = (
+        ("full", "top", "all", "added top k − all candidates (full-data judge)"),
+        ("full", "top", "most_certain", "added top k − most certain k (full-data judge)"),
+        ("own", "top", "all", "added top k − all candidates (the run's own model)"),
+    )
+    lines += [
+        "",
+        f"Seed-level contrasts ({len(seeds)} seeds; a seed's value is the mean over its "
+        f"{min(len([d for d in docs if d['seed'] == s]) for s in seeds)}-"
+        f"{max(len([d for d in docs if d['seed'] == s]) for s in seeds)} rounds):",
+        "",
+        "| contrast | Δ mean [95 % CI] | per seed | paired t p | Wilcoxon p |",
+        "|---|---|---|---|---|",
+    ]
+    for judge, a, b, label in contrasts:
+        per_seed = [
+            np.array(
+                [
+                    d[f"fidelity_{judge}"][a] - d[f"fidelity_{judge}"][b]
+                    for d in docs
+                    if d["seed"] == s
+                ]
+            )
+            for s in seeds
+        ]
+        means = [float(v.mean()) for v in per_seed]
+        lo, hi = hierarchical_bootstrap(per_seed) if test else (math.nan, math.nan)
+        zero = [0.0] * len(means)
+        tp = paired_t_test(means, zero)["p"] if test else math.nan
+        wp = wilcoxon_test(means, zero)["p"] if test else math.nan
+        ci = f"[{lo:+.3f}, {hi:+.3f}]" if test else "(no interval)"
+        lines.append(
+            f"| {label} | {np.mean(means):+.3f} {ci} | "
+            f"{' / '.join(f'{x:+.3f}' for x in means)} | "
+            + (f"{tp:.3g} | {wp:.3g} |" if test else "– | – |")
+        )
+    rho = [np.mean([d["spearman_full"] for d in docs if d["seed"] == s]) for s in seeds]
+    lines += [
+        "",
+        "Spearman correlation of score and full-data fidelity, mean per seed: "
+        + " / ".join(f"{x:+.2f}" for x in rho)
+        + (f"; no test below {MIN_TEST_SEEDS} seeds." if not test else "."),
+    ]
+    return "\n".join(lines)
+
+
+def plot(out: Path) -> Path:
+    """``OUT/ranking_fidelity.png``: per seed, every candidate's score against its full-data
+    fidelity (a colour per round; the added top k ringed)."""
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from activesynth.utils import atomic_write
+
+    docs = _load(out)
+    seeds = sorted({d["seed"] for d in docs})
+    fig, axes = plt.subplots(
+        1, len(seeds), figsize=(max(7.0, 3.2 * len(seeds)), 3.6), squeeze=False
+    )
+    for ax, s in zip(axes[0], seeds, strict=True):
+        for d in (d for d in docs if d["seed"] == s):
+            v = d["values"]
+            x, y = np.asarray(v["score"]), np.asarray(v["fid_full"])
+            col = f"C{d['round'] - 1}"
+            ax.scatter(x, y, s=3, alpha=0.35, color=col, label=f"round {d['round']}")
+            t = np.asarray(v["top"])
+            ax.scatter(x[t], y[t], s=22, facecolors="none", edgecolors=col, lw=0.9)
+        ax.set_title(f"seed {s}", fontsize=9)
+        ax.set_xlabel(f"{docs[0]['score']} score", fontsize=8)
+        ax.set_ylim(-0.03, 1.03)
+    axes[0][0].set_ylabel("label fidelity (full-data model Dice)", fontsize=8)
+    axes[0][0].legend(fontsize=6, markerscale=3, loc="lower left")
+    fig.suptitle(
+        "Every candidate of each synthesis round: uncertainty score vs. label fidelity "
+        "(rings: the added top k)",
+        fontsize=9,
+    )
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    return atomic_write(out / "ranking_fidelity.png", lambda fh: fh.write(buf.getvalue()))
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("results", type=Path, help="a bench results dir with pool.npz and full runs")
+    ap.add_argument("--arm", default="mc-dropout-fast+cgan", help="the synthesis arm's label")
+    ap.add_argument("--rounds", type=int, nargs="+", default=None, help="default: every one")
+    ap.add_argument("--seeds", type=int, nargs="+", default=None, help="default: every seed")
+    ap.add_argument("--out", type=Path, default=Path("runs/ranking_fidelity"))
+    ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--data-root", default=None)
+    ap.add_argument("--summary", action="store_true", help="print the tables, write the figure")
+    a = ap.parse_args(argv)
+    if a.summary:
+        print(summarise(a.out))
+        print(f"figure: {plot(a.out)}")
+        return 0
+    os.environ.setdefault("ACTIVESYNTH_CACHE", str(a.results / "cache"))  # the grid's cache
+    runs = find_runs(a.results, a.arm)
+    seeds = sorted(runs) if a.seeds is None else a.seeds
+    missing = [s for s in seeds if s not in runs]
+    if missing:
+        raise SystemExit(f"error: no finished {a.arm} run for seeds {missing} in {a.results}")
+    a.out.mkdir(parents=True, exist_ok=True)
+    jobs = []
+    for s in seeds:
+        run, ref = runs[s]
+        hist = json.loads((run / "history.json").read_text())["rounds"]
+        done = [int(h["round"]) for h in hist if h.get("synthetic")]
+        for r in done if a.rounds is None else [r for r in a.rounds if r in done]:
+            jobs.append((str(run), s, r, str(ref), str(a.out), a.data_root))
+    if a.workers > 1:
+        with ProcessPoolExecutor(a.workers) as ex:
+            for i, p in enumerate(ex.map(_job, jobs), 1):
+                print(f"[{i}/{len(jobs)}] {p}", flush=True)
+    else:
+        for i, job in enumerate(jobs, 1):
+            print(f"[{i}/{len(jobs)}] {_job(job)}", flush=True)
+    print(summarise(a.out))
+    print(f"figure: {plot(a.out)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

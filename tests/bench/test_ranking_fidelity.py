@@ -1,0 +1,78 @@
+"""experiments/ranking_fidelity.py on a phantom synthesis grid: the replay of a round's synthesis
+step is the run's own (same generator hash, same top k pixel for pixel, same scores), every
+candidate gets both judges' fidelity, and the study resumes from its files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from activesynth.bench.executors import InlineExecutor, run_grid
+from activesynth.bench.grid import parse_grid
+from activesynth.pool import Pool
+from tests.bench.test_synthetic_report import SYN_GRID
+from tests.scripts import load_script
+
+
+@pytest.mark.slow  # a two-run grid (about 15 s of CPU) and two replays
+def test_a_replayed_round_is_the_runs_own_and_resumes(tmp_path: Path, capsys) -> None:
+    mod = load_script("experiments/ranking_fidelity.py")
+    grid = tmp_path / "res"
+    doc = {**SYN_GRID, "name": "syn-ranking", "full": {"max_steps": 6}}
+    res = run_grid(parse_grid(doc), grid, executor=InlineExecutor(), quiet=True)
+    assert res.complete, [(o.run_id, o.error) for o in res.failed]
+    out = tmp_path / "study"
+    args = [str(grid), "--arm", SYN_GRID["strategies"][0], "--out", str(out)]
+    assert mod.main(args) == 0
+    docs = [json.loads((out / f"s0-r{r}.json").read_text()) for r in (1, 2)]
+    (run,) = (d for d in (grid / "runs").iterdir() if "full" not in d.name)
+    pool = Pool.load(run)
+    for d in docs:
+        v = d["values"]
+        n = d["n_class"]
+        assert d["n_valid"] == n == len(v["score"]) == len(v["fid_full"]) == len(v["fid_own"])
+        # every labelled item is a source, 3 candidates each (7 labelled in round 1, 10 in 2)
+        assert d["k"] == 4 == len(v["top"]) and d["n_candidates"] == d["n_sources"] * 3
+        assert d["n_sources"] == (7 if d["round"] == 1 else 10)
+        # the added items' scores, as the run recorded them, are the replay's best k
+        rec = pool.info["synthesis"][str(d["round"])]
+        assert np.allclose(np.asarray(v["score"])[v["top"]], rec["scores"])
+        assert np.all(np.asarray(v["score"])[v["top"]].min() >= np.delete(v["score"], v["top"]))
+        assert d["checkpoint"] == rec["checkpoint"]
+        f = np.asarray(v["fid_full"])
+        assert d["fidelity_full"]["top"] == pytest.approx(f[v["top"]].mean())
+        assert d["fidelity_full"]["all"] == pytest.approx(f.mean())
+        assert np.all((f >= 0) & (f <= 1)) and -1 <= d["spearman_full"] <= 1
+    text = capsys.readouterr().out
+    assert "| 0 | 1 | 21 | 4 |" in text and "no test below 3 seeds" in text
+    assert (out / "ranking_fidelity.png").read_bytes()[:4] == b"\x89PNG"
+    # a rerun replays nothing; another run's file in the folder is refused
+    stamp = (out / "s0-r1.json").stat().st_mtime_ns
+    assert mod.main(args) == 0 and (out / "s0-r1.json").stat().st_mtime_ns == stamp
+    other = json.loads((out / "s0-r2.json").read_text())
+    (out / "s0-r2.json").write_text(json.dumps({**other, "run": "another-run"}))
+    with pytest.raises(SystemExit, match="replays run another-run"):
+        mod.main(args)
+
+
+def test_the_pool_as_of_a_round_drops_later_labels_and_items(tmp_path: Path) -> None:
+    mod = load_script("experiments/ranking_fidelity.py")
+    from activesynth.data.phantoms import make_phantoms
+    from activesynth.synthesis.classic import ClassicAugmentation
+
+    data = make_phantoms(8, size=32, seed=0)
+    pool = Pool.empty(data, "seg").label(np.array([0, 1]), 0, "o", masks=data.masks[[0, 1]])
+    pool = pool.label(np.array([2]), 1, "o", masks=data.masks[[2]])
+    gen = ClassicAugmentation()
+    c = gen.propose(data.subset(np.array([0])), 2, rng=np.random.default_rng(0))
+    pool = pool.append_synthetic(c, 1)
+    pool = pool.label(np.array([3]), 2, "o", masks=data.masks[[3]])
+    pool = pool.append_synthetic(c, 2)
+    at1 = mod._pool_as_of(pool, 1)
+    assert at1.labelled.tolist() == [0, 1, 2] and at1.n_synthetic == 0  # round 1's own: not yet
+    at2 = mod._pool_as_of(pool, 2)
+    assert at2.labelled.tolist() == [0, 1, 2, 3] and at2.n_synthetic == 2
+    assert len(at2.synthetic_images) == 2 == len(at2.provenance)
