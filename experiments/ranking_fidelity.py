@@ -55,7 +55,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from synthesis_ablation import find_runs  # noqa: E402  (the same run / full-run pairing)
+from synthesis_ablation import find_runs  # the same run / full-run pairing
 
 
 def _pool_as_of(pool: Any, r: int) -> Any:
@@ -84,7 +84,6 @@ def _pool_as_of(pool: Any, r: int) -> Any:
 def replay(run: Path, r: int, reference: Path, data_root: str | None) -> dict[str, Any]:
     """Round ``r``'s candidates of ``run`` with their scores and both judges' fidelity."""
     import torch
-    from scipy.stats import spearmanr
 
     from activesynth.loop import LoopConfig, _Run
     from activesynth.pool import Pool
@@ -167,8 +166,8 @@ def replay(run: Path, r: int, reference: Path, data_root: str | None) -> dict[st
         "n_sources": len(sources),
         "n_sources_top": len(set(src[top].tolist())),
         "checkpoint": gen.checkpoint_hash,
-        "spearman_full": float(spearmanr(s, fid_full).statistic),
-        "spearman_own": float(spearmanr(s, fid_own).statistic),
+        "spearman_full": _spearman(s, fid_full),
+        "spearman_own": _spearman(s, fid_own),
         "fidelity_full": {
             "top": float(fid_full[top].mean()),
             "all": float(fid_full.mean()),
@@ -187,6 +186,16 @@ def replay(run: Path, r: int, reference: Path, data_root: str | None) -> dict[st
             "source": src.tolist(),
         },
     }
+
+
+def _spearman(a: np.ndarray, b: np.ndarray) -> float | None:
+    """Spearman's rho, None where it is undefined (either input constant, e.g. a judge that
+    finds no structure in any candidate: fidelity 0 throughout)."""
+    from scipy.stats import spearmanr
+
+    if np.ptp(a) == 0 or np.ptp(b) == 0:
+        return None
+    return float(spearmanr(a, b).statistic)
 
 
 def _job(job: tuple[str, int, int, str, str, str | None]) -> str:
@@ -234,7 +243,7 @@ def summarise(out: Path) -> str:
         f, o = d["fidelity_full"], d["fidelity_own"]
         lines.append(
             f"| {d['seed']} | {d['round']} | {d['n_class']} | {d['k']} | {d['n_sources']} "
-            f"({d['n_sources_top']}) | {d['spearman_full']:+.2f} / {d['spearman_own']:+.2f} | "
+            f"({d['n_sources_top']}) | {_rho(d['spearman_full'])} / {_rho(d['spearman_own'])} | "
             f"{f['top']:.2f} / {f['all']:.2f} / {f['most_certain']:.2f} | "
             f"{o['top']:.2f} / {o['all']:.2f} / {o['most_certain']:.2f} |"
         )
@@ -276,14 +285,29 @@ def summarise(out: Path) -> str:
             f"{' / '.join(f'{x:+.3f}' for x in means)} | "
             + (f"{tp:.3g} | {wp:.3g} |" if test else "– | – |")
         )
-    rho = [np.mean([d["spearman_full"] for d in docs if d["seed"] == s]) for s in seeds]
+    rho = [
+        [d["spearman_full"] for d in docs if d["seed"] == s and d["spearman_full"] is not None]
+        for s in seeds
+    ]
+    undefined = sum(d["spearman_full"] is None for d in docs)
     lines += [
         "",
         "Spearman correlation of score and full-data fidelity, mean per seed: "
-        + " / ".join(f"{x:+.2f}" for x in rho)
+        + " / ".join(_rho(float(np.mean(x)) if x else None) for x in rho)
+        + (
+            f" ({undefined} round{'s' if undefined > 1 else ''} left out: every candidate had "
+            "the same fidelity, so no correlation is defined)"
+            if undefined
+            else ""
+        )
         + (f"; no test below {MIN_TEST_SEEDS} seeds." if not test else "."),
     ]
     return "\n".join(lines)
+
+
+def _rho(x: float | None) -> str:
+    """A correlation, or "–" where it is undefined (a constant input: stored as null)."""
+    return "–" if x is None or not math.isfinite(x) else f"{x:+.2f}"
 
 
 def plot(out: Path) -> Path:
