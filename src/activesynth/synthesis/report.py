@@ -118,9 +118,10 @@ def normalise_gate(g: Any, quality: dict[str, Any]) -> dict[str, float | None] |
     Its fidelity judge in a loop is round ``r - 1``'s task model, which from round 2 on has
     trained on earlier synthetic items. Such a judge can learn the generator's failures: on JSRT
     seed 1 (docs/results.md, "Where the ranked picks sit, JSRT lungs") a collapsed cGAN's
-    candidates had full-data fidelity 0.02, and the run's own model rated them 0.62-0.78 from
-    round 2 on, so ``min_fidelity`` would have passed them. ``min_ssim`` (0.00-0.07 there) does
-    not depend on the task model.
+    candidates had full-data fidelity 0.02, and the run's own model, after training on round 1's
+    batch, rated later rounds' at 0.62-0.78, so ``min_fidelity`` would have rejected round 1's
+    batch (0.01) but passed later ones. ``min_ssim`` (0.00-0.07 there) does not depend on the
+    task model.
 
     Raises:
         ConfigError: unknown keys (did-you-mean), a threshold outside [0, 1] (SSIM: [-1, 1]),
