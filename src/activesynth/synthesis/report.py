@@ -585,7 +585,11 @@ def quality_section(summary: Any, results_dir: Path, report_dir: Path) -> Any:
         "Inception; memorisation = nearest-neighbour distance to the generator's training images "
         "over that of unseen real images; fidelity = Dice of the inherited mask against the "
         "reference model's prediction, or class agreement, with the reference named below "
-        "each table)."
+        "each table). A run's own reference, its previous round's task model, has trained on "
+        "the earlier rounds' synthetic items from round 2 on and can learn a generator's "
+        "failures (on JSRT it rated a collapsed cGAN's images 0.62-0.78 where the full-data "
+        "model gave 0.02): read its fidelity beside the full-data column "
+        "(`python -m activesynth.synthesis.requality`) where there is one."
     )
     return ReportSection(
         id="synthetic-quality",
