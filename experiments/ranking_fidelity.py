@@ -55,7 +55,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from synthesis_ablation import find_runs  # the same run / full-run pairing
+from synthesis_ablation import contrast_row, find_runs  # the same pairing and statistics
 
 
 def _pool_as_of(pool: Any, r: int) -> Any:
@@ -225,12 +225,7 @@ def _load(out: Path) -> list[dict[str, Any]]:
 
 def summarise(out: Path) -> str:
     """Markdown: one row per replayed round, then the seed-level contrasts."""
-    from activesynth.bench.stats import (
-        MIN_TEST_SEEDS,
-        hierarchical_bootstrap,
-        paired_t_test,
-        wilcoxon_test,
-    )
+    from activesynth.bench.stats import MIN_TEST_SEEDS
 
     docs = _load(out)
     lines = [
@@ -274,17 +269,7 @@ def summarise(out: Path) -> str:
             )
             for s in seeds
         ]
-        means = [float(v.mean()) for v in per_seed]
-        lo, hi = hierarchical_bootstrap(per_seed) if test else (math.nan, math.nan)
-        zero = [0.0] * len(means)
-        tp = paired_t_test(means, zero)["p"] if test else math.nan
-        wp = wilcoxon_test(means, zero)["p"] if test else math.nan
-        ci = f"[{lo:+.3f}, {hi:+.3f}]" if test else "(no interval)"
-        lines.append(
-            f"| {label} | {np.mean(means):+.3f} {ci} | "
-            f"{' / '.join(f'{x:+.3f}' for x in means)} | "
-            + (f"{tp:.3g} | {wp:.3g} |" if test else "– | – |")
-        )
+        lines.append(contrast_row(label, per_seed, test))
     rho = [
         [d["spearman_full"] for d in docs if d["seed"] == s and d["spearman_full"] is not None]
         for s in seeds

@@ -352,15 +352,29 @@ def plot(out: Path) -> list[Path]:
     return paths
 
 
+def contrast_row(label: str, per_seed: list[np.ndarray], test: bool) -> str:
+    """One markdown row ``| label | Δ mean [95 % CI] | per seed | paired t p | Wilcoxon p |``:
+    each seed's Δ is the mean of its array (patients, or rounds), the seed is the unit (t and
+    Wilcoxon against 0 over seeds), the interval the hierarchical bootstrap (seeds, then the
+    array's units); without ``test`` (too few seeds) no interval or p-values."""
+    from activesynth.bench.stats import hierarchical_bootstrap, paired_t_test, wilcoxon_test
+
+    means = [float(v.mean()) for v in per_seed]
+    lo, hi = hierarchical_bootstrap(per_seed) if test else (math.nan, math.nan)
+    zero = [0.0] * len(means)
+    tp = paired_t_test(means, zero)["p"] if test else math.nan
+    wp = wilcoxon_test(means, zero)["p"] if test else math.nan
+    ci = f"[{lo:+.3f}, {hi:+.3f}]" if test else "(no interval)"
+    return (
+        f"| {label} | {np.mean(means):+.3f} {ci} | {' / '.join(f'{x:+.3f}' for x in means)} | "
+        + (f"{tp:.3g} | {wp:.3g} |" if test else "– | – |")
+    )
+
+
 def summarise(out: Path) -> str:
     """Markdown tables of the finished fits in ``out``, one block per round; rounds where no
     seed has every condition yet are named, not tabulated (a study still running)."""
-    from activesynth.bench.stats import (
-        MIN_TEST_SEEDS,
-        hierarchical_bootstrap,
-        paired_t_test,
-        wilcoxon_test,
-    )
+    from activesynth.bench.stats import MIN_TEST_SEEDS
 
     by = _load(out)
     lines = []
@@ -408,22 +422,9 @@ def summarise(out: Path) -> str:
             "|---|---|---|---|---|",
         ]
         for a, b in PAIRS:
-            per_seed, diffs = [], []
-            for s in full:
-                d = _paired(by, s, r, a, b)  # patients finite in both conditions
-                if len(d):
-                    per_seed.append(d)
-                    diffs.append(float(d.mean()))
-            lo, hi = hierarchical_bootstrap(per_seed) if test else (math.nan, math.nan)
-            zero = [0.0] * len(diffs)
-            tp = paired_t_test(diffs, zero)["p"] if test else math.nan
-            wp = wilcoxon_test(diffs, zero)["p"] if test else math.nan
-            ci = f"[{lo:+.3f}, {hi:+.3f}]" if test else "(no interval)"
-            lines.append(
-                f"| {a} − {b} | {np.mean(diffs):+.3f} {ci} | "
-                f"{' / '.join(f'{x:+.3f}' for x in diffs)} | "
-                + (f"{tp:.3g} | {wp:.3g} |" if test else "– | – |")
-            )
+            # patients finite in both conditions; seeds with none are left out
+            per_seed = [d for s in full if len(d := _paired(by, s, r, a, b))]
+            lines.append(contrast_row(f"{a} − {b}", per_seed, test))
         lines += [
             "",
             f"Δ: per seed, the mean over its test patients finite in both conditions; seeds are "
