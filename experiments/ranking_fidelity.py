@@ -298,14 +298,12 @@ def _rho(x: float | None) -> str:
 def plot(out: Path) -> Path:
     """``OUT/ranking_fidelity.png``: per seed, every candidate's score against its full-data
     fidelity (a colour per round; the added top k ringed)."""
-    import io
-
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from activesynth.utils import atomic_write
+    from activesynth.utils import atomic_write_figure
 
     docs = _load(out)
     seeds = sorted({d["seed"] for d in docs})
@@ -331,10 +329,7 @@ def plot(out: Path) -> Path:
         fontsize=9,
     )
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    return atomic_write(out / "ranking_fidelity.png", lambda fh: fh.write(buf.getvalue()))
+    return atomic_write_figure(out / "ranking_fidelity.png", fig, dpi=110)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -299,14 +299,12 @@ def plot(out: Path) -> list[Path]:
     seed's test Dice under every condition (a line per seed, the mean as a bar); right, each
     seed's paired Δ for every contrast of the tables (a dot per seed, the mean as a bar), so
     the spread between seeds is seen beside the effect."""
-    import io
-
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from activesynth.utils import atomic_write
+    from activesynth.utils import atomic_write_figure
 
     by = _load(out)
     paths = []
@@ -343,12 +341,7 @@ def plot(out: Path) -> list[Path]:
             fontsize=10,
         )
         fig.tight_layout()
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png", dpi=110)
-        plt.close(fig)
-        paths.append(
-            atomic_write(out / f"ablation_r{r}.png", lambda fh, b=buf: fh.write(b.getvalue()))
-        )
+        paths.append(atomic_write_figure(out / f"ablation_r{r}.png", fig, dpi=110))
     return paths
 
 
