@@ -348,11 +348,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"figure: {plot(a.out)}")
         return 0
     os.environ.setdefault("ACTIVESYNTH_CACHE", str(a.results / "cache"))  # the grid's cache
-    runs = find_runs(a.results, a.arm)
-    seeds = sorted(runs) if a.seeds is None else a.seeds
-    missing = [s for s in seeds if s not in runs]
-    if missing:
-        raise SystemExit(f"error: no finished {a.arm} run for seeds {missing} in {a.results}")
+    runs = find_runs(a.results, a.arm, a.seeds)
+    seeds = sorted(runs)
     a.out.mkdir(parents=True, exist_ok=True)
     jobs = []
     for s in seeds:

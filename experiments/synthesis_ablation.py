@@ -76,9 +76,10 @@ PAIRS = (
 )
 
 
-def find_runs(root: Path, arm: str) -> dict[int, tuple[Path, Path]]:
+def find_runs(root: Path, arm: str, seeds: list[int] | None = None) -> dict[int, tuple[Path, Path]]:
     """seed -> (the arm's finished run, its matched full-data checkpoint) in ``root``: the run of
-    the same dataset, schedule and seed (as ``synthesis.requality`` pairs them)."""
+    the same dataset, schedule and seed (as ``synthesis.requality`` pairs them); only ``seeds``
+    (an error names any without a finished run), or every seed found."""
     from activesynth.synthesis.requality import _units
 
     arms: dict[tuple[str, str, int], Path] = {}
@@ -110,7 +111,12 @@ def find_runs(root: Path, arm: str) -> dict[int, tuple[Path, Path]]:
         if not best.is_file():
             raise SystemExit(f"error: seed {key[2]} has no full-data checkpoint ({best}).")
         out[key[2]] = (d, best)
-    return out
+    if seeds is None:
+        return out
+    missing = [s for s in seeds if s not in out]
+    if missing:
+        raise SystemExit(f"error: no finished {arm} run for seeds {missing} in {root}")
+    return {s: out[s] for s in seeds}
 
 
 def training_sets(run: Path, r: int, reference: Path, data_root: str | None) -> dict[str, Any]:
@@ -451,11 +457,8 @@ def main(argv: list[str] | None = None) -> int:
         for p in plot(a.out):
             print(f"figure: {p}")
         return 0
-    runs = find_runs(a.results, a.arm)
-    seeds = sorted(runs) if a.seeds is None else a.seeds
-    missing = [s for s in seeds if s not in runs]
-    if missing:
-        raise SystemExit(f"error: no finished {a.arm} run for seeds {missing} in {a.results}")
+    runs = find_runs(a.results, a.arm, a.seeds)
+    seeds = sorted(runs)
     a.out.mkdir(parents=True, exist_ok=True)
     jobs = [
         (str(runs[s][0]), a.arm, s, r, str(runs[s][1]), c, a.cap, str(a.out), a.data_root)
