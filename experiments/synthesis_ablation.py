@@ -37,6 +37,11 @@ matched ``full`` checkpoint (``bench`` output before archiving, e.g. ``runs/lgg_
     python experiments/synthesis_ablation.py runs/lgg_synthesis --out runs/synthesis_ablation \\
         --summary    # the tables, and OUT/ablation_r<round>.png (per-seed Dice and Δ)
 
+``--repeat K`` fits the sets of ``--repeat-conditions`` (default ``real`` and ``real+syn``)
+K more times, each with its own training seed drawn from the run's (another initialisation and
+batch order), into ``OUT/repeats/``: how far two fits of one training set differ, set beside the
+conditions' differences, and the cost refitted from each repeat.
+
 Statistics as the benchmark's: the seed is the unit of replication; per condition the paired
 difference to ``real`` per seed (mean over the seed's test patients), paired t and Wilcoxon over
 seeds, and a 95 % interval from the hierarchical bootstrap (seeds, then patients). Finished fits
@@ -210,14 +215,16 @@ def _dice(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.mean(np.where(tot > 0, 2 * inter / np.maximum(tot, 1), 1.0)))
 
 
-def _job(job: tuple[str, str, int, int, str, str, int, str, str | None]) -> str:
-    run, arm, seed, r, reference, cond, cap, out, data_root = job
+def _job(job: tuple[str, str, int, int, str, str, int, str, str | None, int]) -> str:
+    run, arm, seed, r, reference, cond, cap, out, data_root, repeat = job
     from activesynth.experiment import evaluate, headline
     from activesynth.metrics import to_jsonable
-    from activesynth.train import fit
+    from activesynth.train import fit, seed_for
     from activesynth.utils import atomic_write_json
 
     path = Path(out) / f"s{seed}-r{r}-{cond}.json"
+    if repeat:  # another fit of the same set: its own seed, kept apart from the tables' fits
+        path = Path(out) / "repeats" / f"s{seed}-r{r}-{cond}-rep{repeat}.json"
     if path.is_file():  # resume, but never from another study's fit
         doc = json.loads(path.read_text())
         theirs = (doc["run"], doc.get("arm"), doc["train"]["cap"])
@@ -230,8 +237,11 @@ def _job(job: tuple[str, str, int, int, str, str, int, str, str | None]) -> str:
     t = training_sets(Path(run), r, Path(reference), data_root)
     cfg = t["cfg"]
     train = t["sets"][cond]
-    # the run's round-r recipe and seed (same initialisation for every condition), cold, capped
+    # the run's round-r recipe and seed (same initialisation for every condition), cold, capped;
+    # a repeat draws another initialisation and batch order from it
     tcfg = replace(cfg.train_config(r), max_steps=cap)
+    if repeat:
+        tcfg = replace(tcfg, seed=seed_for(tcfg.seed, 17, repeat) % 2**31)
     res = fit(train, t["val"], tcfg, t["model_cfg"], quiet=True)
     report = evaluate(res.model, t["test"], "seg", seed=cfg.seed)
     (cls,) = report["classes"]  # one structure: checked by training_sets
@@ -246,6 +256,7 @@ def _job(job: tuple[str, str, int, int, str, str, int, str, str | None]) -> str:
                 "seed": seed,
                 "round": r,
                 "condition": cond,
+                "repeat": repeat,
                 "fraction": rec["fraction"],
                 "n_train": len(train),
                 "n_real": t["n_real"],
@@ -370,9 +381,58 @@ def contrast_row(label: str, per_seed: list[np.ndarray], test: bool) -> str:
     )
 
 
+def repeats_summary(out: Path, by: dict[tuple[int, int, str], dict[str, Any]]) -> list[str]:
+    """Markdown lines on the repeat fits in ``OUT/repeats`` (``--repeat``): per round and
+    condition, each seed's repeat minus its table fit (same training set, another training
+    seed), and the cost contrast refitted from the repeats where both of its conditions were."""
+    from activesynth.bench.stats import MIN_TEST_SEEDS
+
+    reps = [json.loads(p.read_text()) for p in sorted((out / "repeats").glob("s*-r*-*.json"))]
+    if not reps:
+        return []
+    rb: dict[tuple[int, int, str, int], dict[str, Any]] = {
+        (d["seed"], d["round"], d["condition"], d["repeat"]): d for d in reps
+    }
+    lines = [
+        "Training noise: the same training set fitted again with another training seed "
+        "(initialisation and batch order; `--repeat`). Δ = repeat − the table's fit, test Dice "
+        "per patient (a seed's mean over its patients).",
+        "",
+        "| round | condition | repeat | per seed Δ | mean abs Δ | SD of Δ over seeds |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r, c, k in sorted({(rr, cc, kk) for _, rr, cc, kk in rb}):
+        seeds = sorted(s for s, rr, cc, kk in rb if (rr, cc, kk) == (r, c, k) and (s, r, c) in by)
+        d = [_mean(rb[(s, r, c, k)]) - _mean(by[(s, r, c)]) for s in seeds]
+        sd = np.std(d, ddof=1) if len(d) > 1 else math.nan
+        cells = " / ".join(f"{x:+.3f} (s{s})" for x, s in zip(d, seeds, strict=True))
+        lines.append(f"| {r} | {c} | {k} | {cells} | {np.mean(np.abs(d)):.3f} | {sd:.3f} |")
+    a, b = PAIRS[0]
+    rows = []
+    for r, k in sorted({(rr, kk) for _, rr, _, kk in rb}):
+        byk = {(s_, r_, c_): d for (s_, r_, c_, k_), d in rb.items() if k_ == k}
+        seeds = sorted(s_ for s_, r_, c_ in byk if (r_, c_) == (r, a) and (s_, r, b) in byk)
+        per_seed = [d for s_ in seeds if len(d := _paired(byk, s_, r, a, b))]
+        if per_seed:
+            test = len(per_seed) >= MIN_TEST_SEEDS
+            rows.append(contrast_row(f"round {r}, repeat {k}: {a} − {b}", per_seed, test))
+    if rows:
+        lines += [
+            "",
+            "The cost refitted from the repeats (both conditions of a seed fitted with the "
+            "repeat's seed):",
+            "",
+            "| a − b | Δ mean [95 % CI] | per seed | paired t p | Wilcoxon p |",
+            "|---|---|---|---|---|",
+            *rows,
+        ]
+    return ["", *lines, ""]
+
+
 def summarise(out: Path) -> str:
     """Markdown tables of the finished fits in ``out``, one block per round; rounds where no
-    seed has every condition yet are named, not tabulated (a study still running)."""
+    seed has every condition yet are named, not tabulated (a study still running); then the
+    repeat fits, if any (:func:`repeats_summary`)."""
     from activesynth.bench.stats import MIN_TEST_SEEDS
 
     by = _load(out)
@@ -433,7 +493,7 @@ def summarise(out: Path) -> str:
             + ".",
             "",
         ]
-    return "\n".join(lines)
+    return "\n".join(lines + repeats_summary(out, by))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -447,11 +507,27 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--data-root", default=None)
     ap.add_argument(
+        "--repeat",
+        type=int,
+        default=0,
+        help="K more fits of each --repeat-conditions set, each with its own training seed "
+        "(OUT/repeats/): how far two fits of one training set differ",
+    )
+    ap.add_argument(
+        "--repeat-conditions",
+        nargs="+",
+        default=["real", "real+syn"],
+        choices=CONDITIONS,
+        help="the conditions --repeat refits (default: the cost's two)",
+    )
+    ap.add_argument(
         "--summary",
         action="store_true",
         help="print the tables of finished fits and write OUT/ablation_r<round>.png",
     )
     a = ap.parse_args(argv)
+    if a.repeat < 0:
+        raise SystemExit(f"error: --repeat must be >= 0, got {a.repeat}")
     if a.summary:
         print(summarise(a.out))
         for p in plot(a.out):
@@ -461,10 +537,11 @@ def main(argv: list[str] | None = None) -> int:
     seeds = sorted(runs)
     a.out.mkdir(parents=True, exist_ok=True)
     jobs = [
-        (str(runs[s][0]), a.arm, s, r, str(runs[s][1]), c, a.cap, str(a.out), a.data_root)
+        (str(runs[s][0]), a.arm, s, r, str(runs[s][1]), c, a.cap, str(a.out), a.data_root, k)
+        for k in range(a.repeat + 1)  # the tables' fits first, then each repeat
         for s in seeds
         for r in a.round
-        for c in CONDITIONS
+        for c in (CONDITIONS if k == 0 else [c for c in CONDITIONS if c in a.repeat_conditions])
     ]
     if a.workers > 1:
         with ProcessPoolExecutor(a.workers) as ex:

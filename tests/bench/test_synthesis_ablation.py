@@ -88,6 +88,22 @@ def test_the_training_sets_and_a_resumable_study(grid: Path, tmp_path: Path, cap
     assert {p: p.stat().st_mtime_ns for p in out.glob("*.json")} == stamp
     with pytest.raises(SystemExit, match=r"cap 4.*give another --out"):
         mod.main([*argv[:-3], "5", "--out", str(out)])
+    # one repeat of the cost's two conditions: two more fits with another training seed, kept
+    # apart from the tables' fits (which are not retrained), and their own summary
+    capsys.readouterr()
+    assert mod.main([*argv, "--repeat", "1"]) == 0
+    assert {p: p.stat().st_mtime_ns for p in out.glob("*.json")} == stamp
+    reps = sorted(p.name for p in (out / "repeats").glob("*.json"))
+    assert reps == [f"s{seed}-r2-real+syn-rep1.json", f"s{seed}-r2-real-rep1.json"]
+    rep = json.loads((out / "repeats" / reps[1]).read_text())
+    first = json.loads((out / f"s{seed}-r2-real.json").read_text())
+    assert rep["repeat"] == 1 and rep["train"]["seed"] != first["train"]["seed"]
+    assert rep["n_train"] == first["n_train"]  # the same training set
+    text = capsys.readouterr().out
+    assert "Training noise" in text and "| 2 | real | 1 |" in text
+    assert "| round 2, repeat 1: real+syn − real |" in text
+    with pytest.raises(SystemExit, match="--repeat must be >= 0"):
+        mod.main([*argv, "--repeat", "-1"])
     # rounds with nothing to swap or past the run are refused before any training
     with pytest.raises(SystemExit, match="added no synthetic items up to round 0"):
         mod.training_sets(run, 0, best, None)
