@@ -44,10 +44,12 @@ checkpoint must already be there, or the script stops).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
 import sys
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -198,8 +200,23 @@ def _spearman(a: np.ndarray, b: np.ndarray) -> float | None:
     return float(spearmanr(a, b).statistic)
 
 
-def _job(job: tuple[str, int, int, str, str, str | None]) -> str:
-    run, seed, r, reference, out, data_root = job
+@contextlib.contextmanager
+def _grid_cache(results: str) -> Iterator[None]:
+    """``ACTIVESYNTH_CACHE`` pointed at the grid's cache (as the bench's workers had it) unless
+    the caller set one, for the duration of a replay only (the variable is restored after)."""
+    key = "ACTIVESYNTH_CACHE"
+    if key in os.environ:
+        yield
+        return
+    os.environ[key] = str(Path(results) / "cache")
+    try:
+        yield
+    finally:
+        os.environ.pop(key, None)
+
+
+def _job(job: tuple[str, int, int, str, str, str | None, str]) -> str:
+    run, seed, r, reference, out, data_root, results = job
     import torch
 
     from activesynth.metrics import to_jsonable
@@ -212,7 +229,9 @@ def _job(job: tuple[str, int, int, str, str, str | None]) -> str:
         if theirs != Path(run).name:
             raise SystemExit(f"error: {path} replays run {theirs}, not {Path(run).name}.")
         return str(path)
-    atomic_write_json(path, to_jsonable(replay(Path(run), r, Path(reference), data_root)))
+    with _grid_cache(results):
+        doc = replay(Path(run), r, Path(reference), data_root)
+    atomic_write_json(path, to_jsonable(doc))
     return str(path)
 
 
@@ -347,7 +366,6 @@ def main(argv: list[str] | None = None) -> int:
         print(summarise(a.out))
         print(f"figure: {plot(a.out)}")
         return 0
-    os.environ.setdefault("ACTIVESYNTH_CACHE", str(a.results / "cache"))  # the grid's cache
     runs = find_runs(a.results, a.arm, a.seeds)
     seeds = sorted(runs)
     a.out.mkdir(parents=True, exist_ok=True)
@@ -357,7 +375,7 @@ def main(argv: list[str] | None = None) -> int:
         hist = json.loads((run / "history.json").read_text())["rounds"]
         done = [int(h["round"]) for h in hist if h.get("synthetic")]
         for r in done if a.rounds is None else [r for r in a.rounds if r in done]:
-            jobs.append((str(run), s, r, str(ref), str(a.out), a.data_root))
+            jobs.append((str(run), s, r, str(ref), str(a.out), a.data_root, str(a.results)))
     if a.workers > 1:
         with ProcessPoolExecutor(a.workers) as ex:
             for i, p in enumerate(ex.map(_job, jobs), 1):

@@ -5,6 +5,7 @@ candidate gets both judges' fidelity, and the study resumes from its files."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +27,9 @@ def test_a_replayed_round_is_the_runs_own_and_resumes(tmp_path: Path, capsys) ->
     assert res.complete, [(o.run_id, o.error) for o in res.failed]
     out = tmp_path / "study"
     args = [str(grid), "--arm", SYN_GRID["strategies"][0], "--out", str(out)]
+    before = os.environ.get("ACTIVESYNTH_CACHE")
     assert mod.main(args) == 0
+    assert os.environ.get("ACTIVESYNTH_CACHE") == before  # the grid's cache for the replay only
     docs = [json.loads((out / f"s0-r{r}.json").read_text()) for r in (1, 2)]
     (run,) = (d for d in (grid / "runs").iterdir() if "full" not in d.name)
     pool = Pool.load(run)
