@@ -35,7 +35,8 @@ Files in ``out_dir`` (each written atomically, in this order within a round):
 - ``split.json``: item ids of the pool (train), val and test splits.
 - ``round_XX/``: ``fit``'s output folder (``last.pt`` lets training itself resume mid-round,
   ``best.pt`` is the round's model), ``record.json`` (training and test metrics) and
-  ``query.json`` (the strategy's choice, written before anything is labelled).
+  ``query.json`` (the strategy's choice, written before anything is labelled); with synthesis
+  quality judged ``"real-only"``, ``judge/`` (the round's real-only judge, ``fit``'s files).
 - ``pool.npz`` (+ ``pool.json``): the :class:`~activesynth.pool.Pool` after the latest labelling;
   oracle costs are kept in ``Pool.info["oracle_seconds"]`` so they land atomically with labels.
 - ``history.json``: the list of round records (see :class:`History`), rebuilt after each step.
@@ -129,7 +130,12 @@ from activesynth.registry import check_option, did_you_mean
 from activesynth.strategies import STRATEGIES, BudgetError, Query, QueryContext, make_strategy
 from activesynth.strategies.base import strategy_model_options
 from activesynth.synthesis.candidates import Candidates, LabelCost
-from activesynth.synthesis.report import gate_verdict, normalise_gate, normalise_quality
+from activesynth.synthesis.report import (
+    REAL_ONLY,
+    gate_verdict,
+    normalise_gate,
+    normalise_quality,
+)
 from activesynth.train import TrainConfig, fit, load_checkpoint, model_config_for, seed_for
 from activesynth.utils import atomic_write, atomic_write_json, progress_enabled
 
@@ -202,7 +208,10 @@ class LoopConfig:
             whole set, which need not begin with their top-k choice,
             "quality": quality figures and gallery of each added batch (``synthesis.report.
             QUALITY_DEFAULTS``: ``enabled``, ``max_items``, ``max_real``, ``gallery`` rows,
-            ``reference`` checkpoint; false turns them off),
+            ``reference``: None = round ``r - 1``'s task model, a checkpoint, or
+            ``"real-only"``, a judge trained each synthesis round on the real labelled
+            items only (``_Run.real_only_judge``, one more training per round); false
+            turns them off),
             "gate": None (default: every batch is added, as the paper) or ``{"min_fidelity":
             x, "min_ssim": y}`` (ours: a batch whose measured mean label fidelity or SSIM is
             below its threshold is not added; ``synthesis.report.normalise_gate``; the
@@ -1589,8 +1598,9 @@ class _Run:
         synthesis_gallery.png``); None when turned off or nothing was added.
 
         The reference for features and label fidelity is ``quality["reference"]`` (a
-        checkpoint) or else round ``r - 1``'s task model, named so in the figures: a run has no
-        full-data model. Subsamples come from ``default_rng([seed, r, 4])``.
+        checkpoint), the real-only judge (``"real-only"``: :meth:`real_only_judge`) or else
+        round ``r - 1``'s task model, named so in the figures: a run has no full-data model.
+        Subsamples come from ``default_rng([seed, r, 4])``.
         """
         from activesynth.synthesis.report import GALLERY_NAME, batch_quality, write_gallery
 
@@ -1598,7 +1608,9 @@ class _Run:
         if not q["enabled"] or len(added) == 0:
             return None
         t0 = time.perf_counter()
-        if q["reference"]:
+        if q["reference"] == REAL_ONLY:
+            model, name = self.real_only_judge(pool, r)
+        elif q["reference"]:
             model, _ = load_checkpoint(q["reference"], self.pool_data)
             name = f"reference checkpoint {q['reference']}"
         else:
@@ -1652,6 +1664,30 @@ class _Run:
             )
         figs["quality_seconds"] = time.perf_counter() - t0
         return figs
+
+    def real_only_judge(self, pool: Pool, r: int) -> tuple[nn.Module, str]:
+        """Round ``r``'s real-only judge of label fidelity and its name (ours, not the paper's).
+
+        A task model trained, from a fresh initialisation, on the real labelled items of
+        ``pool`` (every expert label the run has when round ``r``'s synthesis step runs,
+        the round's query included; no synthetic item), with round ``r``'s recipe
+        (``train_config(r)``) under its own seed ``seed_for(seed, 12, r)``. The default judge,
+        round ``r - 1``'s task model, has trained on earlier synthetic batches and can learn a
+        generator's failures (``synthesis.report.normalise_gate``); this one cannot, at the
+        cost of one more training per synthesis round. It trains in ``round_XX/judge/``
+        (``fit``'s ``best.pt`` / ``last.pt``: an interrupted training resumes, a finished one
+        is read back) and is always read back from ``best.pt``, like the rounds' models.
+        """
+        real = pool.real_training_set(self.pool_data)
+        tcfg = replace(self.cfg.train_config(r), seed=seed_for(self.cfg.seed, 12, r) % 2**31)
+        out = _round_dir(self.out, r) / "judge"
+        res = fit(real, self.val_set, tcfg, self.model_cfg, out_dir=out, quiet=True)
+        model, _ = load_checkpoint(out / "best.pt", self.pool_data)
+        name = (
+            f"real-only judge of round {r} ({len(real)} real labels, no synthetic item; "
+            f"cold start, best step {res.best_step} of {res.steps})"
+        )
+        return model, name
 
     def candidate_classes(self, cands: Candidates) -> tuple[np.ndarray, tuple[str, ...]]:
         """(N,) int64 class of each candidate and the class names: the inherited image label

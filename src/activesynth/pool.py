@@ -439,19 +439,28 @@ class Pool:
         Args:
             data: the real pool items, in pool order (``len(data) == n_real``).
         """
+        real = self.real_training_set(data)
+        syn = self.synthetic_set(data)
+        return real if syn is None else concat([real, syn], name=data.name)
+
+    def real_training_set(self, data: ImageSet) -> ImageSet:
+        """The labelled real items of ``data`` with the oracle's answers as targets (the first
+        part of ``training_set``: no synthetic item).
+
+        Args:
+            data: the real pool items, in pool order (``len(data) == n_real``).
+        """
         self._check_data(data)
         idx = self.labelled
         if len(idx) == 0:
             raise DataError("No labelled items in the pool yet: label an initial set first.")
         sub = data.subset(idx)
-        real = replace(
+        return replace(
             sub,
             masks=None if self.masks is None else self.masks[idx],
             labels=None if self.labels is None else self.labels[idx],
             check_finite=False,
         )
-        syn = self.synthetic_set(data)
-        return real if syn is None else concat([real, syn], name=data.name)
 
     # ---- persistence ----------------------------------------------------------------------------
     def summary(self) -> dict[str, Any]:

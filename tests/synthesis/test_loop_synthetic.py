@@ -529,3 +529,45 @@ def test_a_cap_that_never_binds_reproduces_the_paper_top_k(reference, tmp_path) 
     np.testing.assert_array_equal(Pool.load(tmp_path).ids, Pool.load(ref_out).ids)
     assert hist.queried_ids() == ref.queried_ids()
     assert [r["test_score"] for r in hist.records] == [r["test_score"] for r in ref.records]
+
+
+def test_the_real_only_judge_trains_on_real_labels_only(reference, tmp_path) -> None:
+    """``quality.reference = "real-only"``: each round's fidelity judge is a fresh model of the
+    round's real labelled items (the synthetic ones excluded: its weights are those of ``fit``
+    on the real set alone), the gate reads its figures, it changes nothing else in the run, and
+    a judge trained again from nothing is the same model (a resumed round reads the same)."""
+    import torch
+
+    from activesynth.loop import _round_dir, _Run
+    from activesynth.train import fit, load_checkpoint, seed_for
+
+    _, ref, ref_out = reference
+    syn = {**SYN["synthesis"], "quality": {"reference": "real-only"}, "gate": {"min_fidelity": 0}}
+    cfg = syn_cfg(synthesis=syn)
+    assert cfg.synthesis["quality"]["reference"] == "real-only"
+    hist = run_loop(cfg, tmp_path, quiet=True)
+    assert hist.queried_ids() == ref.queried_ids()
+    np.testing.assert_array_equal(Pool.load(tmp_path).ids, Pool.load(ref_out).ids)
+    pool = Pool.load(tmp_path)
+    R = _Run(cfg, tmp_path, None, quiet=True, on_event=None)
+    for r, n_real in ((1, 7), (2, 10)):
+        s = hist.records[r]["synthetic"]
+        fid = s["quality"]["label_fidelity"]
+        assert fid["model"].startswith(f"real-only judge of round {r} ({n_real} real labels")
+        assert s["gate"]["passed"] and s["gate"]["fidelity"] == fid["mask_dice_mean"]
+        # the pool when round r's synthesis ran: its real labels, and synthetic items of r - 1
+        before = replace(
+            pool, labelled_round=np.where(pool.labelled_round <= r, pool.labelled_round, -1)
+        )
+        real = before.real_training_set(R.pool_data)
+        assert len(real) == n_real and before.n_synthetic > 0
+        tcfg = replace(cfg.train_config(r), seed=seed_for(cfg.seed, 12, r) % 2**31)
+        alone = fit(real, R.val_set, tcfg, R.model_cfg, quiet=True).model.state_dict()
+        judge, _ = load_checkpoint(_round_dir(tmp_path, r) / "judge" / "best.pt")
+        for k, v in judge.state_dict().items():
+            torch.testing.assert_close(v, alone[k], msg=k)
+    # the default judge (round r - 1's task model) measured other figures for the same batch
+    ours = hist.records[2]["synthetic"]["quality"]["label_fidelity"]["mask_dice_mean"]
+    theirs = ref.records[2]["synthetic"]["quality"]["label_fidelity"]
+    assert "task model of round 1" in theirs["model"]
+    assert ours != theirs["mask_dice_mean"]

@@ -46,6 +46,7 @@ __all__ = [
     "GALLERY_NAME",
     "GATE_KEYS",
     "QUALITY_DEFAULTS",
+    "REAL_ONLY",
     "batch_quality",
     "collect_synthesis",
     "gate_verdict",
@@ -64,8 +65,13 @@ QUALITY_DEFAULTS: dict[str, Any] = {
     "gallery": 8,
     "reference": None,
 }
-"""``synthesis["quality"]``: on/off, the subsample caps, gallery rows (0 = none) and an optional
-reference model checkpoint for features and label fidelity (None = the round's task model)."""
+"""``synthesis["quality"]``: on/off, the subsample caps, gallery rows (0 = none) and the judge
+for features and label fidelity: ``reference`` None (the previous round's task model), a model
+checkpoint path, or ``REAL_ONLY`` (a model the loop trains on the run's real labelled items only,
+``loop._Run.real_only_judge``)."""
+REAL_ONLY = "real-only"
+"""``synthesis["quality"]["reference"]`` naming the real-only judge (ours): a checkpoint file
+called ``real-only`` is given as ``./real-only``."""
 _MIN_REALISM = 5  # quality.realism_auc's default folds
 
 
@@ -97,7 +103,10 @@ def normalise_quality(q: Any) -> dict[str, Any]:
             raise ConfigError(f"synthesis quality {k} must be an integer >= {lo}, got {v!r}.")
     ref = out["reference"]
     if ref is not None and not isinstance(ref, str):
-        raise ConfigError(f"synthesis quality reference must be a checkpoint path, got {ref!r}.")
+        raise ConfigError(
+            f"synthesis quality reference must be a checkpoint path, {REAL_ONLY!r} or null, "
+            f"got {ref!r}."
+        )
     return out
 
 
@@ -121,7 +130,8 @@ def normalise_gate(g: Any, quality: dict[str, Any]) -> dict[str, float | None] |
     candidates had full-data fidelity 0.02, and the run's own model, after training on round 1's
     batch, rated later rounds' at 0.62-0.78, so ``min_fidelity`` would have rejected round 1's
     batch (0.01) but passed later ones. ``min_ssim`` (0.00-0.07 there) does not depend on the
-    task model.
+    task model, and ``quality = {"reference": "real-only"}`` judges with a model trained on the
+    run's real labelled items only (:data:`REAL_ONLY`), which cannot learn them.
 
     Raises:
         ConfigError: unknown keys (did-you-mean), a threshold outside [0, 1] (SSIM: [-1, 1]),
