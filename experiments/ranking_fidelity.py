@@ -19,7 +19,11 @@ mask with a model's prediction on the image) by two judges:
 
 - ``full``: the seed's matched full-data model (the judge of ``synthesis.requality``);
 - ``own``: round ``r - 1``'s task model, the only model the run itself has (what a run could use
-  to filter its candidates).
+  to filter its candidates);
+- ``real`` (with ``--real-judge``): the loop's real-only judge (``quality.reference
+  "real-only"``, ``loop._Run.real_only_judge``), trained for the replay on the round's real
+  labelled items only, in ``OUT/judges/s<seed>-r<round>/``: does a judge that never saw a
+  synthetic item agree with the full-data model where the run's own model did not?
 
 Per round it records the Spearman correlation of score and fidelity, and the mean fidelity of the
 added top-k, of all candidates of the class (what a random pick of k gets on average: the arm
@@ -83,8 +87,11 @@ def _pool_as_of(pool: Any, r: int) -> Any:
     )
 
 
-def replay(run: Path, r: int, reference: Path, data_root: str | None) -> dict[str, Any]:
-    """Round ``r``'s candidates of ``run`` with their scores and both judges' fidelity."""
+def replay(
+    run: Path, r: int, reference: Path, data_root: str | None, judge_dir: Path | None = None
+) -> dict[str, Any]:
+    """Round ``r``'s candidates of ``run`` with their scores and the judges' fidelity (the
+    real-only judge too when ``judge_dir`` is given: it trains there)."""
     import torch
 
     from activesynth.loop import LoopConfig, _Run
@@ -151,11 +158,17 @@ def replay(run: Path, r: int, reference: Path, data_root: str | None) -> dict[st
     fid_full = mask_fidelity(_predictor(full, "seg"), imgs, masks)
     fid_own = mask_fidelity(_predictor(model, "seg"), imgs, masks)
     s = scores[members]
+    real: dict[str, Any] = {}
+    if judge_dir is not None:
+        judge, name = R.real_only_judge(before, r, out_dir=judge_dir)
+        fid_real = mask_fidelity(_predictor(judge, "seg"), imgs, masks)
+        real = {"real_judge": name, "fid_real": fid_real}
     pos = {int(i): j for j, i in enumerate(members)}
     top = np.array([pos[int(i)] for i in order[:k]])
     low = np.array([pos[int(i)] for i in order[-k:]])
     src = np.array([p.source_id for p in valid.provenance])[members]
-    return {
+    judges = {"own": fid_own, **({"real": real["fid_real"]} if real else {})}
+    doc = {
         "run": run.name,
         "seed": int(cfg.seed),
         "round": r,
@@ -187,7 +200,20 @@ def replay(run: Path, r: int, reference: Path, data_root: str | None) -> dict[st
             "top": top.tolist(),
             "source": src.tolist(),
         },
+        # how each of the run's possible judges ranks the candidates against the full-data one
+        "agreement_with_full": {j: _spearman(f, fid_full) for j, f in judges.items()},
     }
+    if real:
+        fr = real["fid_real"]
+        doc["real_judge"] = real["real_judge"]
+        doc["spearman_real"] = _spearman(s, fr)
+        doc["fidelity_real"] = {
+            "top": float(fr[top].mean()),
+            "all": float(fr.mean()),
+            "most_certain": float(fr[low].mean()),
+        }
+        doc["values"]["fid_real"] = fr.tolist()
+    return doc
 
 
 def _spearman(a: np.ndarray, b: np.ndarray) -> float | None:
@@ -215,8 +241,8 @@ def _grid_cache(results: str) -> Iterator[None]:
         os.environ.pop(key, None)
 
 
-def _job(job: tuple[str, int, int, str, str, str | None, str]) -> str:
-    run, seed, r, reference, out, data_root, results = job
+def _job(job: tuple[str, int, int, str, str, str | None, str, bool]) -> str:
+    run, seed, r, reference, out, data_root, results, real_judge = job
     import torch
 
     from activesynth.metrics import to_jsonable
@@ -225,12 +251,14 @@ def _job(job: tuple[str, int, int, str, str, str | None, str]) -> str:
     torch.set_num_threads(1)
     path = Path(out) / f"s{seed}-r{r}.json"
     if path.is_file():  # resume, but never from another study's replay
-        theirs = json.loads(path.read_text())["run"]
-        if theirs != Path(run).name:
-            raise SystemExit(f"error: {path} replays run {theirs}, not {Path(run).name}.")
-        return str(path)
+        old = json.loads(path.read_text())
+        if old["run"] != Path(run).name:
+            raise SystemExit(f"error: {path} replays run {old['run']}, not {Path(run).name}.")
+        if not real_judge or "fidelity_real" in old:
+            return str(path)  # else replayed again, now with the real-only judge
+    judges = Path(out) / "judges" / f"s{seed}-r{r}" if real_judge else None
     with _grid_cache(results):
-        doc = replay(Path(run), r, Path(reference), data_root)
+        doc = replay(Path(run), r, Path(reference), data_root, judges)
     atomic_write_json(path, to_jsonable(doc))
     return str(path)
 
@@ -268,6 +296,9 @@ def summarise(out: Path) -> str:
         ("full", "top", "most_certain", "added top k − most certain k (full-data judge)"),
         ("own", "top", "all", "added top k − all candidates (the run's own model)"),
     )
+    with_real = all("fidelity_real" in d for d in docs)
+    if with_real:
+        contrasts += (("real", "top", "all", "added top k − all candidates (real-only judge)"),)
     lines += [
         "",
         f"Seed-level contrasts ({len(seeds)} seeds; a seed's value is the mean over its "
@@ -289,6 +320,8 @@ def summarise(out: Path) -> str:
             for s in seeds
         ]
         lines.append(contrast_row(label, per_seed, test))
+    if with_real:
+        lines += ["", *_judge_table(docs, seeds, test)]
     rho = [
         [d["spearman_full"] for d in docs if d["seed"] == s and d["spearman_full"] is not None]
         for s in seeds
@@ -307,6 +340,49 @@ def summarise(out: Path) -> str:
         + (f"; no test below {MIN_TEST_SEEDS} seeds." if not test else "."),
     ]
     return "\n".join(lines)
+
+
+def _judge_table(docs: list[dict[str, Any]], seeds: list[int], test: bool) -> list[str]:
+    """Markdown: the added batch's mean fidelity by each judge per round, the judges'
+    candidate-level agreement with the full-data model, and whether the real-only judge is
+    closer to it than the run's own model (seed level)."""
+    lines = [
+        "The judges a run could use, against the full-data model (added top k's mean fidelity; "
+        "Spearman of each judge's candidate fidelities with the full-data model's):",
+        "",
+        "| seed | round | full | own | real-only | agreement own / real-only |",
+        "|---|---|---|---|---|---|",
+    ]
+    for d in docs:
+        ag = d["agreement_with_full"]
+        lines.append(
+            f"| {d['seed']} | {d['round']} | {d['fidelity_full']['top']:.2f} | "
+            f"{d['fidelity_own']['top']:.2f} | {d['fidelity_real']['top']:.2f} | "
+            f"{_rho(ag['own'])} / {_rho(ag['real'])} |"
+        )
+    per_seed = [
+        np.array(
+            [
+                abs(d["fidelity_own"]["top"] - d["fidelity_full"]["top"])
+                - abs(d["fidelity_real"]["top"] - d["fidelity_full"]["top"])
+                for d in docs
+                if d["seed"] == s
+            ]
+        )
+        for s in seeds
+    ]
+    lines += [
+        "",
+        "| contrast | Δ mean [95 % CI] | per seed | paired t p | Wilcoxon p |",
+        "|---|---|---|---|---|",
+        contrast_row(
+            "|own − full| − |real-only − full| on the added batch (> 0: the real-only judge is "
+            "closer)",
+            per_seed,
+            test,
+        ),
+    ]
+    return lines
 
 
 def _rho(x: float | None) -> str:
@@ -361,6 +437,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--data-root", default=None)
     ap.add_argument("--summary", action="store_true", help="print the tables, write the figure")
+    ap.add_argument(
+        "--real-judge",
+        action="store_true",
+        help="also train the loop's real-only judge per round (one task-model training each)",
+    )
     a = ap.parse_args(argv)
     if a.summary:
         print(summarise(a.out))
@@ -375,7 +456,9 @@ def main(argv: list[str] | None = None) -> int:
         hist = json.loads((run / "history.json").read_text())["rounds"]
         done = [int(h["round"]) for h in hist if h.get("synthetic")]
         for r in done if a.rounds is None else [r for r in a.rounds if r in done]:
-            jobs.append((str(run), s, r, str(ref), str(a.out), a.data_root, str(a.results)))
+            jobs.append(
+                (str(run), s, r, str(ref), str(a.out), a.data_root, str(a.results), a.real_judge)
+            )
     if a.workers > 1:
         with ProcessPoolExecutor(a.workers) as ex:
             for i, p in enumerate(ex.map(_job, jobs), 1):

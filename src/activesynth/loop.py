@@ -1665,7 +1665,9 @@ class _Run:
         figs["quality_seconds"] = time.perf_counter() - t0
         return figs
 
-    def real_only_judge(self, pool: Pool, r: int) -> tuple[nn.Module, str]:
+    def real_only_judge(
+        self, pool: Pool, r: int, out_dir: Path | None = None
+    ) -> tuple[nn.Module, str]:
         """Round ``r``'s real-only judge of label fidelity and its name (ours, not the paper's).
 
         A task model trained, from a fresh initialisation, on the real labelled items of
@@ -1676,11 +1678,13 @@ class _Run:
         generator's failures (``synthesis.report.normalise_gate``); this one cannot, at the
         cost of one more training per synthesis round. It trains in ``round_XX/judge/``
         (``fit``'s ``best.pt`` / ``last.pt``: an interrupted training resumes, a finished one
-        is read back) and is always read back from ``best.pt``, like the rounds' models.
+        is read back) and is always read back from ``best.pt``, like the rounds' models;
+        ``out_dir`` trains it elsewhere (``experiments/ranking_fidelity.py`` replays a round
+        without writing to the run).
         """
         real = pool.real_training_set(self.pool_data)
         tcfg = replace(self.cfg.train_config(r), seed=seed_for(self.cfg.seed, 12, r) % 2**31)
-        out = _round_dir(self.out, r) / "judge"
+        out = _round_dir(self.out, r) / "judge" if out_dir is None else Path(out_dir)
         res = fit(real, self.val_set, tcfg, self.model_cfg, out_dir=out, quiet=True)
         model, _ = load_checkpoint(out / "best.pt", self.pool_data)
         name = (

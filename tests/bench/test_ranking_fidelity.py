@@ -55,6 +55,21 @@ def test_a_replayed_round_is_the_runs_own_and_resumes(tmp_path: Path, capsys) ->
     # a rerun replays nothing; another run's file in the folder is refused
     stamp = (out / "s0-r1.json").stat().st_mtime_ns
     assert mod.main(args) == 0 and (out / "s0-r1.json").stat().st_mtime_ns == stamp
+    # --real-judge replays again, adding the real-only judge trained outside the run folder
+    assert mod.main([*args, "--real-judge"]) == 0
+    for r, n_real in ((1, 7), (2, 10)):
+        d = json.loads((out / f"s0-r{r}.json").read_text())
+        assert d["values"]["fid_own"] == docs[r - 1]["values"]["fid_own"]  # the same replay
+        assert d["real_judge"].startswith(f"real-only judge of round {r} ({n_real} real labels")
+        assert len(d["values"]["fid_real"]) == d["n_class"]
+        assert set(d["agreement_with_full"]) == {"own", "real"}
+        assert (out / "judges" / f"s0-r{r}" / "best.pt").is_file()
+        assert not (run / f"round_{r:02d}" / "judge").exists()
+    text = capsys.readouterr().out
+    assert "real-only judge is closer" in text and "added top k − all candidates (real-only" in text
+    stamp = (out / "s0-r1.json").stat().st_mtime_ns
+    assert mod.main([*args, "--real-judge"]) == 0
+    assert (out / "s0-r1.json").stat().st_mtime_ns == stamp
     other = json.loads((out / "s0-r2.json").read_text())
     (out / "s0-r2.json").write_text(json.dumps({**other, "run": "another-run"}))
     with pytest.raises(SystemExit, match="replays run another-run"):
