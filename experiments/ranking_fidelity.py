@@ -381,7 +381,7 @@ def _judge_table(docs: list[dict[str, Any]]) -> list[str]:
             test,
         ),
         contrast_row(
-            "|own − full| − |real-only − full| on the added batch (> 0: the real-only judge is "
+            "abs(own − full) − abs(real-only − full), added batch (> 0: the real-only judge is "
             "closer)",
             per_seed(
                 lambda d: abs(top(d, "own") - top(d, "full")) - abs(top(d, "real") - top(d, "full"))
