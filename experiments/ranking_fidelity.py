@@ -22,7 +22,7 @@ mask with a model's prediction on the image) by two judges:
   to filter its candidates);
 - ``real`` (with ``--real-judge``): the loop's real-only judge (``quality.reference
   "real-only"``, ``loop._Run.real_only_judge``), trained for the replay on the round's real
-  labelled items only, in ``OUT/judges/s<seed>-r<round>/``: does a judge that never saw a
+  labelled items only, in ``OUT/judges/<run>/r<round>/`` (one torch thread): does a judge that never saw a
   synthetic item agree with the full-data model where the run's own model did not?
 
 Per round it records the Spearman correlation of score and fidelity, and the mean fidelity of the
@@ -160,7 +160,7 @@ def replay(
     s = scores[members]
     real: dict[str, Any] = {}
     if judge_dir is not None:
-        judge, name = R.real_only_judge(before, r, out_dir=judge_dir)
+        judge, name = R.real_only_judge(before, r, out_dir=judge_dir, threads=1)
         fid_real = mask_fidelity(_predictor(judge, "seg"), imgs, masks)
         real = {"real_judge": name, "fid_real": fid_real}
     pos = {int(i): j for j, i in enumerate(members)}
@@ -256,7 +256,8 @@ def _job(job: tuple[str, int, int, str, str, str | None, str, bool]) -> str:
             raise SystemExit(f"error: {path} replays run {old['run']}, not {Path(run).name}.")
         if not real_judge or "fidelity_real" in old:
             return str(path)  # else replayed again, now with the real-only judge
-    judges = Path(out) / "judges" / f"s{seed}-r{r}" if real_judge else None
+    # per run: fit resumes from any folder whose configs match, and arms share them
+    judges = Path(out) / "judges" / Path(run).name / f"r{r}" if real_judge else None
     with _grid_cache(results):
         doc = replay(Path(run), r, Path(reference), data_root, judges)
     atomic_write_json(path, to_jsonable(doc))
@@ -352,7 +353,8 @@ def _judge_table(docs: list[dict[str, Any]]) -> list[str]:
     lines = [
         f"The judges a run could use, against the full-data model ({len(docs)} replays with "
         "the real-only judge; added top k's mean fidelity; Spearman of each judge's candidate "
-        "fidelities with the full-data model's):",
+        "fidelities with the full-data model's; a seed's value in the contrasts is the mean "
+        "over its replayed rounds, which may differ between seeds):",
         "",
         "| seed | round | full | own | real-only | agreement own / real-only |",
         "|---|---|---|---|---|---|",

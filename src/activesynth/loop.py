@@ -26,7 +26,9 @@ Randomness. Every random draw is a function of ``(seed, round)`` only: the initi
 ``np.random.default_rng([seed, 0, 0])``, the query of round r ``np.random.default_rng([seed, r,
 1])`` (and torch's global RNG is reseeded from the same pair before it, for strategies that
 sample dropout masks), training round r uses ``TrainConfig.seed = seed_for(seed, 11, r)``;
-an AISEL deep ensemble's member m of round r ``seed_for(seed, 8, r, m)``.
+an AISEL deep ensemble's member m of round r ``seed_for(seed, 8, r, m)``; round r's real-only
+judge of synthetic label fidelity (``synthesis.quality.reference = "real-only"``)
+``seed_for(seed, 12, r)``.
 Nothing depends on what ran before in the process, which is what makes resuming exact.
 
 Files in ``out_dir`` (each written atomically, in this order within a round):
@@ -36,7 +38,8 @@ Files in ``out_dir`` (each written atomically, in this order within a round):
 - ``round_XX/``: ``fit``'s output folder (``last.pt`` lets training itself resume mid-round,
   ``best.pt`` is the round's model), ``record.json`` (training and test metrics) and
   ``query.json`` (the strategy's choice, written before anything is labelled); with synthesis
-  quality judged ``"real-only"``, ``judge/`` (the round's real-only judge, ``fit``'s files).
+  quality judged ``"real-only"``, ``judge/`` (the round's real-only judge, ``fit``'s files,
+  written in the synthesis step, before the round's own training).
 - ``pool.npz`` (+ ``pool.json``): the :class:`~activesynth.pool.Pool` after the latest labelling;
   oracle costs are kept in ``Pool.info["oracle_seconds"]`` so they land atomically with labels.
 - ``history.json``: the list of round records (see :class:`History`), rebuilt after each step.
@@ -1666,7 +1669,7 @@ class _Run:
         return figs
 
     def real_only_judge(
-        self, pool: Pool, r: int, out_dir: Path | None = None
+        self, pool: Pool, r: int, out_dir: Path | None = None, threads: int | None = None
     ) -> tuple[nn.Module, str]:
         """Round ``r``'s real-only judge of label fidelity and its name (ours, not the paper's).
 
@@ -1676,14 +1679,19 @@ class _Run:
         (``train_config(r)``) under its own seed ``seed_for(seed, 12, r)``. The default judge,
         round ``r - 1``'s task model, has trained on earlier synthetic batches and can learn a
         generator's failures (``synthesis.report.normalise_gate``); this one cannot, at the
-        cost of one more training per synthesis round. It trains in ``round_XX/judge/``
+        cost of one more training per synthesis round. Its network is the rounds' (strategy
+        model options such as learning loss's module included). It trains in ``round_XX/judge/``
         (``fit``'s ``best.pt`` / ``last.pt``: an interrupted training resumes, a finished one
         is read back) and is always read back from ``best.pt``, like the rounds' models;
         ``out_dir`` trains it elsewhere (``experiments/ranking_fidelity.py`` replays a round
-        without writing to the run).
+        without writing to the run; ``fit`` resumes from a folder whose configs match, so an
+        ``out_dir`` is the judge of one run and round only) and ``threads`` overrides the run's
+        torch threads.
         """
         real = pool.real_training_set(self.pool_data)
         tcfg = replace(self.cfg.train_config(r), seed=seed_for(self.cfg.seed, 12, r) % 2**31)
+        if threads is not None:
+            tcfg = replace(tcfg, threads=threads)
         out = _round_dir(self.out, r) / "judge" if out_dir is None else Path(out_dir)
         res = fit(real, self.val_set, tcfg, self.model_cfg, out_dir=out, quiet=True)
         model, _ = load_checkpoint(out / "best.pt", self.pool_data)

@@ -63,7 +63,7 @@ def test_a_replayed_round_is_the_runs_own_and_resumes(tmp_path: Path, capsys) ->
         assert d["real_judge"].startswith(f"real-only judge of round {r} ({n_real} real labels")
         assert len(d["values"]["fid_real"]) == d["n_class"]
         assert set(d["agreement_with_full"]) == {"own", "real"}
-        assert (out / "judges" / f"s0-r{r}" / "best.pt").is_file()
+        assert (out / "judges" / run.name / f"r{r}" / "best.pt").is_file()
         assert not (run / f"round_{r:02d}" / "judge").exists()
     text = capsys.readouterr().out
     assert "real-only judge is closer" in text and "added top k − all candidates (real-only" in text

@@ -531,39 +531,54 @@ def test_a_cap_that_never_binds_reproduces_the_paper_top_k(reference, tmp_path) 
     assert [r["test_score"] for r in hist.records] == [r["test_score"] for r in ref.records]
 
 
-def test_the_real_only_judge_trains_on_real_labels_only(reference, tmp_path) -> None:
+REAL_ONLY_SYN: dict[str, Any] = {
+    **SYN["synthesis"],
+    "quality": {"reference": "real-only"},
+    "gate": {"min_fidelity": 0},
+}
+
+
+@pytest.fixture(scope="module")
+def real_only(tmp_path_factory) -> tuple[LoopConfig, History, Path]:
+    """One uninterrupted run of the reference config judged by the real-only judge."""
+    cfg = syn_cfg(synthesis=REAL_ONLY_SYN)
+    out = tmp_path_factory.mktemp("real-only")
+    return cfg, run_loop(cfg, out, quiet=True), out
+
+
+def test_the_real_only_judge_trains_on_real_labels_only(reference, real_only) -> None:
     """``quality.reference = "real-only"``: each round's fidelity judge is a fresh model of the
     round's real labelled items (the synthetic ones excluded: its weights are those of ``fit``
-    on the real set alone), the gate reads its figures, it changes nothing else in the run, and
-    a judge trained again from nothing is the same model (a resumed round reads the same)."""
+    on the real set alone), the gate reads its figures, and it changes nothing else in the run."""
     import torch
 
     from activesynth.loop import _round_dir, _Run
     from activesynth.train import fit, load_checkpoint, seed_for
 
     _, ref, ref_out = reference
-    syn = {**SYN["synthesis"], "quality": {"reference": "real-only"}, "gate": {"min_fidelity": 0}}
-    cfg = syn_cfg(synthesis=syn)
+    cfg, hist, out = real_only
     assert cfg.synthesis["quality"]["reference"] == "real-only"
-    hist = run_loop(cfg, tmp_path, quiet=True)
     assert hist.queried_ids() == ref.queried_ids()
-    np.testing.assert_array_equal(Pool.load(tmp_path).ids, Pool.load(ref_out).ids)
-    pool = Pool.load(tmp_path)
-    R = _Run(cfg, tmp_path, None, quiet=True, on_event=None)
+    assert hist.column("test_score").tolist() == ref.column("test_score").tolist()
+    pool = Pool.load(out)
+    np.testing.assert_array_equal(pool.ids, Pool.load(ref_out).ids)
+    R = _Run(cfg, out, None, quiet=True, on_event=None)
     for r, n_real in ((1, 7), (2, 10)):
         s = hist.records[r]["synthetic"]
         fid = s["quality"]["label_fidelity"]
         assert fid["model"].startswith(f"real-only judge of round {r} ({n_real} real labels")
         assert s["gate"]["passed"] and s["gate"]["fidelity"] == fid["mask_dice_mean"]
-        # the pool when round r's synthesis ran: its real labels, and synthetic items of r - 1
+        # the real labels when round r's synthesis ran (rounds <= r); from round 2 on the
+        # training set also held round 1's synthetic batch, which the judge must leave out
         before = replace(
             pool, labelled_round=np.where(pool.labelled_round <= r, pool.labelled_round, -1)
         )
         real = before.real_training_set(R.pool_data)
-        assert len(real) == n_real and before.n_synthetic > 0
+        assert len(real) == n_real
+        assert r == 1 or (pool.is_synthetic & (pool.labelled_round < r)).any()
         tcfg = replace(cfg.train_config(r), seed=seed_for(cfg.seed, 12, r) % 2**31)
         alone = fit(real, R.val_set, tcfg, R.model_cfg, quiet=True).model.state_dict()
-        judge, _ = load_checkpoint(_round_dir(tmp_path, r) / "judge" / "best.pt")
+        judge, _ = load_checkpoint(_round_dir(out, r) / "judge" / "best.pt")
         for k, v in judge.state_dict().items():
             torch.testing.assert_close(v, alone[k], msg=k)
     # the default judge (round r - 1's task model) measured other figures for the same batch
@@ -571,3 +586,34 @@ def test_the_real_only_judge_trains_on_real_labels_only(reference, tmp_path) -> 
     theirs = ref.records[2]["synthetic"]["quality"]["label_fidelity"]
     assert "task model of round 1" in theirs["model"]
     assert ours != theirs["mask_dice_mean"]
+
+
+def test_a_run_stopped_while_its_judge_trains_resumes_to_the_same_history(
+    real_only, tmp_path, monkeypatch
+) -> None:
+    """Interrupted after round 2's judge saved ``last.pt`` mid-training, the run resumes the
+    judge from it and ends with the uninterrupted run's history."""
+    import activesynth.loop as loop_mod
+
+    cfg, hist, _ = real_only
+    real_fit = loop_mod.fit
+
+    class Stop(Exception):
+        pass
+
+    def stop(step: int) -> None:
+        if step == 4:
+            raise Stop
+
+    def fit_stopping_round_2s_judge(*args: Any, out_dir: Any = None, **kw: Any) -> Any:
+        if out_dir is not None and Path(out_dir).parts[-2:] == ("round_02", "judge"):
+            kw["on_step"] = stop
+        return real_fit(*args, out_dir=out_dir, **kw)
+
+    monkeypatch.setattr(loop_mod, "fit", fit_stopping_round_2s_judge)
+    with pytest.raises(Stop):
+        run_loop(cfg, tmp_path, quiet=True)
+    monkeypatch.undo()
+    assert (tmp_path / "round_02" / "judge" / "last.pt").is_file()
+    assert not (tmp_path / "round_02" / "record.json").exists()
+    assert run_loop(cfg, tmp_path, quiet=True).without_timing() == hist.without_timing()
