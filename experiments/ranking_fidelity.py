@@ -271,11 +271,13 @@ def _load(out: Path) -> list[dict[str, Any]]:
     return sorted(docs, key=lambda d: (d["seed"], d["round"]))
 
 
-def summarise(out: Path) -> str:
+def summarise(out: Path, rounds: list[int] | None = None) -> str:
     """Markdown: one row per replayed round, then the seed-level contrasts."""
     from activesynth.bench.stats import MIN_TEST_SEEDS
 
-    docs = _load(out)
+    docs = [d for d in _load(out) if rounds is None or d["round"] in rounds]
+    if not docs:
+        raise SystemExit(f"error: no replays of rounds {rounds} in {out}")
     lines = [
         "| seed | round | candidates (class) | k | sources (in top k) | Spearman score~fidelity "
         "(full / own) | fidelity full: top k / all / most certain k | own: top k / all / most "
@@ -440,7 +442,13 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("results", type=Path, help="a bench results dir with pool.npz and full runs")
     ap.add_argument("--arm", default="mc-dropout-fast+cgan", help="the synthesis arm's label")
-    ap.add_argument("--rounds", type=int, nargs="+", default=None, help="default: every one")
+    ap.add_argument(
+        "--rounds",
+        type=int,
+        nargs="+",
+        default=None,
+        help="rounds to replay, or with --summary to tabulate (default: every one)",
+    )
     ap.add_argument("--seeds", type=int, nargs="+", default=None, help="default: every seed")
     ap.add_argument("--out", type=Path, default=Path("runs/ranking_fidelity"))
     ap.add_argument("--workers", type=int, default=1)
@@ -453,7 +461,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     a = ap.parse_args(argv)
     if a.summary:
-        print(summarise(a.out))
+        print(summarise(a.out, a.rounds))
         print(f"figure: {plot(a.out)}")
         return 0
     runs = find_runs(a.results, a.arm, a.seeds)
