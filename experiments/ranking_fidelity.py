@@ -438,6 +438,42 @@ def plot(out: Path) -> Path:
     return atomic_write_figure(out / "ranking_fidelity.png", fig, dpi=110)
 
 
+def plot_judges(out: Path, rounds: list[int] | None = None) -> Path | None:
+    """``OUT/judges.png``: per replayed round with the real-only judge, the added batch's mean
+    label fidelity by the full-data model, the run's own model and the real-only judge (None
+    when no replay has the real-only judge)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from activesynth.utils import atomic_write_figure
+
+    docs = [
+        d for d in _load(out) if "fidelity_real" in d and (rounds is None or d["round"] in rounds)
+    ]
+    if not docs:
+        return None
+    fig, ax = plt.subplots(figsize=(max(5.0, 0.45 * len(docs) + 1.5), 3.2))
+    x = np.arange(len(docs))
+    for judge, label, marker in (
+        ("full", "full-data model", "o"),
+        ("own", "the run's own model (round r - 1)", "x"),
+        ("real", "real-only judge", "s"),
+    ):
+        y = [d[f"fidelity_{judge}"]["top"] for d in docs]
+        ax.plot(x, y, marker, label=label, ms=6 if marker != "s" else 5, mfc="none")
+    ax.set_xticks(x, [f"s{d['seed']} r{d['round']}" for d in docs], fontsize=7, rotation=60)
+    ax.set_ylim(-0.03, 1.03)
+    ax.set_ylabel("added batch's label fidelity (Dice)", fontsize=8)
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
+    ax.set_title(
+        f"Who judges the synthetic labels? {docs[0]['run'].rsplit('-s', 1)[0]}", fontsize=9
+    )
+    fig.tight_layout()
+    return atomic_write_figure(out / "judges.png", fig, dpi=110)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("results", type=Path, help="a bench results dir with pool.npz and full runs")
@@ -463,6 +499,9 @@ def main(argv: list[str] | None = None) -> int:
     if a.summary:
         print(summarise(a.out, a.rounds))
         print(f"figure: {plot(a.out)}")
+        judges = plot_judges(a.out, a.rounds)
+        if judges is not None:
+            print(f"figure: {judges}")
         return 0
     runs = find_runs(a.results, a.arm, a.seeds)
     seeds = sorted(runs)

@@ -74,6 +74,7 @@ def test_a_replayed_round_is_the_runs_own_and_resumes(tmp_path: Path, capsys) ->
     assert mod.main([*args, "--summary", "--rounds", "2"]) == 0  # the tables of round 2 only
     text = capsys.readouterr().out
     assert "| 0 | 2 |" in text and "| 0 | 1 |" not in text
+    assert (out / "judges.png").read_bytes()[:4] == b"\x89PNG"
     other = json.loads((out / "s0-r2.json").read_text())
     (out / "s0-r2.json").write_text(json.dumps({**other, "run": "another-run"}))
     with pytest.raises(SystemExit, match="replays run another-run"):
