@@ -131,7 +131,10 @@ def normalise_gate(g: Any, quality: dict[str, Any]) -> dict[str, float | None] |
     batch, rated later rounds' at 0.62-0.78, so ``min_fidelity`` would have rejected round 1's
     batch (0.01) but passed later ones. ``min_ssim`` (0.00-0.07 there) does not depend on the
     task model, and ``quality = {"reference": "real-only"}`` judges with a model trained on the
-    run's real labelled items only (:data:`REAL_ONLY`), which cannot learn them.
+    run's real labelled items only (:data:`REAL_ONLY`), which cannot learn them: replayed on
+    the 12 collapsed JSRT batches of rounds 2-4 (seeds 1-4, full-data fidelity 0.00-0.04), the
+    own model rated them 0.43-0.81 and the real-only judge 0.00-0.25 (docs/results.md, "A judge
+    that never saw a synthetic image").
 
     Raises:
         ConfigError: unknown keys (did-you-mean), a threshold outside [0, 1] (SSIM: [-1, 1]),
