@@ -37,8 +37,8 @@ ORDER=(
   # its own full runs (min_steps 3000, docs/benchmarks.md: patience alone stopped a full-pool
   # run early on this machine); lgg_dai keeps its first-machine full runs, matched to its arms
   "lgg_synthesis lgg_mc_fast_vs_full lgg_dai"   # issue 10: synthesis on top of selection, LGG
-  "jsrt_lung_synthesis jsrt_lung"        # issue 10: the paper's Table 1, lung fields [5 of 30]
-  "jsrt_nodule_synthesis"                # issue 10: the paper's Table 1, nodules [20]
+  "jsrt_lung_synthesis jsrt_lung"        # issue 10: the paper's Table 1, lung fields [done 12-01]
+  "jsrt_nodule_synthesis"                # issue 10: the paper's Table 1, nodules [done 12-01]
   "pneumonia"                            # issue 9: 28 px [45]
   "jsrt_lung jsrt_lung_synthesis"        # issue 9: strategies on lung fields [36 + 9 shared]
   "jsrt_nodule"                          # issue 9: strategies on nodules [50]
