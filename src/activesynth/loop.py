@@ -1693,7 +1693,10 @@ class _Run:
         if threads is not None:
             tcfg = replace(tcfg, threads=threads)
         out = _round_dir(self.out, r) / "judge" if out_dir is None else Path(out_dir)
-        res = fit(real, self.val_set, tcfg, self.model_cfg, out_dir=out, quiet=True)
+        log.info(
+            "round %d: training the real-only judge on %d real labels in %s", r, len(real), out
+        )
+        res = fit(real, self.val_set, tcfg, self.model_cfg, out_dir=out, quiet=self.quiet)
         model, _ = load_checkpoint(out / "best.pt", self.pool_data)
         name = (
             f"real-only judge of round {r} ({len(real)} real labels, no synthetic item; "
