@@ -22,8 +22,9 @@ mask with a model's prediction on the image) by two judges:
   to filter its candidates);
 - ``real`` (with ``--real-judge``): the loop's real-only judge (``quality.reference
   "real-only"``, ``loop._Run.real_only_judge``), trained for the replay on the round's real
-  labelled items only, in ``OUT/judges/<run>/r<round>/`` (one torch thread): does a judge that never saw a
-  synthetic item agree with the full-data model where the run's own model did not?
+  labelled items only, in ``OUT/judges/<run>/r<round>/`` (one torch thread): does a judge
+  that never saw a synthetic item agree with the full-data model where the run's own model did
+  not?
 
 Per round it records the Spearman correlation of score and fidelity, and the mean fidelity of the
 added top-k, of all candidates of the class (what a random pick of k gets on average: the arm
@@ -155,20 +156,20 @@ def replay(
     scores[order] = np.asarray(q.scores, np.float64)
     full, _ = load_checkpoint(reference, R.pool_data)
     imgs, masks = valid.images[members], valid.masks[members]
-    fid_full = mask_fidelity(_predictor(full, "seg"), imgs, masks)
-    fid_own = mask_fidelity(_predictor(model, "seg"), imgs, masks)
-    s = scores[members]
-    real: dict[str, Any] = {}
+    fid = {  # each judge's fidelity of every candidate of the class
+        "full": mask_fidelity(_predictor(full, "seg"), imgs, masks),
+        "own": mask_fidelity(_predictor(model, "seg"), imgs, masks),
+    }
+    extra: dict[str, Any] = {}
     if judge_dir is not None:
-        judge, name = R.real_only_judge(before, r, out_dir=judge_dir, threads=1)
-        fid_real = mask_fidelity(_predictor(judge, "seg"), imgs, masks)
-        real = {"real_judge": name, "fid_real": fid_real}
+        judge, extra["real_judge"] = R.real_only_judge(before, r, out_dir=judge_dir, threads=1)
+        fid["real"] = mask_fidelity(_predictor(judge, "seg"), imgs, masks)
+    s = scores[members]
     pos = {int(i): j for j, i in enumerate(members)}
     top = np.array([pos[int(i)] for i in order[:k]])
     low = np.array([pos[int(i)] for i in order[-k:]])
     src = np.array([p.source_id for p in valid.provenance])[members]
-    judges = {"own": fid_own, **({"real": real["fid_real"]} if real else {})}
-    doc = {
+    return {
         "run": run.name,
         "seed": int(cfg.seed),
         "round": r,
@@ -181,39 +182,27 @@ def replay(
         "n_sources": len(sources),
         "n_sources_top": len(set(src[top].tolist())),
         "checkpoint": gen.checkpoint_hash,
-        "spearman_full": _spearman(s, fid_full),
-        "spearman_own": _spearman(s, fid_own),
-        "fidelity_full": {
-            "top": float(fid_full[top].mean()),
-            "all": float(fid_full.mean()),
-            "most_certain": float(fid_full[low].mean()),
-        },
-        "fidelity_own": {
-            "top": float(fid_own[top].mean()),
-            "all": float(fid_own.mean()),
-            "most_certain": float(fid_own[low].mean()),
+        **extra,
+        **{f"spearman_{j}": _spearman(s, f) for j, f in fid.items()},
+        **{
+            f"fidelity_{j}": {
+                "top": float(f[top].mean()),
+                "all": float(f.mean()),
+                "most_certain": float(f[low].mean()),
+            }
+            for j, f in fid.items()
         },
         "values": {
             "score": s.tolist(),
-            "fid_full": fid_full.tolist(),
-            "fid_own": fid_own.tolist(),
+            **{f"fid_{j}": f.tolist() for j, f in fid.items()},
             "top": top.tolist(),
             "source": src.tolist(),
         },
         # how each of the run's possible judges ranks the candidates against the full-data one
-        "agreement_with_full": {j: _spearman(f, fid_full) for j, f in judges.items()},
+        "agreement_with_full": {
+            j: _spearman(f, fid["full"]) for j, f in fid.items() if j != "full"
+        },
     }
-    if real:
-        fr = real["fid_real"]
-        doc["real_judge"] = real["real_judge"]
-        doc["spearman_real"] = _spearman(s, fr)
-        doc["fidelity_real"] = {
-            "top": float(fr[top].mean()),
-            "all": float(fr.mean()),
-            "most_certain": float(fr[low].mean()),
-        }
-        doc["values"]["fid_real"] = fr.tolist()
-    return doc
 
 
 def _spearman(a: np.ndarray, b: np.ndarray) -> float | None:
