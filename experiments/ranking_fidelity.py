@@ -93,13 +93,11 @@ def replay(
 ) -> dict[str, Any]:
     """Round ``r``'s candidates of ``run`` with their scores and the judges' fidelity (the
     real-only judge too when ``judge_dir`` is given: it trains there)."""
-    import torch
-
     from activesynth.loop import LoopConfig, _Run
     from activesynth.pool import Pool
     from activesynth.synthesis.quality import mask_fidelity
     from activesynth.synthesis.report import _predictor
-    from activesynth.train import load_checkpoint, seed_for
+    from activesynth.train import load_checkpoint
 
     cfg = LoopConfig.from_dict(json.loads((run / "state.json").read_text())["config"])
     syn = cfg.synthesis
@@ -135,25 +133,27 @@ def replay(
     else:
         key, k, members = "all", top_k, np.arange(len(valid))
     model = R.model(r - 1)
-    # the loop's ranking (rank_candidates), asked for every member instead of the top k
-    score_rng = np.random.default_rng([int(cfg.seed), int(r), 3])
-    torch.manual_seed(seed_for(cfg.seed, 6, r))
-    q = R._score(valid.subset(members), len(members), model, r, score_rng)
-    order = members[np.asarray(q.index)]
+    # the loop's ranking, asked for every member of the class instead of the top k
+    order, ranked, _ = R.rank_candidates(valid, r, rank_all=True)
+    if sorted(order.tolist()) != members.tolist():
+        raise SystemExit(
+            f"error: {run.name} round {r}: the ranking covers {len(order)} candidates, the class "
+            f"{key!r} has {len(members)}; the replay is not the run's."
+        )
     k = min(int(k), len(members))
     added = np.flatnonzero(pool.is_synthetic & (pool.labelled_round == r)) - pool.n_real
     same = len(added) == k and all(
         np.array_equal(valid.images[i], pool.synthetic_images[j])
         for i, j in zip(order[:k], added, strict=True)
     )
-    if not same or not np.allclose(np.asarray(q.scores)[:k], summary["scores"], atol=1e-6):
+    if not same or not np.allclose(ranked[:k], summary["scores"], atol=1e-6):
         raise SystemExit(
             f"error: {run.name} round {r}: the replayed top {k} are not the round's added items "
             "(images or scores differ); the replay is not the run's."
         )
     scores = np.empty(len(valid))
     scores[:] = np.nan
-    scores[order] = np.asarray(q.scores, np.float64)
+    scores[order] = ranked
     full, _ = load_checkpoint(reference, R.pool_data)
     imgs, masks = valid.images[members], valid.masks[members]
     fid = {  # each judge's fidelity of every candidate of the class

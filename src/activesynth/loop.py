@@ -1611,8 +1611,11 @@ class _Run:
         if not q["enabled"] or len(added) == 0:
             return None
         t0 = time.perf_counter()
+        judge_seconds = None
         if q["reference"] == REAL_ONLY:
             model, name = self.real_only_judge(pool, r)
+            judge_seconds = time.perf_counter() - t0  # in this process: a resumed judge's earlier
+            # training is not counted
         elif q["reference"]:
             model, _ = load_checkpoint(q["reference"], self.pool_data)
             name = f"reference checkpoint {q['reference']}"
@@ -1665,7 +1668,9 @@ class _Run:
                 title=f"round {r}: {self.cfg.synthesis['generator']}, top {rows} of {len(added)}; "
                 "source = the perturbed source the generator received",
             )
-        figs["quality_seconds"] = time.perf_counter() - t0
+        figs["quality_seconds"] = time.perf_counter() - t0  # the judge's training included
+        if judge_seconds is not None:
+            figs["judge_seconds"] = judge_seconds
         return figs
 
     def real_only_judge(
@@ -1721,7 +1726,7 @@ class _Run:
         )
 
     def rank_candidates(
-        self, cands: Candidates, r: int
+        self, cands: Candidates, r: int, *, rank_all: bool = False
     ) -> tuple[np.ndarray, np.ndarray, dict[str, int] | None]:
         """The candidates to add: (K,) int64 candidate indices (best first per class), their
         (K,) scores and the per-class counts (None for a plain ``top_k``).
@@ -1731,6 +1736,12 @@ class _Run:
         ``max_per_source``, to rank every candidate of the class, from which
         :func:`spread_by_source` takes the best in that order (the counts are then what was
         taken).
+
+        ``rank_all`` returns the whole ranking instead: every candidate of each class that
+        ``top_k`` names, in the score's order, before ``top_k`` and ``max_per_source`` take
+        their share (same model and seeds; for a score that ranks items one by one, its first
+        ``k`` per class are what the loop adds for a plain ``top_k``, which
+        ``experiments/ranking_fidelity.py`` checks when it replays a round with it).
         """
         syn = self.cfg.synthesis
         top = syn["top_k"]
@@ -1759,11 +1770,11 @@ class _Run:
         torch.manual_seed(seed_for(self.cfg.seed, 6, r))
         picks, scores, counts = [], [], {}
         for name, members, k in wanted:
-            k = min(k, len(members))
+            k = len(members) if rank_all else min(k, len(members))
             counts[name] = k
             if k == 0:
                 continue
-            if spread is None:
+            if spread is None or rank_all:
                 q = self._score(cands.subset(members), k, model, r, rng)
                 picks.append(members[q.index])
                 scores.append(np.asarray(q.scores, np.float64))

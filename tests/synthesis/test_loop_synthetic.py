@@ -568,6 +568,7 @@ def test_the_real_only_judge_trains_on_real_labels_only(reference, real_only) ->
         fid = s["quality"]["label_fidelity"]
         assert fid["model"].startswith(f"real-only judge of round {r} ({n_real} real labels")
         assert s["gate"]["passed"] and s["gate"]["fidelity"] == fid["mask_dice_mean"]
+        assert 0 < s["quality"]["judge_seconds"] <= s["quality"]["quality_seconds"]
         # the real labels when round r's synthesis ran (rounds <= r); from round 2 on the
         # training set also held round 1's synthetic batch, which the judge must leave out
         before = replace(
@@ -617,3 +618,35 @@ def test_a_run_stopped_while_its_judge_trains_resumes_to_the_same_history(
     assert (tmp_path / "round_02" / "judge" / "last.pt").is_file()
     assert not (tmp_path / "round_02" / "record.json").exists()
     assert run_loop(cfg, tmp_path, quiet=True).without_timing() == hist.without_timing()
+
+
+def test_rank_all_is_the_whole_ranking_the_batch_is_cut_from(reference) -> None:
+    """``rank_candidates(rank_all=True)``: every candidate once, in the score's order, its first
+    k the batch a plain ``top_k`` adds (same scores); ``max_per_source`` does not cut it."""
+    from activesynth.loop import _Run
+    from tests.scripts import load_script
+
+    cfg, _, out = reference
+    pool_as_of = load_script("experiments/ranking_fidelity.py")._pool_as_of
+    R = _Run(cfg, out, None, quiet=True, on_event=None)
+    rng = np.random.default_rng(0)
+    gen = R.make_generator()
+    fit_set, sources = R.synthesis_sources(pool_as_of(Pool.load(out), 1), rng)
+    gen.fit(fit_set, rng=rng)
+    cands, _ = gen.propose(sources, 3, rng=rng).filter_valid()
+    assert len(cands) > 4
+    pick, scores, _ = R.rank_candidates(cands, 1)
+    order, ranked, counts = R.rank_candidates(cands, 1, rank_all=True)
+    assert len(pick) == 4 and counts is None
+    assert sorted(order.tolist()) == list(range(len(cands)))
+    np.testing.assert_array_equal(order[:4], pick)
+    np.testing.assert_allclose(ranked[:4], scores)
+    assert np.all(np.diff(ranked) <= 0)  # entropy ranks items one by one
+    spread = _Run(cfg, out, None, quiet=True, on_event=None)  # the folder holds cfg's run
+    spread.cfg = syn_cfg(synthesis={**SYN["synthesis"], "max_per_source": 1})
+    capped, _, _ = spread.rank_candidates(cands, 1)
+    src = np.array([p.source_id for p in cands.provenance])
+    assert len(set(src[capped].tolist())) == len(capped) == 4  # one per source
+    every, again, _ = spread.rank_candidates(cands, 1, rank_all=True)
+    np.testing.assert_array_equal(every, order)
+    np.testing.assert_allclose(again, ranked)

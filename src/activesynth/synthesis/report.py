@@ -603,7 +603,7 @@ def quality_section(summary: Any, results_dir: Path, report_dir: Path) -> Any:
         "failures (on JSRT it rated a collapsed cGAN's images 0.62-0.78 where the full-data "
         "model gave 0.02): read its fidelity beside the full-data column "
         "(`python -m activesynth.synthesis.requality`) where there is one, or judge with a "
-        "model of the real labels only (`synthesis.quality.reference: \"real-only\"`)."
+        'model of the real labels only (`synthesis.quality.reference: "real-only"`).'
     )
     return ReportSection(
         id="synthetic-quality",
