@@ -25,13 +25,20 @@ def atomic_write(
 
     ``write`` receives a binary file object in the same directory; it is fsynced and renamed over
     ``path`` only after ``write`` returns, so a crash never leaves a half-written file behind.
+    The file gets the permissions a plain ``open(path, "w")`` would give: an existing file keeps
+    its mode, a new one gets ``0o666`` less the process's umask (not ``mkstemp``'s 0600).
     With ``durable`` the folder is fsynced after the rename too, so the new name itself survives
     a power loss (the annotation service acknowledges a label only after this).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    try:  # the mode a plain open() would give: the file's own if it exists, else the umask's
+        mode = path.stat().st_mode & 0o7777
+    except FileNotFoundError:
+        mode = 0o666 & ~_umask()
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, mode)  # mkstemp creates 0600
         with os.fdopen(fd, "wb") as fh:
             write(fh)
             fh.flush()
@@ -43,6 +50,18 @@ def atomic_write(
     if durable:
         fsync_dir(path.parent)
     return path
+
+
+def _umask() -> int:
+    """The process's umask, read without changing it where the OS tells (Linux), else by the
+    set-and-restore dance."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def fsync_dir(folder: str | os.PathLike) -> None:
@@ -59,12 +78,19 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
 
 
 def atomic_write_figure(path: str | os.PathLike, fig: Any, *, dpi: float | None = None) -> Path:
-    """Save a matplotlib figure as PNG atomically (:func:`atomic_write`) and close it."""
-    import matplotlib.pyplot as plt
+    """Save a matplotlib figure as PNG atomically (:func:`atomic_write`) and close it.
+
+    ``dpi=None`` keeps the figure's own dpi. A figure made with pyplot is closed there; one made
+    as a plain ``Figure`` (the reports' object API) needs no closing, and pyplot is not imported
+    for it.
+    """
+    import sys
 
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi)
-    plt.close(fig)
+    plt = sys.modules.get("matplotlib.pyplot")
+    if plt is not None:
+        plt.close(fig)  # a no-op for a figure pyplot does not manage
     return atomic_write(path, lambda fh: fh.write(buf.getvalue()))
 
 

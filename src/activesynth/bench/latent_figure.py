@@ -13,12 +13,11 @@ From a run's ``round_XX/query_arrays.npz`` (written by the ``gradient-guided`` s
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import numpy as np
 
-from activesynth.utils import atomic_write
+from activesynth.utils import atomic_write_figure
 
 
 def pca_2d(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -102,9 +101,7 @@ def plot_latent_space(arrays_path: str | Path, out: str | Path, title: str = "")
             axes[k, 0].set_ylabel(str(k + 1), rotation=0, labelpad=8)
         axes[0, 0].set_title("labelled source x_i", fontsize=9)
         axes[0, 1].set_title("suggested x_j", fontsize=9)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    return atomic_write(out, lambda fh: fh.write(buf.getvalue()))
+    return atomic_write_figure(out, fig)
 
 
 def latent_figures(root: Path, units: dict[str, dict], out_dir: Path) -> list[Path]:

@@ -59,7 +59,7 @@ from activesynth.bench.reproducibility import (
 )
 from activesynth.bench.store import SCHEMA_VERSION, ResultsStore, collect, hd95_penalty_counts
 from activesynth.errors import ConfigError, DataError
-from activesynth.utils import atomic_write, atomic_write_json, atomic_write_text
+from activesynth.utils import atomic_write_figure, atomic_write_json, atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -256,8 +256,6 @@ def plot_curves(
         x_axis: ``"labels"`` (% of the pool's real images) or ``"oracle_calls"`` (physics
             calls, absolute: the curves' mean ``n_labelled``).
     """
-    import io
-
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(6.4, 4.2), dpi=110, layout="constrained")
@@ -343,10 +341,7 @@ def plot_curves(
         ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     else:
         ax.legend(fontsize=8, loc="best")
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    atomic_write(path, lambda fh: fh.write(buf.getvalue()))
-    return path
+    return atomic_write_figure(path, fig)
 
 
 # ------------------------------------------------------------------------------------ sections
@@ -716,8 +711,5 @@ def write_report(
     atomic_write_json(out / "summary.json", to_jsonable(summary, "summary"))
     atomic_write_text(out / "tables.md", tables_markdown(summary, extra))
     index = atomic_write_text(out / "index.html", _html_page(summary, images, root, extra))
-    for f in out.iterdir():  # atomic writes create 0600 temp files; a report is for sharing
-        if f.is_file():
-            f.chmod(0o644)
     log.info("report written to %s", index)
     return index

@@ -721,6 +721,8 @@ def save_grid(imageset: ImageSet, path: str, k: int = 16, contour: bool = True) 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from activesynth.utils import atomic_write_figure
+
     k = min(k, len(imageset))
     cols = math.ceil(math.sqrt(k))
     rows = math.ceil(k / cols)
@@ -739,8 +741,7 @@ def save_grid(imageset: ImageSet, path: str, k: int = 16, contour: bool = True) 
             title = f"{imageset.label_names[int(imageset.labels[i])]}{extra}"
         a.set_title(title, fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    atomic_write_figure(path, fig, dpi=110)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -182,7 +182,7 @@ def save_traversal_png(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from activesynth.utils import atomic_write
+    from activesynth.utils import atomic_write_figure
 
     values = np.linspace(-2.5, 2.5, 7) if values is None else np.asarray(values)
     fig, axes = plt.subplots(
@@ -206,12 +206,7 @@ def save_traversal_png(
         )
     fig.suptitle(f"{gen.name}: latent traversals", fontsize=9)
     fig.tight_layout()
-    import io
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    plt.close(fig)
-    return atomic_write(path, lambda fh: fh.write(buf.getvalue()))
+    return atomic_write_figure(path, fig, dpi=100)
 
 
 def compare_generators(

@@ -31,7 +31,6 @@ paired seeds prints "no test" rather than a p-value.
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import logging
 from dataclasses import dataclass, field, fields
@@ -451,7 +450,7 @@ def plot_summary(rows: list[dict[str, Any]], summary: dict[str, Any], path: str 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from activesynth.utils import atomic_write
+    from activesynth.utils import atomic_write_figure
 
     head, arms = summary["metric"], list(summary["arms"])
     fig, ax = plt.subplots(figsize=(1.3 * len(arms) + 2, 3.6))
@@ -471,12 +470,7 @@ def plot_summary(rows: list[dict[str, Any]], summary: dict[str, Any], path: str 
     ax.set_title(f"{len(seeds)} seeds (grey: one seed across arms)", fontsize=9)
     ax.legend(loc="best", fontsize=8)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    path = Path(path)
-    atomic_write(path, lambda fh: fh.write(buf.getvalue()))
-    return path
+    return atomic_write_figure(path, fig, dpi=110)
 
 
 def main(argv: list[str] | None = None) -> None:

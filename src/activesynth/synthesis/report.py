@@ -30,7 +30,6 @@ label fidelity. Matplotlib's Agg canvas, no pyplot state; written atomically.
 
 from __future__ import annotations
 
-import io
 import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -376,7 +375,7 @@ def write_gallery(
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    from activesynth.utils import atomic_write
+    from activesynth.utils import atomic_write_figure
 
     rows = len(synthetic)
     if rows == 0 or len(sources) != rows or (masks is not None and len(masks) != rows):
@@ -410,9 +409,7 @@ def write_gallery(
         fig.suptitle(title, fontsize=9)
     # keep the top 0.4 in for the title (tight_layout ignores a suptitle)
     fig.tight_layout(rect=(0.0, 0.0, 1.0, 1.0 - (0.4 if title else 0.0) / height))
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    return atomic_write(path, lambda fh: fh.write(buf.getvalue()))
+    return atomic_write_figure(path, fig)
 
 
 # ---- readers for the benchmark report ----------------------------------------------------------
