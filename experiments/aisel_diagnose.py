@@ -72,6 +72,8 @@ from typing import Any
 
 import numpy as np
 
+from activesynth.utils import atomic_write_figure
+
 GRID = Path(__file__).with_name("aisel_phantom.json")
 ARM = "gin-passive"  # the grid arm whose data, regressor and GIN config are reused
 
@@ -723,9 +725,7 @@ def report(results: list[dict[str, Any]], out: Path, img: Path | None, arm: str 
         ax.set_title(f"50 real + k items of each kind, same steps ({len(results)} seeds, "
                      "mean and 95 % t interval)")  # fmt: skip
         fig.tight_layout()
-        img.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(img.with_name(img.name + "_arms.png"), dpi=110)
-        plt.close(fig)
+        atomic_write_figure(img.with_name(img.name + "_arms.png"), fig, dpi=110)
         labels_figure(results, img.with_name(img.name + "_labels.png"))
         items = work_dir(out, arm, results[0]["seed"]) / "figure_items.npz"
         if items.is_file():
@@ -864,8 +864,7 @@ def labels_figure(results: list[dict[str, Any]], path: Path) -> None:
     ax[1].set_ylabel("oracle label of its GIN reconstruction")
     ax[1].set_title("encode -> decode: does the label survive?")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    atomic_write_figure(path, fig, dpi=110)
 
 
 def items_figure(items: Any, path: Path) -> None:
@@ -888,8 +887,7 @@ def items_figure(items: Any, path: Path) -> None:
             a.set_title(f"{im} {float(items[lb][j]):.2f}", fontsize=7)
             a.axis("off")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    atomic_write_figure(path, fig, dpi=110)
 
 
 def rounded(obj: Any, digits: int = 4) -> Any:

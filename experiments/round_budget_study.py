@@ -227,8 +227,9 @@ def plot(out: Path, dest: Path) -> None:
         ax.axvline(150, color="grey", ls=":", lw=1)
         ax.legend(loc="lower right")
     fig.tight_layout()
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(dest, dpi=110)
+    from activesynth.utils import atomic_write_figure
+
+    atomic_write_figure(dest, fig, dpi=110)
 
 
 def main() -> None:

@@ -42,8 +42,8 @@ def test_a_figure_is_written_whole_and_closed(tmp_path: Path) -> None:
     assert fig.number not in plt.get_fignums()
     width = int.from_bytes(out.read_bytes()[16:20], "big")
     assert width == 100  # dpi=None keeps the figure's own dpi (2 in x 50)
-    big = atomic_write_figure(tmp_path / "big.png", plt.figure(figsize=(2, 1)), dpi=100)
-    assert int.from_bytes(big.read_bytes()[16:20], "big") == 200
+    big = atomic_write_figure(tmp_path / "big.png", plt.figure(figsize=(2, 1), dpi=50), dpi=100)
+    assert int.from_bytes(big.read_bytes()[16:20], "big") == 200  # dpi given: it wins
 
 
 def test_an_object_api_figure_does_not_import_pyplot(tmp_path: Path) -> None:
@@ -69,8 +69,11 @@ def test_written_files_get_the_mode_a_plain_open_would_give(tmp_path: Path) -> N
         "from activesynth.utils import atomic_write_text\n"
         f"new = atomic_write_text({str(tmp_path / 'new.txt')!r}, 'a')\n"
         "assert stat.S_IMODE(new.stat().st_mode) == 0o640, oct(new.stat().st_mode)\n"
-        "new.chmod(0o604)\n"
+        "new.chmod(0o2604)\n"
         "atomic_write_text(new, 'b')\n"
         "assert stat.S_IMODE(new.stat().st_mode) == 0o604 and new.read_text() == 'b'\n"
+        "from activesynth.utils import atomic_write\n"
+        "atomic_write(new, lambda fh: fh.write(b'c'), mode=0o600)\n"
+        "assert stat.S_IMODE(new.stat().st_mode) == 0o600\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -1737,11 +1737,13 @@ class _Run:
         :func:`spread_by_source` takes the best in that order (the counts are then what was
         taken).
 
-        ``rank_all`` returns the whole ranking instead: every candidate of each class that
-        ``top_k`` names, in the score's order, before ``top_k`` and ``max_per_source`` take
-        their share (same model and seeds; for a score that ranks items one by one, its first
-        ``k`` per class are what the loop adds for a plain ``top_k``, which
-        ``experiments/ranking_fidelity.py`` checks when it replays a round with it).
+        ``rank_all`` returns the whole ranking instead: every candidate of each class ``top_k``
+        takes items from (a class given 0 is skipped, as in the loop), in the score's order,
+        before ``top_k`` and ``max_per_source`` take their share, and the counts are the numbers
+        ranked (same model and seeds; for a score that ranks items one by one, its first ``k``
+        per class are what the loop adds for a plain ``top_k``, which
+        ``experiments/ranking_fidelity.py`` checks when it replays a round with it; with
+        ``max_per_source`` it is the order :func:`spread_by_source` takes from).
         """
         syn = self.cfg.synthesis
         top = syn["top_k"]
@@ -1770,10 +1772,12 @@ class _Run:
         torch.manual_seed(seed_for(self.cfg.seed, 6, r))
         picks, scores, counts = [], [], {}
         for name, members, k in wanted:
-            k = len(members) if rank_all else min(k, len(members))
+            k = min(k, len(members))
             counts[name] = k
-            if k == 0:
+            if k == 0:  # a class the loop takes nothing from is not scored (no draws either)
                 continue
+            if rank_all:
+                k = counts[name] = len(members)
             if spread is None or rank_all:
                 q = self._score(cands.subset(members), k, model, r, rng)
                 picks.append(members[q.index])

@@ -9,6 +9,7 @@ import logging
 import os
 import random
 import tempfile
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -19,26 +20,34 @@ log = logging.getLogger("activesynth")
 
 
 def atomic_write(
-    path: str | os.PathLike, write: Callable[[IO[bytes]], None], *, durable: bool = False
+    path: str | os.PathLike,
+    write: Callable[[IO[bytes]], None],
+    *,
+    durable: bool = False,
+    mode: int | None = None,
 ) -> Path:
     """Write a file so that readers see either the old content or the whole new one.
 
     ``write`` receives a binary file object in the same directory; it is fsynced and renamed over
     ``path`` only after ``write`` returns, so a crash never leaves a half-written file behind.
     The file gets the permissions a plain ``open(path, "w")`` would give: an existing file keeps
-    its mode, a new one gets ``0o666`` less the process's umask (not ``mkstemp``'s 0600).
+    its permission bits, a new one gets ``0o666`` less the process's umask (not ``mkstemp``'s
+    0600; a folder's default ACLs are not applied), unless ``mode`` gives them (the annotation
+    service keeps patient images and labels at ``0o600``).
     With ``durable`` the folder is fsynced after the rename too, so the new name itself survives
     a power loss (the annotation service acknowledges a label only after this).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    try:  # the mode a plain open() would give: the file's own if it exists, else the umask's
-        mode = path.stat().st_mode & 0o7777
-    except FileNotFoundError:
-        mode = 0o666 & ~_umask()
+    if mode is None:  # what a plain open() would give: the file's own bits, else the umask's
+        try:
+            mode = path.stat().st_mode & 0o777
+        except OSError:  # missing, or a symlink loop (replaced like any other path)
+            mode = 0o666 & ~_umask()
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        os.fchmod(fd, mode)  # mkstemp creates 0600
+        if hasattr(os, "fchmod"):  # mkstemp creates 0600
+            os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as fh:
             write(fh)
             fh.flush()
@@ -52,15 +61,20 @@ def atomic_write(
     return path
 
 
+PRIVATE_MODE = 0o600  # files only their owner may read: patient images and labels
+_UMASK_LOCK = threading.Lock()
+
+
 def _umask() -> int:
     """The process's umask, read without changing it where the OS tells (Linux), else by the
-    set-and-restore dance."""
+    set-and-restore dance under a lock (threads of this module never see the temporary value)."""
     with contextlib.suppress(OSError, ValueError):
         for line in Path("/proc/self/status").read_text().splitlines():
             if line.startswith("Umask:"):
                 return int(line.split()[1], 8)
-    mask = os.umask(0o022)
-    os.umask(mask)
+    with _UMASK_LOCK:
+        mask = os.umask(0o022)
+        os.umask(mask)
     return mask
 
 
@@ -80,9 +94,9 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
 def atomic_write_figure(path: str | os.PathLike, fig: Any, *, dpi: float | None = None) -> Path:
     """Save a matplotlib figure as PNG atomically (:func:`atomic_write`) and close it.
 
-    ``dpi=None`` keeps the figure's own dpi. A figure made with pyplot is closed there; one made
-    as a plain ``Figure`` (the reports' object API) needs no closing, and pyplot is not imported
-    for it.
+    ``dpi=None`` is matplotlib's default (rcParams ``savefig.dpi``: the figure's own dpi). A
+    figure made with pyplot is closed there; one made as a plain ``Figure`` (the reports' object
+    API) needs no closing, and pyplot is not imported for it.
     """
     import sys
 

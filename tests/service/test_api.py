@@ -182,6 +182,7 @@ def test_bad_input(folder: Path, db_url: str | None) -> None:
         stored = svc.store.file_of(row.path).resolve()
         assert stored.parent == svc.store.root / "labels" / "final" / "case_8"
         assert stored.name.endswith(".png") and "evil" not in stored.name
+        assert stored.stat().st_mode & 0o777 == 0o600  # a patient's label: its owner only
         # 413 over the upload limit (declared or streamed)
         big = np.random.default_rng(0).integers(0, 255, (300, 300), dtype=np.uint8)
         r = c.put("/datastore/?image=big", **multipart({}, "file", "big.png", png_bytes(big)))

@@ -650,3 +650,17 @@ def test_rank_all_is_the_whole_ranking_the_batch_is_cut_from(reference) -> None:
     every, again, _ = spread.rank_candidates(cands, 1, rank_all=True)
     np.testing.assert_array_equal(every, order)
     np.testing.assert_allclose(again, ranked)
+    # per class: a class given 0 is neither taken from nor ranked; the other is ranked whole
+    cls, names = R.candidate_classes(cands)
+    c = int(np.bincount(cls).argmax())  # the class with the most candidates
+    assert (cls == c).sum() > 2
+    other = next(n for i, n in enumerate(names) if i != c)
+    per_class = {**SYN["synthesis"], "top_k": {names[c]: 2, other: 0}}
+    spread.cfg = syn_cfg(synthesis=per_class)
+    two, two_scores, counts = spread.rank_candidates(cands, 1)
+    assert counts == {names[c]: 2, other: 0} and len(two) == 2
+    whole, whole_scores, counts = spread.rank_candidates(cands, 1, rank_all=True)
+    assert counts == {names[c]: int((cls == c).sum()), other: 0}
+    assert sorted(whole.tolist()) == np.flatnonzero(cls == c).tolist()
+    np.testing.assert_array_equal(whole[:2], two)
+    np.testing.assert_allclose(whole_scores[:2], two_scores)

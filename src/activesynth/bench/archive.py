@@ -29,11 +29,11 @@ import os
 import re
 import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 from activesynth.bench.store import DONE, HISTORY, MANIFEST, UNIT, ResultsStore
 from activesynth.errors import ActivesynthError, DataError
+from activesynth.utils import atomic_write
 
 RUN_FILES = (DONE, UNIT, "state.json", HISTORY, "split.json")
 ROUND_FILES = ("record.json", "metrics.json", "query.json", "quality_full.json")
@@ -41,15 +41,8 @@ _ROUND = re.compile(r"^round_\d{2,}$")
 
 
 def _copy_atomic(src: Path, dest: Path) -> None:
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        shutil.copyfile(src, tmp)
-        os.replace(tmp, dest)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with open(src, "rb") as fin:
+        atomic_write(dest, lambda fh: shutil.copyfileobj(fin, fh))
 
 
 def extends(old: dict, new: dict) -> bool:

@@ -749,13 +749,15 @@ def main(argv: list[str] | None = None) -> None:
     import argparse
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", default="phantoms_grid.png")
+    ap.add_argument("--out", default="phantoms_grid.png", help="a .png file")
     ap.add_argument("--n", type=int, default=16)
     ap.add_argument("--size", type=int, default=128)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--kind", default="mixed", choices=KINDS)
     ap.add_argument("--no-contour", action="store_true")
     args = ap.parse_args(argv)
+    if not args.out.lower().endswith(".png"):
+        ap.error(f"--out {args.out!r}: the grid is written as PNG; give a .png file name.")
     logging.basicConfig(level=logging.INFO)
     ds = make_phantoms(n=args.n, size=args.size, seed=args.seed, kind=args.kind)
     save_grid(ds, args.out, k=args.n, contour=not args.no_contour)

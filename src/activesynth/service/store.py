@@ -45,7 +45,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from activesynth.errors import ActivesynthError, ConfigError, DataError
 from activesynth.service.db import AuditRow, ImageRow, LabelRow, LeaseRow, utcnow
-from activesynth.utils import atomic_write
+from activesynth.utils import PRIVATE_MODE, atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -285,7 +285,8 @@ class Store:
 
     def _write(self, path: Path, data: bytes) -> None:
         self.inside(path.parent)
-        atomic_write(path, lambda fh: fh.write(data), durable=True)
+        # patient images and labels: readable by the service's user only, whatever the umask
+        atomic_write(path, lambda fh: fh.write(data), durable=True, mode=PRIVATE_MODE)
 
     # images
     def add_image(

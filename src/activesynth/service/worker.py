@@ -44,7 +44,7 @@ from sqlalchemy.orm import sessionmaker
 from activesynth.service.db import ImageRow, LabelRow, TrainRunRow, utcnow
 from activesynth.service.settings import Settings
 from activesynth.service.store import FINAL, RequestError, Store, class_ids
-from activesynth.utils import atomic_write, atomic_write_json
+from activesynth.utils import PRIVATE_MODE, atomic_write, atomic_write_json
 
 log = logging.getLogger(__name__)
 
@@ -225,7 +225,7 @@ class Background:
             cached = png_cache / f"{img.sha256}.png"
             if not cached.is_file():
                 data = _png_bytes(self.store.pixels(img))
-                atomic_write(cached, lambda fh, d=data: fh.write(d))
+                atomic_write(cached, lambda fh, d=data: fh.write(d), mode=PRIVATE_MODE)
             stem = f"p{patients[img.patient or img.id]:05d}__{img.id}"
             target = snap / "images" / f"{stem}.png"
             try:
