@@ -39,9 +39,10 @@ It needs the bench output (runs' ``pool.npz``, round checkpoints, the grid's ``c
 seed's ``full`` checkpoint), not an archive. Statistics as the benchmark's: the seed is the unit
 of replication (its rounds are averaged first); paired t and Wilcoxon over seeds, and a 95 %
 interval from the hierarchical bootstrap (seeds, then rounds). Each replay is kept in
-``OUT/s<seed>-r<round>.json`` (written atomically) and skipped on a rerun. Only
-segmentation synthesis arms without ``max_per_source`` are replayed (``top_k`` a count, or one
-class of the inherited masks); the
+``OUT/s<seed>-r<round>.json`` (written atomically) and skipped on a rerun. Segmentation
+synthesis arms are replayed (``top_k`` a count, or one class of the inherited masks); in an arm
+with ``max_per_source`` the added batch is the ranking's best with at most that many per source
+(``loop.spread_by_source``, as the loop takes it), and "top k" below means that batch. The
 replay reads, and never writes, the run folder (the generator's cache may gain nothing: the
 checkpoint must already be there, or the script stops).
 """
@@ -93,7 +94,7 @@ def replay(
 ) -> dict[str, Any]:
     """Round ``r``'s candidates of ``run`` with their scores and the judges' fidelity (the
     real-only judge too when ``judge_dir`` is given: it trains there)."""
-    from activesynth.loop import LoopConfig, _Run
+    from activesynth.loop import LoopConfig, _Run, spread_by_source
     from activesynth.pool import Pool
     from activesynth.synthesis.quality import mask_fidelity
     from activesynth.synthesis.report import _predictor
@@ -107,8 +108,6 @@ def replay(
             f"error: {run.name}: the replay covers segmentation arms whose top_k is a count or "
             "names one class."
         )
-    if syn.get("max_per_source"):
-        raise SystemExit(f"error: {run.name}: max_per_source arms are not replayed here.")
     R = _Run(cfg, run, data_root, quiet=True, on_event=None)
     pool = Pool.load(run)
     summary = pool.info["synthesis"][str(r)]
@@ -141,12 +140,19 @@ def replay(
             f"{key!r} has {len(members)}; the replay is not the run's."
         )
     k = min(int(k), len(members))
+    spread = syn.get("max_per_source")
+    if spread:  # the loop's cap: the ranking's best, at most `spread` items per source
+        ranked_src = np.array([valid.provenance[i].source_id for i in order])
+        keep = spread_by_source(ranked_src, int(spread), k)
+    else:
+        keep = np.arange(k)
+    picked, k = order[keep], len(keep)
     added = np.flatnonzero(pool.is_synthetic & (pool.labelled_round == r)) - pool.n_real
     same = len(added) == k and all(
         np.array_equal(valid.images[i], pool.synthetic_images[j])
-        for i, j in zip(order[:k], added, strict=True)
+        for i, j in zip(picked, added, strict=True)
     )
-    if not same or not np.allclose(ranked[:k], summary["scores"], atol=1e-6):
+    if not same or not np.allclose(ranked[keep], summary["scores"], atol=1e-6):
         raise SystemExit(
             f"error: {run.name} round {r}: the replayed top {k} are not the round's added items "
             "(images or scores differ); the replay is not the run's."
@@ -166,7 +172,7 @@ def replay(
         fid["real"] = mask_fidelity(_predictor(judge, "seg"), imgs, masks)
     s = scores[members]
     pos = {int(i): j for j, i in enumerate(members)}
-    top = np.array([pos[int(i)] for i in order[:k]])
+    top = np.array([pos[int(i)] for i in picked])
     low = np.array([pos[int(i)] for i in order[-k:]])
     src = np.array([p.source_id for p in valid.provenance])[members]
     return {
@@ -179,6 +185,7 @@ def replay(
         "n_valid": len(valid),
         "n_class": len(members),
         "k": k,
+        "max_per_source": int(spread) if spread else None,
         "n_sources": len(sources),
         "n_sources_top": len(set(src[top].tolist())),
         "checkpoint": gen.checkpoint_hash,

@@ -99,3 +99,36 @@ def test_the_pool_as_of_a_round_drops_later_labels_and_items(tmp_path: Path) -> 
     at2 = mod._pool_as_of(pool, 2)
     assert at2.labelled.tolist() == [0, 1, 2, 3] and at2.n_synthetic == 2
     assert len(at2.synthetic_images) == 2 == len(at2.provenance)
+
+
+@pytest.mark.slow  # a two-run grid (about 15 s of CPU) and its replays
+def test_a_capped_arm_is_replayed_with_the_loops_spread(tmp_path: Path) -> None:
+    """``max_per_source``: the replayed batch is the ranking's best at most one per source, as
+    the loop took it (checked against the run's images and scores), not the plain top k."""
+    mod = load_script("experiments/ranking_fidelity.py")
+    syn = {**SYN_GRID["schedules"]["syn"]["synthesis"], "max_per_source": 1}
+    doc = {
+        **SYN_GRID,
+        "name": "syn-capped",
+        "schedules": {"syn": {**SYN_GRID["schedules"]["syn"], "synthesis": syn}},
+        "full": {"max_steps": 6},
+    }
+    grid = tmp_path / "res"
+    res = run_grid(parse_grid(doc), grid, executor=InlineExecutor(), quiet=True)
+    assert res.complete, [(o.run_id, o.error) for o in res.failed]
+    out = tmp_path / "study"
+    assert mod.main([str(grid), "--arm", SYN_GRID["strategies"][0], "--out", str(out)]) == 0
+    (run,) = (d for d in (grid / "runs").iterdir() if "full" not in d.name)
+    pool = Pool.load(run)
+    capped = []
+    for r in (1, 2):
+        d = json.loads((out / f"s0-r{r}.json").read_text())
+        v = d["values"]
+        score, src = np.asarray(v["score"]), np.asarray(v["source"])
+        assert d["max_per_source"] == 1 and d["k"] == 4 == d["n_sources_top"]  # one per source
+        assert np.allclose(score[v["top"]], pool.info["synthesis"][str(r)]["scores"])
+        plain = np.argsort(-score, kind="stable")[:4]
+        if len(set(src[plain].tolist())) < 4:  # the plain top 4 repeats a source: not taken
+            capped.append(r)
+            assert set(plain.tolist()) != set(v["top"])
+    assert capped  # the cap changed at least one batch, so the replay had to follow it
