@@ -267,6 +267,82 @@ def _load(out: Path) -> list[dict[str, Any]]:
     return sorted(docs, key=lambda d: (d["seed"], d["round"]))
 
 
+def versus(out: Path, other: Path, rounds: list[int] | None = None) -> str:
+    """Markdown: this study's added batches (``out``) set against another arm's replays of the
+    same grid (``other``), per seed over the rounds both replayed, full-data judge.
+
+    Rows: (1) the lead of the added batch over all candidates, this arm's minus the other's
+    (after round 1 the two arms have different pools and candidates, so it compares each run's
+    outcome, not a choice among fixed candidates); (2) the added batches' fidelity, this arm
+    minus the other (what each run trained on); (3) rounds where both ranked the very same
+    candidates (identical scores and fidelities, e.g. round 1 from a shared generator): this
+    arm's batch minus the other's; (4)-(5) with this arm's ``max_per_source`` cap, the cap
+    applied offline to fixed candidates (the score order, then :func:`loop.spread_by_source`,
+    k = the other arm's batch size): capped minus the plain top k, on the other arm's
+    candidates and on this arm's own.
+    """
+    from activesynth.bench.stats import MIN_TEST_SEEDS
+    from activesynth.loop import spread_by_source
+
+    def by_key(d: Path) -> dict[tuple[int, int], dict[str, Any]]:
+        return {
+            (x["seed"], x["round"]): x for x in _load(d) if rounds is None or x["round"] in rounds
+        }
+
+    mine, theirs = by_key(out), by_key(other)
+    keys = sorted(set(mine) & set(theirs))
+    if not keys:
+        raise SystemExit(f"error: {out} and {other} share no replayed (seed, round)")
+    cap = next((mine[k].get("max_per_source") for k in keys if mine[k].get("max_per_source")), None)
+
+    def fid(d: dict[str, Any], picks: Any) -> float:
+        return float(np.asarray(d["values"]["fid_full"])[np.asarray(picks, np.int64)].mean())
+
+    def capped_minus_plain(d: dict[str, Any], k: int) -> float:
+        score, src = np.asarray(d["values"]["score"]), np.asarray(d["values"]["source"])
+        order = np.argsort(-score, kind="stable")
+        keep = spread_by_source(src[order], int(cap), k)
+        return fid(d, order[keep]) - fid(d, order[:k])
+
+    rows: dict[str, dict[int, list[float]]] = {}
+
+    def add(label: str, seed: int, value: float) -> None:
+        rows.setdefault(label, {}).setdefault(seed, []).append(value)
+
+    for s, r in keys:
+        a, b = mine[(s, r)], theirs[(s, r)]
+        fa, fb = a["fidelity_full"], b["fidelity_full"]
+        add("lead over all candidates, this arm − the other", s,
+            (fa["top"] - fa["all"]) - (fb["top"] - fb["all"]))  # fmt: skip
+        add("added batches' fidelity, this arm − the other", s, fa["top"] - fb["top"])
+        va, vb = a["values"], b["values"]
+        if va["score"] == vb["score"] and va["fid_full"] == vb["fid_full"]:
+            add("same candidates: this arm's batch − the other's", s, fa["top"] - fb["top"])
+        if cap:
+            add(f"cap {cap} on the other arm's candidates: capped − plain top k", s,
+                capped_minus_plain(b, len(vb["top"])))  # fmt: skip
+            add(f"cap {cap} on this arm's candidates: capped − plain top k", s,
+                capped_minus_plain(a, len(vb["top"])))  # fmt: skip
+    lines = [
+        f"This study ({out.name}) against {other.name}, full-data judge; a seed's value is the "
+        "mean over its rounds in both; interval: the hierarchical bootstrap (seeds, then rounds).",
+        "",
+        "| contrast | Δ mean [95 % CI] | per seed | paired t p | Wilcoxon p |",
+        "|---|---|---|---|---|",
+    ]
+    for label, per in rows.items():
+        seeds = sorted(per)
+        n_rounds = sum(len(per[x]) for x in seeds)
+        lines.append(
+            contrast_row(
+                f"{label} ({len(seeds)} seeds, {n_rounds} rounds)",
+                [np.asarray(per[x]) for x in seeds],
+                len(seeds) >= MIN_TEST_SEEDS,
+            )
+        )
+    return "\n".join(lines)
+
+
 def summarise(out: Path, rounds: list[int] | None = None) -> str:
     """Markdown: one row per replayed round, then the seed-level contrasts."""
     from activesynth.bench.stats import MIN_TEST_SEEDS
@@ -487,6 +563,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data-root", default=None)
     ap.add_argument("--summary", action="store_true", help="print the tables, write the figure")
     ap.add_argument(
+        "--versus",
+        type=Path,
+        default=None,
+        help="with --summary: another arm's study folder of the same grid to set this one against",
+    )
+    ap.add_argument(
         "--real-judge",
         action="store_true",
         help="also train the loop's real-only judge per round (one task-model training each)",
@@ -498,6 +580,9 @@ def main(argv: list[str] | None = None) -> int:
         judges = plot_judges(a.out, a.rounds)
         if judges is not None:
             print(f"figure: {judges}")
+        if a.versus is not None:
+            print()
+            print(versus(a.out, a.versus, a.rounds))
         return 0
     runs = find_runs(a.results, a.arm, a.seeds)
     seeds = sorted(runs)

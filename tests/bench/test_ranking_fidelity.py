@@ -132,3 +132,17 @@ def test_a_capped_arm_is_replayed_with_the_loops_spread(tmp_path: Path) -> None:
             capped.append(r)
             assert set(plain.tolist()) != set(v["top"])
     assert capped  # the cap changed at least one batch, so the replay had to follow it
+    # --versus against itself: nothing differs, every round has the same candidates, and the
+    # cap applied offline reproduces the loop's capped batch against the plain top 4
+    text = mod.versus(out, out)
+    assert "| lead over all candidates, this arm − the other (1 seeds, 2 rounds) | +0.000" in text
+    assert "| same candidates: this arm's batch − the other's (1 seeds, 2 rounds) | +0.000" in text
+    gain = []
+    for r in (1, 2):
+        v = json.loads((out / f"s0-r{r}.json").read_text())["values"]
+        f, plain = np.asarray(v["fid_full"]), np.argsort(-np.asarray(v["score"]), kind="stable")
+        gain.append(f[v["top"]].mean() - f[plain[:4]].mean())
+    assert (
+        f"| cap 1 on this arm's candidates: capped − plain top k (1 seeds, 2 rounds) | {np.mean(gain):+.3f}"
+        in text
+    )
