@@ -336,7 +336,7 @@ def realism_auc(real: np.ndarray, fake: np.ndarray, seed: int, folds: int = 5
     clf = make_pipeline(StandardScaler(), LogisticRegression(C=0.1, max_iter=2000))
     p = cross_val_predict(clf, x, y, cv=StratifiedKFold(k, shuffle=True, random_state=seed),
                           method="predict_proba")[:, 1]  # fmt: skip
-    return float(roc_auc_score(y, p)), p[len(real):]
+    return float(roc_auc_score(y, p)), p[len(real) :]
 
 
 # ---- H3: training arms ---------------------------------------------------------------------------
@@ -562,6 +562,7 @@ def run_seed(s: Setup, gen: Any, work: Path, args: argparse.Namespace) -> dict[s
         st = image_stats(imgs)
         h2[name] = {"mean": summary(st[:, 0]), "sd": summary(st[:, 1]),
                     "sharpness": summary(st[:, 2])}  # fmt: skip
+
     def auc(imgs: np.ndarray) -> tuple[float, np.ndarray]:
         return realism_auc(real_imgs, imgs, s.seed) if len(imgs) >= 2 else (math.nan, np.zeros(0))
 
@@ -637,8 +638,12 @@ def run_seed(s: Setup, gen: Any, work: Path, args: argparse.Namespace) -> dict[s
             return synthetic_set(pool, recon.images[ri], lab[src], arm)
         if arm == "recon+recon-label":
             return synthetic_set(pool, recon.images[ri], recon.labels[ri], arm)
-        it, idx = {"prior": (prior, pick_p), "perturb": (pert, pick_q),
-                   "prior-sevmatch": (prior, sev_pick), "prior-realism": (prior, real_pick)}[arm]
+        it, idx = {
+            "prior": (prior, pick_p),
+            "perturb": (pert, pick_q),
+            "prior-sevmatch": (prior, sev_pick),
+            "prior-realism": (prior, real_pick),
+        }[arm]
         return synthetic_set(pool, it.images[idx], it.labels[idx], arm)  # fmt: skip
 
     m["added"] = {
@@ -906,25 +911,48 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--cache", type=Path, default=None, help="generator cache (default OUT/cache)")
-    ap.add_argument("--reuse-cache", type=Path, nargs="*", default=[],
-                    help="read-only generator caches to load a matching checkpoint from")
+    ap.add_argument(
+        "--reuse-cache",
+        type=Path,
+        nargs="*",
+        default=[],
+        help="read-only generator caches to load a matching checkpoint from",
+    )
     ap.add_argument("--stage", choices=("fit", "all"), default="all")
-    ap.add_argument("--arm", default=ARM,
-                    help="grid arm whose latent generator is diagnosed (gin-passive, flow-med, "
-                         "vae-med); its data, start and regressor are every arm's")
+    ap.add_argument(
+        "--arm",
+        default=ARM,
+        help="grid arm whose latent generator is diagnosed (gin-passive, flow-med, "
+        "vae-med); its data, start and regressor are every arm's",
+    )
     ap.add_argument("--k", type=int, default=60, help="items added per arm (fewer if fewer valid)")
-    ap.add_argument("--n-prior", type=int, default=600,
-                    help="prior / perturbed codes drawn per chunk (chunks until k are valid)")
+    ap.add_argument(
+        "--n-prior",
+        type=int,
+        default=600,
+        help="prior / perturbed codes drawn per chunk (chunks until k are valid)",
+    )
     ap.add_argument("--max-draws", type=int, default=6000, help="most codes drawn per kind")
-    ap.add_argument("--h1-sigma", type=float, default=0.1,
-                    help="H1 latent perturbation, x the real start codes' SD per coordinate")
+    ap.add_argument(
+        "--h1-sigma",
+        type=float,
+        default=0.1,
+        help="H1 latent perturbation, x the real start codes' SD per coordinate",
+    )
     ap.add_argument("--steps", type=int, default=400, help="steps of every arm after round 0")
-    ap.add_argument("--reps", type=int, default=3,
-                    help="training replicates per arm and seed (their RMSE is averaged)")
+    ap.add_argument(
+        "--reps",
+        type=int,
+        default=3,
+        help="training replicates per arm and seed (their RMSE is averaged)",
+    )
     ap.add_argument("--arms", nargs="+", default=list(ARMS), choices=ARMS)
-    ap.add_argument("--json", type=Path, default=None, help="summary JSON (default OUT/diagnose.json)")
-    ap.add_argument("--img", type=Path, default=None,
-                    help="figure path prefix (default OUT/aisel_diagnose)")
+    ap.add_argument(
+        "--json", type=Path, default=None, help="summary JSON (default OUT/diagnose.json)"
+    )
+    ap.add_argument(
+        "--img", type=Path, default=None, help="figure path prefix (default OUT/aisel_diagnose)"
+    )
     args = ap.parse_args(argv)
     cache = args.cache or args.out / "cache"
     results = []

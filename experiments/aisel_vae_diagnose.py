@@ -243,16 +243,26 @@ def summarise(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
-    ap.add_argument("--variants", nargs="+", default=["grid", "dice_bce", "grid-60ep"],
-                    choices=list(VARIANTS))
+    ap.add_argument(
+        "--variants", nargs="+", default=["grid", "dice_bce", "grid-60ep"], choices=list(VARIANTS)
+    )
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--cache", type=Path, default=None, help="VAE cache (default OUT/cache)")
-    ap.add_argument("--reuse-cache", type=Path, nargs="*", default=[],
-                    help="read-only caches to load a matching checkpoint from (the grid's)")
-    ap.add_argument("--json", type=Path, default=None,
-                    help="summary JSON (default OUT/vae_diagnose.json)")
-    ap.add_argument("--collect", action="store_true",
-                    help="fit nothing: summarise the seed x variant JSONs already under OUT/work")
+    ap.add_argument(
+        "--reuse-cache",
+        type=Path,
+        nargs="*",
+        default=[],
+        help="read-only caches to load a matching checkpoint from (the grid's)",
+    )
+    ap.add_argument(
+        "--json", type=Path, default=None, help="summary JSON (default OUT/vae_diagnose.json)"
+    )
+    ap.add_argument(
+        "--collect",
+        action="store_true",
+        help="fit nothing: summarise the seed x variant JSONs already under OUT/work",
+    )
     args = ap.parse_args(argv)
     from activesynth.metrics import to_jsonable
     from activesynth.utils import atomic_write_json

@@ -80,9 +80,7 @@ def compare(root: Path, a: str, b: str, measure: str, cls: str) -> list[dict[str
             within_sig += _wilcoxon(d) < 0.05
         else:
             sd = np.array(seed_diffs)
-            t_p = (
-                float("nan") if np.allclose(sd, sd[0]) else float(stats.ttest_1samp(sd, 0).pvalue)
-            )
+            t_p = float("nan") if np.allclose(sd, sd[0]) else float(stats.ttest_1samp(sd, 0).pvalue)
             rows.append(
                 {
                     "round": r,
@@ -110,8 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     rows = compare(args.results_dir, args.a, args.b, args.measure, args.class_name)
     print(
-        f"{args.a} - {args.b}, per-patient {args.measure} ({args.class_name}), "
-        f"{args.results_dir}"
+        f"{args.a} - {args.b}, per-patient {args.measure} ({args.class_name}), {args.results_dir}"
     )
     print(
         "| round | Δ (mean of seed means) | seed-paired t p | seed-paired Wilcoxon p "
