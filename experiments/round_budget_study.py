@@ -24,6 +24,19 @@ run (its first dataset and schedule, that seed's own split) instead of the LGG r
 grid's ``full`` runs would stop before their validation curve flattens. The validation figure is
 the loop's checkpoint score for that task (Dice for segmentation, AUC for classification).
 
+``--test`` also scores the seed's test set at every evaluation (the same figure on the test
+images; the weights are read back from the run's ``last.pt``, so training is unchanged), and
+``--test-summary`` asks how much of a grid's seed-to-seed spread comes from the checkpoint choice:
+per seed, the test figure at the checkpoint that patience early stopping picks (what the grid's
+``full`` run reports), at the last step, averaged over the last quarter of the curve and at its
+best, with the rank correlation of validation and test over the curve. For the JSRT nodules
+(22 validation images):
+
+    python experiments/round_budget_study.py --grid experiments/jsrt_nodule.json --fractions 1.0 \
+        --starts cold --cap 3000 --seeds 0 1 2 3 4 --test --out runs/nodule_full_curves --workers 1
+    python experiments/round_budget_study.py --out runs/nodule_full_curves --test-summary \
+        --patience 10 --caps 3000
+
     python experiments/round_budget_study.py --out runs/round_study --workers 2
     python experiments/round_budget_study.py --out runs/round_study --summary \
         --plot docs/img/round_budget_study.png
@@ -83,8 +96,10 @@ def _subsets(n_pool: int, seed: int, fractions: list[float]) -> dict[float, np.n
     return {f: np.sort(perm[: max(1, round(f * n_pool))]) for f in fractions}
 
 
-def _one(job: tuple[int, float, str, int, int, str, str | None, str | None]) -> str:
-    seed, frac, start, cap, every, out, data_root, grid = job
+def _one(job: tuple[int, float, str, int, int, str, str | None, str | None, bool]) -> str:
+    seed, frac, start, cap, every, out, data_root, grid, with_test = job
+    import tempfile
+
     import torch
 
     from activesynth.experiment import prepare_data
@@ -94,11 +109,12 @@ def _one(job: tuple[int, float, str, int, int, str, str | None, str | None]) -> 
     path = Path(out) / f"s{seed}-{frac:g}-{start}.json"
     if path.is_file():  # resume, but never from a curve of another recipe
         doc = json.loads(path.read_text())
-        theirs = (doc.get("grid"), doc["cap"], doc["eval_every"])
-        if theirs != (grid, cap, every):
+        theirs = (doc.get("grid"), doc["cap"], doc["eval_every"], bool(doc.get("test")))
+        if theirs != (grid, cap, every, with_test):
             raise SystemExit(
                 f"error: {path} is a curve of grid {theirs[0]} (cap {theirs[1]}, eval every "
-                f"{theirs[2]}), not of {grid} ({cap}, {every}); give another --out."
+                f"{theirs[2]}, test scores {theirs[3]}), not of {grid} ({cap}, {every}, "
+                f"{with_test}); give another --out."
             )
         return str(path)
     cfg = _loop_cfg(seed, grid)
@@ -125,7 +141,25 @@ def _one(job: tuple[int, float, str, int, int, str, str | None, str | None]) -> 
         cfg.train_config(0 if grid else 1), max_steps=cap, eval_every=every, patience=0,
         min_steps=0,
     )  # fmt: skip
-    res = fit(pool.subset(sub[frac]), val, tcfg, mcfg, quiet=True, init_state=init)
+    tests: dict[int, float] = {}
+    with tempfile.TemporaryDirectory() as tmpdir:
+        on_step = None
+        if with_test:
+            from activesynth.models.factory import build_model
+            from activesynth.train import validation_score
+
+            test_set, probe = data.subset(split.test), build_model(mcfg)
+
+            def on_step(step: int) -> None:  # after fit wrote last.pt of an evaluation step
+                if step % every == 0 or step == cap:
+                    ck = torch.load(Path(tmpdir) / "last.pt", map_location="cpu")
+                    probe.load_state_dict(ck["state_dict"])
+                    tests[step] = validation_score(probe, test_set, cfg.task)[0]
+
+        res = fit(
+            pool.subset(sub[frac]), val, tcfg, mcfg, quiet=True, init_state=init,
+            out_dir=tmpdir if with_test else None, resume=False, on_step=on_step,
+        )  # fmt: skip
     doc = {
         "grid": grid,
         "dataset": cfg.dataset,
@@ -138,8 +172,12 @@ def _one(job: tuple[int, float, str, int, int, str, str | None, str | None]) -> 
         "warm_from": prev_info,
         "cap": cap,
         "eval_every": every,
+        "test": with_test,
+        "n_test": len(split.test) if with_test else None,
         "curve": [
-            {"step": h["step"], "val": h.get("val_score"), "loss": h["loss"]} for h in res.history
+            {"step": h["step"], "val": h.get("val_score"), "loss": h["loss"]}
+            | ({"test": tests[h["step"]]} if with_test else {})
+            for h in res.history
         ],
         "seconds": res.seconds,
         "seconds_per_step": res.seconds / max(res.steps, 1),
@@ -201,6 +239,52 @@ def summarise(out: Path, patiences: list[int], caps: list[int]) -> str:
     return "\n".join(lines)
 
 
+def test_summary(out: Path, patience: int, cap: int) -> str:
+    """Per curve with test scores: where the spread of the reported test figure comes from."""
+    from scipy.stats import spearmanr
+
+    docs = [json.loads(p.read_text()) for p in sorted(out.glob("s*-*.json"))]
+    docs = [d for d in docs if d.get("test")]
+    if not docs:
+        raise SystemExit(f"no curves with test scores in {out} (run with --test)")
+    lines = [
+        f"Test figure per seed (n_test = {docs[0]['n_test']}); early stopping with patience "
+        f"{patience}, cap {cap}, on the validation figure; 'last quarter' averages the "
+        "evaluations after 3/4 of the cap; Spearman rho of validation and test over the curve.",
+        "",
+        "| seed | fraction | start | stop / best step | val at best | test at best (reported) "
+        "| test at last step | test, last quarter (mean) | best test on curve | rho(val, test) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    cols: dict[str, list[float]] = {"best": [], "last": [], "quarter": [], "max": []}
+    for d in docs:
+        curve = [h for h in d["curve"] if h["step"] <= cap]
+        stop, best_val, best_step = early_stop(curve, patience, cap)
+        at = {h["step"]: h for h in curve}
+        quarter = [h["test"] for h in curve if h["step"] > 0.75 * cap]
+        row = {
+            "best": at[best_step]["test"],
+            "last": curve[-1]["test"],
+            "quarter": float(np.mean(quarter)),
+            "max": max(h["test"] for h in curve),
+        }
+        for k, v in row.items():
+            cols[k].append(v)
+        rho = spearmanr([h["val"] for h in curve], [h["test"] for h in curve]).statistic
+        lines.append(
+            f"| {d['seed']} | {d['fraction']:g} | {d['start']} | {stop} / {best_step} "
+            f"| {best_val:.3f} | {row['best']:.3f} | {row['last']:.3f} | {row['quarter']:.3f} "
+            f"| {row['max']:.3f} | {rho:+.2f} |"
+        )
+    if len(docs) > 1:
+        ms = {k: f"{np.mean(v):.3f} ± {np.std(v, ddof=1):.3f}" for k, v in cols.items()}
+        lines.append(
+            f"| mean ± SD over {len(docs)} | | | | | {ms['best']} | {ms['last']} "
+            f"| {ms['quarter']} | {ms['max']} | |"
+        )
+    return "\n".join(lines)
+
+
 def plot(out: Path, dest: Path) -> None:
     import matplotlib
 
@@ -246,6 +330,15 @@ def main() -> None:
     ap.add_argument("--caps", type=int, nargs="+", default=[600, 1000, 2000])
     ap.add_argument("--plot", type=Path, default=None)
     ap.add_argument(
+        "--test", action="store_true",
+        help="also score the test set at every evaluation (for --test-summary)",
+    )  # fmt: skip
+    ap.add_argument(
+        "--test-summary", action="store_true",
+        help="per seed, the test figure at the early-stopped checkpoint (first --patience and "
+        "--caps) against the last step and the curve's last quarter",
+    )  # fmt: skip
+    ap.add_argument(
         "--grid", default=None,
         help="take the recipe of this grid config's full-data run (default: the LGG recipe)",
     )  # fmt: skip
@@ -255,7 +348,9 @@ def main() -> None:
     )  # fmt: skip
     a = ap.parse_args()
     a.out.mkdir(parents=True, exist_ok=True)
-    if a.summary or a.plot:
+    if a.summary or a.plot or a.test_summary:
+        if a.test_summary:
+            print(test_summary(a.out, a.patience[0], a.caps[0]))
         if a.summary:
             print(summarise(a.out, a.patience, a.caps))
         if a.plot:
@@ -263,7 +358,7 @@ def main() -> None:
             print(f"plot: {a.plot}")
         return
     jobs = [
-        (s, f, st, a.cap, a.eval_every, str(a.out), a.data_root, a.grid)
+        (s, f, st, a.cap, a.eval_every, str(a.out), a.data_root, a.grid, a.test)
         for s in a.seeds
         for f in a.fractions
         for st in a.starts
