@@ -35,7 +35,7 @@ best, with the rank correlation of validation and test over the curve. For the J
     python experiments/round_budget_study.py --grid experiments/jsrt_nodule.json --fractions 1.0 \
         --starts cold --cap 3000 --seeds 0 1 2 3 4 --test --out runs/nodule_full_curves --workers 1
     python experiments/round_budget_study.py --out runs/nodule_full_curves --test-summary \
-        --patience 10 --caps 3000
+        --patience 10 --caps 3000 --test-plot docs/img/jsrt_nodule_full_checkpoints.png
 
     python experiments/round_budget_study.py --out runs/round_study --workers 2
     python experiments/round_budget_study.py --out runs/round_study --summary \
@@ -285,6 +285,40 @@ def test_summary(out: Path, patience: int, cap: int) -> str:
     return "\n".join(lines)
 
 
+def test_plot(out: Path, dest: Path, patience: int, cap: int) -> None:
+    """One panel per curve with test scores: validation and test against steps, the
+    early-stopped checkpoint marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    docs = [json.loads(p.read_text()) for p in sorted(out.glob("s*-*.json"))]
+    docs = [d for d in docs if d.get("test")]
+    if not docs:
+        raise SystemExit(f"no curves with test scores in {out} (run with --test)")
+    fig, axes = plt.subplots(
+        1, len(docs), figsize=(2.9 * len(docs), 3.0), sharey=True, squeeze=False
+    )
+    for ax, d in zip(axes[0], docs, strict=True):
+        curve = [h for h in d["curve"] if h["step"] <= cap]
+        _, _, best_step = early_stop(curve, patience, cap)
+        xs = [h["step"] for h in curve]
+        ax.plot(xs, [h["val"] for h in curve], color="tab:grey", lw=1, label="validation")
+        ax.plot(xs, [h["test"] for h in curve], color="tab:blue", lw=1.2, label="test")
+        best = next(h for h in curve if h["step"] == best_step)
+        ax.plot([best_step], [best["test"]], "o", color="tab:red", label="early-stopped checkpoint")
+        ax.set_title(f"seed {d['seed']}", fontsize=9)
+        ax.set_xlabel("training steps")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel(f"AUC ({docs[0]['n_test']} test images)")
+    axes[0][-1].legend(loc="lower right", fontsize=7)
+    fig.tight_layout()
+    from activesynth.utils import atomic_write_figure
+
+    atomic_write_figure(dest, fig, dpi=110)
+
+
 def plot(out: Path, dest: Path) -> None:
     import matplotlib
 
@@ -334,6 +368,10 @@ def main() -> None:
         help="also score the test set at every evaluation (for --test-summary)",
     )  # fmt: skip
     ap.add_argument(
+        "--test-plot", type=Path, default=None,
+        help="plot validation and test curves per seed (curves made with --test) to this PNG",
+    )  # fmt: skip
+    ap.add_argument(
         "--test-summary", action="store_true",
         help="per seed, the test figure at the early-stopped checkpoint (first --patience and "
         "--caps) against the last step and the curve's last quarter",
@@ -348,9 +386,12 @@ def main() -> None:
     )  # fmt: skip
     a = ap.parse_args()
     a.out.mkdir(parents=True, exist_ok=True)
-    if a.summary or a.plot or a.test_summary:
+    if a.summary or a.plot or a.test_summary or a.test_plot:
         if a.test_summary:
             print(test_summary(a.out, a.patience[0], a.caps[0]))
+        if a.test_plot:
+            test_plot(a.out, a.test_plot, a.patience[0], a.caps[0])
+            print(f"plot: {a.test_plot}")
         if a.summary:
             print(summarise(a.out, a.patience, a.caps))
         if a.plot:
