@@ -25,7 +25,7 @@ WORKERS=${WORKERS:-2}
 PY=${PYTHON:-python}
 
 # grid, then the grids whose archives hold runs it shares. Order = value for the issues per CPU
-# hour; new runs left at the end of 2026-12-01 in brackets (DRY=1 prints the current figures):
+# hour; new runs left at the end of 2026-12-02 in brackets (DRY=1 prints the current figures):
 ORDER=(
   "lgg_dai"                              # issue 9's rerun, the product's main claim [done]
   # fast vs. full and LGG synthesis pair new arms with lgg_dai's mc-dropout-fast runs, whose
@@ -40,8 +40,8 @@ ORDER=(
   "jsrt_lung_synthesis jsrt_lung"        # issue 10: the paper's Table 1, lung fields [done 12-01]
   "jsrt_nodule_synthesis"                # issue 10: the paper's Table 1, nodules [done 12-01]
   "pneumonia"                            # issue 9: 28 px [done 12-02]
-  "jsrt_lung jsrt_lung_synthesis"        # issue 9: strategies on lung fields [27 left; 18 archived]
-  "jsrt_nodule"                          # issue 9: strategies on nodules [50]
+  "jsrt_lung jsrt_lung_synthesis"        # issue 9: strategies on lung fields [19 left; 26 archived]
+  "jsrt_nodule"                          # issue 9: strategies on nodules [done 12-02]
   # (its shared runs, e.g. gradient-guided s0-3, come from lgg_dai's first machine: if the
   # report's round-0 check shows a split, rerun them where the ablation arms ran, as above)
   "lgg_dai_ablation lgg_dai"             # issue 9: Dai et al.'s ablations [25 + lgg_dai's]
