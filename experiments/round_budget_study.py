@@ -239,14 +239,26 @@ def summarise(out: Path, patiences: list[int], caps: list[int]) -> str:
     return "\n".join(lines)
 
 
-def test_summary(out: Path, patience: int, cap: int) -> str:
-    """Per curve with test scores: where the spread of the reported test figure comes from."""
-    from scipy.stats import spearmanr
-
+def _test_docs(out: Path, cap: int) -> list[dict[str, Any]]:
+    """The finished curves with test scores, each made with a cap of at least ``cap``."""
     docs = [json.loads(p.read_text()) for p in sorted(out.glob("s*-*.json"))]
     docs = [d for d in docs if d.get("test")]
     if not docs:
         raise SystemExit(f"no curves with test scores in {out} (run with --test)")
+    short = sorted({d["cap"] for d in docs if d["cap"] < cap})
+    if short:
+        raise SystemExit(
+            f"error: --caps {cap} exceeds the curves' own cap ({short[0]} steps) in {out}; "
+            f"give --caps {short[0]} or less."
+        )
+    return docs
+
+
+def test_summary(out: Path, patience: int, cap: int) -> str:
+    """Per curve with test scores: where the spread of the reported test figure comes from."""
+    from scipy.stats import spearmanr
+
+    docs = _test_docs(out, cap)
     lines = [
         f"Test figure per seed (n_test = {docs[0]['n_test']}); early stopping with patience "
         f"{patience}, cap {cap}, on the validation figure; 'last quarter' averages the "
@@ -293,10 +305,7 @@ def test_plot(out: Path, dest: Path, patience: int, cap: int) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    docs = [json.loads(p.read_text()) for p in sorted(out.glob("s*-*.json"))]
-    docs = [d for d in docs if d.get("test")]
-    if not docs:
-        raise SystemExit(f"no curves with test scores in {out} (run with --test)")
+    docs = _test_docs(out, cap)
     fig, axes = plt.subplots(
         1, len(docs), figsize=(2.9 * len(docs), 3.0), sharey=True, squeeze=False
     )
