@@ -44,7 +44,7 @@ ORDER=(
   "jsrt_nodule"                          # issue 9: strategies on nodules [done 12-02]
   # (its shared runs, e.g. gradient-guided s0-3, come from lgg_dai's first machine: if the
   # report's round-0 check shows a split, rerun them where the ablation arms ran, as above)
-  "lgg_dai_ablation lgg_dai"             # issue 9: Dai et al.'s ablations [25 + lgg_dai's]
+  "lgg_dai_ablation lgg_dai lgg_synthesis"   # issue 9: Dai et al.'s ablations [20 + lgg_dai's and lgg_synthesis's full runs]
 )
 
 run_grid() {
