@@ -1,7 +1,7 @@
 """``activesynth bench`` and ``activesynth report`` (registered on the main Typer app).
 
 activesynth bench CONFIG --out DIR [--executor local|ray] [--workers N] [--address ADDR]
-                  [--n-boot N]
+                  [--reuse DIR]... [--match-machine] [--seeds 0,1] [--n-boot N]
 activesynth report DIR [--n-boot N]
 
 A grid's datasets are registered names, dataset specs or image folders; every unit's dataset is
@@ -87,6 +87,24 @@ def bench(
             "config) are linked in, not rerun (repeatable).",
         ),
     ] = None,
+    match_machine: Annotated[
+        bool,
+        typer.Option(
+            "--match-machine",
+            help="In every seed with a run to do here, run again here the --reuse runs made "
+            "on another machine (training is not bit-reproducible across machines; a seed's "
+            "arms share round 0), so each seed's paired arms share one machine. `full` runs "
+            "are linked as usual.",
+        ),
+    ] = False,
+    seeds: Annotated[
+        str | None,
+        typer.Option(
+            "--seeds",
+            help="Run only these seeds now, comma-separated (e.g. 0,1); the others stay "
+            "pending. With --match-machine: finish whole seeds on one machine per sitting.",
+        ),
+    ] = None,
     n_boot: Annotated[
         int,
         typer.Option(
@@ -100,35 +118,50 @@ def bench(
     Every run is a resumable unit in DIR/runs/<run_id>/; a grid stopped or killed at any point
     is completed by running the same command again. Results carry a schema version.
     """
-    from activesynth.bench.executors import make_executor, run_grid
+    from activesynth.bench.executors import check_seeds, make_executor, run_grid
     from activesynth.bench.grid import load_grid
-    from activesynth.bench.store import ResultsStore
+    from activesynth.bench.store import ResultsStore, plan_reuse
 
     _setup_logging(quiet)
     grid = load_grid(config)  # every name and unit config checked before anything runs
     units = grid.units()
     check_datasets(units)
+    chosen = check_seeds(_parse_seeds(seeds), units)
     if dry_run:
-        done: set[str] = set()
-        if (out / "manifest.json").is_file():
-            store = ResultsStore.open(out)
-            done = {u.run_id for u in units if store.is_done(u)}
-        # what --reuse would link: the first source holding the run finished (same config hash)
-        reusable: dict[str, Path] = {}
-        for src in [ResultsStore.open(Path(p)) for p in reuse or ()]:
-            for u in units:
-                if u.run_id not in done and u.run_id not in reusable and src.is_done(u):
-                    reusable[u.run_id] = src.root
+        store = ResultsStore.open(out) if (out / "manifest.json").is_file() else None
+        done = {u.run_id for u in units if store is not None and store.is_done(u)}
+        plan = plan_reuse(
+            store,
+            units,
+            [ResultsStore.open(Path(p)) for p in reuse or ()],
+            match_machine=match_machine,
+            seeds=chosen,
+        )
+        rerun = set(plan.rerun)
         for u in units:
-            if u.run_id in done:
+            if u.run_id in done and u.run_id not in rerun:
                 typer.echo(f"done     {u.run_id}")
-            elif u.run_id in reusable:
-                typer.echo(f"reuse    {u.run_id}  ({reusable[u.run_id]})")
+            elif u.run_id in plan.link:
+                typer.echo(f"reuse    {u.run_id}  ({plan.link[u.run_id]})")
+            elif chosen is not None and u.seed not in chosen:
+                typer.echo(f"deferred {u.run_id}")
+            elif u.run_id in rerun:
+                typer.echo(f"pending  {u.run_id}  (finished on another machine: run here)")
             else:
                 typer.echo(f"pending  {u.run_id}")
-        todo = len(units) - len(done) - len(reusable)
-        tail = f", {len(reusable)} linked from --reuse" if reuse else ""
-        typer.echo(f"{len(units)} runs, {len(done)} finished{tail}, {todo} to run.")
+        finished = len(done - rerun)
+        deferred = sum(
+            chosen is not None and u.seed not in chosen
+            for u in units
+            if u.run_id not in done and u.run_id not in plan.link
+        )
+        todo = len(units) - finished - len(plan.link) - deferred
+        tail = f", {len(plan.link)} linked from --reuse" if reuse else ""
+        tail += f", {len(rerun)} made elsewhere run again here (--match-machine)" if rerun else ""
+        tail += f", {deferred} deferred (--seeds)" if chosen is not None else ""
+        typer.echo(f"{len(units)} runs, {finished} finished{tail}, {todo} to run.")
+        for run_id in plan.kept_elsewhere:
+            typer.echo(f"warning: {run_id} was made on another machine and is kept", err=True)
         return
     ex = make_executor(executor, workers=workers, address=address)
     result = run_grid(
@@ -139,20 +172,41 @@ def bench(
         quiet=quiet,
         command=_command_line(),
         reuse=reuse or (),
+        match_machine=match_machine,
+        seeds=sorted(chosen) if chosen is not None else None,
     )
+    deferred = result.count("deferred")
     typer.echo(
         f"grid {grid.name}: {result.count('done')} ran, {result.count('skipped')} already "
-        f"finished, {len(result.failed)} did not finish ({result.seconds:.0f} s)"
+        f"finished, {len(result.failed)} did not finish"
+        + (f", {deferred} of other seeds deferred (--seeds)" if deferred else "")
+        + f" ({result.seconds:.0f} s)"
     )
     if not result.complete:
         for o in result.failed:
             typer.echo(f"  {o.run_id}: {o.status} {o.error}", err=True)
         typer.echo("Run the same command again to complete the grid.", err=True)
         raise typer.Exit(1)
-    if report:
+    if deferred:
+        typer.echo("Other seeds are left to run: no report yet (`activesynth report` reads it).")
+    elif report:
         from activesynth.bench.report import write_report
 
         typer.echo(f"report: {write_report(out, n_boot=n_boot)}")
+
+
+def _parse_seeds(text: str | None) -> list[int] | None:
+    """``--seeds 0,2`` -> [0, 2]; a clear error for anything else."""
+    if text is None:
+        return None
+    try:
+        return [int(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        from activesynth.errors import ConfigError
+
+        raise ConfigError(
+            f"--seeds {text!r}: give seed numbers separated by commas, e.g. --seeds 0,1."
+        ) from None
 
 
 def report(

@@ -559,6 +559,20 @@ def made_elsewhere(store: Any, run_ids: Sequence[str]) -> tuple[int, int]:
     return other, unknown
 
 
+def check_seeds(seeds: Sequence[int] | None, units: Sequence[Any]) -> set[int] | None:
+    """``seeds`` as a set, checked against the grid's seeds (None: every seed)."""
+    if seeds is None:
+        return None
+    have = sorted({u.seed for u in units})
+    unknown = sorted(set(seeds) - set(have))
+    if unknown or not seeds:
+        raise ConfigError(
+            f"--seeds {','.join(map(str, seeds)) or '(none)'}: the grid's seeds are "
+            f"{', '.join(map(str, have))}; pick among them."
+        )
+    return set(seeds)
+
+
 def run_grid(
     grid: GridConfig,
     out: str | os.PathLike,
@@ -569,6 +583,8 @@ def run_grid(
     quiet: bool = False,
     command: str | None = None,
     reuse: Sequence[str | os.PathLike] = (),
+    match_machine: bool = False,
+    seeds: Sequence[int] | None = None,
 ) -> GridResult:
     """Run every unfinished unit of ``grid`` into the results directory ``out``.
 
@@ -582,25 +598,51 @@ def run_grid(
         command: the command line, recorded in the manifest (and the report).
         reuse: other results directories whose finished runs with the same ids (and cached
             manifolds) are linked in instead of being run again (``store.reuse_runs``).
+        match_machine: for every seed with a run to do here, runs of ``reuse`` made on another
+            machine are run again here rather than linked (``store.plan_reuse``), so that the
+            seed's paired arms share one machine's numerics.
+        seeds: run only these seeds' units now (the others stay pending, ``deferred``): a
+            sitting can finish whole seeds on one machine.
 
     Returns:
         A :class:`GridResult`; ``complete`` is False if some runs failed (rerun to finish them).
 
     Raises:
         DataError: ``out`` holds results of another schema.
+        ConfigError: ``seeds`` names a seed the grid does not have.
     """
     t0 = time.perf_counter()
     executor = executor or LocalExecutor()
     run_fn = run_fn or run_loop_unit
     units = grid.units()
+    chosen = check_seeds(seeds, units)
     store = ResultsStore.open_for_grid(
         out, grid, units, command=command, executor=getattr(executor, "name", None)
     )
     if reuse:
         from activesynth.bench.store import reuse_runs
 
-        linked = reuse_runs(store, units, [Path(p) for p in reuse])
+        plan = reuse_runs(
+            store, units, [Path(p) for p in reuse], match_machine=match_machine, seeds=chosen
+        )
+        linked = list(plan.link)
         log.info("linked %d finished runs from %s", len(linked), ", ".join(map(str, reuse)))
+        if plan.rerun:
+            log.info(
+                "--match-machine: %d finished runs made on another machine (or recording none) "
+                "are run again here, in the seeds that run here (%s%s)",
+                len(plan.rerun),
+                ", ".join(plan.rerun[:4]),
+                ", ..." if len(plan.rerun) > 4 else "",
+            )
+        if plan.kept_elsewhere:
+            log.warning(
+                "--match-machine: %d runs finished in %s itself were made on another machine "
+                "and are kept (%s); move them out of runs/ to have them made here",
+                len(plan.kept_elsewhere),
+                out,
+                ", ".join(plan.kept_elsewhere),
+            )
         elsewhere, unknown = made_elsewhere(store, linked) if linked else (0, 0)
         if elsewhere:
             log.warning(
@@ -620,13 +662,21 @@ def run_grid(
     result = GridResult(store)
     todo = {u.run_id for u in pending}
     result.outcomes.extend(UnitOutcome(u.run_id, "skipped") for u in units if u.run_id not in todo)
+    if chosen is not None:
+        result.outcomes.extend(
+            UnitOutcome(u.run_id, "deferred") for u in pending if u.seed not in chosen
+        )
+        pending = [u for u in pending if u.seed in chosen]
     log.info(
-        "grid %s: %d runs, %d already finished, %d to run with the %s executor",
+        "grid %s: %d runs, %d already finished, %d to run with the %s executor%s",
         grid.name,
         len(units),
-        len(units) - len(pending),
+        len(units) - len(todo),
         len(pending),
         getattr(executor, "name", "?"),
+        f" (seeds {', '.join(map(str, sorted(chosen)))}; {len(todo) - len(pending)} deferred)"
+        if chosen is not None
+        else "",
     )
     if pending:
         result.outcomes.extend(

@@ -37,6 +37,7 @@ import os
 import re
 import socket
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -302,38 +303,157 @@ def round_dir(run_dir: Path, round_: int) -> Path | None:
     return None
 
 
-def reuse_runs(store: ResultsStore, units: list[RunUnit], sources: list[Path]) -> list[str]:
+@dataclass
+class ReusePlan:
+    """What ``--reuse`` (and ``--match-machine``) will do to a results directory.
+
+    Attributes:
+        link: run id -> the source results directory whose finished run is linked in.
+        unlink: run ids now linked into the store (symlinks, from an earlier ``--reuse``) that
+            were made on another machine and are run again here; the links are removed, their
+            sources are untouched.
+        rerun: run ids a source holds finished but made on another machine (or recording none),
+            which are run again here instead of being linked (``unlink`` included).
+        kept_elsewhere: run ids finished in the store itself (real folders, not links) but made
+            on another machine, in a seed that runs here: kept (deleting results is never
+            automatic), so that seed still mixes machines; the warning names them.
+    """
+
+    link: dict[str, Path] = field(default_factory=dict)
+    unlink: list[str] = field(default_factory=list)
+    rerun: list[str] = field(default_factory=list)
+    kept_elsewhere: list[str] = field(default_factory=list)
+
+
+def _seed_key(u: RunUnit) -> tuple[str, str, int]:
+    return (u.dataset, u.schedule, u.seed)
+
+
+def _made_here(run_dir: Path, here: Mapping[str, Any]) -> bool:
+    """The run's DONE records this machine (``same_env``); a record missing or unreadable is
+    not known to be here."""
+    from activesynth.bench.reproducibility import same_env
+
+    try:
+        env = json.loads((run_dir / DONE).read_text()).get("env")
+    except (OSError, ValueError):
+        return False
+    return isinstance(env, dict) and same_env(env, here)
+
+
+def plan_reuse(
+    store: ResultsStore | None,
+    units: list[RunUnit],
+    sources: list[ResultsStore],
+    *,
+    match_machine: bool = False,
+    seeds: set[int] | None = None,
+    here: Mapping[str, Any] | None = None,
+) -> ReusePlan:
+    """Which finished runs of ``sources`` to link into ``store`` (None: a store not created yet).
+
+    For each unit without a folder in ``store``, the first source holding that run with a
+    ``DONE`` marker of the same config hash provides it (a run id is a hash of the full config,
+    so it is the very run this grid would make).
+
+    ``match_machine``: training is not bit-reproducible across machines (CPU model, library
+    build), and a seed's arms share their round 0, so a paired Δ between runs made on two
+    machines includes that drift (the report's round-0 check). For every seed with a run to do
+    here (among ``seeds`` if given), runs made on another machine (``DONE``'s ``env``; none
+    recorded counts as another) are not linked but run again here, and links to such runs left
+    in ``store`` by an earlier ``--reuse`` are removed; each seed's `full` reference is linked
+    as usual (its own cold-start recipe shares no round with the arms; it enters every arm's
+    "% of full data" alike). Seeds with nothing to run here are linked as they are.
+    ``here``: this machine's record (default :func:`machine_fingerprint`).
+    """
+    from activesynth.bench.grid import FULL_LABEL
+
+    plan = ReusePlan()
+    present: dict[str, Path] = {}
+    done_in_store: set[str] = set()
+    for u in units:
+        if store is None:
+            continue
+        dst = store.run_dir(u.run_id)
+        if dst.exists() or dst.is_symlink():
+            present[u.run_id] = dst
+            if is_done(dst, u):
+                done_in_store.add(u.run_id)
+    found: dict[str, Path] = {}  # run id -> the finished run folder in its source
+    for u in units:
+        if u.run_id in present:
+            continue
+        for src in sources:
+            cand = src.run_dir(u.run_id)
+            if cand.is_dir() and is_done(cand, u):
+                plan.link[u.run_id] = src.root
+                found[u.run_id] = cand
+                break
+    if not match_machine:
+        return plan
+    if here is None:
+        from activesynth.bench.reproducibility import machine_fingerprint
+
+        here = machine_fingerprint()
+
+    def wanted(u: RunUnit) -> bool:
+        return seeds is None or u.seed in seeds
+
+    def made_here(u: RunUnit) -> bool:
+        return _made_here(found.get(u.run_id) or present[u.run_id], here)
+
+    to_run = {
+        _seed_key(u)
+        for u in units
+        if wanted(u) and u.run_id not in done_in_store and u.run_id not in plan.link
+    }
+    for u in units:
+        if _seed_key(u) not in to_run or u.strategy == FULL_LABEL or not wanted(u):
+            continue
+        if u.run_id in plan.link and not made_here(u):
+            del plan.link[u.run_id]
+            plan.rerun.append(u.run_id)
+        elif u.run_id in done_in_store and not made_here(u):
+            if present[u.run_id].is_symlink():
+                plan.unlink.append(u.run_id)
+                plan.rerun.append(u.run_id)
+            else:
+                plan.kept_elsewhere.append(u.run_id)
+    return plan
+
+
+def reuse_runs(
+    store: ResultsStore,
+    units: list[RunUnit],
+    sources: list[Path],
+    *,
+    match_machine: bool = False,
+    seeds: set[int] | None = None,
+) -> ReusePlan:
     """Link finished runs (and cached manifolds) of other results directories into ``store``.
 
-    A unit's run id is a hash of its full config, so a finished run of the same id elsewhere is
-    the very run this grid would make (e.g. an ablation grid sharing its baselines with the main
-    grid). For each unit without a folder in ``store``, the first source holding that run with a
-    ``DONE`` marker of the same config hash is linked (relative symlink, nothing copied); so are
-    the sources' ``cache/vae-*`` manifolds that ``store`` lacks. Returns the linked run ids.
+    Applies :func:`plan_reuse`: each planned run is linked (relative symlink, nothing copied),
+    links it names for a rerun are removed (their sources are untouched); so are the sources'
+    ``cache/vae-*`` manifolds that ``store`` lacks linked in. Returns the plan.
 
     Raises:
         DataError: a source is not a results directory of this schema.
     """
-    linked: list[str] = []
     srcs = [ResultsStore.open(p) for p in sources]
-    for u in units:
-        dst = store.run_dir(u.run_id)
-        if dst.exists() or dst.is_symlink():
-            continue
-        for src in srcs:
-            cand = src.run_dir(u.run_id)
-            if cand.is_dir() and is_done(cand, u):
-                dst.parent.mkdir(parents=True, exist_ok=True)
-                dst.symlink_to(os.path.relpath(cand.resolve(), dst.parent.resolve()))
-                linked.append(u.run_id)
-                break
+    plan = plan_reuse(store, units, srcs, match_machine=match_machine, seeds=seeds)
+    for run_id in plan.unlink:
+        store.run_dir(run_id).unlink()
+    for run_id, root in plan.link.items():
+        dst = store.run_dir(run_id)
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        dst.symlink_to(os.path.relpath((root / "runs" / run_id).resolve(), dst.parent.resolve()))
     cache = store.root / "cache"
     for src in srcs:
         for man in sorted((src.root / "cache").glob("vae-*")):
             if man.is_dir() and (man / "vae.pt").is_file() and not (cache / man.name).exists():
                 cache.mkdir(parents=True, exist_ok=True)
                 (cache / man.name).symlink_to(os.path.relpath(man.resolve(), cache.resolve()))
-    return linked
+    return plan
 
 
 def is_done(run_dir: Path, unit: RunUnit) -> bool:
