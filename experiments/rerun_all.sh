@@ -17,12 +17,23 @@
 #   bash experiments/rerun_all.sh               # all grids, 2 workers
 #   WORKERS=1 bash experiments/rerun_all.sh lgg_synthesis pneumonia   # some grids only
 #   DRY=1 bash experiments/rerun_all.sh        # list each grid's runs and what it reuses
+#   SEEDS=0,1 bash experiments/rerun_all.sh lgg_dai_ablation   # only these seeds this sitting
+#
+# Machine-matched seeds (bench --match-machine, on unless MATCH_MACHINE=0): training is not
+# bit-reproducible across machines and a seed's arms share round 0, so in every seed with a run
+# to do here, archived runs made on another machine are run again here instead of linked (the
+# `full` references excepted); seeds already complete are linked as they are. A sitting lasts a
+# few hours and the next may be another machine: with SEEDS, start only the seeds it can finish
+# (a seed left half done is rerun whole where it continues).
 #
 # Needs the real data (ACTIVESYNTH_DATA, else ../shared/data) and an installed activesynth.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 WORKERS=${WORKERS:-2}
 PY=${PYTHON:-python}
+flags=()
+if [ "${MATCH_MACHINE:-1}" != 0 ]; then flags+=(--match-machine); fi
+if [ -n "${SEEDS:-}" ]; then flags+=(--seeds "$SEEDS"); fi
 
 # grid, then the grids whose archives hold runs it shares. Order = value for the issues per CPU
 # hour; new runs left at the end of 2026-12-02 in brackets (DRY=1 prints the current figures):
@@ -57,11 +68,11 @@ run_grid() {
   echo "== $(date -u +%H:%M:%S) $grid (${reuse[*]:-no archive to reuse})"
   if [ -n "${DRY:-}" ]; then
     "$PY" -m activesynth.cli bench "experiments/$grid.json" --out "/tmp/rerun_all_dry/$grid" \
-      --dry-run "${reuse[@]}" | tail -1
+      --dry-run "${reuse[@]}" "${flags[@]}" | tail -1
     return
   fi
   "$PY" -m activesynth.cli bench "experiments/$grid.json" --out "runs/$grid" \
-    --workers "$WORKERS" "${reuse[@]}"
+    --workers "$WORKERS" "${reuse[@]}" "${flags[@]}"
   # synthetic batches against each seed's full-data model, while pool.npz is still there (a
   # `full` run linked from an archive has no checkpoint: its recipe is retrained in
   # runs/<grid>/references; exit 3: some runs could not be measured, the warning names them,
