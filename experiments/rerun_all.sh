@@ -19,12 +19,16 @@
 #   DRY=1 bash experiments/rerun_all.sh        # list each grid's runs and what it reuses
 #   SEEDS=0,1 bash experiments/rerun_all.sh lgg_dai_ablation   # only these seeds this sitting
 #
-# Machine-matched seeds (bench --match-machine, on unless MATCH_MACHINE=0): training is not
-# bit-reproducible across machines and a seed's arms share round 0, so in every seed with a run
-# to do here, archived runs made on another machine are run again here instead of linked (the
-# `full` references excepted); seeds already complete are linked as they are. A sitting lasts a
-# few hours and the next may be another machine: with SEEDS, start only the seeds it can finish
-# (a seed left half done is rerun whole where it continues).
+# Machine-matched seeds (bench --match-machine, on unless MATCH_MACHINE=0/false/no/off):
+# training is not bit-reproducible across machines and a seed's arms share round 0, so in every
+# seed with an arm to run here, archived runs made on another machine are run again here
+# instead of linked (the `full` references excepted), and the archive step replaces their
+# archived copies (archive --supersede-elsewhere; the old copies move to
+# results/<grid>/superseded/); seeds already complete are linked as they are. A sitting lasts a
+# few hours and the next may be another machine: with SEEDS (every grid here has seeds 0-4),
+# start only the seeds it can finish; on a fresh checkout a seed left half done is rerun whole
+# where it continues (where runs/ outlives a change of machine, its finished runs are kept and
+# named, and an unfinished one resumes).
 #
 # Needs the real data (ACTIVESYNTH_DATA, else ../shared/data) and an installed activesynth.
 set -euo pipefail
@@ -32,7 +36,11 @@ cd "$(dirname "$0")/.."
 WORKERS=${WORKERS:-2}
 PY=${PYTHON:-python}
 flags=()
-if [ "${MATCH_MACHINE:-1}" != 0 ]; then flags+=(--match-machine); fi
+archive_flags=()
+case "${MATCH_MACHINE:-1}" in
+  0 | false | no | off) ;;
+  *) flags+=(--match-machine) && archive_flags+=(--supersede-elsewhere) ;;
+esac
 if [ -n "${SEEDS:-}" ]; then flags+=(--seeds "$SEEDS"); fi
 
 # grid, then the grids whose archives hold runs it shares. Order = value for the issues per CPU
@@ -68,17 +76,18 @@ run_grid() {
   echo "== $(date -u +%H:%M:%S) $grid (${reuse[*]:-no archive to reuse})"
   if [ -n "${DRY:-}" ]; then
     "$PY" -m activesynth.cli bench "experiments/$grid.json" --out "/tmp/rerun_all_dry/$grid" \
-      --dry-run "${reuse[@]}" "${flags[@]}" | tail -1
+      --dry-run ${reuse[@]+"${reuse[@]}"} ${flags[@]+"${flags[@]}"} | tail -1
     return
   fi
   "$PY" -m activesynth.cli bench "experiments/$grid.json" --out "runs/$grid" \
-    --workers "$WORKERS" "${reuse[@]}" "${flags[@]}"
+    --workers "$WORKERS" ${reuse[@]+"${reuse[@]}"} ${flags[@]+"${flags[@]}"}
   # synthetic batches against each seed's full-data model, while pool.npz is still there (a
   # `full` run linked from an archive has no checkpoint: its recipe is retrained in
   # runs/<grid>/references; exit 3: some runs could not be measured, the warning names them,
   # and archiving goes on so the grid's progress is kept)
   "$PY" -m activesynth.synthesis.requality "runs/$grid" || [ $? -eq 3 ]
-  "$PY" -m activesynth.bench.archive "runs/$grid" "results/$grid"
+  "$PY" -m activesynth.bench.archive "runs/$grid" "results/$grid" \
+    ${archive_flags[@]+"${archive_flags[@]}"}
 }
 
 for entry in "${ORDER[@]}"; do

@@ -176,9 +176,116 @@ def test_cli_dry_run_says_what_runs_again_and_what_waits(
     assert res.output.count("(finished on another machine: run here)") == 1
     assert sum(line.startswith("deferred ") for line in res.output.splitlines()) == 1
     assert (
-        "8 runs, 0 finished, 5 linked from --reuse, 1 made elsewhere run again here "
-        "(--match-machine), 1 deferred (--seeds), 2 to run." in res.output
+        "8 runs, 0 finished, 5 linked from --reuse, 1 deferred (--seeds), 2 to run (1 made "
+        "elsewhere, run again here)." in res.output
     )
     assert not (tmp_path / "o").exists()
     res = CliRunner().invoke(app, [*args, "--seeds", "0,x"])
     assert res.exit_code != 0 and "--seeds '0,x'" in str(res.exception)
+
+
+def test_which_copy_is_linked_and_which_seeds_run(
+    tmp_path: Path, main: tuple[Path, GridConfig], grid_doc: dict, registry: Any
+) -> None:
+    root, grid = main
+    ids = _ids(grid)
+    src = ResultsStore.open(root)
+    # a second source holding seed 0's random made here: preferred over the first's copy
+    other = tmp_path / "other"
+    run_grid(grid, other, executor=InlineExecutor(), run_fn=fake_run, quiet=True, seeds=[0])
+    ablation = _grid(grid_doc, registry, ["random", "good", "entropy"])
+    plan = plan_reuse(
+        None, ablation.units(), [src, ResultsStore.open(other)], match_machine=True, seeds={0}
+    )
+    assert plan.link[ids[("random", 0)]] == other and ids[("random", 0)] not in plan.rerun
+    assert plan.link[ids[("good", 0)]] == root  # the first source's copy, made here
+    # a DONE recording no machine is not known to be here
+    done = root / "runs" / ids[("good", 0)] / "DONE"
+    done.write_text(
+        json.dumps({k: v for k, v in json.loads(done.read_text()).items() if k != "env"})
+    )
+    plan = plan_reuse(None, ablation.units(), [src], match_machine=True, seeds={0})
+    assert set(plan.rerun) == {ids[("random", 0)], ids[("good", 0)]}
+    # a seed missing only its `full` run has no arm to run: nothing is rerun for it
+    (root / "runs" / ids[("full", 1)] / "DONE").unlink()
+    plan = plan_reuse(None, grid.units(), [ResultsStore.open(root)], match_machine=True)
+    assert not plan.rerun and ids[("full", 1)] not in plan.link
+
+
+def test_a_dangling_link_is_replaced(
+    tmp_path: Path, main: tuple[Path, GridConfig], grid_doc: dict, registry: Any
+) -> None:
+    root, grid = main
+    ids = _ids(grid)
+    out = tmp_path / "again"
+    run_grid(grid, out, executor=InlineExecutor(), run_fn=fake_run, quiet=True, reuse=[root])
+    link = out / "runs" / ids[("good", 0)]
+    assert link.is_symlink()
+    link.unlink()
+    link.symlink_to(tmp_path / "gone")  # its target deleted
+    res = run_grid(grid, out, executor=InlineExecutor(), run_fn=fake_run, quiet=True, reuse=[root])
+    assert res.complete and link.is_symlink() and (link / "DONE").is_file()
+
+
+def test_archive_supersedes_a_copy_made_elsewhere_only_when_asked(
+    tmp_path: Path, grid_doc: dict, registry: Any
+) -> None:
+    from activesynth.bench.archive import archive
+    from activesynth.errors import DataError
+
+    grid = _grid(grid_doc, registry, ["random", "good"])
+    ids = _ids(grid)
+    first = tmp_path / "runs_first"
+    run_grid(grid, first, executor=InlineExecutor(), run_fn=fake_run, quiet=True, seeds=[0])
+    results = tmp_path / "results"
+    archive(first, results)
+    # the first sitting's machine was another one; its archived random s0 says so
+    _move_elsewhere(results / "runs" / ids[("random", 0)])
+    old_done = (results / "runs" / ids[("random", 0)] / "DONE").read_text()
+    # a fresh checkout on this machine continues seed 0 (a new arm) and seed 1
+    grid2 = _grid(grid_doc, registry, ["random", "good", "entropy"])
+    ids2 = _ids(grid2)
+    second = tmp_path / "runs_second"
+    run_grid(grid2, second, executor=InlineExecutor(), run_fn=fake_run, quiet=True,
+             reuse=[results], match_machine=True)  # fmt: skip
+    assert not (second / "runs" / ids2[("random", 0)]).is_symlink()  # rerun here
+    with pytest.raises(DataError, match="--supersede-elsewhere"):
+        archive(second, results)
+    assert (results / "runs" / ids[("random", 0)] / "DONE").read_text() == old_done
+    assert not (results / "runs" / ids2[("entropy", 0)]).exists()  # refused: nothing written
+    archived = archive(second, results, supersede_elsewhere=True)
+    assert ids2[("random", 0)] in archived and ids2[("entropy", 1)] in archived
+    new_done = (results / "runs" / ids[("random", 0)] / "DONE").read_text()
+    assert new_done == (second / "runs" / ids2[("random", 0)] / "DONE").read_text()
+    assert (results / "superseded" / ids[("random", 0)] / "DONE").read_text() == old_done
+    assert not list((results / "runs").glob(".*"))
+    assert archive(second, results, supersede_elsewhere=True) == []  # idempotent
+    # a copy made here is never superseded, and neither is anything by a run made elsewhere
+    _move_elsewhere(second / "runs" / ids2[("entropy", 1)])
+    with pytest.raises(DataError, match="another DONE marker"):
+        archive(second, results, supersede_elsewhere=True)
+
+
+def test_cli_runs_some_seeds_without_a_report(
+    tmp_path: Path, grid_doc: dict, registry: Any, monkeypatch
+) -> None:
+    from activesynth.bench import cli as bench_cli
+    from activesynth.bench import executors
+
+    grid = _grid(grid_doc, registry, ["random", "good"])
+    monkeypatch.setattr("activesynth.bench.grid.load_grid", lambda path: grid)
+    monkeypatch.setattr(bench_cli, "check_datasets", lambda units: None)
+    monkeypatch.setattr(executors, "run_loop_unit", fake_run)
+    monkeypatch.setattr(executors, "make_executor", lambda *a, **k: InlineExecutor())
+    from activesynth.cli import app
+
+    out = tmp_path / "o"
+    res = CliRunner().invoke(app, ["bench", "g.json", "--out", str(out), "--seeds", "1", "-q"])
+    assert res.exit_code == 0, res.output
+    assert "3 of other seeds deferred (--seeds)" in res.output and "no report yet" in res.output
+    assert not (out / "report").exists()
+    # --match-machine without --reuse changes nothing, in the dry run as in the run
+    res = CliRunner().invoke(
+        app, ["bench", "g.json", "--out", str(out), "--dry-run", "--match-machine"]
+    )
+    assert "6 runs, 3 finished, 3 to run." in res.output, res.output

@@ -91,10 +91,10 @@ def bench(
         bool,
         typer.Option(
             "--match-machine",
-            help="In every seed with a run to do here, run again here the --reuse runs made "
-            "on another machine (training is not bit-reproducible across machines; a seed's "
-            "arms share round 0), so each seed's paired arms share one machine. `full` runs "
-            "are linked as usual.",
+            help="With --reuse: in every seed with an arm to run here, run again here the "
+            "runs made on another machine instead of linking them (training is not "
+            "bit-reproducible across machines; a seed's arms share round 0), so each seed's "
+            "paired arms share one machine. `full` runs are linked as usual.",
         ),
     ] = False,
     seeds: Annotated[
@@ -134,7 +134,7 @@ def bench(
             store,
             units,
             [ResultsStore.open(Path(p)) for p in reuse or ()],
-            match_machine=match_machine,
+            match_machine=match_machine and bool(reuse),  # as run_grid: only with --reuse
             seeds=chosen,
         )
         rerun = set(plan.rerun)
@@ -157,9 +157,9 @@ def bench(
         )
         todo = len(units) - finished - len(plan.link) - deferred
         tail = f", {len(plan.link)} linked from --reuse" if reuse else ""
-        tail += f", {len(rerun)} made elsewhere run again here (--match-machine)" if rerun else ""
         tail += f", {deferred} deferred (--seeds)" if chosen is not None else ""
-        typer.echo(f"{len(units)} runs, {finished} finished{tail}, {todo} to run.")
+        again = f" ({len(rerun)} made elsewhere, run again here)" if rerun else ""
+        typer.echo(f"{len(units)} runs, {finished} finished{tail}, {todo} to run{again}.")
         for run_id in plan.kept_elsewhere:
             typer.echo(f"warning: {run_id} was made on another machine and is kept", err=True)
         return

@@ -644,7 +644,14 @@ def run_grid(
                 ", ".join(plan.kept_elsewhere),
             )
         elsewhere, unknown = made_elsewhere(store, linked) if linked else (0, 0)
-        if elsewhere:
+        if (elsewhere or unknown) and match_machine:
+            log.info(
+                "%d of the linked runs were made on another machine or record none: `full` "
+                "references and seeds with no arm to run here (--match-machine links those as "
+                "they are; the report's machine check names the seeds)",
+                elsewhere + unknown,
+            )
+        elif elsewhere:
             log.warning(
                 "%d of the linked runs were made on another machine or library build (DONE's "
                 "env); runs of one seed made under other numerics differ (training is not "
@@ -652,7 +659,7 @@ def run_grid(
                 "show which seeds mix them",
                 elsewhere,
             )
-        if unknown:
+        if unknown and not match_machine:
             log.info(
                 "%d of the linked runs record no machine (made before records were kept); the "
                 "report's round-0 check compares them with the arms that share their round 0",

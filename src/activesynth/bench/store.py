@@ -309,11 +309,11 @@ class ReusePlan:
 
     Attributes:
         link: run id -> the source results directory whose finished run is linked in.
-        unlink: run ids now linked into the store (symlinks, from an earlier ``--reuse``) that
-            were made on another machine and are run again here; the links are removed, their
-            sources are untouched.
-        rerun: run ids a source holds finished but made on another machine (or recording none),
-            which are run again here instead of being linked (``unlink`` included).
+        unlink: run ids whose links in the store are removed (their sources are untouched):
+            links left by an earlier ``--reuse`` to runs made on another machine (then also in
+            ``rerun``), and dangling links (their target gone), which are relinked or run.
+        rerun: run ids finished in a source or linked into the store but made on another
+            machine (or recording none), run again here instead (``--match-machine``).
         kept_elsewhere: run ids finished in the store itself (real folders, not links) but made
             on another machine, in a seed that runs here: kept (deleting results is never
             automatic), so that seed still mixes machines; the warning names them.
@@ -329,9 +329,9 @@ def _seed_key(u: RunUnit) -> tuple[str, str, int]:
     return (u.dataset, u.schedule, u.seed)
 
 
-def _made_here(run_dir: Path, here: Mapping[str, Any]) -> bool:
-    """The run's DONE records this machine (``same_env``); a record missing or unreadable is
-    not known to be here."""
+def made_here(run_dir: Path, here: Mapping[str, Any]) -> bool:
+    """Whether the finished run's ``DONE`` records machine ``here`` (``same_env``); a record
+    missing or unreadable is not known to be here."""
     from activesynth.bench.reproducibility import same_env
 
     try:
@@ -354,16 +354,22 @@ def plan_reuse(
 
     For each unit without a folder in ``store``, the first source holding that run with a
     ``DONE`` marker of the same config hash provides it (a run id is a hash of the full config,
-    so it is the very run this grid would make).
+    so it is the very run this grid would make). A dangling link in ``store`` (its target gone)
+    is removed and the unit planned afresh.
 
     ``match_machine``: training is not bit-reproducible across machines (CPU model, library
     build), and a seed's arms share their round 0, so a paired Δ between runs made on two
-    machines includes that drift (the report's round-0 check). For every seed with a run to do
-    here (among ``seeds`` if given), runs made on another machine (``DONE``'s ``env``; none
-    recorded counts as another) are not linked but run again here, and links to such runs left
-    in ``store`` by an earlier ``--reuse`` are removed; each seed's `full` reference is linked
-    as usual (its own cold-start recipe shares no round with the arms; it enters every arm's
-    "% of full data" alike). Seeds with nothing to run here are linked as they are.
+    machines includes that drift (the report's round-0 check). In every seed with an arm to run
+    here (a unit other than `full` neither finished in ``store`` nor in a source; among
+    ``seeds`` if given), each arm is linked from the first source whose copy was made on this
+    machine (``DONE``'s ``env``; none recorded counts as another), else run again here; links
+    to copies made elsewhere that an earlier ``--reuse`` left in ``store`` are removed. The
+    seed's `full` reference is linked as usual: its cold-start recipe shares no round with the
+    arms, and it enters every arm's "% of full data" alike. Seeds with no arm to run here are
+    linked as they are. Not covered: a run finished in ``store`` itself on another machine (kept
+    and named, ``kept_elsewhere``), and an unfinished run started on another machine, which
+    resumes here from its last finished round (possible only where ``runs/`` outlived a change
+    of machine).
     ``here``: this machine's record (default :func:`machine_fingerprint`).
     """
     from activesynth.bench.grid import FULL_LABEL
@@ -375,45 +381,47 @@ def plan_reuse(
         if store is None:
             continue
         dst = store.run_dir(u.run_id)
-        if dst.exists() or dst.is_symlink():
+        if dst.is_symlink() and not dst.exists():  # dangling: its target is gone
+            plan.unlink.append(u.run_id)
+        elif dst.exists():
             present[u.run_id] = dst
             if is_done(dst, u):
                 done_in_store.add(u.run_id)
-    found: dict[str, Path] = {}  # run id -> the finished run folder in its source
+    candidates: dict[str, list[tuple[Path, Path]]] = {}  # run id -> [(source root, run dir)]
     for u in units:
         if u.run_id in present:
             continue
         for src in sources:
             cand = src.run_dir(u.run_id)
             if cand.is_dir() and is_done(cand, u):
-                plan.link[u.run_id] = src.root
-                found[u.run_id] = cand
-                break
+                candidates.setdefault(u.run_id, []).append((src.root, cand))
     if not match_machine:
+        plan.link = {rid: c[0][0] for rid, c in candidates.items()}
         return plan
     if here is None:
         from activesynth.bench.reproducibility import machine_fingerprint
 
         here = machine_fingerprint()
 
-    def wanted(u: RunUnit) -> bool:
-        return seeds is None or u.seed in seeds
-
-    def made_here(u: RunUnit) -> bool:
-        return _made_here(found.get(u.run_id) or present[u.run_id], here)
+    def arm(u: RunUnit) -> bool:  # an arm of a seed that runs now
+        return u.strategy != FULL_LABEL and (seeds is None or u.seed in seeds)
 
     to_run = {
         _seed_key(u)
         for u in units
-        if wanted(u) and u.run_id not in done_in_store and u.run_id not in plan.link
+        if arm(u) and u.run_id not in done_in_store and u.run_id not in candidates
     }
     for u in units:
-        if _seed_key(u) not in to_run or u.strategy == FULL_LABEL or not wanted(u):
-            continue
-        if u.run_id in plan.link and not made_here(u):
-            del plan.link[u.run_id]
-            plan.rerun.append(u.run_id)
-        elif u.run_id in done_in_store and not made_here(u):
+        matched = arm(u) and _seed_key(u) in to_run
+        if u.run_id in candidates:
+            cands = candidates[u.run_id]
+            if matched:
+                cands = [c for c in cands if made_here(c[1], here)]
+            if cands:
+                plan.link[u.run_id] = cands[0][0]
+            else:
+                plan.rerun.append(u.run_id)
+        elif matched and u.run_id in done_in_store and not made_here(present[u.run_id], here):
             if present[u.run_id].is_symlink():
                 plan.unlink.append(u.run_id)
                 plan.rerun.append(u.run_id)
