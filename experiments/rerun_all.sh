@@ -59,11 +59,11 @@ ORDER=(
   "jsrt_lung_synthesis jsrt_lung"        # issue 10: the paper's Table 1, lung fields [done 12-01]
   "jsrt_nodule_synthesis"                # issue 10: the paper's Table 1, nodules [done 12-01]
   "pneumonia"                            # issue 9: 28 px [done 12-02]
-  "jsrt_lung jsrt_lung_synthesis"        # issue 9: strategies on lung fields [17 left; 28 archived]
+  "jsrt_lung jsrt_lung_synthesis"        # issue 9: strategies on lung fields [done 12-02, machine-matched]
   "jsrt_nodule"                          # issue 9: strategies on nodules [done 12-02]
   # (its shared runs, e.g. gradient-guided s0-3, come from lgg_dai's first machine: if the
   # report's round-0 check shows a split, rerun them where the ablation arms ran, as above)
-  "lgg_dai_ablation lgg_dai lgg_synthesis"   # issue 9: Dai et al.'s ablations [20 + lgg_dai's and lgg_synthesis's full runs]
+  "lgg_dai_ablation lgg_dai lgg_synthesis"   # issue 9: Dai et al.'s ablations [35 with --match-machine: 7 per seed; 5 full runs linked]
 )
 
 run_grid() {
