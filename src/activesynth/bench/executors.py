@@ -647,8 +647,9 @@ def run_grid(
         if (elsewhere or unknown) and match_machine:
             log.info(
                 "%d of the linked runs were made on another machine or record none: `full` "
-                "references and seeds with no arm to run here (--match-machine links those as "
-                "they are; the report's machine check names the seeds)",
+                "references, seeds with no arm to run here and seeds left for later (--seeds); "
+                "--match-machine links those as they are (a deferred seed's are rerun when it "
+                "runs; the report's machine check names the seeds)",
                 elsewhere + unknown,
             )
         elif elsewhere:
