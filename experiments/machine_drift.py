@@ -32,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
+from activesynth.bench.reproducibility import done_env
 from activesynth.bench.stats import aulc, default_metric
 from activesynth.bench.store import DONE, MANIFEST, ResultsStore, collect, round_dir
 from activesynth.errors import ActivesynthError, DataError
@@ -55,10 +56,7 @@ def _store_of_superseded(archive: Path, tmp: Path) -> Path:
 
 
 def _cpu(store: ResultsStore, run_id: str) -> str:
-    try:
-        env = json.loads((store.run_dir(run_id) / DONE).read_text()).get("env") or {}
-    except (OSError, ValueError):
-        env = {}
+    env = done_env(store.run_dir(run_id)) or {}
     return str(env.get("cpu") or "unrecorded")
 
 

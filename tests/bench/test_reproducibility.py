@@ -246,3 +246,17 @@ def test_linking_runs_made_elsewhere_is_logged(tmp_path: Path, grid: Any, caplog
                  quiet=True, reuse=[first])  # fmt: skip
     assert "1 of the linked runs were made on another machine" in caplog.text
     assert "1 of the linked runs record no machine" in caplog.text
+
+
+def test_done_env_reads_the_record_or_none(tmp_path: Path) -> None:
+    from activesynth.bench.reproducibility import done_env
+
+    assert done_env(tmp_path) is None  # no DONE: an unfinished run
+    (tmp_path / "DONE").write_text("{not json")
+    assert done_env(tmp_path) is None
+    (tmp_path / "DONE").write_text(json.dumps(["a list"]))
+    assert done_env(tmp_path) is None
+    (tmp_path / "DONE").write_text(json.dumps({"finished": "x"}))
+    assert done_env(tmp_path) is None  # archived before records were kept
+    (tmp_path / "DONE").write_text(json.dumps({"env": {"cpu": "c"}}))
+    assert done_env(tmp_path) == {"cpu": "c"}

@@ -34,7 +34,6 @@ and must be importable by name (a module-level function) so it can be sent to ot
 from __future__ import annotations
 
 import concurrent.futures as cf
-import json
 import logging
 import multiprocessing as mp
 import os
@@ -543,16 +542,13 @@ def made_elsewhere(store: Any, run_ids: Sequence[str]) -> tuple[int, int]:
     machine's (their ``DONE`` has another ``env``), and how many record none (runs archived
     before records were kept: where they were made is unknown). Only the fields both records
     have are compared, so a field added later does not flag older runs."""
-    from activesynth.bench.reproducibility import machine_fingerprint, same_env
+    from activesynth.bench.reproducibility import done_env, machine_fingerprint, same_env
 
     here = machine_fingerprint()
     other = unknown = 0
     for run_id in run_ids:
-        try:
-            env = json.loads((store.run_dir(run_id) / "DONE").read_text()).get("env")
-        except (OSError, ValueError):
-            env = None
-        if not isinstance(env, dict):
+        env = done_env(store.run_dir(run_id))
+        if env is None:
             unknown += 1
         else:
             other += not same_env(env, here)

@@ -158,10 +158,7 @@ def round0_check(run_dirs: Iterable[Path], *, tol: float = 1e-9) -> dict[str, An
         rec = _round0(run)
         if rec is None or rec.get("test_score") is None:
             continue
-        try:
-            env = json.loads((run / "DONE").read_text()).get("env")
-        except (OSError, ValueError):
-            env = None
+        env = done_env(run)
         groups.setdefault(_recipe_key(unit, rec), []).append(
             {
                 "run_id": unit.get("run_id", run.name),
@@ -246,6 +243,17 @@ def round0_text(check: Mapping[str, Any] | None) -> str:
         "recorded) or another code version; a Δ between them includes that drift, not only "
         "the strategy. Rerun one side where the other ran to remove it."
     )
+
+
+def done_env(run_dir: Path) -> dict[str, Any] | None:
+    """The machine record (:func:`machine_fingerprint`) in a finished run's ``DONE`` (``env``),
+    or None where there is none (runs archived before records were kept) or ``DONE`` is missing
+    or unreadable: where such a run was made is unknown."""
+    try:
+        env = json.loads((Path(run_dir) / "DONE").read_text()).get("env")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return env if isinstance(env, dict) else None
 
 
 def same_env(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:

@@ -332,13 +332,10 @@ def _seed_key(u: RunUnit) -> tuple[str, str, int]:
 def made_here(run_dir: Path, here: Mapping[str, Any]) -> bool:
     """Whether the finished run's ``DONE`` records machine ``here`` (``same_env``); a record
     missing or unreadable is not known to be here."""
-    from activesynth.bench.reproducibility import same_env
+    from activesynth.bench.reproducibility import done_env, same_env
 
-    try:
-        env = json.loads((run_dir / DONE).read_text()).get("env")
-    except (OSError, ValueError):
-        return False
-    return isinstance(env, dict) and same_env(env, here)
+    env = done_env(run_dir)
+    return env is not None and same_env(env, here)
 
 
 def plan_reuse(
