@@ -22,6 +22,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from activesynth.bench.stats import arm_label, aulc_header, table_units
+
 
 def _fmt(x: float | None, digits: int, sign: bool = False) -> str:
     if x is None:
@@ -30,11 +32,22 @@ def _fmt(x: float | None, digits: int, sign: bool = False) -> str:
 
 
 def _p(p: float | None) -> str:
+    """Two significant digits, three near 0.05 so that 0.0497 does not print as 0.05."""
     if p is None:
         return "-"
-    if p >= 0.995:
-        return "1"
+    if 0.04 <= p < 0.06:
+        return f"{p:.3g}"
     return f"{p:.2g}" if p >= 0.001 else f"{p:.1e}"
+
+
+def _mean_sd(c: dict[str, Any] | None, digits: int, n_max: int) -> str:
+    """ "mean ± SD", with its n where it averages fewer runs than the fullest cell."""
+    if not c or c.get("mean") is None:
+        return "-"
+    sd = c.get("sd")
+    s = _fmt(c["mean"], digits) + (f" ± {_fmt(sd, digits)}" if sd is not None else "")
+    n = c.get("n") or 0
+    return s + (f" (n = {n})" if n < n_max else "")
 
 
 def cell_table(group: dict[str, Any], digits: int) -> list[str]:
@@ -42,54 +55,58 @@ def cell_table(group: dict[str, Any], digits: int) -> list[str]:
     table = group["table"]
     metric = group["metric"]
     fracs = table["fractions"]
-    lo, hi = group["aulc_range"]["lo"], group["aulc_range"]["hi"]
+    n_max, _ = table_units(group, metric)  # the report's own rule: metric cells and the AULC
+    pof = group.get("pct_of_full") or {}
+    at = next((v["at"] for v in pof.values() if v and v.get("at") is not None), None)
+    pct_head = f"% of full data at {100 * at:.1f} %" if at is not None else "% of full data"
     head = [f"{round(100 * f, 1):g} %" for f in fracs]
+    aulc_head = aulc_header(group).replace("–", "-")
     rows = [
-        f"| Strategy | {' | '.join(head)} | AULC {100 * lo:.1f}-{100 * hi:.1f} % | % of full data at the last |",
+        f"| Strategy | {' | '.join(head)} | {aulc_head} | {pct_head} |",
         "|---" * (len(fracs) + 3) + "|",
     ]
-    n_most = max(
-        (c.get("n") or 0 for cells in table["cells"].values() for c in cells[metric] if c),
-        default=0,
-    )
-    for strat, cells in table["cells"].items():
-        vals = []
-        for c in cells[metric]:
-            if c is None or c.get("mean") is None:
-                vals.append("-")
-                continue
-            s = f"{_fmt(c['mean'], digits)} ± {_fmt(c['sd'], digits)}"
-            if (c.get("n") or 0) < n_most:  # a cell over fewer runs than the others shows its n
-                s += f" (n = {c.get('n')})"
-            vals.append(s)
-        a = group["aulc"].get(strat) or {}
-        aulc = f"{_fmt(a.get('mean'), digits)} ± {_fmt(a.get('sd'), digits)}" if a else "-"
-        pf = (group.get("pct_of_full") or {}).get(strat) or {}
-        pct = f"{pf['mean']:.1f} ± {pf['sd']:.1f}" if pf.get("mean") is not None else "-"
+    for strat in group["strategies"]:
+        vals = [_mean_sd(c, digits, n_max) for c in table["cells"][strat][metric]]
+        aulc = _mean_sd(group["aulc"].get(strat), digits, n_max)
+        pct = _mean_sd(pof.get(strat), 1, n_max)
         ref = " (reference)" if strat == group["reference"] else ""
-        rows.append(f"| {strat}{ref} | {' | '.join(vals)} | {aulc} | {pct} |")
+        rows.append(f"| {arm_label(group, strat)}{ref} | {' | '.join(vals)} | {aulc} | {pct} |")
     full = group.get("full_data") or {}
     if full.get("mean") is not None:
-        per = list(full["per_seed"].values())
-        rows.append(
-            f"| full data (each seed's own `full` run) | {_fmt(full['mean'], digits)} ± "
-            f"{_fmt(full['sd'], digits)} ({_fmt(min(per), digits)}-{_fmt(max(per), digits)}) |"
-            + " |"
-            * (len(fracs) + 1)
-        )
+        if full.get("kind") == "matched":
+            per = [v for v in (full.get("per_seed") or {}).values() if v is not None]
+            span = f" ({_fmt(min(per), digits)}-{_fmt(max(per), digits)})" if per else ""
+            missing = full.get("missing_seeds") or []
+            miss = f"; no `full` run for seed {', '.join(map(str, missing))}" if missing else ""
+            label, value = (
+                "full data (each seed's own `full` run)",
+                (_mean_sd(full, digits, n_max) + span + miss),
+            )
+        else:
+            label, value = (
+                f"full data ({full.get('kind')}: {full.get('external')})",
+                _fmt(full["mean"], digits),
+            )
+        rows.append(f"| {label} | {value} |" + " |" * (len(fracs) + 1))
     return rows
 
 
-def _ahead(group: dict[str, Any], a: str, b: str) -> str:
-    pa = (group["aulc"].get(a) or {}).get("per_seed") or {}
-    pb = (group["aulc"].get(b) or {}).get("per_seed") or {}
-    seeds = sorted(set(pa) & set(pb), key=int)
-    k = sum(pa[s] - pb[s] > 0 for s in seeds)
-    return f"{k} of {len(seeds)}"
+def _ahead(group: dict[str, Any], c: dict[str, Any]) -> str:
+    """On how many of the paired seeds a is better than b (higher or lower, as the metric)."""
+    pa = (group["aulc"].get(c["a"]) or {}).get("per_seed") or {}
+    pb = (group["aulc"].get(c["b"]) or {}).get("per_seed") or {}
+    seeds = [str(s) for s in (c.get("aulc") or {}).get("seeds") or []]
+    pairs = [(pa.get(s), pb.get(s)) for s in seeds]
+    pairs = [(x, y) for x, y in pairs if x is not None and y is not None]
+    sign = 1 if group.get("higher_is_better", True) else -1
+    k = sum(sign * (x - y) > 0 for x, y in pairs)
+    return f"{k} of {len(pairs)}"
 
 
 def comparison_table(group: dict[str, Any], digits: int) -> list[str]:
-    """Every AULC comparison of the report (reference family first, then the grid's pairs)."""
+    """Every AULC comparison of the report (reference family first, then the grid's `compare`
+    pairs); Holm adjusts within each family, as the report does. "ahead": seeds where a is
+    better than b (by the metric's direction), of those the comparison paired."""
     rows = [
         "| a vs b | Δ AULC | 95 % CI | paired t p (Holm) | Wilcoxon p | ahead |",
         "|---|---|---|---|---|---|",
@@ -105,7 +122,7 @@ def comparison_table(group: dict[str, Any], digits: int) -> list[str]:
             f"| {c['a']} vs {c['b']} | {_fmt(au['delta'], digits, True)} | "
             f"[{_fmt(lo, digits, True)}, {_fmt(hi, digits, True)}] | "
             f"{_p(t.get('p'))} ({_p(t.get('p_holm'))}) | {_p(w.get('p'))} | "
-            f"{_ahead(group, c['a'], c['b'])} |"
+            f"{_ahead(group, c)} |"
         )
     return rows
 
@@ -142,8 +159,8 @@ def checks(group: dict[str, Any]) -> list[str]:
         for x in m.get("mixed", [])
     ]
     return [
-        f"round-0 check: {r0.get('n_runs')} runs in {r0.get('n_groups')} groups; "
-        f"disagree: {r0.get('disagree') or 'none'}",
+        f"round-0 check: {r0.get('n_runs')} runs in {r0.get('n_groups')} groups; disagree: "
+        + (json.dumps(r0.get("disagree")) if r0.get("disagree") else "none"),
         f"machine records: {m.get('n_runs')} runs, {m.get('n_unrecorded')} without a record; "
         f"mixed: {'; '.join(mixed) or 'none'}",
     ]

@@ -284,15 +284,16 @@ def machine_check(run_dirs: Iterable[Path]) -> dict[str, Any]:
     seeds: dict[tuple[str, str, int], list[tuple[dict[str, Any], dict[str, Any]]]] = {}
     n_runs = n_unrecorded = 0
     for run in run_dirs:
+        if not (run / "DONE").is_file():  # not finished
+            continue
         try:
             unit = json.loads((run / "unit.json").read_text())
-            done = json.loads((run / "DONE").read_text())
             key = (str(unit.get("dataset")), str(unit.get("schedule")), int(unit["seed"]))
         except (OSError, ValueError, TypeError, KeyError, AttributeError):
             continue
-        env = done.get("env") if isinstance(done, dict) else None
+        env = done_env(run)  # an unreadable DONE counts as unrecorded, as in made_elsewhere
         n_runs += 1
-        if not isinstance(env, dict):
+        if env is None:
             n_unrecorded += 1
             continue
         seeds.setdefault(key, []).append(({**unit, "run_id": unit.get("run_id", run.name)}, env))
