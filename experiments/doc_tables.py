@@ -116,11 +116,15 @@ def comparison_table(group: dict[str, Any], digits: int) -> list[str]:
         if au.get("delta") is None:
             rows.append(f"| {c['a']} vs {c['b']} | - | - | - | - | - |")
             continue
-        lo, hi = au["ci"]
+        lo, hi = au.get("ci") or (None, None)
+        ci = (
+            f"[{_fmt(lo, digits, True)}, {_fmt(hi, digits, True)}]"
+            if lo is not None and hi is not None
+            else f"none ({au.get('n')} seeds)"  # the report gives none below 3 seeds
+        )
         t, w = au.get("ttest") or {}, au.get("wilcoxon") or {}
         rows.append(
-            f"| {c['a']} vs {c['b']} | {_fmt(au['delta'], digits, True)} | "
-            f"[{_fmt(lo, digits, True)}, {_fmt(hi, digits, True)}] | "
+            f"| {c['a']} vs {c['b']} | {_fmt(au['delta'], digits, True)} | {ci} | "
             f"{_p(t.get('p'))} ({_p(t.get('p_holm'))}) | {_p(w.get('p'))} | "
             f"{_ahead(group, c)} |"
         )
