@@ -2,16 +2,16 @@
 
 ``activesynth report`` writes ``tables.md`` for readers of one grid; the sections of
 docs/results.md show fewer columns at a fixed number of digits, with each seed's full-data run,
-the AULC comparisons with "ahead k of n" and, below them, every per-percentage test whose Holm
-p is below 0.05 (or whose raw paired t p is, labelled as such). This prints those from the
+the AULC comparisons with "ahead k of n" and, below them, every per-percentage test whose raw
+paired t p is below 0.05, each marked with whether Holm keeps it. This prints those from the
 report's ``summary.json`` so the numbers in the docs are copied, not retyped::
 
     activesynth report /tmp/copy_of_results_dir
     python experiments/doc_tables.py /tmp/copy_of_results_dir/report/summary.json --digits 3
 
 Everything printed is read from ``summary.json``; nothing is recomputed, except the per-seed
-AULC differences behind "ahead" (a - b per seed, the seeds both finished), which the report
-stores per run.
+AULC differences behind "ahead" (seeds where a is better than b in the metric's direction, over
+the seeds the comparison paired), which the report stores per run.
 """
 
 from __future__ import annotations
