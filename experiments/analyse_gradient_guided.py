@@ -12,12 +12,20 @@ For every run of a results directory that saved gradient-guided arrays
 - ``step / d_nn``: median latent step ``||z' - z||`` of the gradient over the same scale;
 - tiers of the fallback (one per source / more per source / nearest without angle).
 
+``--tiers`` reads only each round's ``query.json`` (kept by archives such as ``results/``, which
+drop the arrays and checkpoints) and prints, per arm (the grid's strategy label) and round, how
+many suggestions came from each tier of the search, summed over seeds, with the seeds' range of
+the fallback share (how often a source's search found no unlabelled item inside its cone, or a
+source had no direction, so that other sources supplied further picks), and how many sources had
+no direction (zero or non-finite gradient, or a latent step that vanished in float32).
+
 ``--alpha-sweep RUN --round R`` re-runs the query of round R of one run (its model from
 ``best.pt``, its pool and cached manifold) for several alphas and gradient scalings and prints
 the overlap with the run's own suggestions, the latent step and the same-patient share: does
 alpha change anything, and is the gradient scale the problem?
 
     python experiments/analyse_gradient_guided.py runs/lgg_dai
+    python experiments/analyse_gradient_guided.py results/lgg_dai_ablation --tiers
     python experiments/analyse_gradient_guided.py runs/lgg_dai \\
         --alpha-sweep runs/lgg_dai/runs/lgg-gradient-guided-2pct-2pct-s0-aff3beb7 --round 1
 """
@@ -96,6 +104,64 @@ def survey(root: Path) -> None:
             )
 
 
+def fallback_tiers(root: Path) -> dict[tuple[str, int], dict]:
+    """Per (arm, round): tier counts summed over seeds and each seed's fallback share.
+
+    The arm is the grid's label (``unit.json``'s ``strategy``), else the run folder's name; runs
+    whose queries record no tiers (other strategies) are skipped."""
+    out: dict[tuple[str, int], dict] = {}
+    runs = root / "runs" if (root / "runs").is_dir() else root
+    for run in sorted(p for p in runs.iterdir() if p.is_dir()):
+        unit = json.loads((run / "unit.json").read_text()) if (run / "unit.json").exists() else {}
+        arm, seed = unit.get("strategy", run.name), unit.get("seed")
+        for f in sorted(run.glob("round_*/query.json")):
+            info = json.loads(f.read_text()).get("info") or {}
+            tiers = info.get("tiers")
+            if not tiers:
+                continue
+            r = int(f.parent.name.rsplit("_", 1)[1])
+            row = out.setdefault(
+                (arm, r),
+                {
+                    "per_source": 0,
+                    "more_per_source": 0,
+                    "nearest_no_angle": 0,
+                    "share": {},
+                    "sources": 0,
+                    "no_direction": 0,
+                },
+            )
+            row["sources"] += int(info.get("n_sources", 0))
+            row["no_direction"] += len(info.get("no_direction") or [])
+            for k in ("per_source", "more_per_source", "nearest_no_angle"):
+                row[k] += int(tiers.get(k, 0))
+            n = sum(int(v) for v in tiers.values())
+            row["share"][seed if seed is not None else run.name] = (
+                (n - int(tiers.get("per_source", 0))) / n if n else 0.0
+            )
+    return out
+
+
+def print_tiers(root: Path) -> None:
+    rows = fallback_tiers(root)
+    if not rows:
+        raise SystemExit(f"{root}: no round records a gradient-guided query with tiers.")
+    print(
+        "| arm | round | suggestions (all seeds) | one per source | more per source | "
+        "nearest without angle | fallback share (seeds' range) | sources without a direction |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    for (arm, r), t in sorted(rows.items()):
+        n = t["per_source"] + t["more_per_source"] + t["nearest_no_angle"]
+        sh = list(t["share"].values())
+        print(
+            f"| {arm} | {r} | {n} | {t['per_source']} | {t['more_per_source']} | "
+            f"{t['nearest_no_angle']} | {1 - t['per_source'] / n:.2f} "
+            f"({min(sh):.2f}-{max(sh):.2f}, {len(sh)} seeds) | "
+            f"{t['no_direction']} of {t['sources']} |"
+        )
+
+
 def alpha_sweep(run: Path, r: int, alphas: list[float]) -> None:
     from activesynth.generative.vae import VAEConfig
     from activesynth.loop import manifold_cache
@@ -154,12 +220,15 @@ def main() -> None:
     ap.add_argument("root", type=Path)
     ap.add_argument("--alpha-sweep", type=Path, default=None, help="a run folder")
     ap.add_argument("--round", type=int, default=1)
+    ap.add_argument("--tiers", action="store_true", help="fallback tiers from query.json only")
     ap.add_argument("--alphas", type=float, nargs="+", default=[1e-3, 1e-2, 1e-1, 1.0, 10.0])
     args = ap.parse_args()
     import logging
 
     logging.basicConfig(level=logging.ERROR)
-    if args.alpha_sweep is not None:
+    if args.tiers:
+        print_tiers(args.root)
+    elif args.alpha_sweep is not None:
         alpha_sweep(args.alpha_sweep, args.round, args.alphas)
     else:
         survey(args.root)
