@@ -17,7 +17,8 @@ drop the arrays and checkpoints) and prints, per arm (the grid's strategy label)
 many suggestions came from each tier of the search, summed over seeds, with the seeds' range of
 the fallback share (how often a source's search found no unlabelled item inside its cone, or a
 source had no direction, so that other sources supplied further picks), and how many sources had
-no direction (zero or non-finite gradient, or a latent step that vanished in float32).
+no direction (zero or non-finite gradient, or a latent step that vanished in float32);
+``--foreground`` adds how many of those have foreground in their mask (it loads the data).
 
 ``--alpha-sweep RUN --round R`` re-runs the query of round R of one run (its model from
 ``best.pt``, its pool and cached manifold) for several alphas and gradient scalings and prints
@@ -25,7 +26,7 @@ the overlap with the run's own suggestions, the latent step and the same-patient
 alpha change anything, and is the gradient scale the problem?
 
     python experiments/analyse_gradient_guided.py runs/lgg_dai
-    python experiments/analyse_gradient_guided.py results/lgg_dai_ablation --tiers
+    python experiments/analyse_gradient_guided.py results/lgg_dai_ablation --tiers --foreground
     python experiments/analyse_gradient_guided.py runs/lgg_dai \\
         --alpha-sweep runs/lgg_dai/runs/lgg-gradient-guided-2pct-2pct-s0-aff3beb7 --round 1
 """
@@ -104,7 +105,7 @@ def survey(root: Path) -> None:
             )
 
 
-def fallback_tiers(root: Path) -> dict[tuple[str, int], dict]:
+def fallback_tiers(root: Path, foreground: bool = False) -> dict[tuple[str, int], dict]:
     """Per (arm, round): tier counts summed over seeds and each seed's fallback share.
 
     The arm is the grid's label (``unit.json``'s ``strategy``), else the run folder's name; runs
@@ -114,6 +115,7 @@ def fallback_tiers(root: Path) -> dict[tuple[str, int], dict]:
     for run in sorted(p for p in runs.iterdir() if p.is_dir()):
         unit = json.loads((run / "unit.json").read_text()) if (run / "unit.json").exists() else {}
         arm, seed = unit.get("strategy", run.name), unit.get("seed")
+        pool, fg = None, {}
         for f in sorted(run.glob("round_*/query.json")):
             info = json.loads(f.read_text()).get("info") or {}
             tiers = info.get("tiers")
@@ -129,10 +131,17 @@ def fallback_tiers(root: Path) -> dict[tuple[str, int], dict]:
                     "share": {},
                     "sources": 0,
                     "no_direction": 0,
+                    "no_direction_fg": 0,
                 },
             )
             row["sources"] += int(info.get("n_sources", 0))
-            row["no_direction"] += len(info.get("no_direction") or [])
+            nodir = [str(i) for i in info.get("no_direction") or []]
+            row["no_direction"] += len(nodir)
+            if foreground and nodir:
+                if pool is None:
+                    pool = _pool(run)[1]
+                    fg = dict(zip(map(str, pool.ids), pool.foreground(), strict=True))
+                row["no_direction_fg"] += int(sum(bool(fg[i]) for i in nodir))
             for k in ("per_source", "more_per_source", "nearest_no_angle"):
                 row[k] += int(tiers.get(k, 0))
             n = sum(int(v) for v in tiers.values())
@@ -142,8 +151,8 @@ def fallback_tiers(root: Path) -> dict[tuple[str, int], dict]:
     return out
 
 
-def print_tiers(root: Path) -> None:
-    rows = fallback_tiers(root)
+def print_tiers(root: Path, foreground: bool = False) -> None:
+    rows = fallback_tiers(root, foreground)
     if not rows:
         raise SystemExit(f"{root}: no round records a gradient-guided query with tiers.")
     print(
@@ -158,7 +167,9 @@ def print_tiers(root: Path) -> None:
             f"| {arm} | {r} | {n} | {t['per_source']} | {t['more_per_source']} | "
             f"{t['nearest_no_angle']} | {1 - t['per_source'] / n:.2f} "
             f"({min(sh):.2f}-{max(sh):.2f}, {len(sh)} seeds) | "
-            f"{t['no_direction']} of {t['sources']} |"
+            f"{t['no_direction']} of {t['sources']}"
+            + (f" ({t['no_direction_fg']} with tumour)" if foreground else "")
+            + " |"
         )
 
 
@@ -221,13 +232,18 @@ def main() -> None:
     ap.add_argument("--alpha-sweep", type=Path, default=None, help="a run folder")
     ap.add_argument("--round", type=int, default=1)
     ap.add_argument("--tiers", action="store_true", help="fallback tiers from query.json only")
+    ap.add_argument(
+        "--foreground",
+        action="store_true",
+        help="with --tiers: how many sources without a direction have foreground (loads the data)",
+    )
     ap.add_argument("--alphas", type=float, nargs="+", default=[1e-3, 1e-2, 1e-1, 1.0, 10.0])
     args = ap.parse_args()
     import logging
 
     logging.basicConfig(level=logging.ERROR)
     if args.tiers:
-        print_tiers(args.root)
+        print_tiers(args.root, args.foreground)
     elif args.alpha_sweep is not None:
         alpha_sweep(args.alpha_sweep, args.round, args.alphas)
     else:

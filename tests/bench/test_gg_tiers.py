@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from tests.scripts import load_script
@@ -53,3 +54,22 @@ def test_tiers_refuse_a_folder_without_gradient_guided_queries(tmp_path: Path) -
     _run(tmp_path, "random-s0", "random", 0, {0: None})
     with pytest.raises(SystemExit, match="no round records a gradient-guided query"):
         mod.print_tiers(tmp_path)
+
+
+def test_foreground_counts_the_sources_without_a_direction_that_have_tumour(
+    tmp_path: Path, monkeypatch
+) -> None:
+    mod = load_script("experiments/analyse_gradient_guided.py")
+    _run(tmp_path, "gg-s0", "gg", 0, {1: _info(6, 4, 0, 10, 3)})  # ids id0, id1, id2
+
+    class Pool:
+        ids = np.array(["id0", "id1", "id2", "id3"])
+
+        def foreground(self) -> np.ndarray:
+            return np.array([True, False, False, True])
+
+    loaded = []
+    monkeypatch.setattr(mod, "_pool", lambda run: (loaded.append(run.name), Pool()))
+    rows = mod.fallback_tiers(tmp_path, foreground=True)
+    assert rows[("gg", 1)]["no_direction_fg"] == 1
+    assert loaded == ["gg-s0"]
