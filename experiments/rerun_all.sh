@@ -63,7 +63,7 @@ ORDER=(
   "jsrt_nodule"                          # issue 9: strategies on nodules [done 12-02]
   # (its shared runs, e.g. gradient-guided s0-3, come from lgg_dai's first machine: if the
   # report's round-0 check shows a split, rerun them where the ablation arms ran, as above)
-  "lgg_dai_ablation lgg_dai lgg_synthesis"   # issue 9: Dai et al.'s ablations [35 with --match-machine: 7 per seed; 5 full runs linked; seeds 1-4 done 12-02 on one machine, seed 0 left: SEEDS=0]
+  "lgg_dai_ablation lgg_dai lgg_synthesis"   # issue 9: Dai et al.'s ablations [35 with --match-machine: 7 per seed; 5 full runs linked; seeds 1-4 done 12-02 on one machine, seed 0 on another (its random arms were made there), done 12-02]
 )
 
 run_grid() {
