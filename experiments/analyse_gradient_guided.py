@@ -13,12 +13,14 @@ For every run of a results directory that saved gradient-guided arrays
 - tiers of the fallback (one per source / more per source / nearest without angle).
 
 ``--tiers`` reads only each round's ``query.json`` (kept by archives such as ``results/``, which
-drop the arrays and checkpoints) and prints, per arm (the grid's strategy label) and round, how
+drop the arrays and checkpoints) and prints, per arm (the grid's strategy label) and query, how
 many suggestions came from each tier of the search, summed over seeds, with the seeds' range of
-the fallback share (how often a source's search found no unlabelled item inside its cone, or a
-source had no direction, so that other sources supplied further picks), and how many sources had
-no direction (zero or non-finite gradient, or a latent step that vanished in float32);
-``--foreground`` adds how many of those have foreground in their mask (it loads the data).
+the fallback share (suggestions beyond the first pass of one per source inside its cone; its
+causes: sources without a direction, sources whose cone holds no unlabelled item, and a budget
+larger than the number of sources), how many sources had no direction (zero or non-finite
+gradient, or a latent step that vanished in float32) and how many an empty cone (known where a
+query went beyond the first pass); ``--foreground`` adds how many of the sources without a
+direction have foreground in their mask (the run's own training masks; it loads the data).
 
 ``--alpha-sweep RUN --round R`` re-runs the query of round R of one run (its model from
 ``best.pt``, its pool and cached manifold) for several alphas and gradient scalings and prints
@@ -105,49 +107,86 @@ def survey(root: Path) -> None:
             )
 
 
-def fallback_tiers(root: Path, foreground: bool = False) -> dict[tuple[str, int], dict]:
-    """Per (arm, round): tier counts summed over seeds and each seed's fallback share.
+_TIERS = ("per_source", "more_per_source", "nearest_no_angle")
 
-    The arm is the grid's label (``unit.json``'s ``strategy``), else the run folder's name; runs
-    whose queries record no tiers (other strategies) are skipped."""
-    out: dict[tuple[str, int], dict] = {}
+
+def _tier_runs(root: Path) -> list[Path]:
+    """The run folders under ``root``: a results or grid folder (``root/runs/*``), a folder of
+    runs, or one run (``root/round_*``)."""
+    if not root.is_dir():
+        raise SystemExit(f"{root}: no such folder; give a results folder, its runs/ or one run.")
+    if list(root.glob("round_*")):
+        return [root]
     runs = root / "runs" if (root / "runs").is_dir() else root
-    for run in sorted(p for p in runs.iterdir() if p.is_dir()):
+    return sorted(p for p in runs.iterdir() if p.is_dir())
+
+
+def fallback_tiers(root: Path, foreground: bool = False) -> dict[tuple[str, int], dict]:
+    """Per (arm, query round): the search's tiers and sources, summed over seeds.
+
+    Round r is the query made after training round r (its ``round_XX/query.json``). The arm is
+    the grid's label (``unit.json``'s ``strategy``), prefixed with ``dataset/schedule/`` when the
+    runs span more than one of those; without ``unit.json``, the run folder's name. Each row
+    holds the tier counts (``per_source``: one per source inside its cone, the first pass;
+    ``more_per_source``: further passes along the same directions; ``nearest_no_angle``), the
+    sources (``sources``), those without a direction (``no_direction``), those with an empty
+    cone (``empty_cone``, known only for queries that went beyond the first pass, which then
+    visited every source: ``empty_cone_queries`` of ``queries``), and ``share``: per seed (or
+    run folder), the fraction of suggestions beyond the first pass. A fallback has three causes:
+    sources without a direction, empty cones, and a budget larger than the number of sources.
+    ``foreground=True`` also counts the sources without a direction whose mask has foreground
+    (``no_direction_fg``; loads each such run's pool, so it needs the data, ``ACTIVESYNTH_DATA``).
+    Unfinished runs count too (their finished queries). Runs whose queries record no tiers
+    (other strategies) are skipped."""
+    found = []
+    for run in _tier_runs(root):
         unit = json.loads((run / "unit.json").read_text()) if (run / "unit.json").exists() else {}
-        arm, seed = unit.get("strategy", run.name), unit.get("seed")
-        pool, fg = None, {}
         for f in sorted(run.glob("round_*/query.json")):
             info = json.loads(f.read_text()).get("info") or {}
-            tiers = info.get("tiers")
-            if not tiers:
-                continue
-            r = int(f.parent.name.rsplit("_", 1)[1])
-            row = out.setdefault(
-                (arm, r),
-                {
-                    "per_source": 0,
-                    "more_per_source": 0,
-                    "nearest_no_angle": 0,
-                    "share": {},
-                    "sources": 0,
-                    "no_direction": 0,
-                    "no_direction_fg": 0,
-                },
-            )
-            row["sources"] += int(info.get("n_sources", 0))
-            nodir = [str(i) for i in info.get("no_direction") or []]
-            row["no_direction"] += len(nodir)
-            if foreground and nodir:
-                if pool is None:
-                    pool = _pool(run)[1]
-                    fg = dict(zip(map(str, pool.ids), pool.foreground(), strict=True))
-                row["no_direction_fg"] += int(sum(bool(fg[i]) for i in nodir))
-            for k in ("per_source", "more_per_source", "nearest_no_angle"):
-                row[k] += int(tiers.get(k, 0))
-            n = sum(int(v) for v in tiers.values())
-            row["share"][seed if seed is not None else run.name] = (
-                (n - int(tiers.get("per_source", 0))) / n if n else 0.0
-            )
+            if info.get("tiers"):
+                found.append((run, unit, int(f.parent.name.rsplit("_", 1)[1]), info))
+    kinds = {(u.get("dataset"), u.get("schedule")) for _, u, _, _ in found}
+    out: dict[tuple[str, int], dict] = {}
+    loaded: dict[Path, dict[str, bool]] = {}
+    for run, unit, r, info in found:
+        arm = unit.get("strategy", run.name)
+        if len(kinds) > 1 and "strategy" in unit:
+            arm = f"{unit.get('dataset')}/{unit.get('schedule')}/{arm}"
+        row = out.setdefault(
+            (arm, r),
+            {k: 0 for k in _TIERS}
+            | {"share": {}, "sources": 0, "no_direction": 0, "no_direction_fg": 0}
+            | {"empty_cone": 0, "empty_cone_queries": 0, "queries": 0},
+        )
+        tiers = {k: int(info["tiers"].get(k, 0)) for k in _TIERS}
+        n, n_src = sum(tiers.values()), int(info.get("n_sources", 0))
+        nodir = [str(i) for i in info.get("no_direction") or []]
+        key = unit.get("seed", run.name)
+        if key in row["share"]:
+            raise SystemExit(f"{run}: a second run of arm {arm!r}, seed {key}, round {r}.")
+        row["share"][key] = (n - tiers["per_source"]) / n if n else 0.0
+        for k in _TIERS:
+            row[k] += tiers[k]
+        row["sources"] += n_src
+        row["no_direction"] += len(nodir)
+        row["queries"] += 1
+        if tiers["per_source"] < n:  # the first pass ran out: it visited every source
+            row["empty_cone"] += n_src - len(nodir) - tiers["per_source"]
+            row["empty_cone_queries"] += 1
+        if foreground and nodir:
+            if run not in loaded:
+                pool_data = _pool(run)[1]
+                loaded[run] = dict(
+                    zip(map(str, pool_data.ids), pool_data.foreground(), strict=True)
+                )
+            fg = loaded[run]
+            missing = [i for i in nodir if i not in fg]
+            if missing:
+                raise SystemExit(
+                    f"{run}: source {missing[0]} is not in the pool loaded from the data "
+                    "(ACTIVESYNTH_DATA); point it at the data the run was made with."
+                )
+            row["no_direction_fg"] += sum(bool(fg[i]) for i in nodir)
     return out
 
 
@@ -156,20 +195,27 @@ def print_tiers(root: Path, foreground: bool = False) -> None:
     if not rows:
         raise SystemExit(f"{root}: no round records a gradient-guided query with tiers.")
     print(
-        "| arm | round | suggestions (all seeds) | one per source | more per source | "
-        "nearest without angle | fallback share (seeds' range) | sources without a direction |"
+        "| arm | query after round | suggestions | one per source | more per source | "
+        "nearest without angle | fallback share (seeds' range) | sources without a direction | "
+        "sources with an empty cone |"
     )
-    print("|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|")
     for (arm, r), t in sorted(rows.items()):
-        n = t["per_source"] + t["more_per_source"] + t["nearest_no_angle"]
+        n = sum(t[k] for k in _TIERS)
         sh = list(t["share"].values())
+        runs = f"{len(sh)} seed{'s' if len(sh) != 1 else ''}"
+        cone = (
+            f"{t['empty_cone']} (in {t['empty_cone_queries']} of {t['queries']} queries)"
+            if t["empty_cone_queries"]
+            else f"- (0 of {t['queries']} queries used a fallback)"
+        )
         print(
             f"| {arm} | {r} | {n} | {t['per_source']} | {t['more_per_source']} | "
-            f"{t['nearest_no_angle']} | {1 - t['per_source'] / n:.2f} "
-            f"({min(sh):.2f}-{max(sh):.2f}, {len(sh)} seeds) | "
+            f"{t['nearest_no_angle']} | {1 - t['per_source'] / n if n else 0:.2f} "
+            f"({min(sh):.2f}-{max(sh):.2f}, {runs}) | "
             f"{t['no_direction']} of {t['sources']}"
             + (f" ({t['no_direction_fg']} with tumour)" if foreground else "")
-            + " |"
+            + f" | {cone} |"
         )
 
 
@@ -239,6 +285,8 @@ def main() -> None:
     )
     ap.add_argument("--alphas", type=float, nargs="+", default=[1e-3, 1e-2, 1e-1, 1.0, 10.0])
     args = ap.parse_args()
+    if args.foreground and not args.tiers:
+        ap.error("--foreground is an option of --tiers")
     import logging
 
     logging.basicConfig(level=logging.ERROR)
