@@ -19,7 +19,8 @@ the fallback share (suggestions beyond the first pass of one per source inside i
 causes: sources without a direction, sources whose cone holds no unlabelled item, and a budget
 larger than the number of sources), how many sources had no direction (zero or non-finite
 gradient, or a latent step that vanished in float32) and how many an empty cone (known where a
-query went beyond the first pass); ``--foreground`` adds how many of the sources without a
+query went beyond the first pass), and the share of suggestions from their source's patient
+(for ids ``PATIENT_SLICE``, as LGG's); ``--foreground`` adds how many of the sources without a
 direction have foreground in their mask (the run's own training masks; it loads the data).
 
 ``--alpha-sweep RUN --round R`` re-runs the query of round R of one run (its model from
@@ -136,15 +137,21 @@ def fallback_tiers(root: Path, foreground: bool = False) -> dict[tuple[str, int]
     sources without a direction, empty cones, and a budget larger than the number of sources.
     ``foreground=True`` also counts the sources without a direction whose mask has foreground
     (``no_direction_fg``; loads each such run's pool, so it needs the data, ``ACTIVESYNTH_DATA``).
+    ``same_patient`` of ``same_patient_of``: suggestions from the same patient as their source,
+    for ids of the form ``PATIENT_SLICE`` (LGG's; queries with other ids are left out).
     Unfinished runs count too (their finished queries). Runs whose queries record no tiers
     (other strategies) are skipped."""
     found = []
+    query_ids: dict[tuple[Path, int], list[str]] = {}
     for run in _tier_runs(root):
         unit = json.loads((run / "unit.json").read_text()) if (run / "unit.json").exists() else {}
         for f in sorted(run.glob("round_*/query.json")):
-            info = json.loads(f.read_text()).get("info") or {}
+            q = json.loads(f.read_text())
+            info = q.get("info") or {}
             if info.get("tiers"):
-                found.append((run, unit, int(f.parent.name.rsplit("_", 1)[1]), info))
+                r = int(f.parent.name.rsplit("_", 1)[1])
+                found.append((run, unit, r, info))
+                query_ids[(run, r)] = [str(i) for i in q.get("ids") or []]
     kinds = {(u.get("dataset"), u.get("schedule")) for _, u, _, _ in found}
     out: dict[tuple[str, int], dict] = {}
     loaded: dict[Path, dict[str, bool]] = {}
@@ -156,9 +163,16 @@ def fallback_tiers(root: Path, foreground: bool = False) -> dict[tuple[str, int]
             (arm, r),
             {k: 0 for k in _TIERS}
             | {"share": {}, "sources": 0, "no_direction": 0, "no_direction_fg": 0}
-            | {"empty_cone": 0, "empty_cone_queries": 0, "queries": 0},
+            | {"empty_cone": 0, "empty_cone_queries": 0, "queries": 0}
+            | {"same_patient": 0, "same_patient_of": 0},
         )
         tiers = {k: int(info["tiers"].get(k, 0)) for k in _TIERS}
+        picks, srcs = query_ids[(run, r)], [str(i) for i in info.get("source_ids") or []]
+        if len(picks) == len(srcs) and all("_" in i for i in picks + srcs):
+            row["same_patient"] += sum(
+                a.rsplit("_", 1)[0] == b.rsplit("_", 1)[0] for a, b in zip(picks, srcs, strict=True)
+            )
+            row["same_patient_of"] += len(picks)
         n, n_src = sum(tiers.values()), int(info.get("n_sources", 0))
         nodir = [str(i) for i in info.get("no_direction") or []]
         key = unit.get("seed", run.name)
@@ -197,9 +211,9 @@ def print_tiers(root: Path, foreground: bool = False) -> None:
     print(
         "| arm | query after round | suggestions | one per source | more per source | "
         "nearest without angle | fallback share (seeds' range) | sources without a direction | "
-        "sources with an empty cone |"
+        "sources with an empty cone | same patient as the source |"
     )
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for (arm, r), t in sorted(rows.items()):
         n = sum(t[k] for k in _TIERS)
         sh = list(t["share"].values())
@@ -215,7 +229,12 @@ def print_tiers(root: Path, foreground: bool = False) -> None:
             f"({min(sh):.2f}-{max(sh):.2f}, {runs}) | "
             f"{t['no_direction']} of {t['sources']}"
             + (f" ({t['no_direction_fg']} with tumour)" if foreground else "")
-            + f" | {cone} |"
+            + f" | {cone} | "
+            + (
+                f"{t['same_patient'] / t['same_patient_of']:.2f} |"
+                if t["same_patient_of"]
+                else "- |"
+            )
         )
 
 

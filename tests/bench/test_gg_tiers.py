@@ -121,3 +121,16 @@ def test_foreground_names_a_source_the_data_does_not_hold(tmp_path: Path, monkey
     monkeypatch.setattr(mod, "_pool", lambda run: (None, _Pool()))
     with pytest.raises(SystemExit, match="source 99 is not in the pool"):
         mod.fallback_tiers(tmp_path, foreground=True)
+
+
+def test_same_patient_share_pairs_each_pick_with_its_source(tmp_path: Path, capsys) -> None:
+    mod = load_script("experiments/analyse_gradient_guided.py")
+    run = _run(tmp_path, "gg-s0", "gg", 0, {0: _info(3, 0, 0, 3, [])})
+    q = json.loads((run / "round_00" / "query.json").read_text())
+    q["ids"] = ["P1_4", "P2_9", "P3_1"]
+    q["info"]["source_ids"] = ["P1_5", "P1_6", "P3_2"]  # picks 1 and 3 share their source's patient
+    (run / "round_00" / "query.json").write_text(json.dumps(q))
+    row = mod.fallback_tiers(tmp_path)[("gg", 0)]
+    assert (row["same_patient"], row["same_patient_of"]) == (2, 3)
+    mod.print_tiers(tmp_path)
+    assert "| 0.67 |" in capsys.readouterr().out
