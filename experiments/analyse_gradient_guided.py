@@ -142,7 +142,6 @@ def fallback_tiers(root: Path, foreground: bool = False) -> dict[tuple[str, int]
     Unfinished runs count too (their finished queries). Runs whose queries record no tiers
     (other strategies) are skipped."""
     found = []
-    query_ids: dict[tuple[Path, int], list[str]] = {}
     for run in _tier_runs(root):
         unit = json.loads((run / "unit.json").read_text()) if (run / "unit.json").exists() else {}
         for f in sorted(run.glob("round_*/query.json")):
@@ -150,12 +149,11 @@ def fallback_tiers(root: Path, foreground: bool = False) -> dict[tuple[str, int]
             info = q.get("info") or {}
             if info.get("tiers"):
                 r = int(f.parent.name.rsplit("_", 1)[1])
-                found.append((run, unit, r, info))
-                query_ids[(run, r)] = [str(i) for i in q.get("ids") or []]
-    kinds = {(u.get("dataset"), u.get("schedule")) for _, u, _, _ in found}
+                found.append((run, unit, r, info, [str(i) for i in q.get("ids") or []]))
+    kinds = {(u.get("dataset"), u.get("schedule")) for _, u, _, _, _ in found}
     out: dict[tuple[str, int], dict] = {}
     loaded: dict[Path, dict[str, bool]] = {}
-    for run, unit, r, info in found:
+    for run, unit, r, info, picks in found:
         arm = unit.get("strategy", run.name)
         if len(kinds) > 1 and "strategy" in unit:
             arm = f"{unit.get('dataset')}/{unit.get('schedule')}/{arm}"
@@ -167,7 +165,7 @@ def fallback_tiers(root: Path, foreground: bool = False) -> dict[tuple[str, int]
             | {"same_patient": 0, "same_patient_of": 0},
         )
         tiers = {k: int(info["tiers"].get(k, 0)) for k in _TIERS}
-        picks, srcs = query_ids[(run, r)], [str(i) for i in info.get("source_ids") or []]
+        srcs = [str(i) for i in info.get("source_ids") or []]
         if len(picks) == len(srcs) and all("_" in i for i in picks + srcs):
             row["same_patient"] += sum(
                 a.rsplit("_", 1)[0] == b.rsplit("_", 1)[0] for a, b in zip(picks, srcs, strict=True)
